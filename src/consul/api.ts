@@ -1,0 +1,56 @@
+/**
+ * The narrow interface haproxy-connect needs from the local Consul agent, one method per data
+ * source. `client.ts` implements it over HTTP; tests use an in-process fake.
+ * Every method validates the response at the boundary and returns domain types.
+ */
+import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
+
+/** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
+export interface Cursor {
+  index?: number | undefined;
+  hash?: string | undefined;
+}
+
+/** A value and the cursor to pass to the next blocking call. */
+export interface Versioned<T> {
+  value: T;
+  cursor: Cursor;
+}
+
+export interface AgentInfo {
+  datacenter: string;
+  nodeName: string;
+}
+
+/** A connect-proxy service registered on the local agent (from /v1/agent/services). */
+export interface ProxyServiceSummary {
+  id: string;
+  name: string;
+  tags: string[];
+  destinationServiceId: string;
+  destinationServiceName: string;
+}
+
+export interface UpstreamQuery {
+  destinationName: string;
+  destinationNamespace: string;
+  /** Empty = local datacenter. */
+  datacenter: string;
+}
+
+export interface ConsulAgentApi {
+  /** A readable description of where the agent is, for error messages (e.g. `http://127.0.0.1:8500`). */
+  readonly address: string;
+  agentSelf(signal: AbortSignal): Promise<AgentInfo>;
+  listProxyServices(signal: AbortSignal): Promise<ProxyServiceSummary[]>;
+  /** GET /v1/agent/service/<id>, hash-based blocking; the registration parsed and validated. */
+  proxyRegistration(proxyId: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<ProxyRegistration>>;
+  /** GET /v1/agent/connect/ca/leaf/<service>, index-based blocking. */
+  leaf(serviceName: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Leaf>>;
+  /** GET /v1/agent/connect/ca/roots, index-based blocking. */
+  roots(cursor: Cursor, signal: AbortSignal): Promise<Versioned<Roots>>;
+  /** GET /v1/health/connect/<name>?passing&cached..., index-based blocking: the upstream's sidecars. */
+  upstreamEndpoints(query: UpstreamQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Endpoint[]>>;
+  /** GET /v1/query/<name>/execute?connect=true (not blocking: the caller polls). */
+  preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]>;
+}

@@ -1,0 +1,256 @@
+/**
+ * ConsulAgentApi over HTTP: one method per agent endpoint haproxy-connect reads, each validating
+ * the response with zod at the boundary and returning domain types plus the blocking cursor.
+ */
+import type { z } from 'zod';
+import { HaproxyConnectError } from '../errors.js';
+import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
+import type {
+  AgentInfo,
+  ConsulAgentApi,
+  Cursor,
+  ProxyServiceSummary,
+  UpstreamQuery,
+  Versioned,
+} from './api.js';
+import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
+import { parseProxyRegistration } from './registration.js';
+import {
+  agentSelfSchema,
+  agentServiceSchema,
+  agentServicesSchema,
+  healthConnectSchema,
+  leafSchema,
+  preparedQueryResultSchema,
+  rootsSchema,
+  type serviceEntrySchema,
+} from './schemas.js';
+
+export type { ConsulClientOptions } from './http.js';
+
+const INDEX_HEADER = 'x-consul-index';
+const CONTENT_HASH_HEADER = 'x-consul-contenthash';
+const DEFAULT_NAMESPACE = 'default';
+const DEFAULT_WEIGHT = 1;
+
+/** A path segment, escaped (service names and IDs are user input). */
+function seg(value: string): string {
+  return encodeURIComponent(value);
+}
+
+/** Builds a query string; `true` values are Consul's bare flags (`?passing&cached`). */
+function queryString(params: Array<[string, string | true | undefined]>): string {
+  const parts: string[] = [];
+  for (const [key, value] of params) {
+    if (value === undefined) continue;
+    parts.push(value === true ? key : `${key}=${encodeURIComponent(value)}`);
+  }
+  return parts.join('&');
+}
+
+function headerValue(res: ConsulResponse, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Formats a zod issue path the way the JSON looks: `Roots[0].RootCert`. */
+function formatIssuePath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+type ServiceEntry = z.infer<typeof serviceEntrySchema>;
+
+function toEndpoints(entries: ServiceEntry[]): Endpoint[] {
+  return entries
+    .map((e) => ({
+      id: `${e.Node.Node}/${e.Service.ID}`,
+      node: e.Node.Node,
+      // Same choice as Consul: the proxy's service address, else its node's address.
+      address: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
+      port: e.Service.Port,
+      weight: e.Service.Weights?.Passing ?? DEFAULT_WEIGHT,
+    }))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+export class ConsulHttpClient implements ConsulAgentApi {
+  readonly address: string;
+  readonly #http: ConsulHttp;
+
+  constructor(options: ConsulClientOptions) {
+    this.#http = new ConsulHttp(options);
+    this.address = this.#http.address;
+  }
+
+  /** Releases the connection pool (aborts in-flight blocking queries). */
+  async close(): Promise<void> {
+    await this.#http.close();
+  }
+
+  async agentSelf(signal: AbortSignal): Promise<AgentInfo> {
+    const path = '/v1/agent/self';
+    const res = await this.#http.get(path, '', { signal, blocking: false });
+    const body = this.#parse(path, res, agentSelfSchema);
+    return { datacenter: body.Config.Datacenter, nodeName: body.Config.NodeName };
+  }
+
+  async listProxyServices(signal: AbortSignal): Promise<ProxyServiceSummary[]> {
+    const path = '/v1/agent/services';
+    const res = await this.#http.get(path, '', { signal, blocking: false });
+    const body = this.#parse(path, res, agentServicesSchema);
+    return Object.values(body)
+      .filter((s) => s.Kind === 'connect-proxy')
+      .map((s) => ({
+        id: s.ID,
+        name: s.Service,
+        tags: s.Tags,
+        destinationServiceId: s.Proxy?.DestinationServiceID ?? '',
+        destinationServiceName: s.Proxy?.DestinationServiceName ?? '',
+      }))
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  async proxyRegistration(proxyId: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<ProxyRegistration>> {
+    const path = `/v1/agent/service/${seg(proxyId)}`;
+    const blocking = cursor.hash !== undefined && cursor.hash !== '';
+    const query = blocking ? queryString([['hash', cursor.hash], ['wait', this.#wait()]]) : '';
+    const res = await this.#http.get(path, query, {
+      signal,
+      blocking,
+      onNotFound: () =>
+        new HaproxyConnectError(
+          'SIDECAR_NOT_FOUND',
+          `No service with ID '${proxyId}' is registered on the Consul agent at ${this.address}`,
+        ),
+    });
+    const body = this.#parse(path, res, agentServiceSchema);
+    const hash = headerValue(res, CONTENT_HASH_HEADER);
+    if (hash === undefined || hash === '') {
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned no X-Consul-ContentHash header`,
+      );
+    }
+    return { value: parseProxyRegistration(body), cursor: { hash } };
+  }
+
+  async leaf(serviceName: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Leaf>> {
+    const path = `/v1/agent/connect/ca/leaf/${seg(serviceName)}`;
+    const { res, index } = await this.#indexed(path, [], cursor, signal);
+    const body = this.#parse(path, res, leafSchema);
+    return {
+      value: {
+        certPem: body.CertPEM,
+        privateKeyPem: body.PrivateKeyPEM,
+        serialNumber: body.SerialNumber,
+        validBefore: body.ValidBefore,
+        modifyIndex: body.ModifyIndex,
+      },
+      cursor: { index },
+    };
+  }
+
+  async roots(cursor: Cursor, signal: AbortSignal): Promise<Versioned<Roots>> {
+    const path = '/v1/agent/connect/ca/roots';
+    const { res, index } = await this.#indexed(path, [], cursor, signal);
+    const body = this.#parse(path, res, rootsSchema);
+    return {
+      value: {
+        trustDomain: body.TrustDomain,
+        activeRootId: body.ActiveRootID,
+        roots: body.Roots.map((r) => ({
+          id: r.ID,
+          rootCertPem: r.RootCert,
+          intermediateCertsPem: r.IntermediateCerts,
+          active: r.Active,
+        })),
+      },
+      cursor: { index },
+    };
+  }
+
+  async upstreamEndpoints(query: UpstreamQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Endpoint[]>> {
+    const path = `/v1/health/connect/${seg(query.destinationName)}`;
+    // `cached` serves the agent's background-refreshed cache (blocking queries included), so the
+    // mesh keeps working while the servers are unreachable.
+    const { res, index } = await this.#indexed(
+      path,
+      [['passing', true], ['cached', true], ...this.#scope(query)],
+      cursor,
+      signal,
+    );
+    return { value: toEndpoints(this.#parse(path, res, healthConnectSchema)), cursor: { index } };
+  }
+
+  async preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]> {
+    const path = `/v1/query/${seg(query.destinationName)}/execute`;
+    const res = await this.#http.get(path, queryString([['connect', 'true'], ...this.#scope(query)]), {
+      signal,
+      blocking: false,
+    });
+    return toEndpoints(this.#parse(path, res, preparedQueryResultSchema).Nodes);
+  }
+
+  #wait(): string {
+    return `${this.#http.waitSeconds}s`;
+  }
+
+  #scope(query: UpstreamQuery): Array<[string, string | undefined]> {
+    const ns = query.destinationNamespace;
+    return [
+      ['dc', query.datacenter === '' ? undefined : query.datacenter],
+      ['ns', ns === '' || ns === DEFAULT_NAMESPACE ? undefined : ns],
+    ];
+  }
+
+  /** An index-based (possibly blocking) GET; returns the response and its X-Consul-Index. */
+  async #indexed(
+    path: string,
+    params: Array<[string, string | true | undefined]>,
+    cursor: Cursor,
+    signal: AbortSignal,
+  ): Promise<{ res: ConsulResponse; index: number }> {
+    const blocking = cursor.index !== undefined && cursor.index > 0;
+    const all: Array<[string, string | true | undefined]> = blocking
+      ? [...params, ['index', String(cursor.index)], ['wait', this.#wait()]]
+      : params;
+    const res = await this.#http.get(path, queryString(all), { signal, blocking });
+    const raw = headerValue(res, INDEX_HEADER);
+    const index = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(index)) {
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned X-Consul-Index ${raw === undefined ? '(missing)' : `'${raw}'`}, expected a whole number`,
+      );
+    }
+    return { res, index };
+  }
+
+  #parse<S extends z.ZodType>(path: string, res: ConsulResponse, schema: S): z.output<S> {
+    let json: unknown;
+    try {
+      json = JSON.parse(res.body);
+    } catch (err) {
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned invalid JSON: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const result = schema.safeParse(json);
+    if (!result.success) {
+      const issue = result.error.issues[0];
+      const detail = issue === undefined ? 'unexpected shape' : `${formatIssuePath(issue.path)}: ${issue.message}`;
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned an unexpected response: ${detail}`,
+      );
+    }
+    return result.data;
+  }
+}

@@ -1,0 +1,232 @@
+/**
+ * The HTTP transport to the local Consul agent on undici: address parsing, a dedicated dispatcher
+ * (never the global one, never handed to global fetch), the ACL token header, per-request timeouts
+ * and the mapping of failures to stable error codes. It knows nothing about individual endpoints.
+ */
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
+import { HaproxyConnectError, errorMessage } from '../errors.js';
+
+/** Consul's default blocking wait (5 min); its maximum is 10 min. */
+export const DEFAULT_WAIT_SECONDS = 300;
+export const MAX_WAIT_SECONDS = 600;
+/** Consul adds up to wait/16 of random jitter to a blocking wait. */
+const WAIT_JITTER_DIVISOR = 16;
+/** Slack on top of wait + jitter before we declare a blocking request lost. */
+const BLOCKING_MARGIN_MS = 15_000;
+/** Timeout of requests that do not block (agent/self, prepared queries...). */
+export const NON_BLOCKING_TIMEOUT_MS = 30_000;
+/** undici's own timeouts sit above ours so that our clearer timeout error fires first. */
+const DISPATCHER_TIMEOUT_SLACK_MS = 10_000;
+/** How much of an error body goes into an error message. */
+const BODY_EXCERPT_CHARS = 300;
+
+export interface ConsulTlsOptions {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** Verify the agent's certificate (false only for tests and lab setups). */
+  verify: boolean;
+}
+
+export interface ConsulClientOptions {
+  /** 'http://h:p', 'https://h:p', 'unix:///path', or a bare 'host:port' (http), like CONSUL_HTTP_ADDR. */
+  address: string;
+  token?: string;
+  tls?: ConsulTlsOptions;
+  /** Blocking wait in seconds, default 300 (Consul's maximum is 600). */
+  waitSeconds?: number;
+}
+
+export interface ConsulAddress {
+  /** The origin undici connects to (`http://localhost` for unix sockets). */
+  origin: string;
+  socketPath: string | undefined;
+  /** Readable form for error messages, e.g. `http://127.0.0.1:8500` or `unix:///run/consul.sock`. */
+  display: string;
+}
+
+/** Parses a Consul address the way Consul's CLI reads CONSUL_HTTP_ADDR. */
+export function parseConsulAddress(address: string): ConsulAddress {
+  const trimmed = address.trim();
+  if (trimmed.startsWith('unix://')) {
+    const socketPath = trimmed.slice('unix://'.length);
+    if (socketPath === '') {
+      throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' has an empty unix socket path`);
+    }
+    return { origin: 'http://localhost', socketPath, display: trimmed };
+  }
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' is not a valid address`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new HaproxyConnectError(
+      'CONFIG_INVALID',
+      `Consul address '${address}' has scheme '${url.protocol.slice(0, -1)}'; use http, https or unix`,
+    );
+  }
+  if (url.hostname === '' || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+    throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' must be scheme://host:port only`);
+  }
+  if (url.pathname !== '/' && url.pathname !== '') {
+    throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' must not have a path`);
+  }
+  return { origin: url.origin, socketPath: undefined, display: url.origin };
+}
+
+export interface ConsulResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export interface GetOptions {
+  signal: AbortSignal;
+  /** True for blocking queries: the timeout then covers the wait and Consul's jitter. */
+  blocking: boolean;
+  /** Lets the caller turn a 404 into a domain error (e.g. SIDECAR_NOT_FOUND). */
+  onNotFound?: () => Error;
+}
+
+function readFileOption(what: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new HaproxyConnectError('CONFIG_INVALID', `Cannot read Consul TLS ${what} '${file}': ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/** The first line of an error's cause chain that says something (undici wraps socket errors). */
+function describeCause(err: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    const text = typeof code === 'string' && !current.message.includes(code) ? `${code} ${current.message}` : current.message;
+    if (text !== '' && !parts.includes(text)) parts.push(text);
+    current = current.cause;
+  }
+  return parts.length > 0 ? parts.join(': ') : errorMessage(err);
+}
+
+export class ConsulHttp {
+  readonly address: string;
+  readonly waitSeconds: number;
+  readonly #origin: string;
+  readonly #token: string | undefined;
+  readonly #dispatcher: Agent;
+  readonly #blockingTimeoutMs: number;
+
+  constructor(options: ConsulClientOptions) {
+    const parsed = parseConsulAddress(options.address);
+    const wait = options.waitSeconds ?? DEFAULT_WAIT_SECONDS;
+    if (!Number.isInteger(wait) || wait < 1 || wait > MAX_WAIT_SECONDS) {
+      throw new HaproxyConnectError(
+        'CONFIG_INVALID',
+        `Consul blocking wait ${String(wait)}s is out of range (1..${MAX_WAIT_SECONDS} whole seconds)`,
+      );
+    }
+    this.address = parsed.display;
+    this.waitSeconds = wait;
+    this.#origin = parsed.origin;
+    this.#token = options.token === '' ? undefined : options.token;
+    this.#blockingTimeoutMs = wait * 1000 + (wait * 1000) / WAIT_JITTER_DIVISOR + BLOCKING_MARGIN_MS;
+    const dispatcherTimeout = Math.max(this.#blockingTimeoutMs, NON_BLOCKING_TIMEOUT_MS) + DISPATCHER_TIMEOUT_SLACK_MS;
+
+    const connect: Record<string, unknown> = {};
+    if (parsed.socketPath !== undefined) connect['socketPath'] = parsed.socketPath;
+    const tls = options.tls;
+    if (tls !== undefined) {
+      if (tls.caFile !== undefined) connect['ca'] = readFileOption('CA file', tls.caFile);
+      if (tls.certFile !== undefined) connect['cert'] = readFileOption('certificate file', tls.certFile);
+      if (tls.keyFile !== undefined) connect['key'] = readFileOption('key file', tls.keyFile);
+      connect['rejectUnauthorized'] = tls.verify;
+    }
+    this.#dispatcher = new Agent({
+      connect,
+      headersTimeout: dispatcherTimeout,
+      bodyTimeout: dispatcherTimeout,
+    });
+  }
+
+  /**
+   * GET `path` with the query string `query` (already encoded). Returns the response of a 2xx;
+   * throws CONSUL_UNREACHABLE, CONSUL_FORBIDDEN or CONSUL_HTTP otherwise. When `signal` aborts,
+   * rejects with the signal's reason.
+   */
+  async get(path: string, query: string, options: GetOptions): Promise<ConsulResponse> {
+    const { signal } = options;
+    signal.throwIfAborted();
+    const timeoutMs = options.blocking ? this.#blockingTimeoutMs : NON_BLOCKING_TIMEOUT_MS;
+    // One controller per request, linked to the caller's signal by a listener removed in finally,
+    // and a timer that is always cleared: AbortSignal.any/timeout in a loop leaks on Node 20.
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+
+    const url = `${this.#origin}${path}${query === '' ? '' : `?${query}`}`;
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (this.#token !== undefined) headers['x-consul-token'] = this.#token;
+
+    let response: ConsulResponse;
+    try {
+      const res = await request(url, { method: 'GET', headers, dispatcher: this.#dispatcher, signal: controller.signal });
+      const body = await res.body.text();
+      response = { status: res.statusCode, headers: res.headers, body };
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (timedOut) {
+        throw new HaproxyConnectError(
+          'CONSUL_UNREACHABLE',
+          `Consul agent at ${this.address} did not answer GET ${path} within ${timeoutMs} ms`,
+          { cause: err },
+        );
+      }
+      throw new HaproxyConnectError(
+        'CONSUL_UNREACHABLE',
+        `Cannot reach Consul agent at ${this.address}: ${describeCause(err)}`,
+        { cause: err },
+      );
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+
+    if (response.status >= 200 && response.status < 300) return response;
+    const excerpt = this.#excerpt(response.body);
+    if (response.status === 403) {
+      throw new HaproxyConnectError(
+        'CONSUL_FORBIDDEN',
+        `Consul agent at ${this.address} rejected the ACL token for GET ${path} (403): ${excerpt}`,
+      );
+    }
+    if (response.status === 404 && options.onNotFound !== undefined) throw options.onNotFound();
+    throw new HaproxyConnectError(
+      'CONSUL_HTTP',
+      `Consul agent at ${this.address} answered GET ${path} with HTTP ${response.status}: ${excerpt}`,
+    );
+  }
+
+  #excerpt(body: string): string {
+    let text = body.trim().replace(/\s+/g, ' ');
+    // Consul does not echo the token, but never let a secret into an error message.
+    if (this.#token !== undefined && this.#token.length > 0) text = text.split(this.#token).join('[redacted]');
+    if (text === '') return '(empty body)';
+    return text.length > BODY_EXCERPT_CHARS ? `${text.slice(0, BODY_EXCERPT_CHARS)}...` : text;
+  }
+
+  async close(): Promise<void> {
+    await this.#dispatcher.destroy();
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Zod schemas for the Consul agent responses haproxy-connect reads. Only the fields we use are
+ * declared; objects stay non-strict so fields added by newer Consul versions are ignored.
+ * Consul writes `null` for empty slices and maps in several places, so collections accept null.
+ */
+import { z } from 'zod';
+
+/** An array that Consul may encode as `null` (a nil Go slice); null and absent become []. */
+function nullableArray<T extends z.ZodType>(item: T) {
+  return z
+    .array(item)
+    .nullish()
+    .transform((v) => v ?? []);
+}
+
+/** A string Consul may omit (omitempty) or encode as null; both become ''. */
+const optionalString = z
+  .string()
+  .nullish()
+  .transform((v) => v ?? '');
+
+/** A Consul integer field that may be omitted (omitempty): absent becomes 0. */
+const optionalInt = z
+  .number()
+  .int()
+  .nullish()
+  .transform((v) => v ?? 0);
+
+/** Proxy.Config / Upstreams[].Config: an opaque map whose values registration.ts validates. */
+const opaqueConfig = z
+  .record(z.string(), z.unknown())
+  .nullish()
+  .transform((v) => v ?? {});
+
+// GET /v1/agent/self
+export const agentSelfSchema = z.object({
+  Config: z.object({
+    Datacenter: z.string(),
+    NodeName: z.string(),
+  }),
+});
+
+// GET /v1/agent/services: a map from service ID to a summary of the service.
+export const agentServicesSchema = z
+  .record(
+    z.string(),
+    z.object({
+      Kind: optionalString,
+      ID: z.string(),
+      Service: z.string(),
+      Tags: nullableArray(z.string()),
+      Proxy: z
+        .object({
+          DestinationServiceName: optionalString,
+          DestinationServiceID: optionalString,
+        })
+        .nullish(),
+    }),
+  )
+  .nullish()
+  .transform((v) => v ?? {});
+
+export const upstreamJsonSchema = z.object({
+  DestinationType: optionalString,
+  DestinationNamespace: optionalString,
+  DestinationPartition: optionalString,
+  DestinationName: optionalString,
+  Datacenter: optionalString,
+  LocalBindAddress: optionalString,
+  LocalBindPort: optionalInt,
+  LocalBindSocketPath: optionalString,
+  LocalBindSocketMode: optionalString,
+  Config: opaqueConfig,
+});
+
+export type UpstreamJson = z.infer<typeof upstreamJsonSchema>;
+
+// GET /v1/agent/service/<id>
+export const agentServiceSchema = z.object({
+  Kind: optionalString,
+  ID: z.string(),
+  Service: z.string(),
+  Address: optionalString,
+  Port: optionalInt,
+  Namespace: optionalString,
+  Partition: optionalString,
+  Proxy: z
+    .object({
+      DestinationServiceName: optionalString,
+      DestinationServiceID: optionalString,
+      LocalServiceAddress: optionalString,
+      LocalServicePort: optionalInt,
+      Config: opaqueConfig,
+      Upstreams: nullableArray(upstreamJsonSchema),
+    })
+    .nullish(),
+});
+
+/** The agent's registration of one service, as validated at the boundary (input of registration.ts). */
+export type AgentServiceJson = z.infer<typeof agentServiceSchema>;
+
+// GET /v1/agent/connect/ca/leaf/<service>
+export const leafSchema = z.object({
+  SerialNumber: z.string(),
+  CertPEM: z.string(),
+  PrivateKeyPEM: z.string(),
+  ValidBefore: z.string(),
+  ModifyIndex: z.number().int().nonnegative(),
+});
+
+// GET /v1/agent/connect/ca/roots
+export const rootsSchema = z.object({
+  TrustDomain: z.string(),
+  ActiveRootID: z.string(),
+  Roots: nullableArray(
+    z.object({
+      ID: z.string(),
+      RootCert: z.string(),
+      IntermediateCerts: nullableArray(z.string()),
+      Active: z.boolean(),
+    }),
+  ),
+});
+
+/** One entry of /v1/health/connect/<name> and of a prepared query's `Nodes`. */
+export const serviceEntrySchema = z.object({
+  Node: z.object({
+    Node: z.string(),
+    Address: z.string(),
+  }),
+  Service: z.object({
+    ID: z.string(),
+    Address: optionalString,
+    Port: z.number().int().min(0).max(65535),
+    Weights: z
+      .object({ Passing: z.number().int().nonnegative() })
+      .nullish(),
+  }),
+});
+
+export const healthConnectSchema = nullableArray(serviceEntrySchema);
+
+// GET /v1/query/<name>/execute
+export const preparedQueryResultSchema = z.object({
+  Nodes: nullableArray(serviceEntrySchema),
+});

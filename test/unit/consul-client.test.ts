@@ -1,0 +1,349 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { ConsulHttpClient } from '../../src/consul/client.js';
+import { parseConsulAddress } from '../../src/consul/http.js';
+import { isHaproxyConnectError, type ErrorCode } from '../../src/errors.js';
+
+const TOKEN = 'secret-token-0d7c';
+
+type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => void;
+
+interface Seen {
+  path: string;
+  query: URLSearchParams;
+  rawQuery: string;
+  token: string | undefined;
+}
+
+/** A node:http server playing the Consul agent: tests install one handler per path. */
+class FakeAgentServer {
+  readonly server: Server;
+  readonly routes = new Map<string, Handler>();
+  readonly seen: Seen[] = [];
+  readonly sockets = new Set<import('node:net').Socket>();
+
+  constructor() {
+    this.server = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://agent');
+      const token = req.headers['x-consul-token'];
+      this.seen.push({ path: url.pathname, query: url.searchParams, rawQuery: url.search.slice(1), token: typeof token === 'string' ? token : undefined });
+      const handler = this.routes.get(url.pathname);
+      if (handler === undefined) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no route');
+        return;
+      }
+      handler(req, res, url);
+    });
+    this.server.on('connection', (s) => {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+  }
+
+  listen(target: { port: number; host: string } | { path: string }): Promise<void> {
+    return new Promise((resolve) => this.server.listen(target, resolve));
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  json(path: string, body: unknown, headers: Record<string, string> = {}, status = 200): void {
+    this.routes.set(path, (_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+    });
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+function rejectsWith(code: ErrorCode, check?: (message: string) => void) {
+  return (err: unknown): boolean => {
+    assert.ok(isHaproxyConnectError(err, code), `expected ${code}, got ${String(err)}`);
+    check?.(err.message);
+    return true;
+  };
+}
+
+const signal = (): AbortSignal => new AbortController().signal;
+
+const entry = (node: string, nodeAddr: string, id: string, addr: string, port: number, weights?: unknown) => ({
+  Node: { ID: 'x', Node: node, Address: nodeAddr, Datacenter: 'dc1', TaggedAddresses: null, Meta: null },
+  Service: { Kind: 'connect-proxy', ID: id, Service: 'db-sidecar-proxy', Address: addr, Port: port, ...(weights !== undefined && { Weights: weights }) },
+  Checks: [],
+});
+
+describe('ConsulHttpClient over TCP', () => {
+  const agent = new FakeAgentServer();
+  let client: ConsulHttpClient;
+
+  before(async () => {
+    await agent.listen({ port: 0, host: '127.0.0.1' });
+    client = new ConsulHttpClient({ address: `127.0.0.1:${agent.port}`, token: TOKEN });
+  });
+  after(async () => {
+    await client.close();
+    await agent.close();
+  });
+  afterEach(() => {
+    agent.routes.clear();
+    agent.seen.length = 0;
+  });
+
+  test('bare host:port means http; agentSelf sends the token header', async () => {
+    assert.equal(client.address, `http://127.0.0.1:${agent.port}`);
+    agent.json('/v1/agent/self', { Config: { Datacenter: 'dc1', NodeName: 'n1', Other: 1 }, Member: {} });
+    assert.deepEqual(await client.agentSelf(signal()), { datacenter: 'dc1', nodeName: 'n1' });
+    assert.equal(agent.seen[0]?.token, TOKEN);
+  });
+
+  test('listProxyServices keeps connect-proxy services; null tags are empty', async () => {
+    agent.json('/v1/agent/services', {
+      web: { ID: 'web', Service: 'web', Tags: ['a'], Port: 8080 },
+      'web-sidecar-proxy': {
+        Kind: 'connect-proxy',
+        ID: 'web-sidecar-proxy',
+        Service: 'web-sidecar-proxy',
+        Tags: null,
+        Proxy: { DestinationServiceName: 'web', DestinationServiceID: 'web' },
+      },
+    });
+    assert.deepEqual(await client.listProxyServices(signal()), [
+      { id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' },
+    ]);
+  });
+
+  test('proxyRegistration: hash-based blocking, id escaped, registration parsed', async () => {
+    agent.json(
+      '/v1/agent/service/web%2Fsidecar',
+      {
+        Kind: 'connect-proxy',
+        ID: 'web/sidecar',
+        Service: 'web-sidecar-proxy',
+        Port: 21000,
+        Proxy: { DestinationServiceName: 'web', DestinationServiceID: 'web', LocalServicePort: 8080, Config: null, Upstreams: null },
+      },
+      { 'X-Consul-ContentHash': 'abc123' },
+    );
+    const first = await client.proxyRegistration('web/sidecar', {}, signal());
+    assert.deepEqual(first.cursor, { hash: 'abc123' });
+    assert.equal(first.value.publicListener.bindPort, 21000);
+    assert.equal(agent.seen[0]?.rawQuery, '');
+    await client.proxyRegistration('web/sidecar', first.cursor, signal());
+    assert.equal(agent.seen[1]?.rawQuery, 'hash=abc123&wait=300s');
+  });
+
+  test('proxyRegistration: 404 is SIDECAR_NOT_FOUND', async () => {
+    await assert.rejects(client.proxyRegistration('nope', {}, signal()), rejectsWith('SIDECAR_NOT_FOUND', (m) => assert.match(m, /'nope'/)));
+  });
+
+  test('leaf: index-based blocking sends index and wait, reads X-Consul-Index', async () => {
+    agent.json(
+      '/v1/agent/connect/ca/leaf/web',
+      { SerialNumber: '0a', CertPEM: 'C', PrivateKeyPEM: 'K', ValidBefore: '2030-01-01T00:00:00Z', ModifyIndex: 42, Service: 'web' },
+      { 'X-Consul-Index': '42' },
+    );
+    const first = await client.leaf('web', {}, signal());
+    assert.deepEqual(first, {
+      value: { certPem: 'C', privateKeyPem: 'K', serialNumber: '0a', validBefore: '2030-01-01T00:00:00Z', modifyIndex: 42 },
+      cursor: { index: 42 },
+    });
+    await client.leaf('web', { index: 42 }, signal());
+    assert.equal(agent.seen[0]?.rawQuery, '');
+    assert.equal(agent.seen[1]?.rawQuery, 'index=42&wait=300s');
+  });
+
+  test('roots: null IntermediateCerts and null Roots are empty lists', async () => {
+    agent.json(
+      '/v1/agent/connect/ca/roots',
+      { TrustDomain: 'td.consul', ActiveRootID: 'r1', Roots: [{ ID: 'r1', RootCert: 'PEM', IntermediateCerts: null, Active: true, Name: 'x' }] },
+      { 'X-Consul-Index': '7' },
+    );
+    assert.deepEqual(await client.roots({}, signal()), {
+      value: { trustDomain: 'td.consul', activeRootId: 'r1', roots: [{ id: 'r1', rootCertPem: 'PEM', intermediateCertsPem: [], active: true }] },
+      cursor: { index: 7 },
+    });
+    agent.json('/v1/agent/connect/ca/roots', { TrustDomain: '', ActiveRootID: '', Roots: null }, { 'X-Consul-Index': '1' });
+    assert.deepEqual((await client.roots({}, signal())).value.roots, []);
+  });
+
+  test('garbage shape is CONSUL_RESPONSE_INVALID naming the path and the field', async () => {
+    agent.json(
+      '/v1/agent/connect/ca/roots',
+      { TrustDomain: 'td', ActiveRootID: 'r1', Roots: [{ ID: 'r1', RootCert: 12, Active: true }] },
+      { 'X-Consul-Index': '7' },
+    );
+    await assert.rejects(
+      client.roots({}, signal()),
+      rejectsWith('CONSUL_RESPONSE_INVALID', (m) => {
+        assert.match(m, /\/v1\/agent\/connect\/ca\/roots/);
+        assert.match(m, /Roots\[0\]\.RootCert: .*expected string/);
+      }),
+    );
+  });
+
+  test('invalid JSON is CONSUL_RESPONSE_INVALID', async () => {
+    agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(200).end('{not json'));
+    await assert.rejects(client.agentSelf(signal()), rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /\/v1\/agent\/self returned invalid JSON/)));
+  });
+
+  test('a missing X-Consul-Index is CONSUL_RESPONSE_INVALID', async () => {
+    agent.json('/v1/agent/connect/ca/roots', { TrustDomain: 'td', ActiveRootID: '', Roots: [] });
+    await assert.rejects(client.roots({}, signal()), rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /X-Consul-Index \(missing\)/)));
+  });
+
+  test('403 is CONSUL_FORBIDDEN naming the path, never the token', async () => {
+    agent.routes.set('/v1/agent/connect/ca/leaf/web', (_req, res) =>
+      res.writeHead(403).end(`Permission denied: token with AccessorID 'a1' lacks permission 'service:write' (echo ${TOKEN})`),
+    );
+    await assert.rejects(
+      client.leaf('web', {}, signal()),
+      rejectsWith('CONSUL_FORBIDDEN', (m) => {
+        assert.match(m, /\/v1\/agent\/connect\/ca\/leaf\/web/);
+        assert.match(m, /rejected the ACL token/);
+        assert.match(m, /Permission denied/);
+        assert.ok(!m.includes(TOKEN));
+      }),
+    );
+  });
+
+  test('other statuses are CONSUL_HTTP with status and body excerpt', async () => {
+    agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(500).end('rpc error: No cluster leader'));
+    await assert.rejects(
+      client.agentSelf(signal()),
+      rejectsWith('CONSUL_HTTP', (m) => assert.match(m, /GET \/v1\/agent\/self with HTTP 500: rpc error: No cluster leader/)),
+    );
+  });
+
+  test('upstreamEndpoints: passing, cached, dc, ns; address fallback, weights, sorted', async () => {
+    agent.json(
+      '/v1/health/connect/db',
+      [
+        entry('node-b', '10.0.0.2', 'db-sidecar-proxy', '', 21000, { Passing: 3, Warning: 1 }),
+        entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '192.168.0.1', 21001),
+      ],
+      { 'X-Consul-Index': '100' },
+    );
+    const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'team', datacenter: 'dc2' }, { index: 99 }, signal());
+    assert.deepEqual(got, {
+      value: [
+        { id: 'node-a/db-sidecar-proxy', node: 'node-a', address: '192.168.0.1', port: 21001, weight: 1 },
+        { id: 'node-b/db-sidecar-proxy', node: 'node-b', address: '10.0.0.2', port: 21000, weight: 3 },
+      ],
+      cursor: { index: 100 },
+    });
+    assert.equal(agent.seen[0]?.rawQuery, 'passing&cached&dc=dc2&ns=team&index=99&wait=300s');
+    await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'default', datacenter: '' }, {}, signal());
+    assert.equal(agent.seen[1]?.rawQuery, 'passing&cached');
+  });
+
+  test('upstreamEndpoints: a null list is empty', async () => {
+    agent.json('/v1/health/connect/db', null, { 'X-Consul-Index': '3' });
+    const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: '', datacenter: '' }, {}, signal());
+    assert.deepEqual(got.value, []);
+  });
+
+  test('preparedQueryEndpoints: connect=true and the Nodes list', async () => {
+    agent.json('/v1/query/q1/execute', { Service: 'db', Nodes: [entry('n', '10.0.0.9', 'p1', '', 2000)], Datacenter: 'dc1' });
+    const got = await client.preparedQueryEndpoints({ destinationName: 'q1', destinationNamespace: 'default', datacenter: '' }, signal());
+    assert.deepEqual(got, [{ id: 'n/p1', node: 'n', address: '10.0.0.9', port: 2000, weight: 1 }]);
+    assert.equal(agent.seen[0]?.rawQuery, 'connect=true');
+  });
+
+  test('abort while blocked: rejects with the reason and releases the request', async () => {
+    let arrived = false;
+    agent.routes.set('/v1/agent/connect/ca/roots', () => {
+      arrived = true; // never answers, like a blocking query
+    });
+    const controller = new AbortController();
+    const pending = client.roots({ index: 5 }, controller.signal);
+    const deadline = Date.now() + 2000;
+    while (!arrived && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(arrived);
+    const reason = new Error('shutdown');
+    controller.abort(reason);
+    await assert.rejects(pending, (err: unknown) => err === reason);
+  });
+
+  test('the blocking wait is configurable', async () => {
+    const short = new ConsulHttpClient({ address: `http://127.0.0.1:${agent.port}`, waitSeconds: 10 });
+    try {
+      agent.json('/v1/agent/connect/ca/roots', { TrustDomain: 'td', ActiveRootID: '', Roots: [] }, { 'X-Consul-Index': '9' });
+      await short.roots({ index: 8 }, signal());
+      assert.equal(agent.seen[0]?.rawQuery, 'index=8&wait=10s');
+      assert.equal(agent.seen[0]?.token, undefined);
+    } finally {
+      await short.close();
+    }
+  });
+});
+
+describe('ConsulHttpClient failures and transports', () => {
+  test('connection refused is CONSUL_UNREACHABLE naming the address', async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const client = new ConsulHttpClient({ address: `http://127.0.0.1:${port}` });
+    try {
+      await assert.rejects(
+        client.agentSelf(signal()),
+        rejectsWith('CONSUL_UNREACHABLE', (m) => {
+          assert.match(m, new RegExp(`Cannot reach Consul agent at http://127\\.0\\.0\\.1:${port}`));
+          assert.match(m, /ECONNREFUSED/);
+        }),
+      );
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('unix socket transport', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'consul-client-'));
+    const socketPath = join(dir, 'agent.sock');
+    const agent = new FakeAgentServer();
+    await agent.listen({ path: socketPath });
+    const client = new ConsulHttpClient({ address: `unix://${socketPath}`, token: TOKEN });
+    try {
+      agent.json('/v1/agent/self', { Config: { Datacenter: 'dc9', NodeName: 'sock' } });
+      assert.equal(client.address, `unix://${socketPath}`);
+      assert.deepEqual(await client.agentSelf(signal()), { datacenter: 'dc9', nodeName: 'sock' });
+      assert.equal(agent.seen[0]?.token, TOKEN);
+    } finally {
+      await client.close();
+      await agent.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a missing unix socket is CONSUL_UNREACHABLE', async () => {
+    const client = new ConsulHttpClient({ address: 'unix:///nonexistent/dir/agent.sock' });
+    try {
+      await assert.rejects(client.agentSelf(signal()), rejectsWith('CONSUL_UNREACHABLE', (m) => assert.match(m, /unix:\/\/\/nonexistent\/dir\/agent\.sock/)));
+    } finally {
+      await client.close();
+    }
+  });
+
+  test('parseConsulAddress', () => {
+    assert.deepEqual(parseConsulAddress('127.0.0.1:8500'), { origin: 'http://127.0.0.1:8500', socketPath: undefined, display: 'http://127.0.0.1:8500' });
+    assert.deepEqual(parseConsulAddress('https://consul.local:8501'), { origin: 'https://consul.local:8501', socketPath: undefined, display: 'https://consul.local:8501' });
+    assert.deepEqual(parseConsulAddress('unix:///run/consul.sock'), { origin: 'http://localhost', socketPath: '/run/consul.sock', display: 'unix:///run/consul.sock' });
+    for (const bad of ['ftp://h:1', 'unix://', 'http://u:p@h:1', 'http://h:1/path', 'http://h:99999']) {
+      assert.throws(() => parseConsulAddress(bad), rejectsWith('CONFIG_INVALID'), bad);
+    }
+    assert.throws(() => new ConsulHttpClient({ address: 'h:1', waitSeconds: 601 }), rejectsWith('CONFIG_INVALID'));
+    assert.throws(
+      () => new ConsulHttpClient({ address: 'https://h:1', tls: { verify: true, caFile: '/nonexistent/ca.pem' } }),
+      rejectsWith('CONFIG_INVALID', (m) => assert.match(m, /\/nonexistent\/ca\.pem/)),
+    );
+  });
+});
