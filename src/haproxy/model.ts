@@ -1,0 +1,88 @@
+/**
+ * The desired HAProxy configuration as plain data. Produced by translate (pure), rendered to
+ * haproxy.cfg text by render.ts (pure), compared by the planner. No I/O here.
+ *
+ * File names in the model are relative to the run directory; the rendered config sets
+ * `crt-base`/`ca-base` to the run directory so certificates resolve there.
+ */
+
+export type Mode = 'tcp' | 'http';
+
+export type Bind =
+  | { kind: 'inet'; address: string; port: number }
+  | { kind: 'unix'; path: string; mode: number | undefined };
+
+/** A file HAProxy reads, written by the applier into the run directory. */
+export interface ModelFile {
+  /** Name relative to the run directory, e.g. `leaf.pem`. No slashes. */
+  name: string;
+  content: string;
+  /** File mode; private keys are 0o600. */
+  mode: number;
+}
+
+export interface Global {
+  /** Absolute run directory: holds haproxy.cfg, certificates and sockets. */
+  runDir: string;
+  /** Runtime API socket name in the run directory (admin level, mode 600). */
+  adminSocket: string;
+  /** Threads per worker; undefined lets HAProxy choose. */
+  nbthread: number | undefined;
+  maxconn: number;
+}
+
+export interface FrontendTls {
+  /** crt-list file name: `leaf.pem [ca-file roots.pem verify required ...] <sni filter>`. */
+  crtList: string;
+  alpn: string[] | undefined;
+}
+
+export interface Frontend {
+  name: string;
+  mode: Mode;
+  bind: Bind;
+  tls: FrontendTls | undefined;
+  defaultBackend: string;
+  timeoutClientMs: number;
+  /** HTTP only: `timeout http-request`. */
+  timeoutHttpRequestMs: number | undefined;
+  maxconn: number | undefined;
+}
+
+export interface ServerTls {
+  /** Client certificate (with key) presented to the peer sidecar. */
+  crt: string;
+  /** CA bundle the peer's certificate must chain to. */
+  caFile: string;
+  alpn: string[] | undefined;
+}
+
+export interface Server {
+  /** Stable name derived from the endpoint identity (runtime operations address servers by name). */
+  name: string;
+  address: string;
+  port: number;
+  weight: number;
+}
+
+export interface Backend {
+  name: string;
+  mode: Mode;
+  balance: 'roundrobin' | 'leastconn';
+  timeoutConnectMs: number;
+  timeoutServerMs: number;
+  /** HTTP only: connection pooling between sidecars. */
+  httpReuse: 'always' | 'safe' | 'never' | undefined;
+  /** TLS towards servers (upstream sidecars); undefined for the local app. */
+  tls: ServerTls | undefined;
+  /** HTTP/2 towards the servers in clear text (h2c to a local gRPC/HTTP2 app). */
+  protoH2: boolean;
+  servers: Server[];
+}
+
+export interface HaproxyModel {
+  global: Global;
+  files: ModelFile[];
+  frontends: Frontend[];
+  backends: Backend[];
+}

@@ -1,0 +1,73 @@
+/**
+ * Every name haproxy-connect gives to something in HAProxy: proxies, servers and run-directory
+ * files. One home so that translate, the planner and the runtime API client agree.
+ *
+ * HAProxy proxy and server names allow [A-Za-z0-9_.:-]. Names derived from Consul data keep a
+ * readable, sanitized part and add a short FNV-1a hash of the raw value, so two values that
+ * sanitize to the same text still get different names, and the name never changes while the
+ * value does not (runtime operations address servers by name).
+ */
+
+/** The mTLS listener other sidecars connect to. */
+export const PUBLIC_FRONTEND_NAME = 'public_listener';
+/** The backend that forwards to the local application. */
+export const LOCAL_APP_BACKEND_NAME = 'local_app';
+export const LOCAL_APP_SERVER_NAME = 'app';
+
+/** Run-directory files (no slashes: the applier writes them next to haproxy.cfg). */
+export const LEAF_FILE = 'leaf.pem';
+export const ROOTS_FILE = 'roots.pem';
+export const PUBLIC_CRT_LIST_FILE = 'public.crtlist';
+export const ADMIN_SOCKET_FILE = 'admin.sock';
+
+const UPSTREAM_PREFIX = 'upstream_';
+const BACKEND_SUFFIX = '_be';
+/** Longest readable part kept before the hash; keeps config lines and `show stat` readable. */
+const MAX_READABLE_LENGTH = 48;
+
+/** Characters HAProxy accepts in proxy and server names. */
+export const HAPROXY_NAME_PATTERN = /^[A-Za-z0-9_.:-]+$/;
+
+const FNV_OFFSET_BASIS_32 = 0x811c9dc5;
+const FNV_PRIME_32 = 0x01000193;
+
+/**
+ * 32-bit FNV-1a over the UTF-8 bytes of `value`, as 8 lowercase hex digits. Pure and
+ * deterministic (no node:crypto needed for a name suffix; this is not a security boundary).
+ */
+export function fnv1a32Hex(value: string): string {
+  let hash = FNV_OFFSET_BASIS_32;
+  for (const byte of new TextEncoder().encode(value)) {
+    hash ^= byte;
+    hash = Math.imul(hash, FNV_PRIME_32) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
+}
+
+/** Replaces every run of characters outside [A-Za-z0-9.-] by one '_' and trims '_' at the ends. */
+function readable(value: string): string {
+  const cleaned = value.replace(/[^A-Za-z0-9.-]+/g, '_').replace(/^_+|_+$/g, '');
+  return cleaned.slice(0, MAX_READABLE_LENGTH).replace(/_+$/, '');
+}
+
+/** `<readable>_<hash>`, always a valid HAProxy name even for an empty value. */
+function stableName(value: string): string {
+  const text = readable(value);
+  const hash = fnv1a32Hex(value);
+  return text === '' ? hash : `${text}_${hash}`;
+}
+
+/** Frontend of an upstream, e.g. `upstream_service_default_web_dc2_1a2b3c4d` for `service:default/web@dc2`. */
+export function upstreamFrontendName(upstreamKey: string): string {
+  return `${UPSTREAM_PREFIX}${stableName(upstreamKey)}`;
+}
+
+/** Backend of an upstream: the frontend's name with `_be`, so both show up together in `show stat`. */
+export function upstreamBackendName(upstreamKey: string): string {
+  return `${upstreamFrontendName(upstreamKey)}${BACKEND_SUFFIX}`;
+}
+
+/** Server of an upstream endpoint, from its stable id (`<node>/<proxy service id>`). */
+export function endpointServerName(endpointId: string): string {
+  return stableName(endpointId);
+}

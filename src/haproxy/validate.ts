@@ -1,0 +1,221 @@
+/**
+ * Referential integrity and value checks of an HAProxy model, before anything reaches HAProxy.
+ * Render relies on these checks: every value it writes unquoted into haproxy.cfg has passed one
+ * of the patterns below, so no value can inject a keyword, a newline or a second argument.
+ * Pure (node:net's isIP is a parser, not I/O).
+ */
+import { isIP } from 'node:net';
+import { HaproxyConnectError } from '../errors.js';
+import type { Backend, Bind, Frontend, HaproxyModel, ModelFile } from './model.js';
+import { HAPROXY_NAME_PATTERN } from './names.js';
+
+/** Run-directory file names: one path component, no dot-only names. */
+const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;
+/** Absolute paths rendered unquoted: no whitespace, quotes, '#' or backslashes. */
+const SAFE_ABSOLUTE_PATH_PATTERN = /^\/[A-Za-z0-9_.@+:\/-]*$/;
+/** RFC 1123 host name (labels of letters, digits and inner hyphens), optional trailing dot. */
+const HOSTNAME_PATTERN = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+/** ALPN protocol ids as HAProxy takes them in a comma-separated list, e.g. `h2`, `http/1.1`. */
+const ALPN_PATTERN = /^[A-Za-z0-9._\/-]+$/;
+/** sun_path is 108 bytes on Linux, including the terminating NUL. */
+const MAX_UNIX_SOCKET_PATH_BYTES = 107;
+/** HAProxy stores timeouts as signed 32-bit milliseconds. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
+const MAX_PORT = 65_535;
+const MAX_WEIGHT = 256;
+const MAX_FILE_MODE = 0o777;
+/** HAProxy's build-time thread limit on 64-bit Linux packages. */
+const MAX_NBTHREAD = 64;
+const WILDCARD_ADDRESSES: ReadonlySet<string> = new Set(['0.0.0.0', '::', '*']);
+
+function invalid(message: string): never {
+  throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: ${message}`);
+}
+
+function show(value: unknown): string {
+  return JSON.stringify(value) ?? String(value);
+}
+
+function checkInteger(what: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    invalid(`${what} must be an integer in ${min}..${max}, got ${show(value)}`);
+  }
+}
+
+function checkName(what: string, name: string): void {
+  if (!HAPROXY_NAME_PATTERN.test(name)) invalid(`${what} ${show(name)} must match ${HAPROXY_NAME_PATTERN}`);
+}
+
+function checkFileName(what: string, name: string): void {
+  if (!FILE_NAME_PATTERN.test(name)) invalid(`${what} ${show(name)} must be a plain file name matching ${FILE_NAME_PATTERN}`);
+}
+
+function checkAbsolutePath(what: string, path: string): void {
+  if (!SAFE_ABSOLUTE_PATH_PATTERN.test(path) || path.split('/').includes('..')) {
+    invalid(`${what} ${show(path)} must be an absolute path of [A-Za-z0-9_.@+:/-] without '..'`);
+  }
+}
+
+function checkUnixSocketPath(what: string, path: string): void {
+  checkAbsolutePath(what, path);
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes > MAX_UNIX_SOCKET_PATH_BYTES) {
+    invalid(`${what} ${show(path)} is ${bytes} bytes long; unix socket paths are limited to ${MAX_UNIX_SOCKET_PATH_BYTES}`);
+  }
+}
+
+/** An IPv4 or IPv6 literal (no brackets) or a host name. */
+export function isValidAddress(address: string): boolean {
+  return isIP(address) !== 0 || HOSTNAME_PATTERN.test(address);
+}
+
+function checkAddress(what: string, address: string): void {
+  if (!isValidAddress(address)) invalid(`${what} ${show(address)} is not an IPv4 or IPv6 address or a host name`);
+}
+
+function checkTimeout(what: string, ms: number): void {
+  checkInteger(what, ms, 1, MAX_TIMEOUT_MS);
+}
+
+function checkAlpn(what: string, alpn: readonly string[] | undefined): void {
+  if (alpn === undefined) return;
+  if (alpn.length === 0) invalid(`${what} ALPN list is empty (use undefined for none)`);
+  for (const protocol of alpn) {
+    if (!ALPN_PATTERN.test(protocol)) invalid(`${what} ALPN protocol ${show(protocol)} must match ${ALPN_PATTERN}`);
+  }
+}
+
+function checkFileExists(what: string, name: string, files: ReadonlyMap<string, ModelFile>): void {
+  checkFileName(what, name);
+  if (!files.has(name)) invalid(`${what} ${show(name)} is not among the model's files`);
+}
+
+/** The crt-list's certificates and ca-files must be model files too, or HAProxy will not find them. */
+function checkCrtListReferences(crtList: ModelFile, files: ReadonlyMap<string, ModelFile>): void {
+  for (const rawLine of crtList.content.split('\n')) {
+    const line = rawLine.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const [crtFile] = line.split(/\s+/);
+    if (crtFile !== undefined) checkFileExists(`crt-list ${show(crtList.name)} certificate`, crtFile, files);
+    for (const match of line.matchAll(/\b(?:ca-file|ca-verify-file|crl-file)\s+(\S+?)(?=[\s\]]|$)/g)) {
+      const referenced = match[1];
+      if (referenced !== undefined) checkFileExists(`crt-list ${show(crtList.name)} reference`, referenced, files);
+    }
+  }
+}
+
+/** Two inet binds conflict on the same port when their addresses are equal or one is a wildcard. */
+function bindKey(bind: Bind): string {
+  return bind.kind === 'unix' ? `unix:${bind.path}` : `inet:${bind.address}:${bind.port}`;
+}
+
+function checkBindConflicts(frontends: readonly Frontend[]): void {
+  const seen = new Map<string, string>();
+  const inetByPort = new Map<number, Array<{ address: string; frontend: string }>>();
+  for (const frontend of frontends) {
+    const key = bindKey(frontend.bind);
+    const other = seen.get(key);
+    if (other !== undefined) invalid(`frontends ${show(other)} and ${show(frontend.name)} both bind ${key}`);
+    seen.set(key, frontend.name);
+    if (frontend.bind.kind !== 'inet') continue;
+    const { address, port } = frontend.bind;
+    const onPort = inetByPort.get(port) ?? [];
+    for (const existing of onPort) {
+      if (WILDCARD_ADDRESSES.has(existing.address) || WILDCARD_ADDRESSES.has(address)) {
+        invalid(
+          `frontends ${show(existing.frontend)} (${existing.address}) and ${show(frontend.name)} (${address}) overlap on port ${port}`,
+        );
+      }
+    }
+    onPort.push({ address, frontend: frontend.name });
+    inetByPort.set(port, onPort);
+  }
+}
+
+function checkBind(frontend: Frontend): void {
+  const what = `frontend ${show(frontend.name)} bind`;
+  if (frontend.bind.kind === 'inet') {
+    checkAddress(`${what} address`, frontend.bind.address);
+    checkInteger(`${what} port`, frontend.bind.port, 1, MAX_PORT);
+  } else {
+    checkUnixSocketPath(`${what} path`, frontend.bind.path);
+    if (frontend.bind.mode !== undefined) checkInteger(`${what} mode`, frontend.bind.mode, 0, MAX_FILE_MODE);
+  }
+}
+
+function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, Backend>, files: ReadonlyMap<string, ModelFile>): void {
+  const what = `frontend ${show(frontend.name)}`;
+  checkBind(frontend);
+  checkTimeout(`${what} timeout client`, frontend.timeoutClientMs);
+  if (frontend.timeoutHttpRequestMs !== undefined) {
+    if (frontend.mode !== 'http') invalid(`${what} sets timeout http-request in mode ${frontend.mode}`);
+    checkTimeout(`${what} timeout http-request`, frontend.timeoutHttpRequestMs);
+  }
+  if (frontend.maxconn !== undefined) checkInteger(`${what} maxconn`, frontend.maxconn, 1, MAX_TIMEOUT_MS);
+  if (frontend.tls !== undefined) {
+    const crtList = files.get(frontend.tls.crtList);
+    checkFileExists(`${what} crt-list`, frontend.tls.crtList, files);
+    if (crtList !== undefined) checkCrtListReferences(crtList, files);
+    checkAlpn(what, frontend.tls.alpn);
+  }
+  const backend = backends.get(frontend.defaultBackend);
+  if (backend === undefined) invalid(`${what} default_backend ${show(frontend.defaultBackend)} does not exist`);
+  // An HTTP frontend cannot hand streams to a TCP backend (HAProxy refuses the config).
+  if (frontend.mode === 'http' && backend.mode !== 'http') {
+    invalid(`${what} is mode http but its default_backend ${show(backend.name)} is mode ${backend.mode}`);
+  }
+}
+
+function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelFile>): void {
+  const what = `backend ${show(backend.name)}`;
+  checkTimeout(`${what} timeout connect`, backend.timeoutConnectMs);
+  checkTimeout(`${what} timeout server`, backend.timeoutServerMs);
+  if (backend.httpReuse !== undefined && backend.mode !== 'http') invalid(`${what} sets http-reuse in mode ${backend.mode}`);
+  if (backend.protoH2 && backend.mode !== 'http') invalid(`${what} uses proto h2 in mode ${backend.mode}`);
+  if (backend.tls !== undefined) {
+    checkFileExists(`${what} crt`, backend.tls.crt, files);
+    checkFileExists(`${what} ca-file`, backend.tls.caFile, files);
+    checkAlpn(what, backend.tls.alpn);
+  }
+  const serverNames = new Set<string>();
+  for (const server of backend.servers) {
+    checkName(`${what} server name`, server.name);
+    if (serverNames.has(server.name)) invalid(`${what} has two servers named ${show(server.name)}`);
+    serverNames.add(server.name);
+    checkAddress(`${what} server ${show(server.name)} address`, server.address);
+    checkInteger(`${what} server ${show(server.name)} port`, server.port, 1, MAX_PORT);
+    checkInteger(`${what} server ${show(server.name)} weight`, server.weight, 0, MAX_WEIGHT);
+  }
+}
+
+/** Throws HaproxyConnectError('MODEL_INVALID') naming the first offending value. */
+export function validateModel(model: HaproxyModel): void {
+  const { global } = model;
+  checkAbsolutePath('global runDir', global.runDir);
+  checkFileName('global admin socket', global.adminSocket);
+  checkUnixSocketPath('global admin socket path', `${global.runDir.replace(/\/+$/, '')}/${global.adminSocket}`);
+  checkInteger('global maxconn', global.maxconn, 1, MAX_TIMEOUT_MS);
+  if (global.nbthread !== undefined) checkInteger('global nbthread', global.nbthread, 1, MAX_NBTHREAD);
+
+  const files = new Map<string, ModelFile>();
+  for (const file of model.files) {
+    checkFileName('file name', file.name);
+    if (files.has(file.name)) invalid(`two files are named ${show(file.name)}`);
+    checkInteger(`file ${show(file.name)} mode`, file.mode, 0, MAX_FILE_MODE);
+    files.set(file.name, file);
+  }
+
+  // Proxy names are unique across frontends and backends, so `show stat` and runtime commands
+  // that take a proxy name are never ambiguous.
+  const proxyNames = new Set<string>();
+  for (const proxy of [...model.frontends, ...model.backends]) {
+    checkName('proxy name', proxy.name);
+    if (proxyNames.has(proxy.name)) invalid(`two proxies are named ${show(proxy.name)}`);
+    proxyNames.add(proxy.name);
+  }
+
+  const backends = new Map(model.backends.map((backend) => [backend.name, backend]));
+  for (const backend of model.backends) checkBackend(backend, files);
+  for (const frontend of model.frontends) checkFrontend(frontend, backends, files);
+  checkBindConflicts(model.frontends);
+}

@@ -1,0 +1,211 @@
+/**
+ * Snapshot → HAProxy model. PURE: no files, sockets, clock or environment; the same snapshot and
+ * options always give the same model (everything is sorted), so the planner can diff models and
+ * golden tests can pin the rendered text.
+ */
+import type { Backend, Frontend, HaproxyModel, Mode, Server } from '../haproxy/model.js';
+import {
+  ADMIN_SOCKET_FILE,
+  LEAF_FILE,
+  LOCAL_APP_BACKEND_NAME,
+  LOCAL_APP_SERVER_NAME,
+  PUBLIC_CRT_LIST_FILE,
+  PUBLIC_FRONTEND_NAME,
+  ROOTS_FILE,
+  endpointServerName,
+  upstreamBackendName,
+  upstreamFrontendName,
+} from '../haproxy/names.js';
+import { validateModel } from '../haproxy/validate.js';
+import type { Endpoint, Protocol, PublicListener, Snapshot, Upstream } from '../snapshot/types.js';
+import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
+
+export interface TranslateOptions {
+  /** Absolute run directory (certificates, sockets, haproxy.cfg). */
+  runDir: string;
+  /** Threads per worker; undefined lets HAProxy choose (one per CPU it may run on). */
+  nbthread?: number;
+  /** Global connection limit; DEFAULT_MAXCONN when absent. */
+  maxconn?: number;
+}
+
+/**
+ * Global maxconn when the operator gives none. An explicit maxconn makes HAProxy need about
+ * 2 x maxconn file descriptors and refuse to start when the hard RLIMIT_NOFILE is lower
+ * (measured: 10,000 needs 20,028 and failed under a hard limit of 20,000). 4,096 needs about
+ * 8,200, below common hard limits; raise it with the maxconn option.
+ */
+export const DEFAULT_MAXCONN = 4_096;
+/**
+ * Request timeout towards an HTTP application when `local_request_timeout_ms` is absent: Consul's
+ * documented default for its Envoy sidecar (Envoy's route timeout). Also used for HTTP upstreams,
+ * where Envoy applies the same route default.
+ */
+export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 15_000;
+/** Idle timeout of TCP proxying in both directions: Envoy's tcp_proxy `idle_timeout` default (1 h). */
+export const TCP_IDLE_TIMEOUT_MS = 3_600_000;
+/**
+ * `local_request_timeout_ms: 0` means "no timeout" in Consul. HAProxy treats a zero timeout as
+ * a misconfiguration (it warns and never frees a stuck connection), so use the long idle bound.
+ */
+export const NO_REQUEST_TIMEOUT_MS = TCP_IDLE_TIMEOUT_MS;
+/** HTTP client inactivity: Envoy's `stream_idle_timeout` default (5 min). */
+export const HTTP_CLIENT_IDLE_TIMEOUT_MS = 300_000;
+/** Time a client has to send complete request headers (also the keep-alive idle bound). */
+export const HTTP_REQUEST_HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * HAProxy server weights range 0..256; Consul's `Weights.Passing` goes up to 65535. Weights are
+ * clamped (not rescaled per backend), so one endpoint's change never rewrites its siblings'
+ * weights; ratios above 256:1 are lost, which Consul deployments rarely use.
+ */
+export const MAX_HAPROXY_WEIGHT = 256;
+/** Weight of the single local application server (the value is irrelevant with one server). */
+const LOCAL_APP_WEIGHT = 1;
+
+/** ALPN the public listener offers: HTTP/2 first for h2 peers, HTTP/1.1 for the rest. */
+const PUBLIC_ALPN_H2: readonly string[] = ['h2', 'http/1.1'];
+const ALPN_HTTP1: readonly string[] = ['http/1.1'];
+const ALPN_H2_ONLY: readonly string[] = ['h2'];
+
+function modeOf(protocol: Protocol): Mode {
+  return protocol === 'tcp' ? 'tcp' : 'http';
+}
+
+function isH2(protocol: Protocol): boolean {
+  return protocol === 'http2' || protocol === 'grpc';
+}
+
+function publicAlpn(protocol: Protocol): string[] | undefined {
+  if (protocol === 'tcp') return undefined;
+  return [...(isH2(protocol) ? PUBLIC_ALPN_H2 : ALPN_HTTP1)];
+}
+
+/** ALPN towards an upstream sidecar: its public listener speaks the upstream's protocol. */
+function upstreamAlpn(protocol: Protocol): string[] | undefined {
+  if (protocol === 'tcp') return undefined;
+  return [...(isH2(protocol) ? ALPN_H2_ONLY : ALPN_HTTP1)];
+}
+
+function frontendTimeouts(mode: Mode): Pick<Frontend, 'timeoutClientMs' | 'timeoutHttpRequestMs'> {
+  return mode === 'tcp'
+    ? { timeoutClientMs: TCP_IDLE_TIMEOUT_MS, timeoutHttpRequestMs: undefined }
+    : { timeoutClientMs: HTTP_CLIENT_IDLE_TIMEOUT_MS, timeoutHttpRequestMs: HTTP_REQUEST_HEADERS_TIMEOUT_MS };
+}
+
+function localRequestTimeoutMs(listener: PublicListener): number {
+  const configured = listener.localRequestTimeoutMs ?? DEFAULT_HTTP_REQUEST_TIMEOUT_MS;
+  return configured === 0 ? NO_REQUEST_TIMEOUT_MS : configured;
+}
+
+function clampWeight(weight: number): number {
+  if (!Number.isFinite(weight)) return 1;
+  return Math.min(MAX_HAPROXY_WEIGHT, Math.max(0, Math.round(weight)));
+}
+
+function publicListenerProxies(listener: PublicListener): { frontend: Frontend; backend: Backend } {
+  const mode = modeOf(listener.protocol);
+  const frontend: Frontend = {
+    name: PUBLIC_FRONTEND_NAME,
+    mode,
+    bind: { kind: 'inet', address: listener.bindAddress, port: listener.bindPort },
+    tls: { crtList: PUBLIC_CRT_LIST_FILE, alpn: publicAlpn(listener.protocol) },
+    defaultBackend: LOCAL_APP_BACKEND_NAME,
+    ...frontendTimeouts(mode),
+    maxconn: undefined,
+  };
+  const backend: Backend = {
+    name: LOCAL_APP_BACKEND_NAME,
+    mode,
+    balance: 'roundrobin',
+    timeoutConnectMs: listener.localConnectTimeoutMs,
+    timeoutServerMs: mode === 'tcp' ? TCP_IDLE_TIMEOUT_MS : localRequestTimeoutMs(listener),
+    httpReuse: undefined,
+    tls: undefined,
+    protoH2: isH2(listener.protocol),
+    servers: [
+      {
+        name: LOCAL_APP_SERVER_NAME,
+        address: listener.localServiceAddress,
+        port: listener.localServicePort,
+        weight: LOCAL_APP_WEIGHT,
+      },
+    ],
+  };
+  return { frontend, backend };
+}
+
+/** One server per endpoint id (first wins after sorting), sorted by server name. */
+function upstreamServers(endpoints: readonly Endpoint[]): Server[] {
+  const byName = new Map<string, Server>();
+  const sorted = [...endpoints].sort((a, b) => compareStrings(a.id, b.id));
+  for (const endpoint of sorted) {
+    const name = endpointServerName(endpoint.id);
+    if (byName.has(name)) continue;
+    byName.set(name, { name, address: endpoint.address, port: endpoint.port, weight: clampWeight(endpoint.weight) });
+  }
+  return [...byName.values()].sort((a, b) => compareStrings(a.name, b.name));
+}
+
+function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { frontend: Frontend; backend: Backend } {
+  const mode = modeOf(upstream.protocol);
+  const backendName = upstreamBackendName(upstream.key);
+  const frontend: Frontend = {
+    name: upstreamFrontendName(upstream.key),
+    mode,
+    bind:
+      upstream.localBindSocketPath !== undefined && upstream.localBindSocketPath !== ''
+        ? { kind: 'unix', path: upstream.localBindSocketPath, mode: upstream.localBindSocketMode }
+        : { kind: 'inet', address: upstream.localBindAddress, port: upstream.localBindPort },
+    tls: undefined,
+    defaultBackend: backendName,
+    ...frontendTimeouts(mode),
+    maxconn: undefined,
+  };
+  const backend: Backend = {
+    name: backendName,
+    mode,
+    // A dynamic algorithm: the runtime API can only add servers to such backends (FACTS.md §2).
+    balance: 'roundrobin',
+    timeoutConnectMs: upstream.connectTimeoutMs,
+    timeoutServerMs: mode === 'tcp' ? TCP_IDLE_TIMEOUT_MS : DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
+    // The peer is our own sidecar: reusing its mTLS connections is safe and 25x faster (FACTS.md §3).
+    httpReuse: mode === 'http' ? 'always' : undefined,
+    // No `sni`: it breaks verification against Consul leaves (FACTS.md §2).
+    tls: { crt: LEAF_FILE, caFile: ROOTS_FILE, alpn: upstreamAlpn(upstream.protocol) },
+    protoH2: false,
+    servers: upstreamServers(endpoints),
+  };
+  return { frontend, backend };
+}
+
+export function translate(snapshot: Snapshot, options: TranslateOptions): HaproxyModel {
+  const { registration } = snapshot;
+  const publicListener = publicListenerProxies(registration.publicListener);
+  const frontends: Frontend[] = [publicListener.frontend];
+  const backends: Backend[] = [publicListener.backend];
+
+  const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
+  for (const upstream of upstreams) {
+    const proxies = upstreamProxies(upstream, snapshot.endpoints.get(upstream.key) ?? []);
+    frontends.push(proxies.frontend);
+    backends.push(proxies.backend);
+  }
+
+  const model: HaproxyModel = {
+    global: {
+      runDir: options.runDir,
+      adminSocket: ADMIN_SOCKET_FILE,
+      nbthread: options.nbthread,
+      maxconn: options.maxconn ?? DEFAULT_MAXCONN,
+    },
+    files: [
+      leafFile(snapshot.leaf, snapshot.roots),
+      publicCrtListFile(publicListener.frontend.tls?.alpn),
+      rootsFile(snapshot.roots),
+    ].sort((a, b) => compareStrings(a.name, b.name)),
+    frontends,
+    backends,
+  };
+  validateModel(model);
+  return model;
+}

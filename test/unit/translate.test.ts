@@ -1,0 +1,323 @@
+/**
+ * Golden tests of translate + render, each config also checked by the real `haproxy -c`
+ * (binary from HAPROXY_BIN, else `haproxy`). `UPDATE_GOLDEN=1` rewrites the golden files.
+ */
+import { describe, test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { translate, type TranslateOptions } from '../../src/translate/translate.js';
+import { render } from '../../src/haproxy/render.js';
+import type { HaproxyModel } from '../../src/haproxy/model.js';
+import type { Snapshot } from '../../src/snapshot/types.js';
+import {
+  ACTIVE_ROOT_ID,
+  PEM,
+  PREVIOUS_ROOT_ID,
+  endpoint,
+  roots,
+  snapshot,
+  upstream,
+} from '../helpers/fixtures.js';
+
+const GOLDEN_DIR = fileURLToPath(new URL('../golden/', import.meta.url));
+const GOLDEN_RUN_DIR = '/run/haproxy-connect';
+const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
+const UPDATE_GOLDEN = process.env['UPDATE_GOLDEN'] === '1';
+const HAPROXY_CHECK_TIMEOUT_MS = 20_000;
+
+interface Case {
+  name: string;
+  snapshot: Snapshot;
+  options?: Omit<TranslateOptions, 'runDir'>;
+}
+
+const api = upstream('api', { localBindPort: 9191 });
+const db = upstream('db', { localBindPort: 9192 });
+
+const CASES: Case[] = [
+  { name: 'tcp-no-upstreams', snapshot: snapshot() },
+  { name: 'http', snapshot: snapshot({ listener: { protocol: 'http' } }) },
+  { name: 'http2', snapshot: snapshot({ listener: { protocol: 'http2' } }) },
+  { name: 'grpc', snapshot: snapshot({ listener: { protocol: 'grpc', localServicePort: 50051 } }) },
+  {
+    name: 'tcp-two-upstreams',
+    snapshot: snapshot({
+      // Given out of order on purpose: the output is sorted.
+      upstreams: [db, api],
+      endpoints: [
+        [api.key, [endpoint('node-2', '10.0.0.2'), endpoint('node-1', '10.0.0.1')]],
+        [db.key, [endpoint('node-3', '10.0.0.3', 21000, 1, 'db-sidecar-proxy')]],
+      ],
+    }),
+  },
+  { name: 'upstream-no-endpoints', snapshot: snapshot({ upstreams: [api] }) },
+  {
+    name: 'unix-socket-upstream',
+    snapshot: snapshot({
+      upstreams: [upstream('db', { localBindSocketPath: '/run/app/db.sock', localBindSocketMode: 0o660 })],
+      endpoints: [[upstream('db').key, [endpoint('node-3', '10.0.0.3')]]],
+    }),
+  },
+  {
+    name: 'custom-bind',
+    snapshot: snapshot({ listener: { bindAddress: '192.0.2.10', bindPort: 20000, localServiceAddress: '127.0.0.2', localServicePort: 3000 } }),
+    options: { nbthread: 2, maxconn: 2000 },
+  },
+  {
+    name: 'ipv6',
+    snapshot: snapshot({
+      listener: { bindAddress: '::', bindPort: 21000, localServiceAddress: '::1' },
+      upstreams: [upstream('api', { localBindAddress: '::1' })],
+      endpoints: [[api.key, [endpoint('node-6', '2001:db8::6')]]],
+    }),
+  },
+  {
+    name: 'custom-timeouts',
+    snapshot: snapshot({
+      listener: { protocol: 'http', localConnectTimeoutMs: 2500, localRequestTimeoutMs: 30_000 },
+      upstreams: [upstream('api', { protocol: 'http', connectTimeoutMs: 1500 })],
+      endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]],
+    }),
+  },
+  {
+    name: 'request-timeout-disabled',
+    snapshot: snapshot({ listener: { protocol: 'http', localRequestTimeoutMs: 0 } }),
+  },
+  {
+    name: 'other-datacenter',
+    snapshot: snapshot({
+      upstreams: [upstream('api', { datacenter: 'dc2' })],
+      endpoints: [[upstream('api', { datacenter: 'dc2' }).key, [endpoint('dc2-node-1', '10.1.0.1')]]],
+    }),
+  },
+  {
+    name: 'weights',
+    snapshot: snapshot({
+      upstreams: [api],
+      endpoints: [
+        [
+          api.key,
+          [
+            endpoint('node-1', '10.0.0.1', 21000, 1),
+            endpoint('node-2', '10.0.0.2', 21000, 10),
+            endpoint('node-3', '10.0.0.3', 21000, 300),
+            endpoint('node-4', '10.0.0.4', 21000, 65535),
+            endpoint('node-5', '10.0.0.5', 21000, 0),
+          ],
+        ],
+      ],
+    }),
+  },
+  {
+    name: 'mixed-protocols',
+    snapshot: snapshot({
+      listener: { protocol: 'http2' },
+      upstreams: [
+        upstream('api', { protocol: 'http', localBindPort: 9191 }),
+        upstream('billing', { protocol: 'grpc', localBindPort: 9192 }),
+        upstream('db', { protocol: 'tcp', localBindPort: 9193 }),
+      ],
+      endpoints: [
+        [upstream('api').key, [endpoint('node-1', '10.0.0.1')]],
+        [upstream('billing').key, [endpoint('node-2', '10.0.0.2', 21000, 1, 'billing-sidecar-proxy')]],
+        [upstream('db').key, [endpoint('node-3', '10.0.0.3', 21000, 1, 'db-sidecar-proxy')]],
+      ],
+    }),
+  },
+  {
+    name: 'root-rotation',
+    snapshot: snapshot({
+      roots: roots({
+        roots: [
+          { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+          { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+        ],
+      }),
+    }),
+  },
+];
+
+const tempDirs: string[] = [];
+after(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function writeRunDir(model: HaproxyModel, config: string): string {
+  const cfgPath = join(model.global.runDir, 'haproxy.cfg');
+  for (const file of model.files) {
+    const path = join(model.global.runDir, file.name);
+    writeFileSync(path, file.content, { mode: file.mode });
+    chmodSync(path, file.mode);
+  }
+  writeFileSync(cfgPath, config);
+  return cfgPath;
+}
+
+function haproxyCheck(cfgPath: string): { status: number | null; output: string } {
+  // cwd '/' proves every relative path resolves through crt-base/ca-base, not the cwd.
+  const result = spawnSync(HAPROXY_BIN, ['-c', '-f', cfgPath], {
+    cwd: '/',
+    encoding: 'utf8',
+    timeout: HAPROXY_CHECK_TIMEOUT_MS,
+  });
+  if (result.error !== undefined) throw result.error;
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+describe('translate + render golden configs', () => {
+  for (const testCase of CASES) {
+    test(testCase.name, () => {
+      const model = translate(testCase.snapshot, { runDir: GOLDEN_RUN_DIR, ...testCase.options });
+      const config = render(model);
+      const goldenPath = join(GOLDEN_DIR, `${testCase.name}.cfg`);
+      if (UPDATE_GOLDEN) writeFileSync(goldenPath, config);
+      assert.equal(config, readFileSync(goldenPath, 'utf8'), `rendered config differs from ${goldenPath} (UPDATE_GOLDEN=1 rewrites it)`);
+    });
+
+    test(`${testCase.name}: haproxy -c accepts it`, () => {
+      const runDir = mkdtempSync(join(tmpdir(), 'hc-golden-'));
+      tempDirs.push(runDir);
+      const model = translate(testCase.snapshot, { runDir, ...testCase.options });
+      const cfgPath = writeRunDir(model, render(model));
+      const { status, output } = haproxyCheck(cfgPath);
+      assert.equal(status, 0, `haproxy -c failed for ${testCase.name}:\n${output}`);
+      assert.doesNotMatch(output, /\[(WARNING|ALERT)\]/, `haproxy -c warned for ${testCase.name}:\n${output}`);
+    });
+  }
+
+  test('every golden file belongs to a case (no stale goldens)', () => {
+    const expected = new Set(CASES.map((testCase) => `${testCase.name}.cfg`));
+    const stale = readdirSync(GOLDEN_DIR).filter((name) => name.endsWith('.cfg') && !expected.has(name));
+    assert.deepEqual(stale, []);
+  });
+});
+
+describe('translate', () => {
+  const options = { runDir: GOLDEN_RUN_DIR };
+
+  test('leaf.pem holds the leaf, the active root intermediates and the key, mode 0600', () => {
+    const intermediate = '-----BEGIN CERTIFICATE-----\nINTERMEDIATE\n-----END CERTIFICATE-----';
+    const model = translate(
+      snapshot({
+        roots: roots({
+          roots: [
+            { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: ['OLD-INTERMEDIATE'], active: false },
+            { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [intermediate], active: true },
+          ],
+        }),
+      }),
+      options,
+    );
+    const leaf = model.files.find((file) => file.name === 'leaf.pem');
+    assert.ok(leaf);
+    assert.equal(leaf.mode, 0o600);
+    assert.equal(leaf.content, `${PEM.webCert.trim()}\n${intermediate}\n${PEM.webKey.trim()}\n`);
+    assert.doesNotMatch(leaf.content, /OLD-INTERMEDIATE/);
+  });
+
+  test('roots.pem holds every root sorted by id, mode 0644; crt-list has the SNI filter', () => {
+    const model = translate(
+      snapshot({
+        listener: { protocol: 'grpc' },
+        roots: roots({
+          roots: [
+            { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+            { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+          ],
+        }),
+      }),
+      options,
+    );
+    assert.deepEqual(
+      model.files.map((file) => [file.name, file.mode]),
+      [
+        ['leaf.pem', 0o600],
+        ['public.crtlist', 0o644],
+        ['roots.pem', 0o644],
+      ],
+    );
+    assert.equal(model.files[2]?.content, `${PEM.ca2.trim()}\n${PEM.ca.trim()}\n`);
+    assert.equal(model.files[1]?.content, 'leaf.pem [ca-file roots.pem verify required alpn h2,http/1.1] *.consul\n');
+  });
+
+  test('tcp public listener: crt-list without alpn', () => {
+    const model = translate(snapshot(), options);
+    assert.equal(model.files.find((file) => file.name === 'public.crtlist')?.content, 'leaf.pem [ca-file roots.pem verify required] *.consul\n');
+  });
+
+  test('is deterministic: shuffled upstreams and endpoints give the same model and text', () => {
+    const endpoints = [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2'), endpoint('node-3', '10.0.0.3')];
+    const a = snapshot({ upstreams: [api, db], endpoints: [[api.key, endpoints], [db.key, []]] });
+    const b = snapshot({ upstreams: [db, api], endpoints: [[db.key, []], [api.key, [...endpoints].reverse()]] });
+    assert.deepEqual(translate(a, options), translate(b, options));
+    assert.equal(render(translate(a, options)), render(translate(b, options)));
+  });
+
+  test('an upstream nobody answered yet gets a backend without servers', () => {
+    const model = translate(snapshot({ upstreams: [api] }), options);
+    const backend = model.backends.find((candidate) => candidate.name.startsWith('upstream_'));
+    assert.ok(backend);
+    assert.deepEqual(backend.servers, []);
+    assert.equal(backend.balance, 'roundrobin');
+  });
+
+  test('duplicate endpoint ids collapse to one server', () => {
+    const model = translate(
+      snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-1', '10.0.0.9')]]] }),
+      options,
+    );
+    assert.equal(model.backends[1]?.servers.length, 1);
+  });
+
+  test('weights are clamped to 0..256', () => {
+    const model = translate(
+      snapshot({
+        upstreams: [api],
+        endpoints: [[api.key, [endpoint('a', '10.0.0.1', 1, 65535), endpoint('b', '10.0.0.2', 1, 7), endpoint('c', '10.0.0.3', 1, -3)]]],
+      }),
+      options,
+    );
+    assert.deepEqual(
+      model.backends[1]?.servers.map((server) => server.weight).sort((x, y) => x - y),
+      [0, 7, 256],
+    );
+  });
+
+  test('server names are stable, unique and valid HAProxy names', () => {
+    const model = translate(
+      snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node 1', '10.0.0.1'), endpoint('node_1', '10.0.0.2')]]] }),
+      options,
+    );
+    const names = model.backends[1]?.servers.map((server) => server.name) ?? [];
+    assert.equal(new Set(names).size, 2);
+    for (const name of names) assert.match(name, /^[A-Za-z0-9_.:-]+$/);
+  });
+
+  test('an invalid registration value fails as MODEL_INVALID naming the value', () => {
+    assert.throws(
+      () => translate(snapshot({ listener: { bindPort: 70000 } }), options),
+      (err: unknown) => err instanceof Error && 'code' in err && err.code === 'MODEL_INVALID' && err.message.includes('70000'),
+    );
+  });
+});
+
+describe('purity of translate and render', () => {
+  const sources = [
+    ...readdirSync(fileURLToPath(new URL('../../src/translate/', import.meta.url))).map((name) => `../../src/translate/${name}`),
+    '../../src/haproxy/render.ts',
+    '../../src/haproxy/names.ts',
+    '../../src/haproxy/validate.ts',
+  ];
+  for (const source of sources) {
+    test(`${source} uses no clock, randomness, environment or fs`, () => {
+      const path = fileURLToPath(new URL(source, import.meta.url));
+      assert.ok(statSync(path).isFile());
+      const text = readFileSync(path, 'utf8');
+      assert.doesNotMatch(text, /\bDate\b|Math\.random|\bprocess\.|performance\.|'node:(fs|fs\/promises|child_process|crypto|os|http|https|dgram)'/);
+    });
+  }
+});
