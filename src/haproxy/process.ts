@@ -1,0 +1,529 @@
+/**
+ * The HAProxy master-worker supervisor: starts `haproxy -W -S <master socket> -f <cfg>` as our
+ * child, reloads it through the master CLI, stops it without leaving a process behind, and (if
+ * asked) restarts a master that died with exponential backoff.
+ *
+ *   stopped → starting → running → reloading → running … → stopping → stopped
+ *   running|reloading → crashed → backoff → starting (autoRestart) | stopped
+ *
+ * Every transition is checked against TRANSITIONS and logged as `OLD -> NEW`. The reconcile loop
+ * decides policy (when to reload, whether to give up); this module only carries it out.
+ *
+ * The master runs in its own session (spawn `detached`): a Ctrl-C on our terminal reaches only us,
+ * so shutdown happens in our order; a `process.on('exit')` hook hard-stops the group if we die
+ * without calling stop(). Measured on 2.6.12: workers exit by themselves when the master dies.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
+
+/** How long start() waits for the master CLI to list a worker. */
+export const DEFAULT_READY_TIMEOUT_MS = 10_000;
+/** How long reload() waits for a new worker generation (FACTS §3: ~60–170 ms measured). */
+export const DEFAULT_RELOAD_TIMEOUT_MS = 10_000;
+/** Soft stop (SIGUSR1: finish connections) gets this long before SIGTERM. */
+export const DEFAULT_KILL_TIMEOUT_MS = 10_000;
+/** After SIGTERM (hard stop of the workers), wait this long before SIGKILL of the whole group. */
+const TERM_TIMEOUT_MS = 3_000;
+const SIGKILL_WAIT_MS = 2_000;
+/** Workers normally leave together with the master; after this they are SIGKILLed by pid. */
+const WORKER_EXIT_TIMEOUT_MS = 3_000;
+export const DEFAULT_RESTART_BACKOFF = { baseMs: 500, maxMs: 30_000 } as const;
+/** A master that ran this long before crashing restarts from the base backoff again. */
+const STABLE_RUN_MS = 60_000;
+const POLL_INTERVAL_MS = 25;
+const CLI_TIMEOUT_MS = 2_000;
+/** stderr lines kept for error messages (start failures, reload ALERTs). */
+const STDERR_TAIL_LINES = 50;
+
+export type ProcessState = 'stopped' | 'starting' | 'running' | 'reloading' | 'stopping' | 'crashed' | 'backoff';
+
+const TRANSITIONS: Readonly<Record<ProcessState, readonly ProcessState[]>> = {
+  stopped: ['starting'],
+  starting: ['running', 'stopping', 'stopped', 'crashed'],
+  running: ['reloading', 'stopping', 'crashed'],
+  reloading: ['running', 'stopping', 'crashed'],
+  crashed: ['backoff', 'starting', 'stopping', 'stopped'],
+  backoff: ['starting', 'stopped'],
+  stopping: ['stopped'],
+};
+
+/** The subset of a pino logger this module uses (pino's Logger satisfies it). */
+export interface ProcessLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface HaproxyProcessOptions {
+  haproxyBin: string;
+  /** Working directory of HAProxy (relative paths in the config resolve here). */
+  runDir: string;
+  cfgPath: string;
+  /** Path of the master CLI unix socket; created by HAProxy with mode 600. */
+  masterSocket: string;
+  logger: ProcessLogger;
+  killTimeoutMs?: number;
+  readyTimeoutMs?: number;
+  reloadTimeoutMs?: number;
+  restartBackoff?: { baseMs: number; maxMs: number };
+  /** Restart a master that died on its own (default true). */
+  autoRestart?: boolean;
+  /** Called when the master exits on its own (not through stop()). */
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+}
+
+interface Run {
+  child: ChildProcess;
+  pid: number;
+  exited: Promise<ExitInfo>;
+  exitInfo: ExitInfo | undefined;
+  /** Resolves when stdout/stderr have closed (or shortly after exit if workers hold them). */
+  drained: Promise<void>;
+  workerPids: Set<number>;
+}
+
+interface TailLine {
+  seq: number;
+  line: string;
+}
+
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves true if the run exits within `ms`, false otherwise. */
+async function waitExit(run: Run, ms: number): Promise<boolean> {
+  if (run.exitInfo) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([run.exited.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads state and process group of a pid from /proc (Linux). Undefined if it is gone. */
+function procStat(pid: number): { state: string; pgrp: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // "pid (comm) state ppid pgrp ..." — comm may contain spaces and parens: split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0] ?? '?', pgrp: Number(fields[2]) };
+}
+
+/** A zombie has exited; it only waits for its (new) parent to reap it. */
+function isAlive(pid: number): boolean {
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+function signalPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+export class HaproxyProcess extends EventEmitter {
+  readonly #opts: Required<Omit<HaproxyProcessOptions, 'onExit'>> & Pick<HaproxyProcessOptions, 'onExit'>;
+  readonly #log: ProcessLogger;
+  #state: ProcessState = 'stopped';
+  #run: Run | undefined;
+  #stopping: Promise<void> | undefined;
+  /** The spawn-and-wait-for-ready in flight; stop() waits for it to notice and clean up. */
+  #launching: Promise<void> | undefined;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #restartAttempts = 0;
+  #runningSince = 0;
+  #tail: TailLine[] = [];
+  #seq = 0;
+  readonly #exitHook = (): void => {
+    const run = this.#run;
+    if (run && !run.exitInfo) {
+      // Last resort when our process exits without stop(): hard stop of master and workers.
+      try {
+        process.kill(-run.pid, 'SIGTERM');
+      } catch {
+        // Already gone: nothing to clean up.
+      }
+    }
+  };
+
+  constructor(options: HaproxyProcessOptions) {
+    super();
+    this.#opts = {
+      killTimeoutMs: DEFAULT_KILL_TIMEOUT_MS,
+      readyTimeoutMs: DEFAULT_READY_TIMEOUT_MS,
+      reloadTimeoutMs: DEFAULT_RELOAD_TIMEOUT_MS,
+      restartBackoff: DEFAULT_RESTART_BACKOFF,
+      autoRestart: true,
+      ...options,
+    };
+    this.#log = options.logger;
+  }
+
+  get state(): ProcessState {
+    return this.#state;
+  }
+
+  /** Pid of the master while one is running. */
+  get pid(): number | undefined {
+    return this.#run && !this.#run.exitInfo ? this.#run.pid : undefined;
+  }
+
+  /** Asks the master which workers exist (current generation first, then old ones still draining). */
+  async showProc(signal?: AbortSignal): Promise<ShowProc> {
+    const text = await sendCommand(this.#opts.masterSocket, 'show proc', { timeoutMs: CLI_TIMEOUT_MS, signal });
+    const proc = parseShowProc(text);
+    if (this.#run && proc.master.pid === this.#run.pid) {
+      for (const w of proc.workers) this.#run.workerPids.add(w.pid);
+    }
+    return proc;
+  }
+
+  /** Pids of all workers (current and old) the master reports. */
+  async workerPids(): Promise<number[]> {
+    return (await this.showProc()).workers.map((w) => w.pid);
+  }
+
+  async start(): Promise<void> {
+    if (this.#is('running')) return;
+    if (!this.#is('stopped') && !this.#is('crashed')) {
+      throw new HaproxyConnectError('HAPROXY_START_FAILED', `Cannot start haproxy while it is ${this.#state}`);
+    }
+    this.#transition('starting');
+    try {
+      await this.#launch();
+    } catch (err) {
+      if (this.#is('starting')) this.#transition('stopped');
+      throw err;
+    }
+    this.#transition('running');
+  }
+
+  /**
+   * Hitless reload through the master CLI. The caller has run checkConfig on the new file. Resolves
+   * when a new worker generation runs; throws HAPROXY_RELOAD_FAILED if the master reports a failed
+   * reload (the old worker keeps serving) or no new worker appears in time.
+   */
+  async reload(): Promise<void> {
+    if (!this.#is('running')) {
+      throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `Cannot reload haproxy while it is ${this.#state}`);
+    }
+    this.#transition('reloading');
+    const startSeq = this.#seq;
+    const failed = (message: string, cause?: unknown): HaproxyConnectError => {
+      const alerts = this.#tailSince(startSeq).filter((l) => l.startsWith('[ALERT]'));
+      const detail = alerts.length > 0 ? `:\n${alerts.join('\n')}` : '';
+      if (this.#is('reloading')) this.#transition('running');
+      return new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `${message}${detail}`, { cause });
+    };
+
+    let before: ShowProc;
+    try {
+      before = await this.showProc();
+      // The CLI answers nothing to `reload` and closes (FACTS §2); the outcome is read from `show proc`.
+      await sendCommand(this.#opts.masterSocket, 'reload', { timeoutMs: CLI_TIMEOUT_MS });
+    } catch (err) {
+      throw failed(`Cannot reload haproxy with ${this.#opts.cfgPath}: ${errorMessage(err)}`, err);
+    }
+    const oldPids = new Set(before.workers.map((w) => w.pid));
+    const deadline = Date.now() + this.#opts.reloadTimeoutMs;
+    let lastError: unknown;
+    while (Date.now() < deadline) {
+      if (!this.#is('reloading')) {
+        throw new HaproxyConnectError(
+          'HAPROXY_RELOAD_FAILED',
+          `haproxy reload of ${this.#opts.cfgPath} interrupted: the supervisor is now ${this.#state}`,
+        );
+      }
+      try {
+        const now = await this.showProc();
+        if (now.master.reloads > before.master.reloads) {
+          const failedBefore = before.master.failedReloads;
+          const failedNow = now.master.failedReloads;
+          const fresh = now.workers.filter((w) => !w.old && !oldPids.has(w.pid));
+          if (failedBefore !== undefined && failedNow !== undefined && failedNow > failedBefore) {
+            throw failed(`haproxy rejected the reload of ${this.#opts.cfgPath} (failed reloads: ${failedNow}); the old worker keeps serving`);
+          }
+          if (fresh.length > 0) {
+            this.#log.info(
+              { component: 'haproxy-process', workers: fresh.map((w) => w.pid), reloads: now.master.reloads },
+              'haproxy reloaded',
+            );
+            this.#transition('running');
+            return;
+          }
+          if (failedNow === undefined) {
+            // A version without `[failed: N]`: the counter moved but no new worker was forked.
+            throw failed(`haproxy reloaded ${this.#opts.cfgPath} but forked no new worker; the old worker keeps serving`);
+          }
+        }
+      } catch (err) {
+        if (err instanceof HaproxyConnectError && err.code === 'HAPROXY_RELOAD_FAILED') throw err;
+        lastError = err; // the master is re-executing itself: its socket may not answer for a moment
+      }
+      await delay(POLL_INTERVAL_MS);
+    }
+    const why = lastError === undefined ? '' : ` (last error: ${errorMessage(lastError)})`;
+    throw failed(`haproxy did not report a new worker within ${this.#opts.reloadTimeoutMs} ms after reloading ${this.#opts.cfgPath}${why}`);
+  }
+
+  /**
+   * Soft stop (SIGUSR1: workers finish their connections), escalating to SIGTERM after the kill
+   * timeout and SIGKILL of the process group after that. Resolves when master and workers are gone.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop().finally(() => {
+      this.#stopping = undefined;
+    });
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    if (this.#is('stopped')) return;
+    if (this.#is('backoff')) {
+      clearTimeout(this.#restartTimer);
+      this.#restartTimer = undefined;
+      this.#transition('stopped');
+      return;
+    }
+    const run = this.#run;
+    if (this.#is('crashed') && (!run || run.exitInfo) && !this.#launching) {
+      this.#transition('stopped');
+      return;
+    }
+    this.#transition('stopping');
+    await this.#launching?.catch(() => undefined);
+    const current = this.#run;
+    if (current) await this.#terminate(current);
+    this.#transition('stopped');
+  }
+
+  /** A method, not a comparison, because awaits in between change the state behind TS's narrowing. */
+  #is(state: ProcessState): boolean {
+    return this.#state === state;
+  }
+
+  #transition(to: ProcessState): void {
+    const from = this.#state;
+    if (!TRANSITIONS[from].includes(to)) {
+      throw new Error(`haproxy supervisor: illegal state transition ${from} -> ${to}`);
+    }
+    this.#state = to;
+    this.#log.info({ component: 'haproxy-process', from, to, pid: this.pid }, `${from} -> ${to}`);
+    this.emit('state', { from, to });
+  }
+
+  async #spawn(): Promise<Run> {
+    const { haproxyBin, masterSocket, cfgPath, runDir } = this.#opts;
+    const args = ['-W', '-S', `${masterSocket},mode,600`, '-f', cfgPath];
+    const child = spawn(haproxyBin, args, { cwd: runDir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new HaproxyConnectError(
+        code === 'ENOENT' || code === 'EACCES' ? 'HAPROXY_NOT_FOUND' : 'HAPROXY_START_FAILED',
+        `Cannot run haproxy binary '${haproxyBin}': ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    child.removeAllListeners('error');
+    let resolveExit: (info: ExitInfo) => void = () => undefined;
+    const exited = new Promise<ExitInfo>((resolve) => {
+      resolveExit = resolve;
+    });
+    const pid = child.pid ?? 0;
+    const run: Run = { child, pid, exited, exitInfo: undefined, drained: Promise.resolve(), workerPids: new Set() };
+    const streamsClosed: Array<Promise<void>> = [];
+    for (const [name, stream] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+      if (!stream) continue;
+      const lines = createInterface({ input: stream, crlfDelay: Infinity });
+      lines.on('line', (line) => this.#haproxyLine(run.pid, name, line));
+      streamsClosed.push(new Promise((resolve) => lines.once('close', resolve)));
+    }
+    const allClosed = Promise.all(streamsClosed).then(() => undefined);
+    // Workers inherit stdio; if one lingers the pipes stay open, so bound the wait after exit.
+    run.drained = exited.then(() => Promise.race([allClosed, delay(200)]));
+    child.on('error', (err) => this.#log.error({ component: 'haproxy-process', pid: run.pid, err: errorMessage(err) }, 'haproxy child process error'));
+    child.once('exit', (code, signal) => {
+      const info = { code, signal };
+      run.exitInfo = info;
+      resolveExit(info);
+      this.#onExit(run, info);
+    });
+    process.on('exit', this.#exitHook);
+    return run;
+  }
+
+  #haproxyLine(pid: number, stream: 'stdout' | 'stderr', line: string): void {
+    this.#seq += 1;
+    this.#tail.push({ seq: this.#seq, line });
+    if (this.#tail.length > STDERR_TAIL_LINES) this.#tail.shift();
+    const fields = { component: 'haproxy', pid, stream };
+    if (line.startsWith('[ALERT]')) this.#log.error(fields, line);
+    else if (line.startsWith('[WARNING]')) this.#log.warn(fields, line);
+    else this.#log.info(fields, line);
+  }
+
+  #tailSince(seq: number): string[] {
+    return this.#tail.filter((t) => t.seq > seq).map((t) => t.line);
+  }
+
+  /** Spawns the master and waits until the master CLI lists a current worker. */
+  #launch(): Promise<void> {
+    const launching = this.#launchOnce().finally(() => {
+      if (this.#launching === launching) this.#launching = undefined;
+    });
+    this.#launching = launching;
+    return launching;
+  }
+
+  async #launchOnce(): Promise<void> {
+    const startSeq = this.#seq;
+    const run = await this.#spawn();
+    this.#run = run;
+    const deadline = Date.now() + this.#opts.readyTimeoutMs;
+    while (true) {
+      if (run.exitInfo) {
+        await run.drained;
+        const tail = this.#tailSince(startSeq).slice(-10).join('\n');
+        throw new HaproxyConnectError(
+          'HAPROXY_START_FAILED',
+          `haproxy with ${this.#opts.cfgPath} exited during startup (code ${run.exitInfo.code}, signal ${run.exitInfo.signal})${tail ? `:\n${tail}` : ''}`,
+        );
+      }
+      if (!this.#is('starting')) {
+        await this.#terminate(run);
+        throw new HaproxyConnectError('ABORTED', `haproxy startup interrupted: the supervisor is now ${this.#state}`);
+      }
+      try {
+        const proc = await this.showProc();
+        if (proc.master.pid === run.pid && proc.workers.some((w) => !w.old)) {
+          this.#runningSince = Date.now();
+          return;
+        }
+      } catch {
+        // Not listening yet: keep polling until the deadline.
+      }
+      if (Date.now() >= deadline) {
+        this.#log.error({ component: 'haproxy-process', pid: run.pid }, 'haproxy not ready in time; stopping it');
+        await this.#terminate(run);
+        throw new HaproxyConnectError(
+          'HAPROXY_START_FAILED',
+          `haproxy with ${this.#opts.cfgPath} did not report a worker on ${this.#opts.masterSocket} within ${this.#opts.readyTimeoutMs} ms`,
+        );
+      }
+      await waitExit(run, POLL_INTERVAL_MS);
+    }
+  }
+
+  #onExit(run: Run, info: ExitInfo): void {
+    process.removeListener('exit', this.#exitHook);
+    if (run !== this.#run) return;
+    const unexpected = this.#is('running') || this.#is('reloading');
+    this.emit('exit', { ...info, pid: run.pid, expected: !unexpected });
+    if (!unexpected) return; // stop() or #launch() is waiting on this exit and handles it
+    this.#log.error({ component: 'haproxy-process', pid: run.pid, ...info }, 'haproxy master exited unexpectedly');
+    this.#transition('crashed');
+    try {
+      this.#opts.onExit?.(info.code, info.signal);
+    } catch (err) {
+      this.#log.error({ component: 'haproxy-process', err: errorMessage(err) }, 'onExit callback threw');
+    }
+    // Workers normally follow their master out; make sure none is left serving an old config.
+    void this.#reapWorkers(run).then(() => {
+      if (this.#opts.autoRestart && this.#is('crashed')) this.#scheduleRestart();
+    });
+  }
+
+  #scheduleRestart(): void {
+    if (Date.now() - this.#runningSince >= STABLE_RUN_MS) this.#restartAttempts = 0;
+    const { baseMs, maxMs } = this.#opts.restartBackoff;
+    const delayMs = Math.min(maxMs, baseMs * 2 ** this.#restartAttempts);
+    this.#restartAttempts += 1;
+    this.#transition('backoff');
+    this.#log.warn({ component: 'haproxy-process', delayMs, attempt: this.#restartAttempts }, 'restarting haproxy after backoff');
+    this.#restartTimer = setTimeout(() => void this.#restart(), delayMs);
+  }
+
+  async #restart(): Promise<void> {
+    this.#restartTimer = undefined;
+    if (!this.#is('backoff')) return;
+    this.#transition('starting');
+    try {
+      await this.#launch();
+      this.#transition('running');
+    } catch (err) {
+      if (!this.#is('starting')) return; // stop() took over
+      this.#log.error({ component: 'haproxy-process', err: errorMessage(err) }, 'haproxy restart failed');
+      this.#transition('crashed');
+      if (this.#opts.autoRestart) this.#scheduleRestart();
+    }
+  }
+
+  /** Signals the master with escalation, then makes sure its workers are gone too. */
+  async #terminate(run: Run): Promise<void> {
+    const log = { component: 'haproxy-process', pid: run.pid };
+    if (!run.exitInfo) {
+      await this.showProc().catch(() => undefined); // learn the current worker pids
+      signalPid(run.pid, 'SIGUSR1');
+      if (!(await waitExit(run, this.#opts.killTimeoutMs))) {
+        this.#log.warn({ ...log, timeoutMs: this.#opts.killTimeoutMs }, 'haproxy soft stop timed out; sending SIGTERM');
+        signalPid(run.pid, 'SIGTERM');
+        if (!(await waitExit(run, TERM_TIMEOUT_MS))) {
+          this.#log.warn({ ...log, timeoutMs: TERM_TIMEOUT_MS }, 'haproxy hard stop timed out; sending SIGKILL to its process group');
+          // The master is alive, so its process group (pgid = its pid) is certainly ours.
+          signalPid(-run.pid, 'SIGKILL');
+          await waitExit(run, SIGKILL_WAIT_MS);
+        }
+      }
+    }
+    await this.#reapWorkers(run);
+  }
+
+  /** Waits for the run's known workers to exit; SIGKILLs those still in the run's process group. */
+  async #reapWorkers(run: Run): Promise<void> {
+    const deadline = Date.now() + WORKER_EXIT_TIMEOUT_MS;
+    let alive = [...run.workerPids].filter(isAlive);
+    while (alive.length > 0 && Date.now() < deadline) {
+      await delay(POLL_INTERVAL_MS);
+      alive = alive.filter(isAlive);
+    }
+    if (alive.length === 0) return;
+    for (const pid of alive) {
+      // Only a process still in the master's process group is one of ours (pids get reused).
+      if (procStat(pid)?.pgrp === run.pid) {
+        this.#log.warn({ component: 'haproxy-process', pid, master: run.pid }, 'haproxy worker outlived its master; sending SIGKILL');
+        signalPid(pid, 'SIGKILL');
+      }
+    }
+    const killDeadline = Date.now() + SIGKILL_WAIT_MS;
+    while (alive.some(isAlive) && Date.now() < killDeadline) await delay(POLL_INTERVAL_MS);
+    const left = alive.filter(isAlive);
+    if (left.length > 0) {
+      this.#log.error({ component: 'haproxy-process', pids: left, master: run.pid }, 'haproxy workers still running after SIGKILL');
+    }
+  }
+}
+

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { isHaproxyConnectError } from '../../src/errors.js';
+import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+
+// Captured from HAProxy 2.6.12 (show proc after one good and one failed reload).
+const SHOW_PROC_FAILED = [
+  '#<PID>          <type>          <reloads>       <uptime>        <version>      ',
+  '6489            master          2 [failed: 1]   0d00h10m18s     2.6.12-1+deb12u4',
+  '# workers',
+  '15090           worker          1               0d00h00m02s     2.6.12-1+deb12u4',
+  '# programs',
+  '',
+  '',
+].join('\n');
+
+// The example from management.txt (section 9.4.1), with old workers and programs.
+const SHOW_PROC_DOC = [
+  '#<PID>          <type>          <reloads>       <uptime>        <version>',
+  '1162            master          5 [failed: 0]   0d00h02m07s     2.5-dev13',
+  '# workers',
+  '1271            worker          1               0d00h00m00s     2.5-dev13',
+  '# old workers',
+  '1233            worker          3               0d00h00m43s     2.0-dev3-6019f6-289',
+  '# programs',
+  '1244            foo             0               0d00h00m00s     -',
+  '1255            bar             0               0d00h00m00s     -',
+].join('\n');
+
+describe('parseShowProc', () => {
+  test('2.6.12 output after a failed reload', () => {
+    const proc = parseShowProc(SHOW_PROC_FAILED);
+    assert.deepEqual(proc.master, {
+      pid: 6489,
+      reloads: 2,
+      failedReloads: 1,
+      uptime: '0d00h10m18s',
+      version: '2.6.12-1+deb12u4',
+    });
+    assert.deepEqual(proc.workers, [
+      { pid: 15090, reloads: 1, uptime: '0d00h00m02s', version: '2.6.12-1+deb12u4', old: false },
+    ]);
+  });
+
+  test('old workers are flagged, programs are ignored', () => {
+    const proc = parseShowProc(SHOW_PROC_DOC);
+    assert.equal(proc.master.failedReloads, 0);
+    assert.deepEqual(
+      proc.workers.map((w) => [w.pid, w.old]),
+      [
+        [1271, false],
+        [1233, true],
+      ],
+    );
+  });
+
+  test('a master line without [failed: N] parses with failedReloads undefined', () => {
+    const proc = parseShowProc('#<PID> <type> <reloads> <uptime> <version>\n10 master 0 0d00h00m01s 2.4.0\n# workers\n11 worker 0 0d00h00m01s 2.4.0\n');
+    assert.equal(proc.master.failedReloads, undefined);
+    assert.equal(proc.workers.length, 1);
+  });
+
+  test('garbage and missing master are HAPROXY_CLI errors', () => {
+    assert.throws(() => parseShowProc('Unknown command\n'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
+    assert.throws(() => parseShowProc('# workers\n'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
+  });
+});
+
+describe('sendCommand', () => {
+  let dir: string;
+  const servers: net.Server[] = [];
+  const sockets = new Set<net.Socket>();
+
+  async function listen(socketPath: string, onConnection: (s: net.Socket) => void): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      onConnection(s);
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  }
+
+  before(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hc-cli-'));
+    // Like the master CLI: read one line, answer once the client half-closes, then close.
+    await listen(path.join(dir, 'answer.sock'), (s) => {
+      let input = '';
+      s.on('data', (d) => (input += d.toString()));
+      s.on('end', () => s.end(`got ${JSON.stringify(input)}\n`));
+    });
+    // Never answers, never closes.
+    await listen(path.join(dir, 'silent.sock'), () => undefined);
+  });
+
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('writes the command with a newline, half-closes, reads until close', async () => {
+    assert.equal(await sendCommand(path.join(dir, 'answer.sock'), 'show proc'), 'got "show proc\\n"\n');
+  });
+
+  test('a peer that never closes times out with HAPROXY_CLI naming socket and command', async () => {
+    const sock = path.join(dir, 'silent.sock');
+    await assert.rejects(sendCommand(sock, 'show info', { timeoutMs: 100 }), (e) => {
+      assert.ok(isHaproxyConnectError(e, 'HAPROXY_CLI'));
+      assert.match(e.message, /show info/);
+      assert.ok(e.message.includes(sock));
+      return true;
+    });
+  });
+
+  test('a missing socket is HAPROXY_CLI', async () => {
+    const sock = path.join(dir, 'missing.sock');
+    await assert.rejects(sendCommand(sock, 'reload'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI') && e.message.includes(sock));
+  });
+
+  test('abort rejects with ABORTED, before and during the call', async () => {
+    await assert.rejects(
+      sendCommand(path.join(dir, 'answer.sock'), 'x', { signal: AbortSignal.abort() }),
+      (e) => isHaproxyConnectError(e, 'ABORTED'),
+    );
+    const ac = new AbortController();
+    const pending = sendCommand(path.join(dir, 'silent.sock'), 'x', { signal: ac.signal, timeoutMs: 5_000 });
+    ac.abort();
+    await assert.rejects(pending, (e) => isHaproxyConnectError(e, 'ABORTED'));
+  });
+
+  test('a command containing a newline is refused', async () => {
+    await assert.rejects(sendCommand(path.join(dir, 'answer.sock'), 'show proc\nreload'), (e) =>
+      isHaproxyConnectError(e, 'HAPROXY_CLI'),
+    );
+  });
+});
