@@ -1,0 +1,102 @@
+/**
+ * The single owner of the snapshot. Watchers only emit tagged events; `apply` folds one into the
+ * state and says whether anything changed. `snapshot()` returns an immutable copy, and only once
+ * the snapshot is complete (registration, leaf and roots).
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Endpoint, Leaf, ProxyRegistration, Roots, Snapshot } from './types.js';
+
+export type SnapshotEvent =
+  | { kind: 'registration'; value: ProxyRegistration }
+  | { kind: 'leaf'; value: Leaf }
+  | { kind: 'roots'; value: Roots }
+  | { kind: 'endpoints'; upstreamKey: string; value: readonly Endpoint[] }
+  | { kind: 'upstream-removed'; upstreamKey: string };
+
+export type MissingPart = 'registration' | 'leaf' | 'roots';
+
+export class SnapshotState {
+  readonly #datacenter: string;
+  #registration: ProxyRegistration | undefined;
+  #leaf: Leaf | undefined;
+  #roots: Roots | undefined;
+  readonly #endpoints = new Map<string, readonly Endpoint[]>();
+  #version = 0;
+
+  constructor(datacenter: string) {
+    this.#datacenter = datacenter;
+  }
+
+  /** Increases on every change; consumers compare versions instead of snapshots. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** Folds one event in; returns true when the state changed. */
+  apply(event: SnapshotEvent): boolean {
+    const changed = this.#fold(event);
+    if (changed) this.#version++;
+    return changed;
+  }
+
+  #fold(event: SnapshotEvent): boolean {
+    switch (event.kind) {
+      case 'registration':
+        if (isDeepStrictEqual(this.#registration, event.value)) return false;
+        this.#registration = structuredClone(event.value);
+        // Endpoints of upstreams that are no longer registered are dropped with them.
+        for (const key of [...this.#endpoints.keys()]) {
+          if (!event.value.upstreams.some((u) => u.key === key)) this.#endpoints.delete(key);
+        }
+        return true;
+      case 'leaf':
+        if (isDeepStrictEqual(this.#leaf, event.value)) return false;
+        this.#leaf = structuredClone(event.value);
+        return true;
+      case 'roots':
+        if (isDeepStrictEqual(this.#roots, event.value)) return false;
+        this.#roots = structuredClone(event.value);
+        return true;
+      case 'endpoints': {
+        if (!this.#registration?.upstreams.some((u) => u.key === event.upstreamKey)) return false;
+        if (isDeepStrictEqual(this.#endpoints.get(event.upstreamKey), event.value)) return false;
+        this.#endpoints.set(event.upstreamKey, structuredClone(event.value));
+        return true;
+      }
+      case 'upstream-removed':
+        return this.#endpoints.delete(event.upstreamKey);
+    }
+  }
+
+  missing(): MissingPart[] {
+    const missing: MissingPart[] = [];
+    if (this.#registration === undefined) missing.push('registration');
+    if (this.#leaf === undefined) missing.push('leaf');
+    if (this.#roots === undefined) missing.push('roots');
+    return missing;
+  }
+
+  /** An immutable copy of the complete snapshot, or undefined while parts are missing. */
+  snapshot(): Snapshot | undefined {
+    if (this.#registration === undefined || this.#leaf === undefined || this.#roots === undefined) return undefined;
+    return deepFreeze({
+      datacenter: this.#datacenter,
+      registration: structuredClone(this.#registration),
+      leaf: structuredClone(this.#leaf),
+      roots: structuredClone(this.#roots),
+      endpoints: new Map([...this.#endpoints].map(([k, v]) => [k, structuredClone(v)])),
+    });
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    if (value instanceof Map) {
+      for (const v of value.values()) deepFreeze(v);
+    } else {
+      for (const v of Object.values(value)) deepFreeze(v);
+    }
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,97 @@
+/**
+ * The snapshot: everything haproxy-connect knows about its sidecar, folded from the Consul watches
+ * by one owner (see fold.ts). Plain immutable data; translate reads nothing else.
+ */
+
+/** Consul proxy protocols. Consul's default is tcp. */
+export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
+
+export interface PublicListener {
+  /** Address the public mTLS listener binds to (Config.bind_address, else the service Address, else 0.0.0.0). */
+  bindAddress: string;
+  /** Port of the public listener (Config.bind_port, else the proxy's Port). */
+  bindPort: number;
+  protocol: Protocol;
+  /** Where the local application listens (LocalServiceAddress default 127.0.0.1, LocalServicePort). */
+  localServiceAddress: string;
+  localServicePort: number;
+  /** Config.local_connect_timeout_ms (Consul default 5000). */
+  localConnectTimeoutMs: number;
+  /** Config.local_request_timeout_ms (HTTP only; 0 = no timeout). Consul default 15000 for HTTP. */
+  localRequestTimeoutMs: number | undefined;
+}
+
+export interface Upstream {
+  /** Stable key of this upstream: `${destinationType}:${namespace}/${destinationName}@${datacenter}`. */
+  key: string;
+  destinationType: 'service' | 'prepared_query';
+  destinationName: string;
+  destinationNamespace: string;
+  /** The datacenter to query; empty means the local datacenter. */
+  datacenter: string;
+  /** Local listener: either address+port or a unix socket path. */
+  localBindAddress: string;
+  localBindPort: number;
+  localBindSocketPath: string | undefined;
+  localBindSocketMode: number | undefined;
+  protocol: Protocol;
+  /** Config.connect_timeout_ms, Consul default 5000. */
+  connectTimeoutMs: number;
+}
+
+export interface ProxyRegistration {
+  /** The sidecar proxy's service ID and name. */
+  proxyId: string;
+  proxyName: string;
+  /** The service this proxy fronts. */
+  serviceName: string;
+  serviceId: string;
+  namespace: string;
+  partition: string;
+  publicListener: PublicListener;
+  upstreams: Upstream[];
+}
+
+export interface Leaf {
+  certPem: string;
+  privateKeyPem: string;
+  serialNumber: string;
+  /** ISO-8601 expiry, as Consul gives it. */
+  validBefore: string;
+  /** Consul's index for this leaf: it changes whenever the agent issues a new one. */
+  modifyIndex: number;
+}
+
+export interface CaRoot {
+  id: string;
+  rootCertPem: string;
+  intermediateCertsPem: string[];
+  active: boolean;
+}
+
+export interface Roots {
+  trustDomain: string;
+  activeRootId: string;
+  roots: CaRoot[];
+}
+
+/** One healthy, connect-capable instance of an upstream: the address of its sidecar's public listener. */
+export interface Endpoint {
+  /** Stable identity of the instance: `${node}/${proxyServiceId}`. */
+  id: string;
+  node: string;
+  address: string;
+  port: number;
+  /** Consul's `Weights.Passing` (default 1). */
+  weight: number;
+}
+
+export interface Snapshot {
+  /** The local agent's datacenter. */
+  datacenter: string;
+  registration: ProxyRegistration;
+  leaf: Leaf;
+  roots: Roots;
+  /** Healthy endpoints per upstream key. An upstream with no entry has not been answered yet. */
+  endpoints: ReadonlyMap<string, readonly Endpoint[]>;
+}

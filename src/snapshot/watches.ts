@@ -1,0 +1,127 @@
+/**
+ * Starts and stops the Consul watches of one sidecar: its proxy registration, its leaf, the CA
+ * roots, and one watch per upstream — started and stopped as the registration changes (starting
+ * one that runs is a no-op). Watches only emit tagged events; SnapshotState owns the data.
+ */
+import type { ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
+import { runWatch } from '../consul/watch.js';
+import type { SnapshotEvent } from './fold.js';
+import type { Endpoint, ProxyRegistration, Upstream } from './types.js';
+
+/** Prepared queries cannot block: poll them at this interval. */
+export const PREPARED_QUERY_POLL_MS = 10_000;
+
+export interface WatchErrorReport {
+  watch: string;
+  error: Error;
+  attempt: number;
+}
+
+export interface SidecarWatchesOptions {
+  api: ConsulAgentApi;
+  proxyId: string;
+  emit: (event: SnapshotEvent) => void;
+  onError: (report: WatchErrorReport) => void;
+  signal: AbortSignal;
+}
+
+interface RunningWatch {
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+export class SidecarWatches {
+  readonly #opts: SidecarWatchesOptions;
+  readonly #running = new Map<string, RunningWatch>();
+  #leafService: string | undefined;
+
+  constructor(opts: SidecarWatchesOptions) {
+    this.#opts = opts;
+  }
+
+  start(): void {
+    const { api, proxyId } = this.#opts;
+    this.#startWatch<ProxyRegistration>(
+      `registration:${proxyId}`,
+      (cursor, signal) => api.proxyRegistration(proxyId, cursor, signal),
+      (registration) => {
+        this.#opts.emit({ kind: 'registration', value: registration });
+        this.#syncLeaf(registration.serviceName);
+        this.#syncUpstreams(registration.upstreams);
+      },
+    );
+    this.#startWatch('roots', (cursor, signal) => api.roots(cursor, signal), (roots) => this.#opts.emit({ kind: 'roots', value: roots }));
+  }
+
+  /** Names of the running watches, for logs and tests. */
+  running(): string[] {
+    return [...this.#running.keys()].sort();
+  }
+
+  /** Resolves when every watch has stopped (after the root signal aborted). */
+  async stopped(): Promise<void> {
+    await Promise.all([...this.#running.values()].map((w) => w.done));
+  }
+
+  #syncLeaf(serviceName: string): void {
+    if (this.#leafService === serviceName) return;
+    if (this.#leafService !== undefined) this.#stopWatch(`leaf:${this.#leafService}`);
+    this.#leafService = serviceName;
+    const { api } = this.#opts;
+    this.#startWatch(`leaf:${serviceName}`, (cursor, signal) => api.leaf(serviceName, cursor, signal), (leaf) => this.#opts.emit({ kind: 'leaf', value: leaf }));
+  }
+
+  #syncUpstreams(upstreams: readonly Upstream[]): void {
+    const wanted = new Set(upstreams.map((u) => `upstream:${u.key}`));
+    for (const name of this.#running.keys()) {
+      if (name.startsWith('upstream:') && !wanted.has(name)) {
+        this.#stopWatch(name);
+        this.#opts.emit({ kind: 'upstream-removed', upstreamKey: name.slice('upstream:'.length) });
+      }
+    }
+    const { api } = this.#opts;
+    for (const upstream of upstreams) {
+      const name = `upstream:${upstream.key}`;
+      const query = {
+        destinationName: upstream.destinationName,
+        destinationNamespace: upstream.destinationNamespace,
+        datacenter: upstream.datacenter,
+      };
+      const onValue = (value: Endpoint[]): void => this.#opts.emit({ kind: 'endpoints', upstreamKey: upstream.key, value });
+      if (upstream.destinationType === 'prepared_query') {
+        this.#startWatch(name, async (_cursor, signal) => ({ value: await api.preparedQueryEndpoints(query, signal), cursor: {} }), onValue, PREPARED_QUERY_POLL_MS);
+      } else {
+        this.#startWatch(name, (cursor, signal) => api.upstreamEndpoints(query, cursor, signal), onValue);
+      }
+    }
+  }
+
+  #startWatch<T>(
+    name: string,
+    fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>,
+    onValue: (value: T) => void,
+    pollIntervalMs?: number,
+  ): void {
+    if (this.#running.has(name) || this.#opts.signal.aborted) return;
+    const controller = new AbortController();
+    const root = this.#opts.signal;
+    const onRootAbort = (): void => controller.abort(root.reason);
+    root.addEventListener('abort', onRootAbort, { once: true });
+    const done = runWatch<T>({
+      name,
+      fetch,
+      onValue,
+      onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt }),
+      signal: controller.signal,
+      ...(pollIntervalMs !== undefined && { pollIntervalMs }),
+    }).finally(() => root.removeEventListener('abort', onRootAbort));
+    this.#running.set(name, { controller, done });
+  }
+
+  #stopWatch(name: string): void {
+    const watch = this.#running.get(name);
+    if (watch === undefined) return;
+    this.#running.delete(name);
+    watch.controller.abort(new Error(`watch ${name} stopped`));
+  }
+}

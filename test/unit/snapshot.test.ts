@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { selectSidecar } from '../../src/consul/find-sidecar.js';
+import { isHaproxyConnectError } from '../../src/errors.js';
+import { SnapshotState } from '../../src/snapshot/fold.js';
+import type { Leaf, ProxyRegistration, Roots, Upstream } from '../../src/snapshot/types.js';
+
+const upstream = (name: string): Upstream => ({
+  key: `service:default/${name}@`, destinationType: 'service', destinationName: name, destinationNamespace: 'default', datacenter: '',
+  localBindAddress: '127.0.0.1', localBindPort: 9000, localBindSocketPath: undefined, localBindSocketMode: undefined, protocol: 'tcp', connectTimeoutMs: 5000,
+});
+const registration = (upstreams: Upstream[]): ProxyRegistration => ({
+  proxyId: 'web-sidecar-proxy', proxyName: 'web-sidecar-proxy', serviceName: 'web', serviceId: 'web', namespace: 'default', partition: 'default',
+  publicListener: { bindAddress: '0.0.0.0', bindPort: 21000, protocol: 'tcp', localServiceAddress: '127.0.0.1', localServicePort: 8080, localConnectTimeoutMs: 5000, localRequestTimeoutMs: undefined },
+  upstreams,
+});
+const leaf: Leaf = { certPem: 'CERT', privateKeyPem: 'KEY', serialNumber: '01', validBefore: '2030-01-01T00:00:00Z', modifyIndex: 5 };
+const roots: Roots = { trustDomain: 'td.consul', activeRootId: 'r1', roots: [{ id: 'r1', rootCertPem: 'ROOT', intermediateCertsPem: [], active: true }] };
+
+describe('SnapshotState', () => {
+  test('nothing is rendered before registration, leaf and roots are known', () => {
+    const state = new SnapshotState('dc1');
+    assert.deepEqual(state.missing(), ['registration', 'leaf', 'roots']);
+    state.apply({ kind: 'registration', value: registration([]) });
+    state.apply({ kind: 'leaf', value: leaf });
+    assert.equal(state.snapshot(), undefined);
+    state.apply({ kind: 'roots', value: roots });
+    assert.deepEqual(state.missing(), []);
+    assert.equal(state.snapshot()?.datacenter, 'dc1');
+  });
+  test('equal data is no change; the version moves only on change', () => {
+    const state = new SnapshotState('dc1');
+    assert.equal(state.apply({ kind: 'leaf', value: leaf }), true);
+    assert.equal(state.apply({ kind: 'leaf', value: { ...leaf } }), false);
+    assert.equal(state.version, 1);
+    assert.equal(state.apply({ kind: 'leaf', value: { ...leaf, modifyIndex: 6 } }), true);
+    assert.equal(state.version, 2);
+  });
+  test('endpoints of unregistered upstreams are ignored and dropped with their upstream', () => {
+    const state = new SnapshotState('dc1');
+    const api = upstream('api');
+    const ep = [{ id: 'n/api-sidecar-proxy', node: 'n', address: '127.0.0.1', port: 21001, weight: 1 }];
+    assert.equal(state.apply({ kind: 'endpoints', upstreamKey: api.key, value: ep }), false);
+    state.apply({ kind: 'registration', value: registration([api]) });
+    state.apply({ kind: 'leaf', value: leaf });
+    state.apply({ kind: 'roots', value: roots });
+    assert.equal(state.apply({ kind: 'endpoints', upstreamKey: api.key, value: ep }), true);
+    assert.deepEqual(state.snapshot()?.endpoints.get(api.key), ep);
+    state.apply({ kind: 'registration', value: registration([]) });
+    assert.equal(state.snapshot()?.endpoints.has(api.key), false);
+  });
+  test('the snapshot is an immutable copy', () => {
+    const state = new SnapshotState('dc1');
+    const reg = registration([upstream('api')]);
+    state.apply({ kind: 'registration', value: reg });
+    state.apply({ kind: 'leaf', value: leaf });
+    state.apply({ kind: 'roots', value: roots });
+    const snap = state.snapshot();
+    assert.ok(snap !== undefined);
+    assert.throws(() => { (snap.registration.upstreams as Upstream[]).push(upstream('x')); });
+    reg.upstreams.push(upstream('y'));
+    assert.equal(state.snapshot()?.registration.upstreams.length, 1);
+  });
+});
+
+describe('selectSidecar', () => {
+  const proxy = (id: string, dest: string, tags: string[] = []) => ({ id, name: `${dest}-sidecar-proxy`, tags, destinationServiceId: dest, destinationServiceName: dest });
+  const proxies = [proxy('web-sidecar-proxy', 'web'), proxy('api-blue', 'api', ['blue']), proxy('api-green', 'api', ['green'])];
+  test('by service id', () => assert.equal(selectSidecar(proxies, { serviceId: 'web', tag: undefined }, 'a').id, 'web-sidecar-proxy'));
+  test('by service id and tag', () => assert.equal(selectSidecar(proxies, { serviceId: 'api', tag: 'green' }, 'a').id, 'api-green'));
+  test('by tag alone', () => assert.equal(selectSidecar(proxies, { serviceId: undefined, tag: 'blue' }, 'a').id, 'api-blue'));
+  test('none names the service and the agent', () => {
+    assert.throws(() => selectSidecar(proxies, { serviceId: 'db', tag: undefined }, 'http://127.0.0.1:8500'), (err: unknown) =>
+      isHaproxyConnectError(err, 'SIDECAR_NOT_FOUND') && err.message === "Cannot start sidecar: service 'db' has no connect-proxy registered on agent http://127.0.0.1:8500");
+  });
+  test('several name the candidates', () => {
+    assert.throws(() => selectSidecar(proxies, { serviceId: 'api', tag: undefined }, 'a'), (err: unknown) =>
+      isHaproxyConnectError(err, 'SIDECAR_AMBIGUOUS') && /'api-blue', 'api-green'/.test(err.message));
+  });
+});
