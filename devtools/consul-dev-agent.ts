@@ -1,0 +1,144 @@
+/**
+ * A real `consul agent -dev` on loopback with free ports and its own data dir, for the demo and
+ * the integration tests. The binary is .deps/bin/consul (built by scripts/build-consul.sh) unless
+ * CONSUL_BIN says otherwise.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePorts, waitFor } from './ports.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const CONSUL_BIN = process.env.CONSUL_BIN ?? join(REPO_ROOT, '.deps/bin/consul');
+
+export interface ConsulDevAgentOptions {
+  /** Extra HCL written to a config file (e.g. ACLs). */
+  extraConfig?: string;
+  /** Token used by the helper's own API calls (with ACLs on). */
+  token?: string;
+}
+
+export class ConsulDevAgent {
+  readonly httpAddr: string;
+  readonly process: ChildProcess;
+  readonly dataDir: string;
+  readonly token: string | undefined;
+  #exited: Promise<void>;
+  output = '';
+
+  private constructor(httpAddr: string, child: ChildProcess, dataDir: string, token: string | undefined) {
+    this.httpAddr = httpAddr;
+    this.process = child;
+    this.dataDir = dataDir;
+    this.token = token;
+    this.#exited = new Promise((r) => child.once('exit', () => r()));
+    child.stdout?.on('data', (d: Buffer) => { this.output = (this.output + d.toString()).slice(-20_000); });
+    child.stderr?.on('data', (d: Buffer) => { this.output = (this.output + d.toString()).slice(-20_000); });
+  }
+
+  static async start(options: ConsulDevAgentOptions = {}): Promise<ConsulDevAgent> {
+    const dataDir = await mkdtemp(join(tmpdir(), 'consul-dev-'));
+    const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
+    const args = [
+      'agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', 'dev',
+      '-http-port', String(http), '-dns-port', '-1', '-grpc-port', '-1', '-grpc-tls-port', '-1',
+      '-serf-lan-port', String(serfLan), '-serf-wan-port', String(serfWan), '-server-port', String(server),
+      '-data-dir', dataDir, '-log-level', 'warn',
+    ];
+    if (options.extraConfig !== undefined) args.push('-hcl', options.extraConfig);
+    const child = spawn(CONSUL_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const agent = new ConsulDevAgent(`127.0.0.1:${http}`, child, dataDir, options.token);
+    const failed = new Promise<never>((_, reject) => {
+      child.once('error', (err) => reject(new Error(`cannot run ${CONSUL_BIN}: ${err.message} (run scripts/setup.sh)`)));
+      child.once('exit', (code) => reject(new Error(`consul exited with ${code}: ${agent.output}`)));
+    });
+    failed.catch(() => {});
+    await Promise.race([
+      waitFor('the consul dev agent to elect a leader and sign leaf certificates', async () => {
+        const res = await agent.fetch('/v1/status/leader');
+        const leader = (await res.json()) as string;
+        if (leader === '') return undefined;
+        const roots = await agent.fetch('/v1/agent/connect/ca/roots');
+        return roots.ok ? true : undefined;
+      }, 60_000),
+      failed,
+    ]);
+    return agent;
+  }
+
+  async fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    const headers = new Headers(init.headers);
+    if (this.token !== undefined) headers.set('X-Consul-Token', this.token);
+    return fetch(`http://${this.httpAddr}${path}`, { ...init, headers });
+  }
+
+  async put(path: string, body?: unknown): Promise<unknown> {
+    const res = await this.fetch(path, { method: 'PUT', ...(body !== undefined && { body: JSON.stringify(body) }) });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`PUT ${path} failed: ${res.status} ${text}`);
+    return text === '' ? undefined : JSON.parse(text);
+  }
+
+  async get<T>(path: string): Promise<T> {
+    const res = await this.fetch(path);
+    if (!res.ok) throw new Error(`GET ${path} failed: ${res.status} ${await res.text()}`);
+    return (await res.json()) as T;
+  }
+
+  async stop(): Promise<void> {
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.kill('SIGTERM');
+      const timer = setTimeout(() => this.process.kill('SIGKILL'), 10_000);
+      await this.#exited;
+      clearTimeout(timer);
+    }
+    await rm(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Registers a service with a Connect sidecar; checks run every second so tests do not wait 10 s. */
+export interface MeshServiceSpec {
+  id: string;
+  name: string;
+  port: number;
+  sidecarPort: number;
+  protocol?: string;
+  /** Extra opaque proxy Config entries (e.g. a deliberately wrong value). */
+  proxyConfig?: Record<string, unknown>;
+  upstreams?: Array<{ destinationName: string; localBindPort: number; protocol?: string; datacenter?: string }>;
+  /** A TTL check on the service itself, so tests can turn it critical. */
+  ttlCheck?: boolean;
+  tags?: string[];
+}
+
+export async function registerMeshService(agent: ConsulDevAgent, spec: MeshServiceSpec): Promise<void> {
+  await agent.put('/v1/agent/service/register', {
+    ID: spec.id,
+    Name: spec.name,
+    Port: spec.port,
+    Address: '127.0.0.1',
+    ...(spec.tags !== undefined && { Tags: spec.tags }),
+    ...(spec.ttlCheck === true && { Check: { CheckID: `${spec.id}-ttl`, Name: 'app TTL', TTL: '600s', Status: 'passing' } }),
+    Connect: {
+      SidecarService: {
+        Port: spec.sidecarPort,
+        ...(spec.tags !== undefined && { Tags: spec.tags }),
+        Checks: [
+          { Name: 'Connect Sidecar Listening', TCP: `127.0.0.1:${spec.sidecarPort}`, Interval: '1s' },
+          { Name: 'Connect Sidecar Aliasing', AliasService: spec.id },
+        ],
+        Proxy: {
+          Config: { ...(spec.protocol !== undefined && { protocol: spec.protocol }), ...spec.proxyConfig },
+          Upstreams: (spec.upstreams ?? []).map((u) => ({
+            DestinationName: u.destinationName,
+            LocalBindPort: u.localBindPort,
+            ...(u.datacenter !== undefined && { Datacenter: u.datacenter }),
+            ...(u.protocol !== undefined && { Config: { protocol: u.protocol } }),
+          })),
+        },
+      },
+    },
+  });
+}

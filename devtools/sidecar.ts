@@ -1,0 +1,67 @@
+/**
+ * Runs haproxy-connect as a real child process (from source through tsx, or the built dist/cli.js
+ * with HAPROXY_CONNECT_DIST=1) and collects its JSON log lines.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO_ROOT } from './consul-dev-agent.js';
+import { waitFor } from './ports.js';
+
+export class SidecarProcess {
+  readonly process: ChildProcess;
+  readonly logs: Array<Record<string, unknown>> = [];
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], env: Record<string, string | undefined> = {}) {
+    const useDist = process.env.HAPROXY_CONNECT_DIST === '1';
+    const command = useDist ? [join(REPO_ROOT, 'dist/cli.js')] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
+    this.process = spawn(process.execPath, [...command, ...args], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
+    let partial = '';
+    this.process.stdout?.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (line.trim() === '') continue;
+        try {
+          this.logs.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          this.logs.push({ raw: line });
+        }
+      }
+    });
+    this.process.stderr?.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-20_000); });
+    this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.process.pid ?? -1;
+  }
+
+  find(msg: string): Record<string, unknown> | undefined {
+    return this.logs.find((l) => l.msg === msg);
+  }
+
+  async waitForLog(msg: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
+    return waitFor(`log line '${msg}' (stderr: ${this.stderr.slice(-500)})`, async () => {
+      if (this.process.exitCode !== null) throw new Error(`haproxy-connect exited with ${this.process.exitCode}: ${this.stderr}`);
+      return this.find(msg);
+    }, timeoutMs);
+  }
+
+  /** SIGTERM, then SIGKILL if it does not exit within the timeout. */
+  async stop(timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      this.process.kill('SIGTERM');
+      const timer = setTimeout(() => this.process.kill('SIGKILL'), timeoutMs);
+      const result = await this.exited;
+      clearTimeout(timer);
+      return result;
+    }
+    return this.exited;
+  }
+}
