@@ -33,6 +33,8 @@ interface RunningWatch {
 export class SidecarWatches {
   readonly #opts: SidecarWatchesOptions;
   readonly #running = new Map<string, RunningWatch>();
+  /** Watches told to stop that may still be finishing their last request. */
+  readonly #stopping = new Set<Promise<void>>();
   #leafService: string | undefined;
 
   constructor(opts: SidecarWatchesOptions) {
@@ -60,7 +62,7 @@ export class SidecarWatches {
 
   /** Resolves when every watch has stopped (after the root signal aborted). */
   async stopped(): Promise<void> {
-    await Promise.all([...this.#running.values()].map((w) => w.done));
+    await Promise.all([...[...this.#running.values()].map((w) => w.done), ...this.#stopping]);
   }
 
   #syncLeaf(serviceName: string): void {
@@ -123,5 +125,7 @@ export class SidecarWatches {
     if (watch === undefined) return;
     this.#running.delete(name);
     watch.controller.abort(new Error(`watch ${name} stopped`));
+    this.#stopping.add(watch.done);
+    void watch.done.finally(() => this.#stopping.delete(watch.done));
   }
 }

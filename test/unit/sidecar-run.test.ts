@@ -1,0 +1,103 @@
+/**
+ * The daemon's wiring (main.run) against an in-process fake Consul agent and a real HAProxy:
+ * edge cases that a real agent cannot produce on demand.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { freePorts, waitFor } from '../../devtools/ports.js';
+import type { Config } from '../../src/config/config.js';
+import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { HaproxyConnectError } from '../../src/errors.js';
+import { run } from '../../src/main.js';
+import type { ProxyRegistration } from '../../src/snapshot/types.js';
+import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
+import { endpoint, snapshot, upstream, webLeaf, roots } from '../helpers/fixtures.js';
+
+let base: string;
+before(async () => { base = await mkdtemp(join(tmpdir(), 'hc-run-')); });
+after(async () => rm(base, { recursive: true, force: true }));
+
+interface Running {
+  consul: FakeConsulAgentApi;
+  logs: CapturedLogs;
+  shutdown: AbortController;
+  done: Promise<void>;
+  runDir(): string;
+  messages(msg: string): Array<Record<string, unknown>>;
+}
+
+const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
+
+async function startSidecar(): Promise<Running> {
+  const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
+  const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
+  const consul = new FakeConsulAgentApi();
+  consul.setProxyServices([{ id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' }]);
+  consul.setRegistration(snap.registration as ProxyRegistration);
+  consul.setLeaf('web', webLeaf());
+  consul.setRoots(roots());
+  consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', 1)]);
+  const config: Config = {
+    sidecarFor: 'web', sidecarForTag: undefined,
+    consul: { address: consul.address, token: undefined, tls: undefined },
+    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath: base, logLevel: 'debug', intentionsRequested: false,
+  };
+  const logs = captureLogs('debug');
+  const shutdown = new AbortController();
+  const done = run(config, shutdown.signal, { logger: logs.logger, consul });
+  const messages = (msg: string): Array<Record<string, unknown>> => logs.lines.filter((l) => l.msg === msg);
+  await waitFor('sidecar ready', async () => messages('sidecar ready')[0], 20_000);
+  return { consul, logs, shutdown, done, messages, runDir: () => messages('created run directory')[0]?.runDir as string };
+}
+
+async function stop(sidecar: Running): Promise<void> {
+  sidecar.shutdown.abort(new Error('test done'));
+  await sidecar.done;
+}
+
+describe('sidecar wiring with a fake Consul and real HAProxy', () => {
+  test('a burst of endpoint changes is coalesced and the newest state wins', async () => {
+    const sidecar = await startSidecar();
+    try {
+      for (let i = 2; i <= 101; i++) {
+        sidecar.consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', i)]);
+        await new Promise((r) => setImmediate(r));
+      }
+      const cfg = join(sidecar.runDir(), 'haproxy.cfg');
+      await waitFor('the last endpoint in haproxy.cfg', async () => ((await readFile(cfg, 'utf8')).includes('127.0.0.1:101 ') ? true : undefined), 20_000);
+      const applies = sidecar.messages('reloading haproxy').length;
+      assert.ok(applies < 100, `100 changes were applied in ${applies} reloads`);
+    } finally {
+      await stop(sidecar);
+    }
+  });
+
+  test('Consul errors keep the last good configuration and watching resumes', async () => {
+    const sidecar = await startSidecar();
+    try {
+      const unreachable = new HaproxyConnectError('CONSUL_UNREACHABLE', 'Cannot reach Consul agent at fake: test');
+      sidecar.consul.failNext(3, unreachable, 'upstreamEndpoints');
+      sidecar.consul.expireBlockingQueries();
+      await waitFor('three failures logged', async () => (sidecar.messages('watch failed; keeping the last good value and retrying').length >= 3 ? true : undefined), 20_000);
+      const failure = sidecar.messages('watch failed; keeping the last good value and retrying')[0];
+      assert.equal(failure?.code, 'CONSUL_UNREACHABLE');
+      assert.equal(failure?.watch, 'upstream:service:default/api@');
+      sidecar.consul.setEndpoints(API, [endpoint('node-2', '127.0.0.2', 7)]);
+      const cfg = join(sidecar.runDir(), 'haproxy.cfg');
+      await waitFor('the update after the outage', async () => ((await readFile(cfg, 'utf8')).includes('127.0.0.2:7 ') ? true : undefined), 20_000);
+    } finally {
+      await stop(sidecar);
+    }
+  });
+
+  test('shutdown removes the run directory', async () => {
+    const sidecar = await startSidecar();
+    const runDir = sidecar.runDir();
+    await stop(sidecar);
+    await assert.rejects(readFile(join(runDir, 'haproxy.cfg')), /ENOENT/);
+    assert.ok(sidecar.messages('stopped').length === 1);
+  });
+});
