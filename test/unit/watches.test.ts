@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { waitFor } from '../../devtools/ports.js';
+import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import type { SnapshotEvent } from '../../src/snapshot/fold.js';
+import type { ProxyRegistration } from '../../src/snapshot/types.js';
+import { SidecarWatches } from '../../src/snapshot/watches.js';
+import { endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
+
+function registration(...names: string[]): ProxyRegistration {
+  return snapshot({ upstreams: names.map((n, i) => upstream(n, { localBindPort: 9000 + i })) }).registration as ProxyRegistration;
+}
+
+describe('SidecarWatches', () => {
+  test('upstream watches start and stop as the registration changes', async () => {
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration('api', 'db'));
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    consul.setEndpoints({ destinationName: 'api', destinationNamespace: 'default', datacenter: '' }, [endpoint('n1', '10.0.0.1')]);
+    const events: SnapshotEvent[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', emit: (e) => events.push(e), onError: () => {}, signal: root.signal });
+    watches.start();
+    await waitFor('upstream watches', async () => (watches.running().length === 5 ? true : undefined), 5_000, 10);
+    assert.deepEqual(watches.running(), ['leaf:web', 'registration:web-sidecar-proxy', 'roots', 'upstream:service:default/api@', 'upstream:service:default/db@']);
+    await waitFor('api endpoints', async () => events.find((e) => e.kind === 'endpoints' && e.upstreamKey === 'service:default/api@'), 5_000, 10);
+
+    consul.setRegistration(registration('api', 'cache'));
+    await waitFor('db replaced by cache', async () => (watches.running().includes('upstream:service:default/cache@') && !watches.running().includes('upstream:service:default/db@') ? true : undefined), 5_000, 10);
+    assert.ok(events.some((e) => e.kind === 'upstream-removed' && e.upstreamKey === 'service:default/db@'));
+    const apiWatchStarts = consul.calls.filter((c) => c.method === 'upstreamEndpoints' && c.arg.includes('api') && c.cursor?.index === undefined).length;
+    assert.equal(apiWatchStarts, 1, 'a watch that runs is not started again');
+
+    root.abort();
+    await watches.stopped();
+  });
+});
