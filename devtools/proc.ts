@@ -1,24 +1,8 @@
 /** Process-tree inspection through /proc, for tests that must prove nothing is left behind. */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
+import { isAlive, procStat } from '../src/haproxy/pids.js';
 
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces; fields after the closing parenthesis are fixed.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(rest[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-export function commandOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-  } catch {
-    return '';
-  }
-}
+export { isAlive };
 
 /** All live descendants of `pid`. */
 export function descendants(pid: number): number[] {
@@ -26,7 +10,7 @@ export function descendants(pid: number): number[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const child = Number(entry);
-    const parent = parentOf(child);
+    const parent = procStat(child)?.ppid;
     if (parent === undefined) continue;
     children.set(parent, [...(children.get(parent) ?? []), child]);
   }
@@ -39,13 +23,4 @@ export function descendants(pid: number): number[] {
     }
   }
   return out;
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    const state = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/\) Z /.test(state);
-  } catch {
-    return false;
-  }
 }

@@ -15,10 +15,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
+import { isAlive, procStat, signalPid } from './pids.js';
 
 /** How long start() waits for the master CLI to list a worker. */
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
@@ -110,33 +110,6 @@ async function waitExit(run: Run, ms: number): Promise<boolean> {
     return await Promise.race([run.exited.then(() => true), timeout]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/** Reads state and process group of a pid from /proc (Linux). Undefined if it is gone. */
-function procStat(pid: number): { state: string; pgrp: number } | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // "pid (comm) state ppid pgrp ..." — comm may contain spaces and parens: split after the last ')'.
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { state: fields[0] ?? '?', pgrp: Number(fields[2]) };
-}
-
-/** A zombie has exited; it only waits for its (new) parent to reap it. */
-function isAlive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X';
-}
-
-function signalPid(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
   }
 }
 
