@@ -5,8 +5,12 @@
  * Nothing is quoted: render validates the model first (validate.ts), and every value it writes
  * has passed a pattern that excludes whitespace, quotes, '#' and newlines.
  */
-import type { Backend, Bind, Frontend, HaproxyModel, Server } from './model.js';
+import type { Backend, Bind, Frontend, HaproxyModel } from './model.js';
+import { formatAddress, serverConfigLine } from './server-line.js';
 import { validateModel } from './validate.js';
+
+// Re-exported: callers and tests have imported it from here since before server-line.ts existed.
+export { formatAddress };
 
 /** Old workers get this long to finish their connections after a reload, then they are killed. */
 export const HARD_STOP_AFTER = '30s';
@@ -46,11 +50,6 @@ export function formatDuration(ms: number): string {
     if (ms % unitMs === 0) return `${ms / unitMs}${suffix}`;
   }
   return `${ms}ms`;
-}
-
-/** `addr:port`, with IPv6 literals in brackets as HAProxy's address parser expects. */
-export function formatAddress(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function joinPath(dir: string, name: string): string {
@@ -119,17 +118,6 @@ function renderFrontend(frontend: Frontend, runDir: string): string {
   return section(`frontend ${frontend.name}`, lines);
 }
 
-function renderServer(server: Server, backend: Backend): string {
-  let line = `server ${server.name} ${formatAddress(server.address, server.port)} weight ${server.weight}`;
-  if (backend.tls !== undefined) {
-    // No `sni`: HAProxy would then verify the name, which Consul leaves do not carry (FACTS.md §2).
-    line += ` ssl verify required crt ${backend.tls.crt} ca-file ${backend.tls.caFile}`;
-    if (backend.tls.alpn !== undefined) line += ` alpn ${backend.tls.alpn.join(',')}`;
-  }
-  if (backend.protoH2) line += ' proto h2';
-  return line;
-}
-
 function renderBackend(backend: Backend): string {
   const lines = [
     `mode ${backend.mode}`,
@@ -138,7 +126,7 @@ function renderBackend(backend: Backend): string {
     `timeout server ${formatDuration(backend.timeoutServerMs)}`,
   ];
   if (backend.httpReuse !== undefined) lines.push(`http-reuse ${backend.httpReuse}`);
-  for (const server of backend.servers) lines.push(renderServer(server, backend));
+  for (const server of backend.servers) lines.push(serverConfigLine(server, backend));
   return section(`backend ${backend.name}`, lines);
 }
 

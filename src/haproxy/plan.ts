@@ -1,0 +1,143 @@
+/**
+ * The planner: live model + desired model → nothing, runtime API ops, or a reload (with its
+ * reasons). PURE. Reloads cost a few failed keep-alive requests (FACTS §3), so only structural
+ * changes and CA roots changes reload; endpoints and the leaf go through the runtime API.
+ *
+ * Op order: the leaf first, then per backend adds, address changes, weight changes and removals
+ * last, so a backend whose endpoint is replaced never runs empty in between.
+ */
+import { isIP } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
+import type { Backend, HaproxyModel, ModelFile, Server } from './model.js';
+import { LEAF_FILE, ROOTS_FILE } from './names.js';
+import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
+import { serverSpec } from './server-line.js';
+
+export type Plan = { kind: 'none' } | { kind: 'runtime'; ops: RuntimeOp[] } | { kind: 'reload'; reasons: string[] };
+
+/** Files the runtime API can update; any other file change needs a reload. */
+const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE]);
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+function joinPath(dir: string, name: string): string {
+  return `${dir.replace(/\/+$/, '')}/${name}`;
+}
+
+/** Certificates of a bundle, whitespace-normalised so formatting alone is not a change. */
+export function pemCertificates(pem: string): string[] {
+  return (pem.match(PEM_CERT) ?? []).map((block) => block.replace(/\s+/g, ''));
+}
+
+function byName<T extends { name: string }>(items: readonly T[]): Map<string, T> {
+  return new Map(items.map((item) => [item.name, item]));
+}
+
+function withoutServers(backend: Backend): Omit<Backend, 'servers'> {
+  const { servers: _servers, ...rest } = backend;
+  return rest;
+}
+
+/** Reasons for added, removed and changed named items (`frontend x added`, ...). */
+function diffNamed<T extends { name: string }>(
+  kind: string,
+  before: readonly T[],
+  after: readonly T[],
+  same: (a: T, b: T) => boolean,
+  reasons: string[],
+): void {
+  const old = byName(before);
+  for (const item of after) {
+    const prev = old.get(item.name);
+    if (prev === undefined) reasons.push(`${kind} ${item.name} added`);
+    else if (!same(prev, item)) reasons.push(`${kind} ${item.name} changed`);
+  }
+  const now = byName(after);
+  for (const item of before) if (!now.has(item.name)) reasons.push(`${kind} ${item.name} removed`);
+}
+
+function diffFiles(before: readonly ModelFile[], after: readonly ModelFile[], runDir: string, reasons: string[], tlsOps: RuntimeOp[]): void {
+  const old = byName(before);
+  const now = byName(after);
+  for (const file of after) {
+    const prev = old.get(file.name);
+    if (prev === undefined) {
+      reasons.push(`file ${file.name} added`);
+      continue;
+    }
+    if (prev.content === file.content && prev.mode === file.mode) continue;
+    if (!RUNTIME_FILES.has(file.name) || prev.mode !== file.mode) {
+      reasons.push(`file ${file.name} changed`);
+    } else if (!fitsPayload(file.content)) {
+      reasons.push(`file ${file.name} changed and is too large for a runtime update`);
+    } else if (file.name === LEAF_FILE) {
+      tlsOps.push({ kind: 'set-leaf', path: joinPath(runDir, LEAF_FILE), pem: file.content });
+    } else {
+      // Roots change through a hitless reload, never at runtime: on 2.6.12 a runtime
+      // `commit ssl ca-file` leaves the bind's leaf "Unused", so every later leaf rotation
+      // reports success and changes nothing (measured, see test/unit/runtime.test.ts); and
+      // dropping roots at runtime right after a leaf commit crashed 2.6.12 (FACTS §2).
+      const kept = new Set(pemCertificates(file.content));
+      const dropped = pemCertificates(prev.content).filter((cert) => !kept.has(cert)).length;
+      const added = pemCertificates(file.content).length - (pemCertificates(prev.content).length - dropped);
+      if (dropped > 0 || added > 0) reasons.push(`CA roots changed (${added} added, ${dropped} removed)`);
+    }
+  }
+  for (const file of before) if (!now.has(file.name)) reasons.push(`file ${file.name} removed`);
+}
+
+/**
+ * Server ops of one backend whose other fields are unchanged. Dynamic servers resolve no names
+ * (init-addr none), so a new or moved server with a host name instead of an IP needs a reload.
+ */
+function diffServers(before: Backend, after: Backend, reasons: string[]): RuntimeOp[] {
+  const old = byName(before.servers);
+  const now = byName(after.servers);
+  const adds: RuntimeOp[] = [];
+  const moves: RuntimeOp[] = [];
+  const weights: RuntimeOp[] = [];
+  const removes: RuntimeOp[] = [];
+  const needsIp = (server: Server, what: string): boolean => {
+    if (isIP(server.address) !== 0) return false;
+    reasons.push(`backend ${after.name} server ${server.name} ${what} with host name ${server.address} (not resolvable at runtime)`);
+    return true;
+  };
+  for (const server of after.servers) {
+    const prev = old.get(server.name);
+    if (prev === undefined) {
+      if (!needsIp(server, 'added')) adds.push({ kind: 'add-server', backend: after.name, server, spec: serverSpec(server, after) });
+      continue;
+    }
+    if (prev.address !== server.address || prev.port !== server.port) {
+      if (!needsIp(server, 'moved')) {
+        moves.push({ kind: 'set-address', backend: after.name, server: server.name, address: server.address, port: server.port });
+      }
+    }
+    if (prev.weight !== server.weight) weights.push({ kind: 'set-weight', backend: after.name, server: server.name, weight: server.weight });
+  }
+  for (const server of before.servers) {
+    if (!now.has(server.name)) removes.push({ kind: 'remove-server', backend: after.name, server: server.name });
+  }
+  return [...adds, ...moves, ...weights, ...removes];
+}
+
+export function plan(applied: HaproxyModel, desired: HaproxyModel): Plan {
+  const reasons: string[] = [];
+  if (!isDeepStrictEqual(applied.global, desired.global)) reasons.push('global settings changed');
+  diffNamed('frontend', applied.frontends, desired.frontends, isDeepStrictEqual, reasons);
+  diffNamed('backend', applied.backends, desired.backends, (a, b) => isDeepStrictEqual(withoutServers(a), withoutServers(b)), reasons);
+
+  const tlsOps: RuntimeOp[] = [];
+  diffFiles(applied.files, desired.files, desired.global.runDir, reasons, tlsOps);
+
+  const serverOps: RuntimeOp[] = [];
+  const old = byName(applied.backends);
+  for (const backend of desired.backends) {
+    const prev = old.get(backend.name);
+    if (prev === undefined || !isDeepStrictEqual(withoutServers(prev), withoutServers(backend))) continue;
+    serverOps.push(...diffServers(prev, backend, reasons));
+  }
+
+  if (reasons.length > 0) return { kind: 'reload', reasons };
+  const ops = [...tlsOps, ...serverOps];
+  return ops.length === 0 ? { kind: 'none' } : { kind: 'runtime', ops };
+}
