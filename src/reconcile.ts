@@ -1,25 +1,41 @@
 /**
- * The reconcile loop: whenever the snapshot changes, translate it (pure), validate, render (pure),
- * and apply — write files, `haproxy -c`, then start or reload HAProxy. Bursts are coalesced: the
- * loop always works on the newest snapshot and the producers never wait for it. A bad update is
- * logged with its reason and the last good configuration keeps serving.
+ * The reconcile loop: whenever the snapshot changes, translate it (pure), plan against what is
+ * applied (pure), and apply — runtime API operations when only endpoints or the leaf changed, a
+ * checked, hitless reload when the structure changed. Bursts are coalesced: the loop always works
+ * on the newest snapshot and the producers never wait for it. A bad update is logged with its
+ * reason and the last good configuration keeps serving. On a slow timer the live state is read
+ * back and any drift is repaired.
  */
-import { writeFile, rename } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
 import { checkConfig } from './haproxy/check.js';
+import { findDrift } from './haproxy/drift.js';
 import type { ManagedFiles } from './haproxy/files.js';
 import type { HaproxyModel } from './haproxy/model.js';
+import { LEAF_FILE } from './haproxy/names.js';
+import { plan } from './haproxy/plan.js';
 import type { HaproxyProcess } from './haproxy/process.js';
 import { render } from './haproxy/render.js';
+import { applyOps, parseServersState, parseShowSslCert, RuntimeSession } from './haproxy/runtime.js';
+import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
 import type { Logger } from './telemetry/logger.js';
 import { translate } from './translate/translate.js';
-import { describeChanges } from './translate/changes.js';
 
 /** After a failed apply that may be transient (HAProxy start/reload), try again after this delay. */
 export const RETRY_APPLY_MS = 2_000;
+/** Servers HAProxy would not delete yet (connections still attached) are retried this often. */
+export const PENDING_DELETE_RETRY_MS = 1_000;
+/**
+ * A new upstream's first endpoints are waited for this long before its listener is configured,
+ * so the reload that adds it carries its servers (one reload, not a reload and a runtime batch).
+ */
+export const UPSTREAM_FIRST_ANSWER_WAIT_MS = 3_000;
+/** How often the live state is read back and compared with what was applied. */
+export const DRIFT_CHECK_INTERVAL_MS = 30_000;
 export const CONFIG_FILE = 'haproxy.cfg';
 
 export interface ReconcilerOptions {
@@ -29,6 +45,16 @@ export interface ReconcilerOptions {
   haproxyBin: string;
   runDir: string;
   logger: Logger;
+  driftCheckIntervalMs?: number;
+}
+
+/** Counters for logs, tests and (later) metrics. */
+export interface ReconcileStats {
+  reloads: number;
+  runtimeBatches: number;
+  runtimeOps: number;
+  driftRepairs: number;
+  failedApplies: number;
 }
 
 interface Applied {
@@ -38,11 +64,19 @@ interface Applied {
 
 export class Reconciler {
   readonly #opts: ReconcilerOptions;
+  readonly stats: ReconcileStats = { reloads: 0, runtimeBatches: 0, runtimeOps: 0, driftRepairs: 0, failedApplies: 0 };
   #dirty = true;
+  #driftDue = false;
   #wake: (() => void) | undefined;
   #applied: Applied | undefined;
-  #firstApplied: { promise: Promise<void>; resolve: () => void };
+  readonly #firstApplied: { promise: Promise<void>; resolve: () => void };
   #retryTimer: NodeJS.Timeout | undefined;
+  #pendingTimer: NodeJS.Timeout | undefined;
+  #upstreamWaitTimer: NodeJS.Timeout | undefined;
+  /** When each upstream still without endpoints was first seen (performance.now()). */
+  readonly #awaitingUpstreams = new Map<string, number>();
+  /** `backend/server` names in maintenance that HAProxy would not delete yet. */
+  readonly #pendingDeletion = new Map<string, RuntimeOp>();
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
@@ -69,6 +103,10 @@ export class Reconciler {
   async run(signal: AbortSignal): Promise<void> {
     const onAbort = (): void => this.#wake?.();
     signal.addEventListener('abort', onAbort, { once: true });
+    const driftTimer = setInterval(() => {
+      this.#driftDue = true;
+      this.notify();
+    }, this.#opts.driftCheckIntervalMs ?? DRIFT_CHECK_INTERVAL_MS);
     try {
       while (!signal.aborted) {
         if (!this.#dirty) {
@@ -81,7 +119,10 @@ export class Reconciler {
       }
     } finally {
       signal.removeEventListener('abort', onAbort);
+      clearInterval(driftTimer);
       clearTimeout(this.#retryTimer);
+      clearTimeout(this.#pendingTimer);
+      clearTimeout(this.#upstreamWaitTimer);
     }
   }
 
@@ -92,6 +133,7 @@ export class Reconciler {
       logger.debug({ missing: state.missing() }, 'waiting for a complete snapshot');
       return;
     }
+    if (this.#waitForUpstreams()) return;
     let model: HaproxyModel;
     let text: string;
     try {
@@ -102,30 +144,154 @@ export class Reconciler {
       logger.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot translate the snapshot; keeping the last good configuration');
       return;
     }
-    const previous = this.#applied;
-    if (previous !== undefined && previous.text === text && sameFiles(previous.model, model)) return;
-    const reasons = previous === undefined ? ['initial configuration'] : describeChanges(previous.model, model);
     try {
-      await this.#apply(model, text, reasons, signal);
-      this.#applied = { model, text };
-      this.#firstApplied.resolve();
+      await this.#reconcileModel(model, text, signal);
     } catch (err) {
       if (signal.aborted) return;
-      logger.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined, reasons }, 'applying the configuration failed; the last good configuration keeps serving');
+      this.stats.failedApplies++;
+      logger.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'applying the configuration failed; the last good configuration keeps serving');
       await this.#restoreLastGood();
       if (!(isHaproxyConnectError(err, 'HAPROXY_CONFIG_REJECTED') || isHaproxyConnectError(err, 'MODEL_INVALID'))) {
+        clearTimeout(this.#retryTimer);
         this.#retryTimer = setTimeout(() => this.notify(), RETRY_APPLY_MS);
       }
     }
   }
 
-  async #apply(model: HaproxyModel, text: string, reasons: string[], signal: AbortSignal): Promise<void> {
-    const { files, haproxy, haproxyBin, runDir, logger } = this.#opts;
-    await files.write(model.files);
-    const candidate = join(runDir, `${CONFIG_FILE}.candidate`);
-    await writeFile(candidate, text, { mode: 0o600 });
-    await checkConfig(haproxyBin, candidate, signal);
-    await rename(candidate, join(runDir, CONFIG_FILE));
+  async #reconcileModel(model: HaproxyModel, text: string, signal: AbortSignal): Promise<void> {
+    const previous = this.#applied;
+    if (previous === undefined) {
+      await this.#reload(model, text, ['initial configuration'], signal);
+      return;
+    }
+    const running = this.#opts.haproxy.state === 'running';
+    if (running && this.#pendingDeletion.size > 0) await this.#retryPendingDeletions(signal);
+    if (running && this.#driftDue) {
+      this.#driftDue = false;
+      const drift = await this.#readDrift(previous.model, signal);
+      if (drift.length > 0) {
+        this.stats.driftRepairs++;
+        this.#opts.logger.warn({ drift }, 'haproxy drifted from the applied configuration; repairing with a reload');
+        await this.#reload(model, text, drift.map((d) => `drift: ${d}`), signal);
+        return;
+      }
+    }
+    const decision = plan(previous.model, model);
+    if (decision.kind === 'none') {
+      if (previous.text !== text || !sameFiles(previous.model, model)) await this.#writeChecked(model, text, signal);
+      this.#applied = { model, text };
+      return;
+    }
+    if (decision.kind === 'runtime' && running) {
+      const failures = await this.#applyRuntime(decision.ops, signal);
+      if (failures.length === 0) {
+        await this.#writeChecked(model, text, signal);
+        this.#applied = { model, text };
+        return;
+      }
+      await this.#reload(model, text, failures.map((f) => `runtime update failed: ${f}`), signal);
+      return;
+    }
+    const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.haproxy.state}`];
+    await this.#reload(model, text, reasons, signal);
+  }
+
+  /** True while a new upstream's first endpoints are awaited (bounded by UPSTREAM_FIRST_ANSWER_WAIT_MS). */
+  #waitForUpstreams(): boolean {
+    const now = performance.now();
+    const missing = this.#opts.state.upstreamsWithoutAnswer();
+    for (const key of this.#awaitingUpstreams.keys()) if (!missing.includes(key)) this.#awaitingUpstreams.delete(key);
+    if (missing.length === 0) return false;
+    let earliest = Infinity;
+    for (const key of missing) {
+      const since = this.#awaitingUpstreams.get(key) ?? now;
+      this.#awaitingUpstreams.set(key, since);
+      earliest = Math.min(earliest, since);
+    }
+    const remaining = earliest + UPSTREAM_FIRST_ANSWER_WAIT_MS - now;
+    if (remaining <= 0) return false;
+    this.#opts.logger.debug({ upstreams: missing, waitMs: Math.round(remaining) }, 'waiting for the first endpoints of new upstreams');
+    clearTimeout(this.#upstreamWaitTimer);
+    this.#upstreamWaitTimer = setTimeout(() => this.notify(), remaining);
+    return true;
+  }
+
+  /** Applies ops over one runtime API session; returns the failures (empty when all went well). */
+  async #applyRuntime(planned: RuntimeOp[], signal: AbortSignal): Promise<string[]> {
+    const startedAt = performance.now();
+    const ops = planned.flatMap((op) => this.#reviveInsteadOfAdd(op));
+    const results = await applyOps(this.#adminSocket(), ops, { signal });
+    const failures = results.filter((r) => r.status === 'failed').map((r) => `${describeOp(r.op)}: ${errorMessage(r.error)}`);
+    for (const result of results) {
+      if (result.status === 'pending-deletion' && result.op.kind === 'remove-server') {
+        this.#pendingDeletion.set(`${result.op.backend}/${result.op.server}`, result.op);
+      }
+    }
+    this.stats.runtimeBatches++;
+    this.stats.runtimeOps += ops.length;
+    this.#opts.logger.info({
+      ops: ops.length,
+      kinds: countKinds(ops),
+      durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
+      pendingDeletions: this.#pendingDeletion.size,
+      failures: failures.length > 0 ? failures : undefined,
+    }, 'applied runtime changes');
+    this.#schedulePendingRetry();
+    return failures;
+  }
+
+  /**
+   * A server still in maintenance waiting for deletion cannot be added again ("Already exists a
+   * server with the same name"): bring it back instead, at its (possibly new) address and weight.
+   */
+  #reviveInsteadOfAdd(op: RuntimeOp): RuntimeOp[] {
+    if (op.kind !== 'add-server') return [op];
+    const key = `${op.backend}/${op.server.name}`;
+    if (!this.#pendingDeletion.delete(key)) return [op];
+    const { name, address, port, weight } = op.server;
+    return [
+      { kind: 'set-address', backend: op.backend, server: name, address, port },
+      { kind: 'set-weight', backend: op.backend, server: name, weight },
+    ];
+  }
+
+  async #retryPendingDeletions(signal: AbortSignal): Promise<void> {
+    const ops = [...this.#pendingDeletion.values()];
+    const results = await applyOps(this.#adminSocket(), ops, { signal });
+    for (const result of results) {
+      if (result.op.kind !== 'remove-server') continue;
+      const key = `${result.op.backend}/${result.op.server}`;
+      if (result.status === 'ok') this.#pendingDeletion.delete(key);
+      else if (result.status === 'failed') {
+        // Gone already (or never there): nothing left to delete.
+        this.#pendingDeletion.delete(key);
+        this.#opts.logger.debug({ server: key, err: errorMessage(result.error) }, 'pending deletion dropped');
+      }
+    }
+    this.#schedulePendingRetry();
+  }
+
+  #schedulePendingRetry(): void {
+    clearTimeout(this.#pendingTimer);
+    if (this.#pendingDeletion.size > 0) this.#pendingTimer = setTimeout(() => this.notify(), PENDING_DELETE_RETRY_MS);
+  }
+
+  async #readDrift(applied: HaproxyModel, signal: AbortSignal): Promise<string[]> {
+    const session = await RuntimeSession.open(this.#adminSocket(), { signal });
+    try {
+      const live = parseServersState(await session.send('show servers state'))
+        .filter((s) => applied.backends.some((b) => b.name === s.backend && b.tls !== undefined));
+      const leaf = parseShowSslCert(await session.send(`show ssl cert ${join(applied.global.runDir, LEAF_FILE)}`));
+      return findDrift({ ...applied, backends: applied.backends.filter((b) => b.tls !== undefined) }, live, leaf.serial, new Set(this.#pendingDeletion.keys()));
+    } finally {
+      session.close();
+    }
+  }
+
+  /** Writes files and the configuration, checks it, then starts or reloads HAProxy. */
+  async #reload(model: HaproxyModel, text: string, reasons: string[], signal: AbortSignal): Promise<void> {
+    const { haproxy, logger } = this.#opts;
+    await this.#writeChecked(model, text, signal);
     switch (haproxy.state) {
       case 'stopped':
         logger.info({ reasons }, 'starting haproxy');
@@ -134,11 +300,27 @@ export class Reconciler {
       case 'running':
         logger.info({ reasons }, 'reloading haproxy');
         await haproxy.reload();
+        this.stats.reloads++;
         break;
       default:
         // Crashed and waiting to restart: the restart reads the configuration just written.
         logger.info({ reasons, haproxyState: haproxy.state }, 'configuration written; haproxy picks it up when it restarts');
     }
+    // A reload (or restart) drops servers left in maintenance.
+    this.#pendingDeletion.clear();
+    this.#applied = { model, text };
+    this.#firstApplied.resolve();
+  }
+
+  /** Writes the files and the configuration (only changed bytes), checked by `haproxy -c` before it replaces haproxy.cfg. */
+  async #writeChecked(model: HaproxyModel, text: string, signal: AbortSignal): Promise<void> {
+    const { files, haproxyBin, runDir } = this.#opts;
+    await files.write(model.files);
+    if (this.#applied?.text === text) return;
+    const candidate = join(runDir, `${CONFIG_FILE}.candidate`);
+    await writeFile(candidate, text, { mode: 0o600 });
+    await checkConfig(haproxyBin, candidate, signal);
+    await rename(candidate, join(runDir, CONFIG_FILE));
   }
 
   /** Puts the files of the live configuration back, so a restart serves what is live now. */
@@ -152,6 +334,10 @@ export class Reconciler {
       this.#opts.logger.error({ err: errorMessage(err) }, 'cannot restore the files of the last good configuration');
     }
   }
+
+  #adminSocket(): string {
+    return join(this.#opts.runDir, this.#applied?.model.global.adminSocket ?? 'admin.sock');
+  }
 }
 
 function sameFiles(a: HaproxyModel, b: HaproxyModel): boolean {
@@ -160,4 +346,10 @@ function sameFiles(a: HaproxyModel, b: HaproxyModel): boolean {
     const g = b.files[i];
     return g !== undefined && f.name === g.name && f.content === g.content && f.mode === g.mode;
   });
+}
+
+function countKinds(ops: readonly RuntimeOp[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const op of ops) counts[op.kind] = (counts[op.kind] ?? 0) + 1;
+  return counts;
 }

@@ -76,6 +76,11 @@ export class SnapshotState {
     return missing;
   }
 
+  /** Keys of registered upstreams whose endpoints have not been answered yet. */
+  upstreamsWithoutAnswer(): string[] {
+    return (this.#registration?.upstreams ?? []).map((u) => u.key).filter((key) => !this.#endpoints.has(key));
+  }
+
   /** An immutable copy of the complete snapshot, or undefined while parts are missing. */
   snapshot(): Snapshot | undefined {
     if (this.#registration === undefined || this.#leaf === undefined || this.#roots === undefined) return undefined;

@@ -59,17 +59,29 @@ async function stop(sidecar: Running): Promise<void> {
 }
 
 describe('sidecar wiring with a fake Consul and real HAProxy', () => {
-  test('a burst of endpoint changes is coalesced and the newest state wins', async () => {
+  // The first change of a burst returns the blocking query and is applied at once; the other 99,
+  // arriving while it is applied, are folded into one more batch.
+  test('a burst of 100 endpoint changes is applied in at most two runtime batches, without a reload', async () => {
     const sidecar = await startSidecar();
     try {
+      const endpoints = [endpoint('node-1', '127.0.0.1', 1)];
       for (let i = 2; i <= 101; i++) {
-        sidecar.consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', i)]);
-        await new Promise((r) => setImmediate(r));
+        endpoints.push(endpoint(`node-${i}`, '127.0.0.1', i));
+        sidecar.consul.setEndpoints(API, [...endpoints]);
       }
-      const cfg = join(sidecar.runDir(), 'haproxy.cfg');
-      await waitFor('the last endpoint in haproxy.cfg', async () => ((await readFile(cfg, 'utf8')).includes('127.0.0.1:101 ') ? true : undefined), 20_000);
-      const applies = sidecar.messages('reloading haproxy').length;
-      assert.ok(applies < 100, `100 changes were applied in ${applies} reloads`);
+      const batches = (): Array<Record<string, unknown>> => sidecar.messages('applied runtime changes');
+      await waitFor('100 servers added at runtime', async () => (batches().reduce((n, b) => n + (b.ops as number), 0) >= 100 ? true : undefined), 20_000);
+      assert.ok(batches().length <= 2, JSON.stringify(batches()));
+      assert.ok(batches().every((b) => Object.keys(b.kinds as object).join() === 'add-server'), JSON.stringify(batches()));
+      const firstBurstBatches = batches().length;
+      assert.equal(sidecar.messages('reloading haproxy').length, 0);
+      const servers = async (): Promise<number> => (await readFile(join(sidecar.runDir(), 'haproxy.cfg'), 'utf8')).match(/^ {4}server node-/gm)?.length ?? 0;
+      await waitFor('haproxy.cfg in step with the runtime state', async () => ((await servers()) === 101 ? true : undefined), 10_000);
+
+      sidecar.consul.setEndpoints(API, [endpoint('node-7', '127.0.0.1', 7, 3)]);
+      await waitFor('100 removals and a weight change', async () => (batches().length === firstBurstBatches + 1 ? true : undefined), 20_000);
+      assert.deepEqual(batches()[firstBurstBatches]?.kinds, { 'remove-server': 100, 'set-weight': 1 });
+      assert.equal(sidecar.messages('reloading haproxy').length, 0);
     } finally {
       await stop(sidecar);
     }
