@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   HAPROXY_START_FAILED: 'haproxy did not start',
   HAPROXY_RELOAD_FAILED: 'haproxy did not accept a reload',
   HAPROXY_CLI: 'the HAProxy master CLI or runtime API failed',
+  SPOP_FRAME_INVALID: 'a SPOP frame from HAProxy was malformed, too big or out of protocol',
   FILE_WRITE_FAILED: 'writing, removing or creating a file or directory for HAProxy failed',
   ABORTED: 'the operation was cancelled by shutdown',
 } as const;

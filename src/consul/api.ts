@@ -3,6 +3,7 @@
  * source. `client.ts` implements it over HTTP; tests use an in-process fake.
  * Every method validates the response at the boundary and returns domain types.
  */
+import type { IntentionSet } from '../intentions/types.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
 
 /** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
@@ -38,6 +39,13 @@ export interface UpstreamQuery {
   datacenter: string;
 }
 
+/** The destination whose intentions we enforce (our own service). */
+export interface IntentionTarget {
+  name: string;
+  /** '' or 'default' for the default namespace. */
+  namespace: string;
+}
+
 export interface ConsulAgentApi {
   /** A readable description of where the agent is, for error messages (e.g. `http://127.0.0.1:8500`). */
   readonly address: string;
@@ -53,4 +61,10 @@ export interface ConsulAgentApi {
   upstreamEndpoints(query: UpstreamQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Endpoint[]>>;
   /** GET /v1/query/<name>/execute?connect=true (not blocking: the caller polls). */
   preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]>;
+  /**
+   * GET /v1/connect/intentions/match?by=destination&name=<svc>, index-based blocking: the
+   * intentions for our destination in precedence order, and the default decision from the
+   * `X-Consul-Default-ACL-Policy` header (sent by every Consul >= 1.9, ACLs on or off).
+   */
+  intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>>;
 }

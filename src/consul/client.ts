@@ -4,11 +4,13 @@
  */
 import type { z } from 'zod';
 import { HaproxyConnectError } from '../errors.js';
+import type { Intention, IntentionSet } from '../intentions/types.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
 import type {
   AgentInfo,
   ConsulAgentApi,
   Cursor,
+  IntentionTarget,
   ProxyServiceSummary,
   UpstreamQuery,
   Versioned,
@@ -20,6 +22,7 @@ import {
   agentServiceSchema,
   agentServicesSchema,
   healthConnectSchema,
+  intentionsMatchSchema,
   leafSchema,
   preparedQueryResultSchema,
   rootsSchema,
@@ -32,6 +35,7 @@ const INDEX_HEADER = 'x-consul-index';
 const CONTENT_HASH_HEADER = 'x-consul-contenthash';
 const DEFAULT_NAMESPACE = 'default';
 const DEFAULT_WEIGHT = 1;
+const DEFAULT_ACL_POLICY_HEADER = 'x-consul-default-acl-policy';
 
 /** A path segment, escaped (service names and IDs are user input). */
 function seg(value: string): string {
@@ -194,6 +198,39 @@ export class ConsulHttpClient implements ConsulAgentApi {
       blocking: false,
     });
     return toEndpoints(this.#parse(path, res, preparedQueryResultSchema).Nodes);
+  }
+
+  async intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>> {
+    const path = '/v1/connect/intentions/match';
+    const ns = destination.namespace;
+    const { res, index } = await this.#indexed(
+      path,
+      [['by', 'destination'], ['name', destination.name], ['ns', ns === '' || ns === DEFAULT_NAMESPACE ? undefined : ns]],
+      cursor,
+      signal,
+    );
+    const body = this.#parse(path, res, intentionsMatchSchema);
+    const policy = headerValue(res, DEFAULT_ACL_POLICY_HEADER);
+    if (policy !== 'allow' && policy !== 'deny') {
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned X-Consul-Default-ACL-Policy ${policy === undefined ? '(missing)' : `'${policy}'`}, expected allow or deny`,
+      );
+    }
+    // The body is keyed by the name we asked for; take every list in case of a renamed key.
+    const intentions: Intention[] = Object.values(body).flat().map((i) => ({
+      sourceName: i.SourceName,
+      sourceNamespace: i.SourceNS,
+      sourcePartition: i.SourcePartition,
+      sourcePeer: i.SourcePeer,
+      destinationName: i.DestinationName,
+      destinationNamespace: i.DestinationNS,
+      destinationPartition: i.DestinationPartition,
+      action: i.Action,
+      permissions: i.Permissions,
+      precedence: i.Precedence,
+    }));
+    return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
   }
 
   #wait(): string {

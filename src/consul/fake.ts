@@ -5,11 +5,13 @@
  * fail with a given error.
  */
 import { HaproxyConnectError } from '../errors.js';
+import type { IntentionSet } from '../intentions/types.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
 import type {
   AgentInfo,
   ConsulAgentApi,
   Cursor,
+  IntentionTarget,
   ProxyServiceSummary,
   UpstreamQuery,
   Versioned,
@@ -32,6 +34,13 @@ function endpointsKey(q: UpstreamQuery): string {
   return `${q.destinationNamespace || 'default'}/${q.destinationName}@${q.datacenter}`;
 }
 
+function intentionsKey(t: IntentionTarget): string {
+  return `${t.namespace || 'default'}/${t.name}`;
+}
+
+/** Consul's answer for a destination without intentions on a dev agent without ACLs. */
+const NO_INTENTIONS: IntentionSet = { intentions: [], defaultAllow: true };
+
 /** structuredClone keeps the fake's state from being mutated through returned values. */
 function copy<T>(value: T): T {
   return structuredClone(value);
@@ -51,6 +60,7 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   #roots: Entry<Roots> | undefined;
   readonly #endpoints = new Map<string, Entry<Endpoint[]>>();
   readonly #preparedQueries = new Map<string, Endpoint[]>();
+  readonly #intentions = new Map<string, Entry<IntentionSet>>();
   readonly #failures: Failure[] = [];
   readonly #waiters = new Set<() => void>();
   #expiry = 0;
@@ -93,6 +103,16 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
 
   setPreparedQuery(name: string, endpoints: Endpoint[]): void {
     this.#preparedQueries.set(name, copy(endpoints));
+  }
+
+  /**
+   * The intentions of a destination and the default decision. Stored in precedence order (highest
+   * first, stable), as the match endpoint returns them.
+   */
+  setIntentions(target: IntentionTarget, set: IntentionSet): void {
+    const sorted = [...set.intentions].sort((a, b) => b.precedence - a.precedence);
+    this.#intentions.set(intentionsKey(target), { value: copy({ ...set, intentions: sorted }), index: this.#bump() });
+    this.#wake();
   }
 
   /** The next `count` calls (of `method`, or of any method) reject with `error`. */
@@ -163,6 +183,13 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
       throw new HaproxyConnectError('CONSUL_HTTP', `Consul agent at ${this.address} answered GET /v1/query/${query.destinationName}/execute with HTTP 404: query not found`);
     }
     return copy(endpoints);
+  }
+
+  async intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>> {
+    this.#enter('intentionsMatch', intentionsKey(destination), cursor, signal);
+    const read = (): Entry<IntentionSet> => this.#intentions.get(intentionsKey(destination)) ?? { value: NO_INTENTIONS, index: this.#index };
+    const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
+    return { value: copy(entry.value), cursor: { index: entry.index } };
   }
 
   // --- internals -----------------------------------------------------------------------------

@@ -144,3 +144,24 @@ export const healthConnectSchema = nullableArray(serviceEntrySchema);
 export const preparedQueryResultSchema = z.object({
   Nodes: nullableArray(serviceEntrySchema),
 });
+
+// GET /v1/connect/intentions/match?by=destination&name=<svc>: a map from the queried name to the
+// matching intentions in precedence order (null when none). L7 intentions have no Action but
+// Permissions; Consul OSS omits the partition and peer fields.
+export const intentionJsonSchema = z.object({
+  SourceName: z.string(),
+  SourceNS: optionalString,
+  SourcePartition: optionalString,
+  SourcePeer: optionalString,
+  DestinationName: z.string(),
+  DestinationNS: optionalString,
+  DestinationPartition: optionalString,
+  Action: z
+    .enum(['allow', 'deny', ''])
+    .nullish()
+    .transform((v) => v ?? ''),
+  Permissions: nullableArray(z.record(z.string(), z.unknown())),
+  Precedence: z.number().int(),
+});
+
+export const intentionsMatchSchema = z.record(z.string(), nullableArray(intentionJsonSchema));
