@@ -279,10 +279,9 @@ export class Reconciler {
   async #readDrift(applied: HaproxyModel, signal: AbortSignal): Promise<string[]> {
     const session = await RuntimeSession.open(this.#adminSocket(), { signal });
     try {
-      const live = parseServersState(await session.send('show servers state'))
-        .filter((s) => applied.backends.some((b) => b.name === s.backend && b.tls !== undefined));
+      const live = parseServersState(await session.send('show servers state'));
       const leaf = parseShowSslCert(await session.send(`show ssl cert ${join(applied.global.runDir, LEAF_FILE)}`));
-      return findDrift({ ...applied, backends: applied.backends.filter((b) => b.tls !== undefined) }, live, leaf.serial, new Set(this.#pendingDeletion.keys()));
+      return findDrift(applied, live, leaf.serial, new Set(this.#pendingDeletion.keys()));
     } finally {
       session.close();
     }

@@ -15,13 +15,15 @@ export function leafSerial(model: HaproxyModel): string | undefined {
 }
 
 /**
- * Every difference as a readable line. `pendingDeletion` holds `backend/server` names that are
+ * Every difference in the upstream backends (the ones changed at runtime) and the leaf, as a readable line. `pendingDeletion` holds `backend/server` names that are
  * meant to be in maintenance until HAProxy lets us delete them.
  */
 export function findDrift(applied: HaproxyModel, live: readonly LiveServer[], liveLeafSerial: string | undefined, pendingDeletion: ReadonlySet<string>): string[] {
   const drift: string[] = [];
-  const liveByKey = new Map(live.map((s) => [`${s.backend}/${s.name}`, s]));
-  for (const backend of applied.backends) {
+  // Only upstream backends (TLS to peer sidecars) change at runtime; the rest only by reload.
+  const upstreams = applied.backends.filter((b) => b.tls !== undefined);
+  const liveByKey = new Map(live.filter((s) => upstreams.some((b) => b.name === s.backend)).map((s) => [`${s.backend}/${s.name}`, s]));
+  for (const backend of upstreams) {
     for (const server of backend.servers) {
       const key = `${backend.name}/${server.name}`;
       const found = liveByKey.get(key);
