@@ -1,7 +1,7 @@
 /** Planner table tests: which model changes reload, which become runtime ops, in which order. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { plan, pemCertificates } from '../../src/haproxy/plan.js';
+import { MAX_RUNTIME_SERVER_ADDS, plan, pemCertificates } from '../../src/haproxy/plan.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { commandText, opCommands, pemPayload, type RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { serverSpec } from '../../src/haproxy/server-line.js';
@@ -75,6 +75,12 @@ describe('plan', () => {
   test('endpoint removed, moved, reweighted → ordered adds, moves, weights, removals', () => {
     const after = withApi([endpoint('node-1', '10.0.0.9', 21001, 5), endpoint('node-4', '10.0.0.4')]);
     assert.deepEqual(kinds(runtimeOps(model(), after)), ['add-server', 'set-address', 'set-weight', 'remove-server']);
+  });
+
+  test('more servers to add than the runtime limit → reload', () => {
+    const many = (n: number) => withApi(Array.from({ length: n }, (_, i) => endpoint(`node-${i}`, `10.1.${Math.floor(i / 250)}.${i % 250}`)));
+    assert.equal(plan(withApi([]), many(MAX_RUNTIME_SERVER_ADDS)).kind, 'runtime');
+    assert.deepEqual(reloadReasons(withApi([]), many(MAX_RUNTIME_SERVER_ADDS + 1)), [`${MAX_RUNTIME_SERVER_ADDS + 1} servers to add (more than ${MAX_RUNTIME_SERVER_ADDS}: a reload is faster than runtime adds)`]);
   });
 
   test('a backend going from 0 to N and N to 0 servers is runtime', () => {
