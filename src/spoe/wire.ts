@@ -12,7 +12,8 @@ const VARINT_ONE_BYTE_LIMIT = 240;
 /** 4 + 7 * 9 = 67 bits cover 64: a longer varint is invalid (checked again by value). */
 const VARINT_MAX_BYTES = 10;
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string, not a marker to strip (found by the round-trip property test).
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export class WireReader {
   readonly #buf: Buffer;

@@ -109,6 +109,11 @@ describe('varint (HAProxy peers encoding)', () => {
     );
   });
 
+  test('a string starting with U+FEFF keeps it (regression: the decoder stripped it as a BOM)', () => {
+    const frame: Frame = { type: 'haproxy-disconnect', flags: 0, streamId: 0n, frameId: 0n, items: [{ name: '\uFEFFname', value: { type: 'null' } }] } as Frame;
+    assert.deepEqual(decodeFrame(encodeFrame(frame).subarray(4)), frame);
+  });
+
   test('values above 2^64 and endless continuation bytes are rejected', () => {
     assert.throws(() => new WireReader(Buffer.alloc(64, 0xff)).varint('v'), (e) => e instanceof SpopFrameError && /longer than 64 bits/.test(e.message));
     assert.throws(() => new WireReader(Buffer.from([0xf0, 0x80])).varint('stream-id'), /truncated: stream-id/);
