@@ -2,21 +2,28 @@
  * Wiring and ordered shutdown. `run` starts everything for one sidecar and returns when the signal
  * aborts (clean shutdown) or throws when the sidecar cannot start.
  *
- * Shutdown order: stop intake (Consul watches), drain the reconcile loop, stop HAProxy, remove the
- * run directory.
+ * Shutdown order: stop intake (Consul watches), drain the reconcile loop, stop HAProxy, close the
+ * SPOE agent (intentions), remove the run directory.
  */
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import type { ConsulAgentApi } from './consul/api.js';
 import { ConsulHttpClient } from './consul/client.js';
 import { findSidecar } from './consul/find-sidecar.js';
-import { errorMessage } from './errors.js';
+import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from './errors.js';
 import { haproxyVersion } from './haproxy/check.js';
 import { ManagedFiles, createRunDir, removeRunDir } from './haproxy/files.js';
+import { ADMIN_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
 import { HaproxyProcess } from './haproxy/process.js';
+import { closeSessionsFrom } from './haproxy/sessions.js';
+import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
+import type { IntentionSet } from './intentions/types.js';
 import { CONFIG_FILE, Reconciler } from './reconcile.js';
+import type { SnapshotEvent } from './snapshot/fold.js';
 import { SnapshotState } from './snapshot/fold.js';
+import type { ProxyRegistration } from './snapshot/types.js';
 import { SidecarWatches } from './snapshot/watches.js';
+import { SpoeAgent } from './spoe/agent.js';
 import type { Logger } from './telemetry/logger.js';
 import { VERSION } from './version.js';
 
@@ -36,7 +43,9 @@ export async function run(config: Config, signal: AbortSignal, deps: RunDependen
     haproxy: logger.child({ component: 'haproxy' }),
     reconcile: logger.child({ component: 'reconcile' }),
   };
-  log.main.warn('intentions are not enforced by this version: every client with a certificate from the Consul CA is accepted');
+  if (!config.enforceIntentions) {
+    log.main.warn('intentions are NOT enforced (-enable-intentions=false): every client with a certificate from the Consul CA is accepted');
+  }
 
   const ownClient = deps.consul === undefined
     ? new ConsulHttpClient({
@@ -55,6 +64,31 @@ export async function run(config: Config, signal: AbortSignal, deps: RunDependen
 
 type ComponentLoggers = Record<'main' | 'consul' | 'haproxy' | 'reconcile', Logger>;
 
+/** The first intentions, before anything starts: a token that cannot read them is a start error. */
+async function firstIntentions(consul: ConsulAgentApi, registration: ProxyRegistration, signal: AbortSignal): Promise<IntentionSet> {
+  try {
+    return (await consul.intentionsMatch({ name: registration.serviceName, namespace: registration.namespace }, {}, signal)).value;
+  } catch (err) {
+    if (!isHaproxyConnectError(err, 'CONSUL_FORBIDDEN')) throw err;
+    throw new HaproxyConnectError(
+      'CONSUL_FORBIDDEN',
+      `Cannot read the intentions of service '${registration.serviceName}' on agent ${consul.address}: the ACL token was refused (it needs intentions:read on the service, e.g. service:read); -enable-intentions=false opts out of enforcement`,
+      { cause: err },
+    );
+  }
+}
+
+/** Closes the open connections of sources a new intention denies (best effort: logged, never thrown). */
+async function closeRevoked(adminSocket: string, revoked: readonly RevokedConnection[], log: Logger): Promise<void> {
+  if (revoked.length === 0) return;
+  try {
+    const closed = await closeSessionsFrom(adminSocket, PUBLIC_FRONTEND_NAME, new Set(revoked.map((r) => r.source)));
+    log.info({ revoked: revoked.length, closed, services: [...new Set(revoked.map((r) => r.identity.service))] }, 'closed connections that intentions no longer allow');
+  } catch (err) {
+    log.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot close connections that intentions no longer allow');
+  }
+}
+
 async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortSignal, log: ComponentLoggers): Promise<void> {
   const haproxyRelease = await haproxyVersion(config.haproxyBin);
   const agent = await consul.agentSelf(signal);
@@ -63,15 +97,50 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
 
   // Fetch every part once before starting: what cannot work (a bad proxy config, a token without
   // the rights to the leaf) stops the start with a clear error instead of retrying forever.
-  const state = new SnapshotState(agent.datacenter);
+  const enforce = config.enforceIntentions;
+  const state = new SnapshotState(agent.datacenter, { enforceIntentions: enforce });
   const first = await consul.proxyRegistration(proxy.id, {}, signal);
-  const [leaf, roots] = await Promise.all([consul.leaf(first.value.serviceName, {}, signal), consul.roots({}, signal)]);
+  const [leaf, roots, intentions] = await Promise.all([
+    consul.leaf(first.value.serviceName, {}, signal),
+    consul.roots({}, signal),
+    enforce ? firstIntentions(consul, first.value, signal) : undefined,
+  ]);
   state.apply({ kind: 'registration', value: first.value });
   state.apply({ kind: 'leaf', value: leaf.value });
   state.apply({ kind: 'roots', value: roots.value });
+  if (intentions !== undefined) state.apply({ kind: 'intentions', value: intentions });
 
   const runDir = await createRunDir(config.cfgBasePath);
   log.main.info({ runDir }, 'created run directory');
+  const adminSocket = join(runDir, ADMIN_SOCKET_FILE);
+  // The agent listens before HAProxy starts, so the first connection already gets a verdict.
+  const authLog = log.main.child({ component: 'intentions' });
+  const authorizer = enforce ? new Authorizer({ logger: authLog }) : undefined;
+  let spoeAgent: SpoeAgent | undefined;
+  try {
+    if (authorizer !== undefined) {
+      authorizer.update({ intentions, trustDomain: roots.value.trustDomain });
+      spoeAgent = await SpoeAgent.listen({ socketPath: join(runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle, logger: authLog });
+      log.main.info({ intentions: intentions?.intentions.length, defaultAllow: intentions?.defaultAllow }, 'intentions enforced');
+    }
+  } catch (err) {
+    await removeRunDir(runDir).catch(() => {});
+    throw err;
+  }
+  const closing = new Set<Promise<void>>();
+  /** Intentions and the trust domain reach the authorizer before the reconciler moves HAProxy's epoch. */
+  const authorize = (event: SnapshotEvent): void => {
+    if (authorizer === undefined) return;
+    const revoked = event.kind === 'intentions'
+      ? authorizer.update({ intentions: event.value })
+      : event.kind === 'roots' ? authorizer.update({ trustDomain: event.value.trustDomain }) : [];
+    if (event.kind === 'intentions') {
+      authLog.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
+    }
+    if (revoked.length === 0) return;
+    const done = closeRevoked(adminSocket, revoked, authLog).finally(() => closing.delete(done));
+    closing.add(done);
+  };
   const haproxy = new HaproxyProcess({
     haproxyBin: config.haproxyBin,
     runDir,
@@ -88,8 +157,11 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     api: consul,
     proxyId: proxy.id,
     signal: intake.signal,
+    watchIntentions: enforce,
     emit: (event) => {
-      if (state.apply(event)) reconciler.notify();
+      if (!state.apply(event)) return;
+      authorize(event);
+      reconciler.notify();
     },
     onError: ({ watch, error, attempt }) => {
       const level = attempt > 3 ? 'error' : 'warn';
@@ -115,7 +187,12 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     signal.removeEventListener('abort', onAbort);
     intake.abort();
     loop.abort();
+    await Promise.all(closing);
     await haproxy.stop().catch((err: unknown) => log.main.error({ err: errorMessage(err) }, 'stopping haproxy failed'));
+    if (spoeAgent !== undefined) {
+      await spoeAgent.close().catch((err: unknown) => log.main.error({ err: errorMessage(err) }, 'closing the SPOE agent failed'));
+      authLog.info({ ...authorizer?.stats, ...spoeAgent.stats }, 'intentions agent stopped');
+    }
     await removeRunDir(runDir).catch((err: unknown) => log.main.error({ err: errorMessage(err), runDir }, 'removing the run directory failed'));
     log.main.info('stopped');
   }

@@ -19,7 +19,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'haproxy', kind: 'string', valueName: '<binary>', usage: 'haproxy binary to run', defaultText: 'haproxy from PATH' },
   { name: 'haproxy-cfg-base-path', kind: 'string', valueName: '<dir>', usage: 'directory under which a private run directory (config, certificates, sockets) is created for each run and removed on clean exit', defaultText: 'the system temp dir' },
   { name: 'log-level', kind: 'string', valueName: '<level>', usage: `log level: ${LOG_LEVELS.join(', ')}`, defaultText: 'info' },
-  { name: 'enable-intentions', kind: 'boolean', usage: 'accepted for compatibility with the original tool; intention enforcement is not implemented in this version (a warning is logged)' },
+  { name: 'enable-intentions', kind: 'boolean', usage: 'enforce Consul intentions on the public listener (fail closed); -enable-intentions=false accepts every client with a certificate from the Consul CA and logs a warning', defaultText: 'true' },
   { name: 'version', kind: 'boolean', usage: 'print the version and exit' },
   { name: 'help', kind: 'boolean', usage: 'print this help and exit' },
 ];
@@ -40,7 +40,8 @@ export interface Config {
   haproxyBin: string;
   cfgBasePath: string;
   logLevel: LogLevel;
-  intentionsRequested: boolean;
+  /** Authorize every incoming connection against Consul intentions (default true; -enable-intentions=false opts out). */
+  enforceIntentions: boolean;
 }
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
@@ -185,7 +186,8 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
       haproxyBin: nonEmpty(str('haproxy')) ?? 'haproxy',
       cfgBasePath,
       logLevel,
-      intentionsRequested: values.get('enable-intentions') === true,
+      // Secure by default: only an explicit -enable-intentions=false turns enforcement off.
+      enforceIntentions: values.get('enable-intentions') !== false,
     },
   };
 }

@@ -37,6 +37,28 @@ export interface FrontendTls {
   alpn: string[] | undefined;
 }
 
+/**
+ * Intentions enforcement on a frontend: an SPOE filter asks our agent about each new connection
+ * (and again when the intentions epoch changed), and the connection is rejected unless the agent
+ * allowed it. render.ts writes the filter, the rules and the agent's backend from this.
+ */
+export interface FrontendSpoe {
+  /** SPOE engine id: the `[section]` of the SPOE config file. */
+  engine: string;
+  /** SPOE config file (a model file). */
+  configFile: string;
+  /** Map file with the current intentions epoch (a model file, updated at runtime). */
+  epochMapFile: string;
+  /** `tcp-request inspect-delay`: the bound on waiting for the verdict (fail closed after it). */
+  inspectDelayMs: number;
+  /** The `mode tcp` backend that connects to the agent socket. */
+  agentBackend: string;
+  /** The agent's unix socket, a name in the run directory. */
+  agentSocket: string;
+  agentConnectTimeoutMs: number;
+  agentServerTimeoutMs: number;
+}
+
 export interface Frontend {
   name: string;
   mode: Mode;
@@ -47,6 +69,8 @@ export interface Frontend {
   /** HTTP only: `timeout http-request`. */
   timeoutHttpRequestMs: number | undefined;
   maxconn: number | undefined;
+  /** Intentions enforcement; undefined when the frontend does not enforce intentions. */
+  spoe: FrontendSpoe | undefined;
 }
 
 export interface ServerTls {

@@ -20,6 +20,37 @@ export const ROOTS_FILE = 'roots.pem';
 export const PUBLIC_CRT_LIST_FILE = 'public.crtlist';
 export const ADMIN_SOCKET_FILE = 'admin.sock';
 
+/**
+ * Intentions enforcement (SPOE). The agent (src/intentions/authorizer.ts), the SPOE config
+ * (src/translate/spoe.ts) and the frontend rules (render.ts) must agree on every name here.
+ */
+export const SPOE_ENGINE = 'intentions';
+export const SPOE_CONFIG_FILE = 'spoe-intentions.conf';
+export const SPOE_AGENT_SOCKET_FILE = 'spoe.sock';
+export const SPOE_AGENT_BACKEND_NAME = 'spoe_intentions_agent';
+/**
+ * Map file with two kinds of entries: `current <epoch>` names the epoch of the intentions HAProxy
+ * enforces now, and `<epoch> 1` marks it valid. Updated at runtime when the intentions change.
+ */
+export const INTENTIONS_EPOCH_MAP_FILE = 'intentions-epoch.map';
+export const INTENTIONS_EPOCH_CURRENT_KEY = 'current';
+export const SPOE_MESSAGE = 'authorize';
+/** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
+export const SPOE_VAR_PREFIX = 'connect';
+/** Arguments of the SPOE message. */
+export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 'epoch' } as const;
+/** Session variables the agent sets (without scope and prefix). */
+export const SPOE_VAR = {
+  /** 1 = allowed, 0 = denied; absent (agent error or timeout) = rejected too. */
+  auth: 'auth',
+  /** The epoch the verdict belongs to: a connection is asked again when it is no longer current. */
+  epoch: 'epoch',
+  sourceService: 'source_service',
+  sourceNamespace: 'source_namespace',
+  sourcePartition: 'source_partition',
+  sourceDatacenter: 'source_dc',
+} as const;
+
 const UPSTREAM_PREFIX = 'upstream_';
 const BACKEND_SUFFIX = '_be';
 /** Longest readable part kept before the hash; keeps config lines and `show stat` readable. */

@@ -1,7 +1,8 @@
 /**
  * The planner: live model + desired model → nothing, runtime API ops, or a reload (with its
  * reasons). PURE. Reloads cost a few failed keep-alive requests (FACTS §3), so only structural
- * changes and CA roots changes reload; endpoints and the leaf go through the runtime API.
+ * changes and CA roots changes reload; endpoints, the leaf and the intentions epoch go through the
+ * runtime API.
  *
  * Op order: the leaf first, then per backend adds, address changes, weight changes and removals
  * last, so a backend whose endpoint is replaced never runs empty in between.
@@ -9,7 +10,7 @@
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Backend, HaproxyModel, ModelFile, Server } from './model.js';
-import { LEAF_FILE, ROOTS_FILE } from './names.js';
+import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from './names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
 import { serverSpec } from './server-line.js';
 
@@ -23,7 +24,7 @@ export const MAX_RUNTIME_SERVER_ADDS = 500;
 export type Plan = { kind: 'none' } | { kind: 'runtime'; ops: RuntimeOp[] } | { kind: 'reload'; reasons: string[] };
 
 /** Files the runtime API can update; any other file change needs a reload. */
-const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE]);
+const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE, INTENTIONS_EPOCH_MAP_FILE]);
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 function joinPath(dir: string, name: string): string {
@@ -33,6 +34,19 @@ function joinPath(dir: string, name: string): string {
 /** Certificates of a bundle, whitespace-normalised so formatting alone is not a change. */
 export function pemCertificates(pem: string): string[] {
   return (pem.match(PEM_CERT) ?? []).map((block) => block.replace(/\s+/g, ''));
+}
+
+/** `current <epoch>` and `<epoch> 1` lines of the intentions epoch map (translate/spoe.ts). */
+function epochMapKeys(content: string): { current: string | undefined; valid: string[] } {
+  let current: string | undefined;
+  const valid: string[] = [];
+  for (const line of content.split('\n')) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key === undefined || key === '' || value === undefined) continue;
+    if (key === INTENTIONS_EPOCH_CURRENT_KEY) current = value;
+    else valid.push(key);
+  }
+  return { current, valid };
 }
 
 function byName<T extends { name: string }>(items: readonly T[]): Map<string, T> {
@@ -78,6 +92,11 @@ function diffFiles(before: readonly ModelFile[], after: readonly ModelFile[], ru
       reasons.push(`file ${file.name} changed and is too large for a runtime update`);
     } else if (file.name === LEAF_FILE) {
       tlsOps.push({ kind: 'set-leaf', path: joinPath(runDir, LEAF_FILE), pem: file.content });
+    } else if (file.name === INTENTIONS_EPOCH_MAP_FILE) {
+      // Intentions changed: a new epoch, so HAProxy asks the agent again (the agent already has them).
+      const next = epochMapKeys(file.content).current;
+      if (next === undefined) reasons.push(`file ${file.name} changed without a current epoch`);
+      else tlsOps.push({ kind: 'set-intentions-epoch', path: joinPath(runDir, file.name), epoch: next, previous: epochMapKeys(prev.content).valid });
     } else {
       // Roots change through a hitless reload, never at runtime: on 2.6.12 a runtime
       // `commit ssl ca-file` leaves the bind's leaf "Unused", so every later leaf rotation

@@ -7,6 +7,7 @@
  */
 import type { Backend, Bind, Frontend, HaproxyModel } from './model.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
+import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
 import { validateModel } from './validate.js';
 
 // Re-exported: callers and tests have imported it from here since before server-line.ts existed.
@@ -114,8 +115,32 @@ function renderFrontend(frontend: Frontend, runDir: string): string {
   if (frontend.timeoutHttpRequestMs !== undefined) {
     lines.push(`timeout http-request ${formatDuration(frontend.timeoutHttpRequestMs)}`);
   }
+  if (frontend.spoe !== undefined) {
+    const { spoe } = frontend;
+    // The filter's message fires before these rules run (FACTS §2); inspect-delay makes the rules
+    // wait for its verdict. No verdict (agent down, timeout, error) or a stale one → reject.
+    lines.push(
+      `filter spoe engine ${spoe.engine} config ${joinPath(runDir, spoe.configFile)}`,
+      `tcp-request inspect-delay ${formatDuration(spoe.inspectDelayMs)}`,
+      `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(joinPath(runDir, spoe.epochMapFile))}`,
+    );
+  }
   lines.push(`default_backend ${frontend.defaultBackend}`);
   return section(`frontend ${frontend.name}`, lines);
+}
+
+/** The backend SPOE uses to reach our agent on its unix socket. */
+function renderSpoeAgentBackend(frontend: Frontend, runDir: string): string[] {
+  const { spoe } = frontend;
+  if (spoe === undefined) return [];
+  return [
+    section(`backend ${spoe.agentBackend}`, [
+      'mode tcp',
+      `timeout connect ${formatDuration(spoe.agentConnectTimeoutMs)}`,
+      `timeout server ${formatDuration(spoe.agentServerTimeoutMs)}`,
+      `server agent unix@${joinPath(runDir, spoe.agentSocket)}`,
+    ]),
+  ];
 }
 
 function renderBackend(backend: Backend): string {
@@ -138,6 +163,7 @@ export function render(model: HaproxyModel): string {
     renderDefaults(),
     ...model.frontends.map((frontend) => renderFrontend(frontend, model.global.runDir)),
     ...model.backends.map(renderBackend),
+    ...model.frontends.flatMap((frontend) => renderSpoeAgentBackend(frontend, model.global.runDir)),
   ];
   return `${sections.join('\n\n')}\n`;
 }

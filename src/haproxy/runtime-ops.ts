@@ -18,6 +18,8 @@
  *   set ssl ca-file → "transaction created for CA <path>!" (lower case, unlike set ssl cert)
  *   commit ssl ...  → "Committing <path>...\nSuccess!" | "No ongoing transaction! !\nCan't commit <path>!"
  *   show servers state <unknown> → "Can't find backend."
+ *   add map / set map / del map → "" (empty) | "Unknown map identifier. Please use #<id> or <file>." |
+ *                     "Key not found." (del/set)
  * So success is recognised by its expected text per command; anything else is a failure.
  */
 import { HaproxyConnectError } from '../errors.js';
@@ -40,7 +42,12 @@ export type RuntimeOp =
   /** `path` is absolute: HAProxy keys certificates loaded through crt-base by absolute path. */
   | { kind: 'set-leaf'; path: string; pem: string }
   /** Replaces the CA bundle with `pem`, which contains every certificate of the old one. */
-  | { kind: 'append-roots'; path: string; pem: string };
+  | { kind: 'append-roots'; path: string; pem: string }
+  /**
+   * Makes `epoch` the current intentions epoch in the map at `path` (absolute): valid first, then
+   * current, then the old epochs invalid, so a verdict is never checked against a half-written map.
+   */
+  | { kind: 'set-intentions-epoch'; path: string; epoch: string; previous: string[] };
 
 /** What a successful answer looks like: empty, or matching a pattern. */
 export type Expect = { kind: 'empty' } | { kind: 'match'; pattern: RegExp };
@@ -64,6 +71,10 @@ const TRANSACTION: Expect = { kind: 'match', pattern: /^Transaction (created|upd
 const COMMITTED: Expect = { kind: 'match', pattern: /Success!$/ };
 const SAFE_PATH = /^\/[A-Za-z0-9_.@+:\/-]+$/;
 const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;
+/** Epochs are short hashes (translate/spoe.ts); anything else would be a second map argument. */
+const SAFE_MAP_KEY = /^[A-Za-z0-9_.-]+$/;
+/** The key naming the current epoch (names.ts INTENTIONS_EPOCH_CURRENT_KEY). */
+const CURRENT_EPOCH_KEY = 'current';
 
 function refuse(what: string): never {
   throw new HaproxyConnectError('HAPROXY_CLI', `Refusing to build a runtime API command: ${what}`);
@@ -147,6 +158,17 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
       const path = checkPath(op.path);
       return [command(`set ssl ca-file ${path}`, TRANSACTION, pemPayload(op.pem)), command(`commit ssl ca-file ${path}`, COMMITTED)];
     }
+    case 'set-intentions-epoch': {
+      const path = checkPath(op.path);
+      for (const key of [op.epoch, ...op.previous]) {
+        if (!SAFE_MAP_KEY.test(key) || key === CURRENT_EPOCH_KEY) refuse(`map key ${JSON.stringify(key)} must match ${SAFE_MAP_KEY}`);
+      }
+      return [
+        command(`add map ${path} ${op.epoch} 1`, EMPTY),
+        command(`set map ${path} ${CURRENT_EPOCH_KEY} ${op.epoch}`, EMPTY),
+        ...op.previous.filter((key) => key !== op.epoch).map((key) => command(`del map ${path} ${key}`, EMPTY)),
+      ];
+    }
   }
 }
 
@@ -174,5 +196,7 @@ export function describeOp(op: RuntimeOp): string {
       return `set ssl cert ${op.path}`;
     case 'append-roots':
       return `set ssl ca-file ${op.path}`;
+    case 'set-intentions-epoch':
+      return `set intentions epoch ${op.epoch} in ${op.path}`;
   }
 }

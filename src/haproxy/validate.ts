@@ -158,12 +158,29 @@ function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, Backend
     if (crtList !== undefined) checkCrtListReferences(crtList, files);
     checkAlpn(what, frontend.tls.alpn);
   }
+  if (frontend.spoe !== undefined) checkSpoe(what, frontend, files);
   const backend = backends.get(frontend.defaultBackend);
   if (backend === undefined) invalid(`${what} default_backend ${show(frontend.defaultBackend)} does not exist`);
   // An HTTP frontend cannot hand streams to a TCP backend (HAProxy refuses the config).
   if (frontend.mode === 'http' && backend.mode !== 'http') {
     invalid(`${what} is mode http but its default_backend ${show(backend.name)} is mode ${backend.mode}`);
   }
+}
+
+/** SPOE engine ids and variable-like names: HAProxy accepts [A-Za-z0-9_.-]. */
+const SPOE_ENGINE_PATTERN = /^[A-Za-z0-9_.-]+$/;
+
+function checkSpoe(what: string, frontend: Frontend, files: ReadonlyMap<string, ModelFile>): void {
+  const spoe = frontend.spoe;
+  if (spoe === undefined) return;
+  if (!SPOE_ENGINE_PATTERN.test(spoe.engine)) invalid(`${what} SPOE engine ${show(spoe.engine)} must match ${SPOE_ENGINE_PATTERN}`);
+  checkFileExists(`${what} SPOE config`, spoe.configFile, files);
+  checkFileExists(`${what} intentions epoch map`, spoe.epochMapFile, files);
+  checkName(`${what} SPOE agent backend`, spoe.agentBackend);
+  checkFileName(`${what} SPOE agent socket`, spoe.agentSocket);
+  checkTimeout(`${what} tcp-request inspect-delay`, spoe.inspectDelayMs);
+  checkTimeout(`${what} SPOE agent timeout connect`, spoe.agentConnectTimeoutMs);
+  checkTimeout(`${what} SPOE agent timeout server`, spoe.agentServerTimeoutMs);
 }
 
 function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelFile>): void {
@@ -208,10 +225,14 @@ export function validateModel(model: HaproxyModel): void {
   // Proxy names are unique across frontends and backends, so `show stat` and runtime commands
   // that take a proxy name are never ambiguous.
   const proxyNames = new Set<string>();
-  for (const proxy of [...model.frontends, ...model.backends]) {
+  const spoeBackends = model.frontends.flatMap((f) => (f.spoe === undefined ? [] : [{ name: f.spoe.agentBackend }]));
+  for (const proxy of [...model.frontends, ...model.backends, ...spoeBackends]) {
     checkName('proxy name', proxy.name);
     if (proxyNames.has(proxy.name)) invalid(`two proxies are named ${show(proxy.name)}`);
     proxyNames.add(proxy.name);
+  }
+  for (const frontend of model.frontends) {
+    if (frontend.spoe !== undefined) checkUnixSocketPath(`frontend ${show(frontend.name)} SPOE agent socket path`, `${global.runDir.replace(/\/+$/, '')}/${frontend.spoe.agentSocket}`);
   }
 
   const backends = new Map(model.backends.map((backend) => [backend.name, backend]));

@@ -1,9 +1,10 @@
 /**
  * The single owner of the snapshot. Watchers only emit tagged events; `apply` folds one into the
  * state and says whether anything changed. `snapshot()` returns an immutable copy, and only once
- * the snapshot is complete (registration, leaf and roots).
+ * the snapshot is complete (registration, leaf, roots, and the intentions when they are enforced).
  */
 import { isDeepStrictEqual } from 'node:util';
+import type { IntentionSet } from '../intentions/types.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots, Snapshot } from './types.js';
 
 export type SnapshotEvent =
@@ -11,9 +12,15 @@ export type SnapshotEvent =
   | { kind: 'leaf'; value: Leaf }
   | { kind: 'roots'; value: Roots }
   | { kind: 'endpoints'; upstreamKey: string; value: readonly Endpoint[] }
-  | { kind: 'upstream-removed'; upstreamKey: string };
+  | { kind: 'upstream-removed'; upstreamKey: string }
+  | { kind: 'intentions'; value: IntentionSet };
 
-export type MissingPart = 'registration' | 'leaf' | 'roots';
+export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';
+
+export interface SnapshotStateOptions {
+  /** Intentions are part of a complete snapshot (default false: not enforced, never waited for). */
+  enforceIntentions?: boolean;
+}
 
 export class SnapshotState {
   readonly #datacenter: string;
@@ -21,10 +28,17 @@ export class SnapshotState {
   #leaf: Leaf | undefined;
   #roots: Roots | undefined;
   readonly #endpoints = new Map<string, readonly Endpoint[]>();
+  readonly #enforceIntentions: boolean;
+  #intentions: IntentionSet | undefined;
   #version = 0;
 
-  constructor(datacenter: string) {
+  constructor(datacenter: string, options: SnapshotStateOptions = {}) {
     this.#datacenter = datacenter;
+    this.#enforceIntentions = options.enforceIntentions ?? false;
+  }
+
+  get enforceIntentions(): boolean {
+    return this.#enforceIntentions;
   }
 
   /** Increases on every change; consumers compare versions instead of snapshots. */
@@ -65,6 +79,11 @@ export class SnapshotState {
       }
       case 'upstream-removed':
         return this.#endpoints.delete(event.upstreamKey);
+      case 'intentions':
+        // Not enforced: nothing reads them, so they never count as a change.
+        if (!this.#enforceIntentions || isDeepStrictEqual(this.#intentions, event.value)) return false;
+        this.#intentions = structuredClone(event.value);
+        return true;
     }
   }
 
@@ -73,6 +92,7 @@ export class SnapshotState {
     if (this.#registration === undefined) missing.push('registration');
     if (this.#leaf === undefined) missing.push('leaf');
     if (this.#roots === undefined) missing.push('roots');
+    if (this.#enforceIntentions && this.#intentions === undefined) missing.push('intentions');
     return missing;
   }
 
@@ -84,12 +104,14 @@ export class SnapshotState {
   /** An immutable copy of the complete snapshot, or undefined while parts are missing. */
   snapshot(): Snapshot | undefined {
     if (this.#registration === undefined || this.#leaf === undefined || this.#roots === undefined) return undefined;
+    if (this.#enforceIntentions && this.#intentions === undefined) return undefined;
     return deepFreeze({
       datacenter: this.#datacenter,
       registration: structuredClone(this.#registration),
       leaf: structuredClone(this.#leaf),
       roots: structuredClone(this.#roots),
       endpoints: new Map([...this.#endpoints].map(([k, v]) => [k, structuredClone(v)])),
+      intentions: this.#enforceIntentions ? structuredClone(this.#intentions) : undefined,
     });
   }
 }

@@ -2,6 +2,7 @@
  * The snapshot: everything haproxy-connect knows about its sidecar, folded from the Consul watches
  * by one owner (see fold.ts). Plain immutable data; translate reads nothing else.
  */
+import type { IntentionSet } from '../intentions/types.js';
 
 /** Consul proxy protocols. Consul's default is tcp. */
 export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
@@ -94,4 +95,6 @@ export interface Snapshot {
   roots: Roots;
   /** Healthy endpoints per upstream key. An upstream with no entry has not been answered yet. */
   endpoints: ReadonlyMap<string, readonly Endpoint[]>;
+  /** The intentions of our service, or undefined when intentions are not enforced (-enable-intentions=false). */
+  intentions: IntentionSet | undefined;
 }

@@ -1,6 +1,7 @@
 /**
- * Starts and stops the Consul watches of one sidecar: its proxy registration, its leaf, the CA
- * roots, and one watch per upstream — started and stopped as the registration changes (starting
+ * Starts and stops the Consul watches of one sidecar: its proxy registration, its leaf (and, when
+ * enforced, its service's intentions, which follow the same service name), the CA roots, and one
+ * watch per upstream — started and stopped as the registration changes (starting
  * one that runs is a no-op). Watches only emit tagged events; SnapshotState owns the data.
  */
 import type { ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
@@ -23,6 +24,8 @@ export interface SidecarWatchesOptions {
   emit: (event: SnapshotEvent) => void;
   onError: (report: WatchErrorReport) => void;
   signal: AbortSignal;
+  /** Also watch the intentions of the proxied service (GET /v1/connect/intentions/match). */
+  watchIntentions?: boolean;
 }
 
 interface RunningWatch {
@@ -36,6 +39,7 @@ export class SidecarWatches {
   /** Watches told to stop that may still be finishing their last request. */
   readonly #stopping = new Set<Promise<void>>();
   #leafService: string | undefined;
+  #intentionsTarget: string | undefined;
 
   constructor(opts: SidecarWatchesOptions) {
     this.#opts = opts;
@@ -49,6 +53,7 @@ export class SidecarWatches {
       (registration) => {
         this.#opts.emit({ kind: 'registration', value: registration });
         this.#syncLeaf(registration.serviceName);
+        if (this.#opts.watchIntentions === true) this.#syncIntentions(registration.serviceName, registration.namespace);
         this.#syncUpstreams(registration.upstreams);
       },
     );
@@ -71,6 +76,16 @@ export class SidecarWatches {
     this.#leafService = serviceName;
     const { api } = this.#opts;
     this.#startWatch(`leaf:${serviceName}`, (cursor, signal) => api.leaf(serviceName, cursor, signal), (leaf) => this.#opts.emit({ kind: 'leaf', value: leaf }));
+  }
+
+  #syncIntentions(serviceName: string, namespace: string): void {
+    const name = `intentions:${namespace === '' || namespace === 'default' ? '' : `${namespace}/`}${serviceName}`;
+    if (this.#intentionsTarget === name) return;
+    if (this.#intentionsTarget !== undefined) this.#stopWatch(this.#intentionsTarget);
+    this.#intentionsTarget = name;
+    const { api } = this.#opts;
+    const target = { name: serviceName, namespace };
+    this.#startWatch(name, (cursor, signal) => api.intentionsMatch(target, cursor, signal), (value) => this.#opts.emit({ kind: 'intentions', value }));
   }
 
   #syncUpstreams(upstreams: readonly Upstream[]): void {

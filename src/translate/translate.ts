@@ -18,6 +18,7 @@ import {
 } from '../haproxy/names.js';
 import { validateModel } from '../haproxy/validate.js';
 import type { Endpoint, Protocol, PublicListener, Snapshot, Upstream } from '../snapshot/types.js';
+import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
 
 export interface TranslateOptions {
@@ -112,6 +113,7 @@ function publicListenerProxies(listener: PublicListener): { frontend: Frontend; 
     defaultBackend: LOCAL_APP_BACKEND_NAME,
     ...frontendTimeouts(mode),
     maxconn: undefined,
+    spoe: undefined,
   };
   const backend: Backend = {
     name: LOCAL_APP_BACKEND_NAME,
@@ -160,6 +162,7 @@ function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { 
     defaultBackend: backendName,
     ...frontendTimeouts(mode),
     maxconn: undefined,
+    spoe: undefined,
   };
   const backend: Backend = {
     name: backendName,
@@ -181,7 +184,11 @@ function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { 
 export function translate(snapshot: Snapshot, options: TranslateOptions): HaproxyModel {
   const { registration } = snapshot;
   const publicListener = publicListenerProxies(registration.publicListener);
-  const frontends: Frontend[] = [publicListener.frontend];
+  // Enforced intentions: the public listener asks our SPOE agent about every new connection.
+  const enforcement = snapshot.intentions === undefined
+    ? undefined
+    : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain));
+  const frontends: Frontend[] = [{ ...publicListener.frontend, spoe: enforcement?.spoe }];
   const backends: Backend[] = [publicListener.backend];
 
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
@@ -202,6 +209,7 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
       leafFile(snapshot.leaf, snapshot.roots),
       publicCrtListFile(publicListener.frontend.tls?.alpn),
       rootsFile(snapshot.roots),
+      ...(enforcement?.files ?? []),
     ].sort((a, b) => compareStrings(a.name, b.name)),
     frontends,
     backends,

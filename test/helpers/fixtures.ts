@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { IntentionSet } from '../../src/intentions/types.js';
 import type { Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/snapshot/types.js';
 
 export const CERTS_DIR = fileURLToPath(new URL('../golden/certs/', import.meta.url));
@@ -90,6 +91,8 @@ export interface SnapshotParts {
   endpoints?: Array<[string, Endpoint[]]>;
   roots?: Roots;
   leaf?: Leaf;
+  /** Enforced intentions; absent = not enforced. */
+  intentions?: IntentionSet;
 }
 
 /** The `web` sidecar on node-1 in dc1. */
@@ -109,5 +112,6 @@ export function snapshot(parts: SnapshotParts = {}): Snapshot {
     leaf: parts.leaf ?? webLeaf(),
     roots: parts.roots ?? roots(),
     endpoints: new Map(parts.endpoints ?? []),
+    intentions: parts.intentions,
   };
 }

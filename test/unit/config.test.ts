@@ -71,6 +71,11 @@ describe('config from flags and environment', () => {
     assert.equal(c.haproxyBin, 'haproxy');
     assert.equal(c.cfgBasePath, tmpdir());
     assert.equal(c.logLevel, 'info');
+    assert.equal(c.enforceIntentions, true, 'intentions are enforced by default');
+  });
+  test('-enable-intentions=false opts out of enforcement', async () => {
+    assert.equal((await config(['-sidecar-for', 'web', '-enable-intentions=false'])).enforceIntentions, false);
+    assert.equal((await config(['-sidecar-for', 'web', '-enable-intentions=true'])).enforceIntentions, true);
   });
   test('-help and -version', async () => {
     assert.deepEqual(await loadConfig({ argv: ['-help'], env: {} }), { kind: 'help' });
@@ -83,7 +88,7 @@ describe('config from flags and environment', () => {
     assert.equal(c.consul.address, 'http://10.0.0.1:8501');
     assert.equal(c.consul.token, 't');
     assert.equal(c.logLevel, 'debug');
-    assert.equal(c.intentionsRequested, true);
+    assert.equal(c.enforceIntentions, true);
   });
   test('flags win over the environment', async () => {
     const c = await config(['-sidecar-for', 'web', '-http-addr', 'https://consul:8501', '-token', 'flag'], { CONSUL_HTTP_ADDR: 'other:1', CONSUL_HTTP_TOKEN: 'env' });

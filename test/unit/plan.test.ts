@@ -98,6 +98,23 @@ describe('plan', () => {
     assert.deepEqual(reloadReasons(model(), after), ['CA roots changed (1 added, 0 removed)']);
   });
 
+  test('intentions changed → a runtime epoch update; turning enforcement on → reload', () => {
+    const allowAll = { intentions: [], defaultAllow: true };
+    const denyAll = { intentions: [], defaultAllow: false };
+    const ops = runtimeOps(model({ intentions: allowAll }), model({ intentions: denyAll }));
+    assert.equal(ops.length, 1);
+    const [op] = ops;
+    assert.ok(op?.kind === 'set-intentions-epoch');
+    assert.equal(op.path, `${RUN_DIR}/intentions-epoch.map`);
+    assert.deepEqual(opCommands(op).map((c) => c.line), [
+      `add map ${RUN_DIR}/intentions-epoch.map ${op.epoch} 1`,
+      `set map ${RUN_DIR}/intentions-epoch.map current ${op.epoch}`,
+      `del map ${RUN_DIR}/intentions-epoch.map ${op.previous[0]}`,
+    ]);
+    assert.deepEqual(plan(model({ intentions: allowAll }), model({ intentions: { ...allowAll } })), { kind: 'none' });
+    assert.ok(reloadReasons(model(), model({ intentions: allowAll })).includes('frontend public_listener changed'));
+  });
+
   test('reformatting the roots bundle is not a removal', () => {
     assert.deepEqual(pemCertificates(`${PEM.ca}\n\n${PEM.ca2}`), pemCertificates(`${PEM.ca.replace(/\n/g, '\r\n')}${PEM.ca2}`));
   });

@@ -3,7 +3,7 @@
  * edge cases that a real agent cannot produce on demand.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -31,7 +31,7 @@ interface Running {
 
 const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
 
-async function startSidecar(): Promise<Running> {
+async function startSidecar(enforceIntentions = false): Promise<Running> {
   const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
   const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
   const consul = new FakeConsulAgentApi();
@@ -43,7 +43,7 @@ async function startSidecar(): Promise<Running> {
   const config: Config = {
     sidecarFor: 'web', sidecarForTag: undefined,
     consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath: base, logLevel: 'debug', intentionsRequested: false,
+    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath: base, logLevel: 'debug', enforceIntentions,
   };
   const logs = captureLogs('debug');
   const shutdown = new AbortController();
@@ -103,6 +103,22 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
     } finally {
       await stop(sidecar);
     }
+  });
+
+  test('with intentions enforced, the SPOE agent serves before haproxy starts and a change moves the epoch at runtime', async () => {
+    const sidecar = await startSidecar(true);
+    try {
+      assert.equal(sidecar.messages('intentions enforced').length, 1);
+      await stat(join(sidecar.runDir(), 'spoe.sock'));
+      const cfg = await readFile(join(sidecar.runDir(), 'haproxy.cfg'), 'utf8');
+      assert.match(cfg, /filter spoe engine intentions/);
+      sidecar.consul.setIntentions({ name: 'web', namespace: 'default' }, { intentions: [], defaultAllow: false });
+      await waitFor('the epoch update', async () => sidecar.messages('applied runtime changes').find((m) => (m.kinds as Record<string, number>)['set-intentions-epoch'] === 1), 20_000);
+      assert.equal(sidecar.messages('reloading haproxy').length, 0);
+    } finally {
+      await stop(sidecar);
+    }
+    assert.equal(sidecar.messages('intentions agent stopped').length, 1);
   });
 
   test('shutdown removes the run directory', async () => {

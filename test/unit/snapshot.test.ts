@@ -28,6 +28,25 @@ describe('SnapshotState', () => {
     assert.deepEqual(state.missing(), []);
     assert.equal(state.snapshot()?.datacenter, 'dc1');
   });
+  test('when intentions are enforced, the snapshot waits for them; otherwise they are ignored', () => {
+    const enforced = new SnapshotState('dc1', { enforceIntentions: true });
+    enforced.apply({ kind: 'registration', value: registration([]) });
+    enforced.apply({ kind: 'leaf', value: leaf });
+    enforced.apply({ kind: 'roots', value: roots });
+    assert.deepEqual(enforced.missing(), ['intentions']);
+    assert.equal(enforced.snapshot(), undefined);
+    const set = { intentions: [], defaultAllow: false };
+    assert.equal(enforced.apply({ kind: 'intentions', value: set }), true);
+    assert.equal(enforced.apply({ kind: 'intentions', value: { ...set } }), false);
+    assert.deepEqual(enforced.snapshot()?.intentions, set);
+
+    const off = new SnapshotState('dc1');
+    off.apply({ kind: 'registration', value: registration([]) });
+    off.apply({ kind: 'leaf', value: leaf });
+    off.apply({ kind: 'roots', value: roots });
+    assert.equal(off.apply({ kind: 'intentions', value: set }), false);
+    assert.equal(off.snapshot()?.intentions, undefined);
+  });
   test('equal data is no change; the version moves only on change', () => {
     const state = new SnapshotState('dc1');
     assert.equal(state.apply({ kind: 'leaf', value: leaf }), true);

@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { translate, type TranslateOptions } from '../../src/translate/translate.js';
 import { render } from '../../src/haproxy/render.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
+import type { IntentionSet } from '../../src/intentions/types.js';
+import { SPOE_CONFIG_FILE } from '../../src/haproxy/names.js';
 import type { Snapshot } from '../../src/snapshot/types.js';
 import {
   ACTIVE_ROOT_ID,
@@ -36,6 +38,14 @@ interface Case {
 }
 
 const api = upstream('api', { localBindPort: 9191 });
+const INTENTIONS: IntentionSet = {
+  defaultAllow: false,
+  intentions: [{
+    sourceName: 'web', sourceNamespace: 'default', sourcePartition: 'default', sourcePeer: '',
+    destinationName: 'web', destinationNamespace: 'default', destinationPartition: 'default',
+    action: 'allow', permissions: [], precedence: 9,
+  }],
+};
 const db = upstream('db', { localBindPort: 9192 });
 
 const CASES: Case[] = [
@@ -128,6 +138,8 @@ const CASES: Case[] = [
       ],
     }),
   },
+  { name: 'intentions-tcp', snapshot: snapshot({ intentions: INTENTIONS, upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }) },
+  { name: 'intentions-http', snapshot: snapshot({ listener: { protocol: 'http' }, intentions: INTENTIONS }) },
   {
     name: 'root-rotation',
     snapshot: snapshot({
@@ -176,6 +188,12 @@ describe('translate + render golden configs', () => {
       const goldenPath = join(GOLDEN_DIR, `${testCase.name}.cfg`);
       if (UPDATE_GOLDEN) writeFileSync(goldenPath, config);
       assert.equal(config, readFileSync(goldenPath, 'utf8'), `rendered config differs from ${goldenPath} (UPDATE_GOLDEN=1 rewrites it)`);
+      const spoe = model.files.find((f) => f.name === SPOE_CONFIG_FILE);
+      if (spoe !== undefined) {
+        const spoePath = join(GOLDEN_DIR, `${testCase.name}.${SPOE_CONFIG_FILE}`);
+        if (UPDATE_GOLDEN) writeFileSync(spoePath, spoe.content);
+        assert.equal(spoe.content, readFileSync(spoePath, 'utf8'), `SPOE config differs from ${spoePath} (UPDATE_GOLDEN=1 rewrites it)`);
+      }
     });
 
     test(`${testCase.name}: haproxy -c accepts it`, () => {

@@ -35,4 +35,21 @@ describe('SidecarWatches', () => {
     root.abort();
     await watches.stopped();
   });
+
+  test('with intentions enforced, the intentions of the service are watched next to its leaf', async () => {
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration());
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    const events: SnapshotEvent[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', emit: (e) => events.push(e), onError: () => {}, signal: root.signal, watchIntentions: true });
+    watches.start();
+    await waitFor('intentions watch', async () => (watches.running().includes('intentions:web') ? true : undefined), 5_000, 10);
+    await waitFor('the default answer', async () => events.find((e) => e.kind === 'intentions'), 5_000, 10);
+    consul.setIntentions({ name: 'web', namespace: 'default' }, { intentions: [], defaultAllow: false });
+    await waitFor('the change', async () => events.find((e) => e.kind === 'intentions' && !e.value.defaultAllow), 5_000, 10);
+    root.abort();
+    await watches.stopped();
+  });
 });

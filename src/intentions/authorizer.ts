@@ -1,0 +1,201 @@
+/**
+ * The SPOE handler that authorizes connections to our public listener: client certificate (DER,
+ * already verified by HAProxy against the Consul roots) → exactly one URI SAN → a Consul service
+ * SPIFFE ID in OUR trust domain → the cached intention decision. No Consul request on this path:
+ * decisions come from the intentions the watch keeps fresh (decision-cache.ts).
+ *
+ * It answers with session variables: `auth` (1 allow / 0 deny), `epoch` (echoed, so HAProxy asks
+ * again after the intentions change) and the caller's identity for later L7 rules. Anything it
+ * cannot read is denied. It also remembers which source address:port belongs to which allowed
+ * identity, so connections that a new intention denies can be found and closed (`show sess` lists
+ * the source address, not the identity). HAProxy does not tell us when a connection ends, so that
+ * record is a bounded LRU: stale entries only cost a lookup.
+ */
+import { X509Certificate } from 'node:crypto';
+import { pino } from 'pino';
+import { errorMessage } from '../errors.js';
+import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../haproxy/names.js';
+import { spiffeIdOfCertificate } from '../spiffe/san.js';
+import type { ServiceSpiffeId } from '../spiffe/spiffe-id.js';
+import type { SpoeAction, SpoeMessage, TypedData } from '../spoe/types.js';
+import type { Logger } from '../telemetry/logger.js';
+import { IntentionDecisions } from './decision-cache.js';
+import type { IntentionSet, SourceIdentity } from './types.js';
+
+/** Allowed connections remembered for closing them later (oldest forgotten first). */
+export const DEFAULT_MAX_TRACKED_CONNECTIONS = 100_000;
+/** Parsed client certificates (by DER bytes): sidecars reuse one leaf for many connections. */
+export const DEFAULT_MAX_CACHED_CERTIFICATES = 1_000;
+
+export interface AuthorizerOptions {
+  logger?: Logger;
+  maxTrackedConnections?: number;
+  maxCachedCertificates?: number;
+}
+
+export interface AuthorizerStats {
+  allowed: number;
+  denied: number;
+  /** Denied because the certificate or the message could not be read. */
+  invalid: number;
+  trackedConnections: number;
+}
+
+export interface AuthorizerUpdate {
+  intentions?: IntentionSet;
+  trustDomain?: string;
+}
+
+/** A connection that was allowed and is denied now: its source as `show sess` prints it (`ip:port`). */
+export interface RevokedConnection {
+  source: string;
+  identity: SourceIdentity;
+}
+
+interface Tracked {
+  identity: SourceIdentity;
+}
+
+function touch<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > max) {
+    const oldest = map.keys().next();
+    if (oldest.done !== true) map.delete(oldest.value);
+  }
+}
+
+function str(scope: 'sess', name: string, value: string): SpoeAction {
+  return { type: 'set-var', scope, name, value: { type: 'string', value } };
+}
+
+/** `ip:port` as HAProxy's `show sess` prints a source (inet_ntop form for IPv6). */
+export function formatSource(address: TypedData | undefined, port: TypedData | undefined): string | undefined {
+  let ip: string | undefined;
+  if (address?.type === 'ipv4' && address.value.length === 4) ip = [...address.value].join('.');
+  else if (address?.type === 'ipv6' && address.value.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(address.value.readUInt16BE(i).toString(16));
+    ip = new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1);
+  }
+  let p: number | undefined;
+  if (port?.type === 'int32' || port?.type === 'uint32') p = port.value;
+  else if (port?.type === 'int64' || port?.type === 'uint64') p = Number(port.value);
+  if (ip === undefined || p === undefined || !Number.isInteger(p) || p < 0 || p > 65_535) return undefined;
+  return `${ip}:${p}`;
+}
+
+function identityKey(identity: SourceIdentity): string {
+  return JSON.stringify([identity.peer ?? '', identity.partition, identity.namespace, identity.service]);
+}
+
+export class Authorizer {
+  readonly #decisions = new IntentionDecisions();
+  readonly #log: Logger;
+  readonly #maxTracked: number;
+  readonly #maxCertificates: number;
+  #trustDomain: string | undefined;
+  /** `ip:port` → identity of allowed connections. */
+  readonly #tracked = new Map<string, Tracked>();
+  /** DER (latin1) → parsed SPIFFE ID. */
+  readonly #certificates = new Map<string, ServiceSpiffeId>();
+  readonly #stats = { allowed: 0, denied: 0, invalid: 0 };
+
+  constructor(options: AuthorizerOptions = {}) {
+    this.#log = options.logger ?? pino({ level: 'silent' });
+    this.#maxTracked = options.maxTrackedConnections ?? DEFAULT_MAX_TRACKED_CONNECTIONS;
+    this.#maxCertificates = options.maxCachedCertificates ?? DEFAULT_MAX_CACHED_CERTIFICATES;
+  }
+
+  get stats(): AuthorizerStats {
+    return { ...this.#stats, trackedConnections: this.#tracked.size };
+  }
+
+  /**
+   * Installs new intentions and/or a new trust domain. Returns the remembered connections that
+   * were allowed and would be denied now (they are forgotten here; the caller closes them).
+   */
+  update(update: AuthorizerUpdate): RevokedConnection[] {
+    let changed = false;
+    if (update.trustDomain !== undefined && update.trustDomain.toLowerCase() !== this.#trustDomain) {
+      this.#trustDomain = update.trustDomain.toLowerCase();
+      // Identities are only valid in the trust domain they were read for.
+      this.#certificates.clear();
+      changed = true;
+    }
+    if (update.intentions !== undefined && this.#decisions.update(update.intentions)) changed = true;
+    if (!changed) return [];
+    const revoked: RevokedConnection[] = [];
+    for (const [source, tracked] of this.#tracked) {
+      if (!this.#decisions.decide(tracked.identity).allowed) revoked.push({ source, identity: tracked.identity });
+    }
+    for (const r of revoked) this.#tracked.delete(r.source);
+    return revoked;
+  }
+
+  /** The SPOE handler (synchronous: the agent ACKs in NOTIFY order). */
+  readonly handle = (messages: readonly SpoeMessage[]): SpoeAction[] => {
+    const message = messages.find((m) => m.name === SPOE_MESSAGE);
+    if (message === undefined) return [];
+    const arg = (name: string): TypedData | undefined => message.args.find((a) => a.name === name)?.value;
+    const epoch = arg(SPOE_ARG.epoch);
+    const source = formatSource(arg(SPOE_ARG.src), arg(SPOE_ARG.srcPort));
+    const actions: SpoeAction[] = [];
+    // Echo the epoch HAProxy asked under: the verdict stays valid until HAProxy's epoch moves on.
+    if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value));
+
+    let id: ServiceSpiffeId;
+    try {
+      id = this.#identityOf(arg(SPOE_ARG.cert));
+    } catch (err) {
+      this.#stats.invalid += 1;
+      this.#stats.denied += 1;
+      this.#log.debug({ source, err: errorMessage(err) }, 'connection denied: unreadable client identity');
+      actions.push({ type: 'set-var', scope: 'sess', name: SPOE_VAR.auth, value: { type: 'int32', value: 0 } });
+      return actions;
+    }
+    const identity: SourceIdentity = { service: id.service, namespace: id.namespace, partition: id.partition };
+    const decision = this.#decisions.decide(identity);
+    if (decision.allowed) {
+      this.#stats.allowed += 1;
+      if (source !== undefined) touch(this.#tracked, source, { identity }, this.#maxTracked);
+    } else {
+      this.#stats.denied += 1;
+    }
+    if (this.#log.isLevelEnabled('debug')) {
+      this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, allowed: decision.allowed, reason: decision.reason }, 'connection authorized');
+    }
+    actions.push(
+      { type: 'set-var', scope: 'sess', name: SPOE_VAR.auth, value: { type: 'int32', value: decision.allowed ? 1 : 0 } },
+      str('sess', SPOE_VAR.sourceService, id.service),
+      str('sess', SPOE_VAR.sourceNamespace, id.namespace),
+      str('sess', SPOE_VAR.sourcePartition, id.partition),
+      str('sess', SPOE_VAR.sourceDatacenter, id.datacenter),
+    );
+    return actions;
+  };
+
+  /** Throws (→ deny) unless the argument is a certificate with one service SPIFFE ID in our trust domain. */
+  #identityOf(cert: TypedData | undefined): ServiceSpiffeId {
+    if (cert?.type !== 'binary' || cert.value.length === 0) throw new Error(`no client certificate (got ${cert?.type ?? 'nothing'})`);
+    const key = cert.value.toString('latin1');
+    const cached = this.#certificates.get(key);
+    if (cached !== undefined) return cached;
+    const id = spiffeIdOfCertificate(new X509Certificate(cert.value));
+    if (id.kind !== 'service') throw new Error(`certificate names a ${id.kind}, not a service`);
+    if (this.#trustDomain === undefined) throw new Error('the trust domain is not known yet');
+    if (id.trustDomain.toLowerCase() !== this.#trustDomain) throw new Error(`trust domain ${id.trustDomain} is not ours (${this.#trustDomain})`);
+    touch(this.#certificates, key, id, this.#maxCertificates);
+    return id;
+  }
+
+  /** For logs and tests: the decision cache's counters. */
+  get decisionCache(): { size: number; hits: number; misses: number } {
+    return this.#decisions.stats;
+  }
+
+  /** Identity keys of the remembered connections (tests). */
+  trackedIdentities(): string[] {
+    return [...new Set([...this.#tracked.values()].map((t) => identityKey(t.identity)))];
+  }
+}
