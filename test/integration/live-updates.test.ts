@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { startHttpApp, type RunningApp } from '../../devtools/apps.js';
 import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
+import { httpGet } from '../../devtools/probes.js';
 import { SidecarProcess } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 
@@ -98,6 +99,12 @@ after(async () => {
 
 describe('live updates with real Consul and HAProxy', () => {
   test('endpoint churn and health flips under traffic: 0 failed requests, 0 reloads', async () => {
+    // Count from a mesh that already serves: at start-up web may not know api's instances yet.
+    await waitFor('all api instances answering through web', async () => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 12; i++) seen.add((await httpGet(ports.webToApi as number)).body);
+      return seen.size === 3 ? true : undefined;
+    }, 30_000, 100);
     const traffic = new Traffic(ports.webToApi as number, 4);
     try {
       await waitForInstances(['api-1', 'api-2', 'api-3'], traffic);
