@@ -1,0 +1,10 @@
+/**
+ * The control-plane cases, run in this order after the data-plane workloads.
+ * Extension point: add a case (convergence after an endpoint is removed or turns critical, leaf
+ * rotation, CA rotation, ...) as a module exporting a `ControlPlaneCase` and list it here; the
+ * runner, the JSON results and the Markdown table pick it up.
+ */
+import type { ControlPlaneCase } from './case.js';
+import { endpointAdded } from './endpoint-added.js';
+
+export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointAdded];

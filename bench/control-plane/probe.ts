@@ -1,0 +1,60 @@
+/**
+ * A sequential keep-alive HTTP probe against a local listener: one request after another, as fast
+ * as they complete, recording who answered. Its resolution is one request (well under 1 ms here).
+ */
+import { Agent, request } from 'node:http';
+
+const REQUEST_TIMEOUT_MS = 2_000;
+
+export interface ProbeAnswer {
+  body: string | undefined;
+  /** `performance.now()` when the answer (or failure) arrived. */
+  at: number;
+}
+
+export class Probe {
+  readonly #agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  readonly #port: number;
+  requests = 0;
+  failed = 0;
+
+  constructor(port: number) {
+    this.#port = port;
+  }
+
+  /** One GET; `body` is undefined when the request failed (counted in `failed`). */
+  get(): Promise<ProbeAnswer> {
+    this.requests++;
+    return new Promise((resolve) => {
+      const fail = (): void => { this.failed++; resolve({ body: undefined, at: performance.now() }); };
+      const req = request({ host: '127.0.0.1', port: this.#port, path: '/', agent: this.#agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { body += d; });
+        res.on('end', () => {
+          if (res.statusCode === 200) resolve({ body, at: performance.now() });
+          else fail();
+        });
+        res.on('error', fail);
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', fail);
+      req.end();
+    });
+  }
+
+  /** Requests until `accept(body)` holds, or throws after `timeoutMs`. Returns the accepting answer. */
+  async until(what: string, accept: (body: string) => boolean, timeoutMs: number): Promise<ProbeAnswer> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const answer = await this.get();
+      if (answer.body !== undefined && accept(answer.body)) return answer;
+      if (answer.body === undefined) await new Promise((r) => setTimeout(r, 1)); // do not spin on a refused port
+    }
+    throw new Error(`probe on port ${this.#port}: timed out after ${timeoutMs} ms waiting for ${what}`);
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}

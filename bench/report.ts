@@ -1,0 +1,124 @@
+/** Summaries of the runs and the Markdown table the README quotes. Pure. */
+import type { ControlPlaneResult } from './control-plane/case.js';
+import type { DataPlaneRun, Workload } from './data-plane.js';
+import type { Environment } from './lib/versions.js';
+import type { Profile } from './profile.js';
+import type { PathUnderTest } from './testbed.js';
+
+export interface PathSummary {
+  path: string;
+  description: string;
+  keepAliveRps: number[];
+  connectionCloseRps: number[];
+  p50Us: number[];
+  p99Us: number[];
+  p999Us: number[];
+  /** Mean CPU µs per request by component role. */
+  cpuUsPerRequest: Record<string, number>;
+  /** RSS in KiB by component role and command (last fixed-rate run). */
+  rssKiB: Record<string, Record<string, number>>;
+  errors: number;
+  requests: number;
+}
+
+export interface Results {
+  startedAt: string;
+  finishedAt: string;
+  profile: Profile;
+  environment: Environment;
+  machine: { loadAverageAtStart: number; loadAverageAtEnd: number; busyNote: string; pinning: string; daemonFrom: string };
+  paths: PathSummary[];
+  dataPlaneRuns: DataPlaneRun[];
+  controlPlane: ControlPlaneResult[];
+}
+
+const mean = (xs: readonly number[]): number => (xs.length === 0 ? Number.NaN : xs.reduce((a, b) => a + b, 0) / xs.length);
+
+export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly DataPlaneRun[]): PathSummary[] {
+  return paths.map((path) => {
+    const of = (w: Workload): DataPlaneRun[] => runs.filter((r) => r.path === path.name && r.workload === w);
+    const fixed = of('fixed-rate');
+    const roles = [...new Set(fixed.flatMap((r) => r.cpu?.map((c) => c.role) ?? []))];
+    const cpuUsPerRequest = Object.fromEntries(roles.map((role) => [role, mean(fixed.flatMap((r) => r.cpu?.filter((c) => c.role === role).map((c) => c.usPerRequest) ?? []))]));
+    const rssKiB: Record<string, Record<string, number>> = {};
+    for (const m of fixed.at(-1)?.memory ?? []) {
+      const byCommand: Record<string, number> = {};
+      for (const p of m.processes) byCommand[p.command] = (byCommand[p.command] ?? 0) + p.rssKiB;
+      rssKiB[m.role] = byCommand;
+    }
+    const all = runs.filter((r) => r.path === path.name);
+    const errors = all.reduce((sum, r) => sum + (r.saturation === undefined ? 0 : r.saturation.socketErrors + r.saturation.non2xx) + (r.fixedRate?.errors ?? 0), 0);
+    const requests = all.reduce((sum, r) => sum + (r.saturation?.requests ?? 0) + (r.fixedRate?.requests ?? 0), 0);
+    return {
+      path: path.name, description: path.description,
+      keepAliveRps: of('keep-alive').map((r) => r.saturation?.requestsPerSecond ?? Number.NaN),
+      connectionCloseRps: of('connection-close').map((r) => r.saturation?.requestsPerSecond ?? Number.NaN),
+      p50Us: fixed.map((r) => r.fixedRate?.p50Us ?? Number.NaN),
+      p99Us: fixed.map((r) => r.fixedRate?.p99Us ?? Number.NaN),
+      p999Us: fixed.map((r) => r.fixedRate?.p999Us ?? Number.NaN),
+      cpuUsPerRequest, rssKiB, errors, requests,
+    };
+  });
+}
+
+const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
+const one = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? n.toFixed(1) : '–');
+/** Mean, with the spread of the rounds when there are several. */
+const withSpread = (xs: readonly number[]): string => (xs.length > 1 ? `${int(mean(xs))} (${xs.map(int).join('/')})` : int(mean(xs)));
+const mib = (kib: number): string => (kib / 1024).toFixed(1);
+
+function rssCell(byCommand: Record<string, number> | undefined): string {
+  if (byCommand === undefined) return '–';
+  return Object.entries(byCommand).sort(([a], [b]) => a.localeCompare(b)).map(([cmd, kib]) => `${cmd} ${mib(kib)}`).join(' + ');
+}
+
+export function renderMarkdown(results: Results): string {
+  const { profile, environment: env, machine } = results;
+  const lines = [
+    `## Benchmark (${profile.name} profile, ${results.startedAt})`,
+    '',
+    `HAProxy ${env.haproxy.replace(/^HAProxy version /, '')}; ${env.openssl}; Node ${env.node}; ${env.consul}; haproxy-connect ${env.haproxyConnect} (${machine.daemonFrom}); ` +
+      `${env.wrk.split(' [')[0]}; fortio ${env.fortio}; Linux ${env.kernel}; ${env.cpuCount} × ${env.cpuModel}.`,
+    `Pinning: ${machine.pinning}. Load average ${machine.loadAverageAtStart.toFixed(2)} at start, ${machine.loadAverageAtEnd.toFixed(2)} at end. ${machine.busyNote}`,
+    `Each run: ${profile.warmupS} s warm-up (dropped) + ${profile.durationS} s measured; ${profile.rounds === 2 ? 'paths in A B B A order, two rounds (mean, then each round)' : 'one round'}. ` +
+      `Saturation: wrk, 1 thread, ${profile.wrkConnections} connections. Latency and CPU: fortio, open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; ` +
+      'the direct row is the generator\'s own floor. CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request. ' +
+      'RSS is summed per command over a component\'s processes (HAProxy master + worker; shared pages count twice).',
+    '',
+    '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const p of results.paths) {
+    lines.push(`| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ` +
+      `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest.app)} | ` +
+      `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`);
+  }
+  lines.push('', 'Paths: ' + results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ') + '.', '');
+  if (results.controlPlane.length > 0) {
+    lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests |', '|---|---|---|---|---|---|');
+    for (const c of results.controlPlane) {
+      lines.push(`| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${int(c.failedRequests)} / ${int(c.requests)} |`);
+    }
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+/** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */
+export function findProblems(results: Results, expectedRuns: number, expectedCases: readonly string[], maxErrorRatio: number): string[] {
+  const problems: string[] = [];
+  if (results.dataPlaneRuns.length !== expectedRuns) problems.push(`expected ${expectedRuns} data-plane runs, got ${results.dataPlaneRuns.length}`);
+  for (const r of results.dataPlaneRuns) {
+    const requests = r.saturation?.requests ?? r.fixedRate?.requests ?? 0;
+    if (requests === 0) problems.push(`${r.path} ${r.workload} round ${r.round}: no request completed`);
+  }
+  for (const p of results.paths) {
+    if (p.requests > 0 && p.errors / p.requests > maxErrorRatio) problems.push(`${p.path}: ${p.errors} errors in ${p.requests} requests`);
+  }
+  for (const name of expectedCases) {
+    const c = results.controlPlane.find((x) => x.case === name);
+    if (c === undefined) problems.push(`control-plane case ${name} did not run`);
+    else if (c.samplesMs.length !== results.profile.controlPlaneRepeats) problems.push(`control-plane case ${name}: ${c.samplesMs.length} of ${results.profile.controlPlaneRepeats} repetitions`);
+  }
+  return problems;
+}

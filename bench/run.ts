@@ -1,0 +1,133 @@
+/**
+ * The benchmark harness: `node --import tsx bench/run.ts [--quick] [--note "..."]`.
+ * Starts the testbed (bench/testbed.ts), runs the data-plane workloads (bench/data-plane.ts) and the
+ * control-plane cases (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json and
+ * bench/results/latest.md, and stops everything it started by pid, also on failure or Ctrl-C.
+ * With --quick it is a smoke test: it exits 1 unless every case ran.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../devtools/consul-dev-agent.js';
+import type { ControlPlaneResult } from './control-plane/case.js';
+import { CONTROL_PLANE_CASES } from './control-plane/cases.js';
+import { runDataPlane, WORKLOADS } from './data-plane.js';
+import { loadAverage } from './lib/proc-stats.js';
+import { ProcessRegistry } from './lib/procs.js';
+import { captureEnvironment } from './lib/versions.js';
+import { GENERATOR_CORE, PROFILES, SUT_CORE, type Profile } from './profile.js';
+import { findProblems, renderMarkdown, summarizePaths, type Results } from './report.js';
+import { startTestbed, type Testbed } from './testbed.js';
+
+const RESULTS_DIR = join(REPO_ROOT, 'bench/results');
+/** Above this load average before anything starts, the machine is reported as busy. */
+const BUSY_LOAD_AVERAGE = 0.5;
+/** Share of failed requests that invalidates a run. */
+const MAX_ERROR_RATIO = 0.01;
+
+const say = (line: string): void => void process.stdout.write(`${line}\n`);
+
+function parseArgs(argv: readonly string[]): { profile: Profile; note: string } {
+  let profile = PROFILES.full;
+  let note = '';
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--quick') profile = PROFILES.quick;
+    else if (arg === '--note') note = argv[++i] ?? '';
+    else throw new Error(`unknown argument '${arg}' (expected --quick or --note "<text>")`);
+  }
+  return { profile, note };
+}
+
+async function main(): Promise<number> {
+  const { profile, note } = parseArgs(process.argv.slice(2));
+  const multiCore = cpus().length >= 2;
+  const generatorCore = multiCore ? GENERATOR_CORE : 0;
+  const sutCore = multiCore ? SUT_CORE : 0;
+  // This orchestrator shares the generator's core, so its timers and GC stay off the SUT core.
+  execFileSync('taskset', ['-a', '-p', '-c', String(generatorCore), String(process.pid)], { stdio: 'ignore' });
+  const loadAverageAtStart = loadAverage();
+  const startedAt = new Date().toISOString();
+  const environment = captureEnvironment();
+  say(`bench: ${profile.name} profile; load average ${loadAverageAtStart.toFixed(2)}; ${environment.haproxy}; ${environment.consul}`);
+
+  const registry = new ProcessRegistry();
+  let testbed: Testbed | undefined;
+  const hardStop = (): void => {
+    registry.killAllNow();
+    testbed?.agent.process.kill('SIGKILL');
+  };
+  process.once('exit', hardStop);
+  const interruption = new AbortController();
+  const interrupted = new Promise<never>((_, reject) => {
+    const onSignal = (signal: string): void => {
+      const reason = new Error(`interrupted by ${signal}`);
+      interruption.abort(reason); // kills a running load generator
+      reject(reason);
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  });
+  interrupted.catch(() => undefined); // handled where it is raced
+
+  try {
+    testbed = await startTestbed(registry, sutCore, interruption.signal);
+    const bed = testbed;
+    say(`bench: testbed up (${bed.paths.map((p) => p.name).join(', ')}); haproxy-connect from ${bed.daemonFrom}`);
+    const runs = await Promise.race([runDataPlane(bed.paths, profile, interruption.signal, (run) => {
+      const s = run.saturation;
+      const f = run.fixedRate;
+      const detail = s !== undefined
+        ? `${Math.round(s.requestsPerSecond)} req/s (${s.socketErrors + s.non2xx} errors)`
+        : `p50 ${f?.p50Us.toFixed(0)} µs p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs at ${f?.actualQps.toFixed(0)} req/s; ` +
+          (run.cpu ?? []).map((c) => `${c.role} ${c.usPerRequest.toFixed(1)} µs/req`).join(', ');
+      say(`bench: ${run.workload} round ${run.round} ${run.path}: ${detail}`);
+    }), interrupted]);
+    const controlPlane: ControlPlaneResult[] = [];
+    for (const cpCase of CONTROL_PLANE_CASES) {
+      say(`bench: control-plane case ${cpCase.name} (${profile.controlPlaneRepeats} repetitions)`);
+      controlPlane.push(await Promise.race([
+        cpCase.run({ testbed: bed, registry, profile, repeats: profile.controlPlaneRepeats, log: say }),
+        interrupted,
+      ]));
+    }
+    const loadAverageAtEnd = loadAverage();
+    const busyNote = [
+      loadAverageAtStart > BUSY_LOAD_AVERAGE ? `The machine was busy before the run started (load average ${loadAverageAtStart.toFixed(2)}): treat the numbers as noisy.` : '',
+      note,
+    ].filter((s) => s !== '').join(' ');
+    const results: Results = {
+      startedAt, finishedAt: new Date().toISOString(), profile, environment,
+      machine: {
+        loadAverageAtStart, loadAverageAtEnd, busyNote, daemonFrom: bed.daemonFrom,
+        pinning: multiCore ? `generator on core ${generatorCore}, system under test on core ${sutCore} (taskset)` : 'single CPU: generator and system under test share core 0',
+      },
+      paths: summarizePaths(bed.paths, runs), dataPlaneRuns: runs, controlPlane,
+    };
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    const stamp = startedAt.replace(/[:.]/g, '-');
+    writeFileSync(join(RESULTS_DIR, `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
+    const markdown = renderMarkdown(results);
+    writeFileSync(join(RESULTS_DIR, 'latest.md'), markdown);
+    say('');
+    say(markdown);
+    say(`bench: wrote bench/results/${stamp}.json and bench/results/latest.md`);
+    const expectedRuns = WORKLOADS.length * profile.rounds * bed.paths.length;
+    const problems = findProblems(results, expectedRuns, CONTROL_PLANE_CASES.map((c) => c.name), MAX_ERROR_RATIO);
+    for (const problem of problems) process.stderr.write(`bench: problem: ${problem}\n`);
+    return problems.length === 0 ? 0 : 1;
+  } finally {
+    if (testbed !== undefined) await testbed.stop();
+    else await registry.stopAll();
+  }
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+}
+// Pending signal listeners and the race promise must not keep the process alive.
+process.exit();

@@ -1,0 +1,210 @@
+/**
+ * The system under test: one Consul dev agent, one backend app, and every path the benchmark
+ * measures, all started once, pinned to the SUT core, and torn down by pid at the end.
+ *
+ *   direct          client -> app
+ *   reference-http  client -> haproxy A -> mTLS (http-reuse always) -> haproxy B -> app
+ *   reference-tcp   the same chain in TCP mode
+ *   consul-proxy    client -> `consul connect proxy` (upstream) -> mTLS -> `consul connect proxy` -> app
+ *                   (Consul's built-in proxy is L4 only: TCP in every workload)
+ *   hc-http         client -> haproxy-connect (upstream, protocol http) -> mTLS -> haproxy-connect -> app
+ *   hc-tcp          the same with protocol tcp on both ends
+ *
+ * The app is HAProxy itself answering a fixed `200 ok` (`http-request return`), not a Node server:
+ * it is a few µs of C per request in one thread with no GC pauses, so it neither caps the paths'
+ * throughput nor adds tail latency of its own, and the differences between paths are the proxies.
+ * It is the same binary the paths use, so nothing extra is installed.
+ */
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConsulDevAgent, CONSUL_BIN, REPO_ROOT, registerMeshService } from '../devtools/consul-dev-agent.js';
+import { freePorts, waitFor } from '../devtools/ports.js';
+import { appConfig, checkConfig, HAPROXY_BIN, referenceHopA, referenceHopB, writeCertificates, type ReferencePorts } from './lib/haproxy-fixtures.js';
+import { assertRunning, type ProcessRegistry, type Started } from './lib/procs.js';
+import { processTree } from './lib/proc-stats.js';
+
+/** How long a path may take to answer after its processes started (Consul health checks run every 1 s). */
+const PATH_READY_TIMEOUT_MS = 90_000;
+/** Output of each process quoted when a path does not come up. */
+const OUTPUT_IN_ERRORS_CHARS = 1_500;
+
+export interface Component {
+  /** `source sidecar`, `destination sidecar`, `app`. */
+  role: string;
+  rootPid: number;
+  /** The live processes of the component (a daemon with its HAProxy master and worker). */
+  pids(): number[];
+}
+
+export interface PathUnderTest {
+  name: string;
+  description: string;
+  url: string;
+  /** Components that take part in this path; the app is in every one. */
+  components: Component[];
+}
+
+export interface Testbed {
+  agent: ConsulDevAgent;
+  workDir: string;
+  /** Where the haproxy-connect daemons create their run directories. */
+  runBase: string;
+  appPort: number;
+  paths: PathUnderTest[];
+  /** How haproxy-connect is run: `dist` (built) or `tsx` (from source). */
+  daemonFrom: 'dist' | 'tsx';
+  startHaproxyConnect(name: string, serviceId: string): Started;
+  startHaproxyApp(name: string, port: number, body: string): Promise<Started>;
+  stop(): Promise<void>;
+}
+
+function single(role: string, started: Started): Component {
+  return { role, rootPid: started.pid, pids: () => [started.pid] };
+}
+
+function tree(role: string, started: Started): Component {
+  return { role, rootPid: started.pid, pids: () => processTree(started.pid) };
+}
+
+/**
+ * Starts everything and waits until every path answers. On failure or abort it stops what it had
+ * started before rejecting, so the caller owns nothing until this resolves.
+ */
+export async function startTestbed(registry: ProcessRegistry, sutCore: number, signal: AbortSignal): Promise<Testbed> {
+  const workDir = mkdtempSync(join(tmpdir(), 'haproxy-connect-bench-'));
+  const runBase = join(workDir, 'run');
+  // A private copy of the build, so every daemon of this run is the same code even if dist/ is
+  // rebuilt meanwhile. Inside the repository, so node_modules and package.json still resolve.
+  const snapshotDir = join(REPO_ROOT, '.deps', `bench-dist-${process.pid}`);
+  const daemonFrom = existsSync(join(REPO_ROOT, 'dist/cli.js')) ? 'dist' : 'tsx';
+  if (daemonFrom === 'dist') {
+    cpSync(join(REPO_ROOT, 'dist'), join(snapshotDir, 'dist'), { recursive: true });
+    cpSync(join(REPO_ROOT, 'package.json'), join(snapshotDir, 'package.json'));
+  }
+  const distCli = join(snapshotDir, 'dist/cli.js');
+  let agent: ConsulDevAgent | undefined;
+
+  const startHaproxy = async (name: string, config: string): Promise<Started> => {
+    const file = join(workDir, `${name}.cfg`);
+    writeFileSync(file, config);
+    checkConfig(file);
+    return registry.start(name, sutCore, HAPROXY_BIN, ['-db', '-f', file]);
+  };
+  const startHaproxyApp = (name: string, port: number, body: string): Promise<Started> => startHaproxy(name, appConfig(port, body));
+  const startHaproxyConnect = (name: string, serviceId: string): Started => {
+    if (agent === undefined) throw new Error('the Consul agent is not running');
+    const cli = daemonFrom === 'dist' ? [distCli] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
+    return registry.start(name, sutCore, process.execPath, [
+      ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN,
+      '-haproxy-cfg-base-path', runBase, '-log-level', 'warn',
+    ]);
+  };
+
+  const stop = async (): Promise<void> => {
+    await registry.stopAll();
+    await agent?.stop();
+    rmSync(workDir, { recursive: true, force: true });
+    rmSync(snapshotDir, { recursive: true, force: true });
+  };
+
+  try {
+    mkdirSync(runBase, { mode: 0o700 });
+
+    agent = await ConsulDevAgent.start();
+    if (agent.process.pid !== undefined) registry.pin(agent.process.pid, sutCore);
+    signal.throwIfAborted();
+
+    const [appPort, refHttpEntry, refHttpMtls, refTcpEntry, refTcpMtls, cpSrcPublic, cpDstPublic, cpUpstream,
+      hcSrcPublic, hcDstHttpPublic, hcDstTcpPublic, hcHttpUpstream, hcTcpUpstream] = (await freePorts(13)) as [
+      number, number, number, number, number, number, number, number, number, number, number, number, number];
+
+    const app = await startHaproxyApp('app', appPort, 'ok');
+    const certs = writeCertificates(workDir);
+    const refHttp: ReferencePorts = { entry: refHttpEntry, mtls: refHttpMtls, app: appPort };
+    const refTcp: ReferencePorts = { entry: refTcpEntry, mtls: refTcpMtls, app: appPort };
+    const refHttpB = await startHaproxy('reference-http-b', referenceHopB('http', refHttp, certs));
+    const refHttpA = await startHaproxy('reference-http-a', referenceHopA('http', refHttp, certs));
+    const refTcpB = await startHaproxy('reference-tcp-b', referenceHopB('tcp', refTcp, certs));
+    const refTcpA = await startHaproxy('reference-tcp-a', referenceHopA('tcp', refTcp, certs));
+
+    // Consul's built-in proxy pair (protocol tcp: it has no L7 mode).
+    await registerMeshService(agent, { id: 'cp-dst', name: 'cp-dst', port: appPort, sidecarPort: cpDstPublic });
+    await registerMeshService(agent, {
+      id: 'cp-src', name: 'cp-src', port: appPort, sidecarPort: cpSrcPublic,
+      upstreams: [{ destinationName: 'cp-dst', localBindPort: cpUpstream }],
+    });
+    const consulEnv = { CONSUL_HTTP_ADDR: agent.httpAddr };
+    const cpDst = registry.start('consul-proxy-dst', sutCore, CONSUL_BIN, ['connect', 'proxy', '-sidecar-for', 'cp-dst', '-log-level', 'warn'], consulEnv);
+    const cpSrc = registry.start('consul-proxy-src', sutCore, CONSUL_BIN, ['connect', 'proxy', '-sidecar-for', 'cp-src', '-log-level', 'warn'], consulEnv);
+
+    // haproxy-connect: one source sidecar with an HTTP and a TCP upstream, one destination each.
+    await registerMeshService(agent, { id: 'hc-dst-http', name: 'hc-dst-http', port: appPort, sidecarPort: hcDstHttpPublic, protocol: 'http' });
+    await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
+    await registerMeshService(agent, {
+      id: 'hc-src', name: 'hc-src', port: appPort, sidecarPort: hcSrcPublic, protocol: 'http',
+      upstreams: [
+        { destinationName: 'hc-dst-http', localBindPort: hcHttpUpstream, protocol: 'http' },
+        { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
+      ],
+    });
+    signal.throwIfAborted();
+    const hcDstHttp = startHaproxyConnect('hc-dst-http', 'hc-dst-http');
+    const hcDstTcp = startHaproxyConnect('hc-dst-tcp', 'hc-dst-tcp');
+    const hcSrc = startHaproxyConnect('hc-src', 'hc-src');
+
+    const appComponent = single('app', app);
+    const url = (port: number): string => `http://127.0.0.1:${port}/`;
+    const paths: PathUnderTest[] = [
+      { name: 'direct', description: 'client -> app', url: url(appPort), components: [appComponent] },
+      {
+        name: 'reference-http', description: 'hand-written HAProxy pair, HTTP mode, mTLS, http-reuse always',
+        url: url(refHttpEntry), components: [single('source sidecar', refHttpA), single('destination sidecar', refHttpB), appComponent],
+      },
+      {
+        name: 'reference-tcp', description: 'hand-written HAProxy pair, TCP mode, mTLS',
+        url: url(refTcpEntry), components: [single('source sidecar', refTcpA), single('destination sidecar', refTcpB), appComponent],
+      },
+      {
+        name: 'consul-proxy', description: "Consul's built-in proxy pair (L4)",
+        url: url(cpUpstream), components: [single('source sidecar', cpSrc), single('destination sidecar', cpDst), appComponent],
+      },
+      {
+        name: 'hc-http', description: 'haproxy-connect pair, protocol http',
+        url: url(hcHttpUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstHttp), appComponent],
+      },
+      {
+        name: 'hc-tcp', description: 'haproxy-connect pair, protocol tcp',
+        url: url(hcTcpUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstTcp), appComponent],
+      },
+    ];
+    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp];
+    // Fail at once, with its output, when a process dies while the paths come up.
+    const died = Promise.race(everyProcess.map((started) => started.exited.then(() => started))).then((started) => {
+      assertRunning(started);
+      throw new Error(`${started.name} exited`);
+    });
+    died.catch(() => undefined); // raced below; a late exit is caught by the workloads' errors
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+    });
+    aborted.catch(() => undefined); // raced below
+    for (const path of paths) {
+      try {
+        await Promise.race([died, aborted, waitFor(`path ${path.name} (${path.url}) to answer 200`, async () => {
+          const res = await fetch(path.url, { signal: AbortSignal.timeout(2_000) });
+          await res.text();
+          return res.status === 200 ? true : undefined;
+        }, PATH_READY_TIMEOUT_MS, 250)]);
+      } catch (err) {
+        const outputs = everyProcess.filter((p) => p.output() !== '').map((p) => `--- ${p.name} (pid ${p.pid}):\n${p.output().slice(-OUTPUT_IN_ERRORS_CHARS)}`);
+        throw new Error([err instanceof Error ? err.message : String(err), ...outputs].join('\n'));
+      }
+    }
+    return { agent, workDir, runBase, appPort, paths, daemonFrom, startHaproxyConnect, startHaproxyApp, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
