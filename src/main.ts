@@ -18,7 +18,8 @@ import { HaproxyProcess } from './haproxy/process.js';
 import { closeSessionsFrom } from './haproxy/sessions.js';
 import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
 import type { IntentionSet } from './intentions/types.js';
-import { CONFIG_FILE, Reconciler } from './reconcile.js';
+import { CONFIG_FILE } from './haproxy/config-writer.js';
+import { Reconciler } from './reconcile.js';
 import type { SnapshotEvent } from './snapshot/fold.js';
 import { SnapshotState } from './snapshot/fold.js';
 import type { ProxyRegistration } from './snapshot/types.js';
@@ -193,6 +194,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       await spoeAgent.close().catch((err: unknown) => log.main.error({ err: errorMessage(err) }, 'closing the SPOE agent failed'));
       authLog.info({ ...authorizer?.stats, ...spoeAgent.stats }, 'intentions agent stopped');
     }
+    await reconciler.diskFlushed();
     await removeRunDir(runDir).catch((err: unknown) => log.main.error({ err: errorMessage(err), runDir }, 'removing the run directory failed'));
     log.main.info('stopped');
   }

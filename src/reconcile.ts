@@ -6,11 +6,10 @@
  * reason and the last good configuration keeps serving. On a slow timer the live state is read
  * back and any drift is repaired.
  */
-import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
-import { checkConfig } from './haproxy/check.js';
+import { ConfigWriter } from './haproxy/config-writer.js';
 import { findDrift } from './haproxy/drift.js';
 import type { ManagedFiles } from './haproxy/files.js';
 import type { HaproxyModel } from './haproxy/model.js';
@@ -36,7 +35,6 @@ export const PENDING_DELETE_RETRY_MS = 1_000;
 export const UPSTREAM_FIRST_ANSWER_WAIT_MS = 3_000;
 /** How often the live state is read back and compared with what was applied. */
 export const DRIFT_CHECK_INTERVAL_MS = 30_000;
-export const CONFIG_FILE = 'haproxy.cfg';
 
 export interface ReconcilerOptions {
   state: SnapshotState;
@@ -64,6 +62,7 @@ interface Applied {
 
 export class Reconciler {
   readonly #opts: ReconcilerOptions;
+  readonly #disk: ConfigWriter;
   readonly stats: ReconcileStats = { reloads: 0, runtimeBatches: 0, runtimeOps: 0, driftRepairs: 0, failedApplies: 0 };
   #dirty = true;
   #driftDue = false;
@@ -80,6 +79,7 @@ export class Reconciler {
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
+    this.#disk = new ConfigWriter(opts.files, opts.haproxyBin, opts.runDir, opts.logger);
     let resolve = (): void => {};
     const promise = new Promise<void>((r) => (resolve = r));
     this.#firstApplied = { promise, resolve };
@@ -178,14 +178,14 @@ export class Reconciler {
     }
     const decision = plan(previous.model, model);
     if (decision.kind === 'none') {
-      if (previous.text !== text || !sameFiles(previous.model, model)) await this.#writeChecked(model, text, signal);
+      if (previous.text !== text || !sameFiles(previous.model, model)) this.#disk.queue(model, text);
       this.#applied = { model, text };
       return;
     }
     if (decision.kind === 'runtime' && running) {
       const failures = await this.#applyRuntime(decision.ops, signal);
       if (failures.length === 0) {
-        await this.#writeChecked(model, text, signal);
+        this.#disk.queue(model, text);
         this.#applied = { model, text };
         return;
       }
@@ -290,7 +290,7 @@ export class Reconciler {
   /** Writes files and the configuration, checks it, then starts or reloads HAProxy. */
   async #reload(model: HaproxyModel, text: string, reasons: string[], signal: AbortSignal): Promise<void> {
     const { haproxy, logger } = this.#opts;
-    await this.#writeChecked(model, text, signal);
+    await this.#disk.writeNow(model, text, signal);
     switch (haproxy.state) {
       case 'stopped':
         logger.info({ reasons }, 'starting haproxy');
@@ -311,27 +311,20 @@ export class Reconciler {
     this.#firstApplied.resolve();
   }
 
-  /** Writes the files and the configuration (only changed bytes), checked by `haproxy -c` before it replaces haproxy.cfg. */
-  async #writeChecked(model: HaproxyModel, text: string, signal: AbortSignal): Promise<void> {
-    const { files, haproxyBin, runDir } = this.#opts;
-    await files.write(model.files);
-    if (this.#applied?.text === text) return;
-    const candidate = join(runDir, `${CONFIG_FILE}.candidate`);
-    await writeFile(candidate, text, { mode: 0o600 });
-    await checkConfig(haproxyBin, candidate, signal);
-    await rename(candidate, join(runDir, CONFIG_FILE));
-  }
-
   /** Puts the files of the live configuration back, so a restart serves what is live now. */
   async #restoreLastGood(): Promise<void> {
     const last = this.#applied;
     if (last === undefined) return;
     try {
-      await this.#opts.files.write(last.model.files);
-      await writeFile(join(this.#opts.runDir, CONFIG_FILE), last.text, { mode: 0o600 });
+      await this.#disk.writeNow(last.model, last.text);
     } catch (err) {
       this.#opts.logger.error({ err: errorMessage(err) }, 'cannot restore the files of the last good configuration');
     }
+  }
+
+  /** Resolves when the run directory matches the live configuration (tests, shutdown). */
+  async diskFlushed(): Promise<void> {
+    await this.#disk.flushed();
   }
 
   #adminSocket(): string {
