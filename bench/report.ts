@@ -105,7 +105,7 @@ export function renderMarkdown(results: Results): string {
 }
 
 /** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */
-export function findProblems(results: Results, expectedRuns: number, expectedCases: readonly string[], maxErrorRatio: number): string[] {
+export function findProblems(results: Results, expectedRuns: number, expectedCases: ReadonlyArray<{ name: string; samples: number }>, maxErrorRatio: number): string[] {
   const problems: string[] = [];
   if (results.dataPlaneRuns.length !== expectedRuns) problems.push(`expected ${expectedRuns} data-plane runs, got ${results.dataPlaneRuns.length}`);
   for (const r of results.dataPlaneRuns) {
@@ -115,10 +115,10 @@ export function findProblems(results: Results, expectedRuns: number, expectedCas
   for (const p of results.paths) {
     if (p.requests > 0 && p.errors / p.requests > maxErrorRatio) problems.push(`${p.path}: ${p.errors} errors in ${p.requests} requests`);
   }
-  for (const name of expectedCases) {
+  for (const { name, samples } of expectedCases) {
     const c = results.controlPlane.find((x) => x.case === name);
     if (c === undefined) problems.push(`control-plane case ${name} did not run`);
-    else if (c.samplesMs.length !== results.profile.controlPlaneRepeats) problems.push(`control-plane case ${name}: ${c.samplesMs.length} of ${results.profile.controlPlaneRepeats} repetitions`);
+    else if (c.samplesMs.length !== samples) problems.push(`control-plane case ${name}: ${c.samplesMs.length} of ${samples} repetitions`);
   }
   return problems;
 }

@@ -87,7 +87,7 @@ async function main(): Promise<number> {
     const controlPlane: ControlPlaneResult[] = [];
     for (const cpCase of CONTROL_PLANE_CASES) {
       say(`bench: control-plane case ${cpCase.name} (${profile.controlPlaneRepeats} repetitions)`);
-      controlPlane.push(await Promise.race([
+      controlPlane.push(...await Promise.race([
         cpCase.run({ testbed: bed, registry, profile, repeats: profile.controlPlaneRepeats, log: say }),
         interrupted,
       ]));
@@ -114,7 +114,7 @@ async function main(): Promise<number> {
     say(markdown);
     say(`bench: wrote bench/results/${stamp}.json and bench/results/latest.md`);
     const expectedRuns = WORKLOADS.length * profile.rounds * bed.paths.length;
-    const problems = findProblems(results, expectedRuns, CONTROL_PLANE_CASES.map((c) => c.name), MAX_ERROR_RATIO);
+    const problems = findProblems(results, expectedRuns, CONTROL_PLANE_CASES.flatMap((c) => c.produces.map((name) => ({ name, samples: c.repeatsOnce === true ? 1 : profile.controlPlaneRepeats }))), MAX_ERROR_RATIO);
     for (const problem of problems) process.stderr.write(`bench: problem: ${problem}\n`);
     return problems.length === 0 ? 0 : 1;
   } finally {

@@ -26,11 +26,14 @@ export interface ControlPlaneResult {
 }
 
 export interface ControlPlaneCase {
-  /** Short stable name: `endpoint-added`, `endpoint-removed`, `leaf-rotation`, ... */
+  /** Short stable name of the case. */
   name: string;
-  description: string;
+  /** Names of the results it produces: `endpoint-added`, `endpoint-removed`, ... */
+  produces: readonly string[];
+  /** Measured once whatever the profile's repeats (large, slow cases). */
+  repeatsOnce?: boolean;
   /** Sets up what it needs on the shared testbed, repeats `ctx.repeats` times, cleans up. */
-  run(ctx: ControlPlaneContext): Promise<ControlPlaneResult>;
+  run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]>;
 }
 
 /** Nearest-rank percentile of `samples` (p in 0..100). Pure. */

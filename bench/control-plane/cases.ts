@@ -5,6 +5,7 @@
  * runner, the JSON results and the Markdown table pick it up.
  */
 import type { ControlPlaneCase } from './case.js';
-import { endpointAdded } from './endpoint-added.js';
+import { endpointChurn } from './endpoint-churn.js';
+import { endpointScale } from './endpoint-scale.js';
 
-export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointAdded];
+export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointChurn, endpointScale];

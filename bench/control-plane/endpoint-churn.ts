@@ -1,6 +1,10 @@
 /**
- * Control-plane case "endpoint added": how long from a catalog write that adds an upstream
- * instance to the first request served by that instance through haproxy-connect.
+ * Control-plane case "endpoint churn", two figures:
+ * - endpoint-added: from a catalog write that adds an upstream instance to the first request
+ *   served by that instance through haproxy-connect;
+ * - endpoint-removed: from the catalog write that removes it to the traffic shift (the first of
+ *   CONSECUTIVE_AFTER_REMOVAL answers in a row from the remaining instance; the removed one
+ *   answers nothing after it).
  *
  * Set-up: service `ep` with instance ep-1 (app + haproxy-connect sidecar) and a client sidecar
  * `ep-src` with `ep` as an HTTP upstream. Instance ep-2 (app + sidecar) is running and ready, but
@@ -15,15 +19,18 @@ import type { Started } from '../lib/procs.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { Probe } from './probe.js';
 
-const NAME = 'endpoint-added';
-const DESCRIPTION = 'catalog write (new instance registered) -> first request served by it';
+const NAME = 'endpoint-churn';
+const ADDED = 'endpoint-added';
+const ADDED_DESCRIPTION = 'catalog write (new instance registered) -> first request served by it';
+const REMOVED = 'endpoint-removed';
+const REMOVED_DESCRIPTION = 'catalog write (instance deregistered) -> last request served by it';
 /** Longest a single convergence may take before the case fails. */
 const CONVERGENCE_TIMEOUT_MS = 30_000;
 /** After a removal, this many ep-1 answers in a row mean ep-2 is out of rotation. */
 const CONSECUTIVE_AFTER_REMOVAL = 20;
 const SETUP_TIMEOUT_MS = 90_000;
 
-async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult> {
+async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
   const [app1Port, app2Port, side1Port, side2Port, srcPublic, upstreamPort] = (await freePorts(6)) as [number, number, number, number, number, number];
@@ -54,6 +61,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult> {
     const baseline = { requests: probe.requests, failed: probe.failed };
 
     const samplesMs: number[] = [];
+    const removedMs: number[] = [];
     for (let i = 0; i < ctx.repeats; i++) {
       const id = `ep-2-added-${i}`;
       registered.push(id);
@@ -65,15 +73,21 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult> {
       const first = await probe.until(`ep-2 to answer after registering ${id}`, (b) => b === 'ep-2', CONVERGENCE_TIMEOUT_MS);
       samplesMs.push(first.at - written);
       await agent.put(`/v1/agent/service/deregister/${id}`);
+      const removed = performance.now();
       registered.pop();
       let inARow = 0;
+      let streakStart = removed;
       await probe.until(`ep-1 alone to answer after deregistering ${id}`, (b) => {
-        inARow = b === 'ep-1' ? inARow + 1 : 0;
+        if (b !== 'ep-1') inARow = 0;
+        else if (++inARow === 1) streakStart = performance.now();
         return inARow >= CONSECUTIVE_AFTER_REMOVAL;
       }, CONVERGENCE_TIMEOUT_MS);
-      ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} ${samplesMs.at(-1)?.toFixed(1)} ms`);
+      removedMs.push(streakStart - removed);
+      ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} added ${samplesMs.at(-1)?.toFixed(1)} ms, removed ${removedMs.at(-1)?.toFixed(1)} ms`);
     }
-    return summarize(NAME, DESCRIPTION, samplesMs, probe.requests - baseline.requests, probe.failed - baseline.failed);
+    const requests = probe.requests - baseline.requests;
+    const failed = probe.failed - baseline.failed;
+    return [summarize(ADDED, ADDED_DESCRIPTION, samplesMs, requests, failed), summarize(REMOVED, REMOVED_DESCRIPTION, removedMs, requests, failed)];
   } finally {
     probe.close();
     for (const s of started.reverse()) await registry.stop(s);
@@ -82,4 +96,4 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult> {
   }
 }
 
-export const endpointAdded: ControlPlaneCase = { name: NAME, description: DESCRIPTION, run };
+export const endpointChurn: ControlPlaneCase = { name: NAME, produces: [ADDED, REMOVED], run };

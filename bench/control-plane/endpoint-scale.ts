@@ -1,0 +1,82 @@
+/**
+ * Control-plane case "endpoint scale": one haproxy-connect (in process, driven by an in-process
+ * fake Consul agent so that only haproxy-connect and HAProxy are measured) with one upstream:
+ * - endpoints-bulk-added: from the agent answer that brings N endpoints (N = 10,000 full, 1,000
+ *   quick) to HAProxy serving them (above MAX_RUNTIME_SERVER_ADDS this is a reload);
+ * - endpoints-bulk-reweighted: from the answer that changes the weight of all N to the runtime
+ *   batch being applied.
+ * Also reports HAProxy's RSS with N TLS servers in the log.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { freePorts, waitFor } from '../../devtools/ports.js';
+import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import type { Config } from '../../src/config/config.js';
+import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { run as runSidecar } from '../../src/main.js';
+import type { Endpoint, ProxyRegistration } from '../../src/snapshot/types.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+import { rssKiB } from '../lib/proc-stats.js';
+import { snapshot, upstream, webLeaf, roots } from '../../test/helpers/fixtures.js';
+import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
+
+const NAME = 'endpoint-scale';
+const ADDED = 'endpoints-bulk-added';
+const REWEIGHTED = 'endpoints-bulk-reweighted';
+const APPLY_TIMEOUT_MS = 120_000;
+const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
+
+function endpoints(count: number, weight: number): Endpoint[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `node-${i}/api-sidecar-proxy`, node: `node-${i}`, address: `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`, port: 21000, weight,
+  }));
+}
+
+async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
+  const count = ctx.profile.name === 'full' ? 10_000 : 1_000;
+  const base = await mkdtemp(join(tmpdir(), 'hc-bench-scale-'));
+  const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
+  const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
+  const consul = new FakeConsulAgentApi();
+  consul.setProxyServices([{ id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' }]);
+  consul.setRegistration(snap.registration as ProxyRegistration);
+  consul.setLeaf('web', webLeaf());
+  consul.setRoots(roots());
+  consul.setEndpoints(API, []);
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({ write(chunk: Buffer, _e, cb) { for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...JSON.parse(l) as object, at: performance.now() }); cb(); } });
+  const config: Config = {
+    sidecarFor: 'web', sidecarForTag: undefined, consul: { address: consul.address, token: undefined, tls: undefined },
+    haproxyBin: 'haproxy', cfgBasePath: base, logLevel: 'info', enforceIntentions: false,
+  };
+  const shutdown = new AbortController();
+  const done = runSidecar(config, shutdown.signal, { logger: createLogger('info', sink), consul });
+  const after = (msg: string, since: number): Record<string, unknown> | undefined => lines.find((l) => l.msg === msg && (l.at as number) > since);
+  try {
+    await waitFor('sidecar ready', async () => after('sidecar ready', 0), 30_000);
+    let t0 = performance.now();
+    consul.setEndpoints(API, endpoints(count, 1));
+    const applied = await waitFor(`${count} endpoints applied`, async () => after('haproxy reloaded', t0) ?? after('applied runtime changes', t0), APPLY_TIMEOUT_MS, 5);
+    const addedMs = (applied.at as number) - t0;
+    const runDir = lines.find((l) => l.msg === 'created run directory')?.runDir as string;
+    const procs = parseShowProc(await sendCommand(join(runDir, 'master.sock'), 'show proc', { timeoutMs: 5_000 }));
+    const haproxyRss = [procs.master.pid, ...procs.workers.filter((w) => !w.old).map((w) => w.pid)].reduce((sum, p) => sum + rssKiB(p), 0) / 1024;
+    t0 = performance.now();
+    consul.setEndpoints(API, endpoints(count, 2));
+    const reweighted = await waitFor(`${count} weights applied`, async () => after('applied runtime changes', t0) ?? after('haproxy reloaded', t0), APPLY_TIMEOUT_MS, 5);
+    const reweightedMs = (reweighted.at as number) - t0;
+    ctx.log(`${NAME}: ${count} TLS endpoints added in ${addedMs.toFixed(0)} ms (${applied.msg as string}), reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); HAProxy RSS ${haproxyRss.toFixed(1)} MiB`);
+    return [
+      summarize(ADDED, `${count} endpoints arrive -> HAProxy serves them (${applied.msg as string}); HAProxy RSS ${haproxyRss.toFixed(0)} MiB`, [addedMs], 0, 0),
+      summarize(REWEIGHTED, `${count} endpoint weights change -> applied (${reweighted.msg as string})`, [reweightedMs], 0, 0),
+    ];
+  } finally {
+    shutdown.abort(new Error('bench case done'));
+    await done.catch((err: unknown) => ctx.log(`${NAME}: sidecar: ${String(err)}`));
+    await rm(base, { recursive: true, force: true });
+  }
+}
+
+export const endpointScale: ControlPlaneCase = { name: NAME, produces: [ADDED, REWEIGHTED], repeatsOnce: true, run };
