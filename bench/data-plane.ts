@@ -11,7 +11,7 @@ import { commandName, cpuNsOf, rssKiB } from './lib/proc-stats.js';
 import { GENERATOR_CORE, type Profile } from './profile.js';
 import type { PathUnderTest } from './testbed.js';
 
-export const WORKLOADS = ['keep-alive', 'connection-close', 'fixed-rate'] as const;
+export const WORKLOADS = ['keep-alive', 'connection-close', 'fixed-rate', 'new-connection'] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export interface ComponentCpu {
@@ -37,6 +37,13 @@ export interface DataPlaneRun {
 
 async function measure(path: PathUnderTest, workload: Workload, profile: Profile, round: number, signal: AbortSignal): Promise<DataPlaneRun> {
   const core = GENERATOR_CORE;
+  if (workload === 'new-connection') {
+    const fresh = (durationS: number): Promise<FixedRateResult> => runFortio({
+      core, url: path.url, qps: profile.newConnectionQps, durationS, connections: profile.fixedRateConnections, keepAlive: false, signal,
+    });
+    await fresh(profile.warmupS);
+    return { path: path.name, workload, round, fixedRate: await fresh(profile.durationS) };
+  }
   if (workload !== 'fixed-rate') {
     const wrk = (durationS: number): Promise<SaturationResult> => runWrk({
       core, url: path.url, durationS, connections: profile.wrkConnections, connectionClose: workload === 'connection-close', signal,

@@ -13,6 +13,11 @@ export interface Profile {
   /** Open-loop rate for latency percentiles and CPU per request: below every path's saturation. */
   fixedRateQps: number;
   fixedRateConnections: number;
+  /**
+   * Open-loop rate with a new connection per request (the cost of a new mTLS connection and its
+   * authorization): below the slowest path's `Connection: close` saturation (Consul's proxy, ~150/s).
+   */
+  newConnectionQps: number;
   /** Repetitions of each control-plane case. */
   controlPlaneRepeats: number;
 }
@@ -20,11 +25,11 @@ export interface Profile {
 export const PROFILES: Record<Profile['name'], Profile> = {
   full: {
     name: 'full', warmupS: 2, durationS: 10, rounds: 2, wrkConnections: 50,
-    fixedRateQps: 2_000, fixedRateConnections: 8, controlPlaneRepeats: 100,
+    fixedRateQps: 2_000, fixedRateConnections: 8, newConnectionQps: 100, controlPlaneRepeats: 100,
   },
   quick: {
     name: 'quick', warmupS: 1, durationS: 2, rounds: 1, wrkConnections: 50,
-    fixedRateQps: 500, fixedRateConnections: 4, controlPlaneRepeats: 5,
+    fixedRateQps: 500, fixedRateConnections: 4, newConnectionQps: 50, controlPlaneRepeats: 5,
   },
 };
 

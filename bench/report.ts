@@ -13,6 +13,9 @@ export interface PathSummary {
   p50Us: number[];
   p99Us: number[];
   p999Us: number[];
+  /** Fixed rate with a new connection per request. */
+  newConnectionP50Us: number[];
+  newConnectionP99Us: number[];
   /** Mean CPU µs per request by component role. */
   cpuUsPerRequest: Record<string, number>;
   /** RSS in KiB by component role and command (last fixed-rate run). */
@@ -56,6 +59,8 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
       p50Us: fixed.map((r) => r.fixedRate?.p50Us ?? Number.NaN),
       p99Us: fixed.map((r) => r.fixedRate?.p99Us ?? Number.NaN),
       p999Us: fixed.map((r) => r.fixedRate?.p999Us ?? Number.NaN),
+      newConnectionP50Us: of('new-connection').map((r) => r.fixedRate?.p50Us ?? Number.NaN),
+      newConnectionP99Us: of('new-connection').map((r) => r.fixedRate?.p99Us ?? Number.NaN),
       cpuUsPerRequest, rssKiB, errors, requests,
     };
   });
@@ -82,14 +87,15 @@ export function renderMarkdown(results: Results): string {
     `Pinning: ${machine.pinning}. Load average ${machine.loadAverageAtStart.toFixed(2)} at start, ${machine.loadAverageAtEnd.toFixed(2)} at end. ${machine.busyNote}`,
     `Each run: ${profile.warmupS} s warm-up (dropped) + ${profile.durationS} s measured; ${profile.rounds === 2 ? 'paths in A B B A order, two rounds (mean, then each round)' : 'one round'}. ` +
       `Saturation: wrk, 1 thread, ${profile.wrkConnections} connections. Latency and CPU: fortio, open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; ` +
-      'the direct row is the generator\'s own floor. CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request. ' +
+      `the direct row is the generator's own floor. New connection: fortio at ${int(profile.newConnectionQps)} req/s, a new connection per request. ` +
+      'CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request. ' +
       'RSS is summed per command over a component\'s processes (HAProxy master + worker; shared pages count twice).',
     '',
-    '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | new connection p50 µs | new connection p99 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const p of results.paths) {
-    lines.push(`| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ` +
+    lines.push(`| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ${int(mean(p.newConnectionP50Us))} | ${int(mean(p.newConnectionP99Us))} | ` +
       `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest.app)} | ` +
       `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`);
   }

@@ -9,6 +9,7 @@
  *                   (Consul's built-in proxy is L4 only: TCP in every workload)
  *   hc-http         client -> haproxy-connect (upstream, protocol http) -> mTLS -> haproxy-connect -> app
  *   hc-tcp          the same with protocol tcp on both ends
+ *   hc-tcp-no-intentions  hc-tcp with intentions off at the destination (what authorization costs)
  *
  * The app is HAProxy itself answering a fixed `200 ok` (`http-request return`), not a Node server:
  * it is a few µs of C per request in one thread with no GC pauses, so it neither caps the paths'
@@ -54,7 +55,7 @@ export interface Testbed {
   paths: PathUnderTest[];
   /** How haproxy-connect is run: `dist` (built) or `tsx` (from source). */
   daemonFrom: 'dist' | 'tsx';
-  startHaproxyConnect(name: string, serviceId: string): Started;
+  startHaproxyConnect(name: string, serviceId: string, extraArgs?: readonly string[]): Started;
   startHaproxyApp(name: string, port: number, body: string): Promise<Started>;
   stop(): Promise<void>;
 }
@@ -92,12 +93,12 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     return registry.start(name, sutCore, HAPROXY_BIN, ['-db', '-f', file]);
   };
   const startHaproxyApp = (name: string, port: number, body: string): Promise<Started> => startHaproxy(name, appConfig(port, body));
-  const startHaproxyConnect = (name: string, serviceId: string): Started => {
+  const startHaproxyConnect = (name: string, serviceId: string, extraArgs: readonly string[] = []): Started => {
     if (agent === undefined) throw new Error('the Consul agent is not running');
     const cli = daemonFrom === 'dist' ? [distCli] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
     return registry.start(name, sutCore, process.execPath, [
       ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN,
-      '-haproxy-cfg-base-path', runBase, '-log-level', 'warn',
+      '-haproxy-cfg-base-path', runBase, '-log-level', 'warn', ...extraArgs,
     ]);
   };
 
@@ -116,8 +117,8 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     signal.throwIfAborted();
 
     const [appPort, refHttpEntry, refHttpMtls, refTcpEntry, refTcpMtls, cpSrcPublic, cpDstPublic, cpUpstream,
-      hcSrcPublic, hcDstHttpPublic, hcDstTcpPublic, hcHttpUpstream, hcTcpUpstream] = (await freePorts(13)) as [
-      number, number, number, number, number, number, number, number, number, number, number, number, number];
+      hcSrcPublic, hcDstHttpPublic, hcDstTcpPublic, hcHttpUpstream, hcTcpUpstream, hcDstOpenPublic, hcOpenUpstream] = (await freePorts(15)) as [
+      number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
 
     const app = await startHaproxyApp('app', appPort, 'ok');
     const certs = writeCertificates(workDir);
@@ -141,16 +142,20 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     // haproxy-connect: one source sidecar with an HTTP and a TCP upstream, one destination each.
     await registerMeshService(agent, { id: 'hc-dst-http', name: 'hc-dst-http', port: appPort, sidecarPort: hcDstHttpPublic, protocol: 'http' });
     await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
+    await registerMeshService(agent, { id: 'hc-dst-open', name: 'hc-dst-open', port: appPort, sidecarPort: hcDstOpenPublic, protocol: 'tcp' });
     await registerMeshService(agent, {
       id: 'hc-src', name: 'hc-src', port: appPort, sidecarPort: hcSrcPublic, protocol: 'http',
       upstreams: [
         { destinationName: 'hc-dst-http', localBindPort: hcHttpUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
+        { destinationName: 'hc-dst-open', localBindPort: hcOpenUpstream, protocol: 'tcp' },
       ],
     });
     signal.throwIfAborted();
     const hcDstHttp = startHaproxyConnect('hc-dst-http', 'hc-dst-http');
     const hcDstTcp = startHaproxyConnect('hc-dst-tcp', 'hc-dst-tcp');
+    // The same destination with intentions off: the difference is what authorization costs.
+    const hcDstOpen = startHaproxyConnect('hc-dst-open', 'hc-dst-open', ['-enable-intentions=false']);
     const hcSrc = startHaproxyConnect('hc-src', 'hc-src');
 
     const appComponent = single('app', app);
@@ -177,8 +182,12 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         name: 'hc-tcp', description: 'haproxy-connect pair, protocol tcp',
         url: url(hcTcpUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstTcp), appComponent],
       },
+      {
+        name: 'hc-tcp-no-intentions', description: 'haproxy-connect pair, protocol tcp, intentions off at the destination',
+        url: url(hcOpenUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstOpen), appComponent],
+      },
     ];
-    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp];
+    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen];
     // Fail at once, with its output, when a process dies while the paths come up.
     const died = Promise.race(everyProcess.map((started) => started.exited.then(() => started))).then((started) => {
       assertRunning(started);
