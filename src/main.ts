@@ -34,6 +34,8 @@ export interface RunDependencies {
   logger: Logger;
   /** Replaces the HTTP client (tests). */
   consul?: ConsulAgentApi;
+  /** Overrides the drift check interval (tests). */
+  driftCheckIntervalMs?: number;
 }
 
 export async function run(config: Config, signal: AbortSignal, deps: RunDependencies): Promise<void> {
@@ -57,7 +59,7 @@ export async function run(config: Config, signal: AbortSignal, deps: RunDependen
     : undefined;
   const consul = deps.consul ?? (ownClient as ConsulHttpClient);
   try {
-    await runSidecar(config, consul, signal, log);
+    await runSidecar(config, consul, signal, log, deps.driftCheckIntervalMs);
   } finally {
     await ownClient?.close();
   }
@@ -90,7 +92,7 @@ async function closeRevoked(adminSocket: string, revoked: readonly RevokedConnec
   }
 }
 
-async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortSignal, log: ComponentLoggers): Promise<void> {
+async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortSignal, log: ComponentLoggers, driftCheckIntervalMs: number | undefined): Promise<void> {
   const haproxyRelease = await haproxyVersion(config.haproxyBin);
   const agent = await consul.agentSelf(signal);
   const proxy = await findSidecar(consul, { serviceId: config.sidecarFor, tag: config.sidecarForTag }, signal);
@@ -149,7 +151,14 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     masterSocket: join(runDir, MASTER_SOCKET),
     logger: log.haproxy,
   });
-  const reconciler = new Reconciler({ state, haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
+  const reconciler = new Reconciler({
+    state, haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile,
+    ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
+  });
+  // A restarted HAProxy runs the file on disk, which may lag the live state by a queued write.
+  haproxy.on('state', ({ from, to }: { from: string; to: string }) => {
+    if (from === 'starting' && to === 'running') reconciler.checkDriftSoon();
+  });
 
   const intake = new AbortController();
   const onAbort = (): void => intake.abort(signal.reason);

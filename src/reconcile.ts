@@ -91,6 +91,12 @@ export class Reconciler {
     this.#wake?.();
   }
 
+  /** Reads the live state back soon (after HAProxy restarted from the file on disk, say). */
+  checkDriftSoon(): void {
+    this.#driftDue = true;
+    this.notify();
+  }
+
   /** Resolves once a first configuration is live. */
   get firstApplied(): Promise<void> {
     return this.#firstApplied.promise;

@@ -11,10 +11,11 @@ import { freePorts, waitFor } from '../../devtools/ports.js';
 import type { Config } from '../../src/config/config.js';
 import { FakeConsulAgentApi } from '../../src/consul/fake.js';
 import { HaproxyConnectError } from '../../src/errors.js';
+import { parseServersState, RuntimeSession } from '../../src/haproxy/runtime.js';
 import { run } from '../../src/main.js';
 import type { ProxyRegistration } from '../../src/snapshot/types.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
-import { endpoint, snapshot, upstream, webLeaf, roots } from '../helpers/fixtures.js';
+import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, snapshot, upstream, webLeaf, roots } from '../helpers/fixtures.js';
 
 let base: string;
 before(async () => { base = await mkdtemp(join(tmpdir(), 'hc-run-')); });
@@ -31,7 +32,7 @@ interface Running {
 
 const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
 
-async function startSidecar(enforceIntentions = false): Promise<Running> {
+async function startSidecar(enforceIntentions = false, driftCheckIntervalMs?: number): Promise<Running> {
   const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
   const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
   const consul = new FakeConsulAgentApi();
@@ -47,7 +48,7 @@ async function startSidecar(enforceIntentions = false): Promise<Running> {
   };
   const logs = captureLogs('debug');
   const shutdown = new AbortController();
-  const done = run(config, shutdown.signal, { logger: logs.logger, consul });
+  const done = run(config, shutdown.signal, { logger: logs.logger, consul, ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }) });
   const messages = (msg: string): Array<Record<string, unknown>> => logs.lines.filter((l) => l.msg === msg);
   await waitFor('sidecar ready', async () => messages('sidecar ready')[0], 20_000);
   return { consul, logs, shutdown, done, messages, runDir: () => messages('created run directory')[0]?.runDir as string };
@@ -127,5 +128,51 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
     await stop(sidecar);
     await assert.rejects(readFile(join(runDir, 'haproxy.cfg')), /ENOENT/);
     assert.ok(sidecar.messages('stopped').length === 1);
+  });
+  test('drift is detected and repaired: a server disabled behind our back comes back', async () => {
+    const sidecar = await startSidecar(false, 300);
+    try {
+      const session = await RuntimeSession.open(join(sidecar.runDir(), 'admin.sock'));
+      try {
+        const state = parseServersState(await session.send('show servers state'));
+        const server = state.find((s) => s.name.startsWith('node-1'));
+        assert.ok(server !== undefined, JSON.stringify(state));
+        await session.send(`disable server ${server.backend}/${server.name}`);
+      } finally {
+        session.close();
+      }
+      const repaired = await waitFor('the drift repair', async () => sidecar.messages('haproxy drifted from the applied configuration; repairing with a reload')[0], 10_000);
+      assert.match(JSON.stringify(repaired.drift), /is in maintenance/);
+      await waitFor('the server back in service', async () => {
+        const again = await RuntimeSession.open(join(sidecar.runDir(), 'admin.sock'));
+        try {
+          const live = parseServersState(await again.send('show servers state')).find((s) => s.name.startsWith('node-1'));
+          return live !== undefined && !live.maintenance ? true : undefined;
+        } finally {
+          again.close();
+        }
+      }, 10_000);
+    } finally {
+      await stop(sidecar);
+    }
+  });
+
+  test('a CA root dropped by Consul is removed through one reload', async () => {
+    const sidecar = await startSidecar();
+    try {
+      const both = roots({ roots: [
+        { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+        { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+      ] });
+      sidecar.consul.setRoots(both);
+      await waitFor('the root added', async () => sidecar.messages('reloading haproxy').find((l) => JSON.stringify(l.reasons).includes('1 added, 0 removed')), 10_000);
+      sidecar.consul.setRoots(roots());
+      await waitFor('the old root dropped', async () => sidecar.messages('reloading haproxy').find((l) => JSON.stringify(l.reasons).includes('0 added, 1 removed')), 10_000);
+      const bundle = await readFile(join(sidecar.runDir(), 'roots.pem'), 'utf8');
+      assert.equal(bundle.match(/BEGIN CERTIFICATE/g)?.length, 1);
+      assert.equal(sidecar.messages('reloading haproxy').length, 2);
+    } finally {
+      await stop(sidecar);
+    }
   });
 });
