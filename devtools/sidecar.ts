@@ -65,3 +65,18 @@ export class SidecarProcess {
     return this.exited;
   }
 }
+
+/** Starts haproxy-connect for `service` against `httpAddr`, adds it to `into`, and waits until it is ready. */
+export async function startReadySidecar(into: SidecarProcess[], service: string, httpAddr: string, baseDir: string, extra: readonly string[] = []): Promise<SidecarProcess> {
+  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
+  into.push(sidecar);
+  await sidecar.waitForLog('sidecar ready');
+  return sidecar;
+}
+
+/** The sidecar among `sidecars` that serves `service` (by the proxy ID it logged). */
+export function sidecarServing(sidecars: readonly SidecarProcess[], service: string): SidecarProcess {
+  const sidecar = sidecars.find((s) => s.logs.some((l) => l.proxyId === `${service}-sidecar-proxy`));
+  if (sidecar === undefined) throw new Error(`no sidecar for ${service}`);
+  return sidecar;
+}

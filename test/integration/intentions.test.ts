@@ -16,7 +16,7 @@ import { foreignLeaf } from '../../devtools/certs.js';
 import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, tlsHttpProbe } from '../../devtools/probes.js';
-import { SidecarProcess } from '../../devtools/sidecar.js';
+import { SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 import { RuntimeSession } from '../../src/haproxy/runtime.js';
 
@@ -35,18 +35,8 @@ let ports: Record<string, number>;
 let roots: string;
 const leaves: Record<string, { CertPEM: string; PrivateKeyPEM: string }> = {};
 
-async function startSidecar(service: string, consul: ConsulDevAgent, extra: string[] = []): Promise<SidecarProcess> {
-  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', consul.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
-  sidecars.push(sidecar);
-  await sidecar.waitForLog('sidecar ready');
-  return sidecar;
-}
-
-function sidecarOf(service: string): SidecarProcess {
-  const sidecar = sidecars.find((s) => s.logs.some((l) => l.proxyId === `${service}-sidecar-proxy`));
-  assert.ok(sidecar !== undefined, `no sidecar for ${service}`);
-  return sidecar;
-}
+const startSidecar = (service: string, consul: ConsulDevAgent, extra: string[] = []): Promise<SidecarProcess> => startReadySidecar(sidecars, service, consul.httpAddr, baseDir, extra);
+const sidecarOf = (service: string): SidecarProcess => sidecarServing(sidecars, service);
 
 async function setIntentions(consul: ConsulDevAgent, destination: string, sources: Array<{ name: string; action: 'allow' | 'deny' }>): Promise<void> {
   await consul.put('/v1/config', { Kind: 'service-intentions', Name: destination, Sources: sources.map((s) => ({ Name: s.name, Action: s.action })) });

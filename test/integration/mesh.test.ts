@@ -14,7 +14,7 @@ import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-a
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, tcpExchange, tlsHttpProbe } from '../../devtools/probes.js';
 import { descendants, isAlive } from '../../devtools/proc.js';
-import { SidecarProcess } from '../../devtools/sidecar.js';
+import { SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
 
 let agent: ConsulDevAgent;
 let baseDir: string;
@@ -23,18 +23,8 @@ const sidecars: SidecarProcess[] = [];
 let ports: Record<string, number>;
 let roots: string;
 
-async function startSidecar(service: string): Promise<SidecarProcess> {
-  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug']);
-  sidecars.push(sidecar);
-  await sidecar.waitForLog('sidecar ready');
-  return sidecar;
-}
-
-function sidecarOf(service: string): SidecarProcess {
-  const sidecar = sidecars.find((s) => s.logs.some((l) => l.proxyId === `${service}-sidecar-proxy`));
-  assert.ok(sidecar !== undefined, `no sidecar for ${service}`);
-  return sidecar;
-}
+const startSidecar = (service: string): Promise<SidecarProcess> => startReadySidecar(sidecars, service, agent.httpAddr, baseDir);
+const sidecarOf = (service: string): SidecarProcess => sidecarServing(sidecars, service);
 
 /** Collects which app answered over `count` requests through web's api upstream. */
 async function answers(count: number): Promise<Set<string>> {

@@ -24,6 +24,7 @@ import { translate } from '../../src/translate/translate.js';
 import type { Endpoint } from '../../src/snapshot/types.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { ACTIVE_ROOT_ID, CERTS_DIR, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
+import { waitFor } from '../../devtools/ports.js';
 
 const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
 const DEADLINE_MS = 5_000;
@@ -113,20 +114,8 @@ function viaPublic(client: { cert: string; key: string }): Promise<{ serial: str
   });
 }
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await fn();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`${what} did not happen within ${DEADLINE_MS} ms (last error: ${String(last)})`);
-}
+/** Polls with the shared helper at this test's deadline and pace. */
+const eventually = <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => waitFor(what, fn, DEADLINE_MS, 20);
 
 async function liveServers(): Promise<ReturnType<typeof parseServersState>> {
   const session = await RuntimeSession.open(adminSocket);
