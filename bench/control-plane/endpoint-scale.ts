@@ -11,22 +11,19 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { freePorts, waitFor } from '../../devtools/ports.js';
+import { waitFor } from '../../devtools/ports.js';
 import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
-import type { Config } from '../../src/config/config.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
-import { run as runSidecar } from '../../src/main.js';
-import type { Endpoint, ProxyRegistration } from '../../src/snapshot/types.js';
+import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
+import type { Endpoint } from '../../src/snapshot/types.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { rssKiB } from '../lib/proc-stats.js';
-import { snapshot, upstream, webLeaf, roots } from '../../test/helpers/fixtures.js';
+import { API, fakeWebAgent, webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 
 const NAME = 'endpoint-scale';
 const ADDED = 'endpoints-bulk-added';
 const REWEIGHTED = 'endpoints-bulk-reweighted';
 const APPLY_TIMEOUT_MS = 120_000;
-const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
 
 function endpoints(count: number, weight: number): Endpoint[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -37,20 +34,10 @@ function endpoints(count: number, weight: number): Endpoint[] {
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const count = ctx.profile.name === 'full' ? 10_000 : 1_000;
   const base = await mkdtemp(join(tmpdir(), 'hc-bench-scale-'));
-  const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
-  const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
-  const consul = new FakeConsulAgentApi();
-  consul.setProxyServices([{ id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' }]);
-  consul.setRegistration(snap.registration as ProxyRegistration);
-  consul.setLeaf('web', webLeaf());
-  consul.setRoots(roots());
-  consul.setEndpoints(API, []);
+  const consul = await fakeWebAgent([]);
   const lines: Array<Record<string, unknown>> = [];
   const sink = new Writable({ write(chunk: Buffer, _e, cb) { for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...JSON.parse(l) as object, at: performance.now() }); cb(); } });
-  const config: Config = {
-    sidecarFor: 'web', sidecarForTag: undefined, consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: 'haproxy', cfgBasePath: base, logLevel: 'info', enforceIntentions: false,
-  };
+  const config = webSidecarConfig(consul, base, { haproxyBin: 'haproxy', logLevel: 'info' });
   const shutdown = new AbortController();
   const done = runSidecar(config, shutdown.signal, { logger: createLogger('info', sink), consul });
   const after = (msg: string, since: number): Record<string, unknown> | undefined => lines.find((l) => l.msg === msg && (l.at as number) > since);
@@ -61,7 +48,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     const applied = await waitFor(`${count} endpoints applied`, async () => after('haproxy reloaded', t0) ?? after('applied runtime changes', t0), APPLY_TIMEOUT_MS, 5);
     const addedMs = (applied.at as number) - t0;
     const runDir = lines.find((l) => l.msg === 'created run directory')?.runDir as string;
-    const procs = parseShowProc(await sendCommand(join(runDir, 'master.sock'), 'show proc', { timeoutMs: 5_000 }));
+    const procs = parseShowProc(await sendCommand(join(runDir, MASTER_SOCKET), 'show proc', { timeoutMs: 5_000 }));
     const haproxyRss = [procs.master.pid, ...procs.workers.filter((w) => !w.old).map((w) => w.pid)].reduce((sum, p) => sum + rssKiB(p), 0) / 1024;
     t0 = performance.now();
     consul.setEndpoints(API, endpoints(count, 2));

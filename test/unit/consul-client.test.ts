@@ -8,6 +8,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { ConsulHttpClient } from '../../src/consul/client.js';
 import { parseConsulAddress } from '../../src/consul/http.js';
 import { isHaproxyConnectError, type ErrorCode } from '../../src/errors.js';
+import { waitFor } from '../../devtools/ports.js';
 
 const TOKEN = 'secret-token-0d7c';
 
@@ -265,9 +266,7 @@ describe('ConsulHttpClient over TCP', () => {
     });
     const controller = new AbortController();
     const pending = client.roots({ index: 5 }, controller.signal);
-    const deadline = Date.now() + 2000;
-    while (!arrived && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    assert.ok(arrived);
+    await waitFor('the request to reach the agent', async () => (arrived ? true : undefined), 2_000, 5);
     const reason = new Error('shutdown');
     controller.abort(reason);
     await assert.rejects(pending, (err: unknown) => err === reason);

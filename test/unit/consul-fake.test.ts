@@ -3,36 +3,15 @@ import { describe, test } from 'node:test';
 import { FakeConsulAgentApi } from '../../src/consul/fake.js';
 import { HaproxyConnectError, isHaproxyConnectError } from '../../src/errors.js';
 import type { Leaf, ProxyRegistration, Roots } from '../../src/snapshot/types.js';
+import { waitFor } from '../../devtools/ports.js';
+import { snapshot } from '../helpers/fixtures.js';
 
-const registration: ProxyRegistration = {
-  proxyId: 'web-sidecar-proxy',
-  proxyName: 'web-sidecar-proxy',
-  serviceName: 'web',
-  serviceId: 'web',
-  namespace: 'default',
-  partition: 'default',
-  publicListener: {
-    bindAddress: '0.0.0.0',
-    bindPort: 21000,
-    protocol: 'tcp',
-    localServiceAddress: '127.0.0.1',
-    localServicePort: 8080,
-    localConnectTimeoutMs: 5000,
-    localRequestTimeoutMs: undefined,
-  },
-  upstreams: [],
-};
+const registration: ProxyRegistration = snapshot().registration as ProxyRegistration;
 const leaf: Leaf = { certPem: 'C', privateKeyPem: 'K', serialNumber: '1', validBefore: '2030-01-01T00:00:00Z', modifyIndex: 1 };
 const roots: Roots = { trustDomain: 'td', activeRootId: 'r', roots: [] };
 const db = { destinationName: 'db', destinationNamespace: 'default', datacenter: '' };
 
-async function until(predicate: () => boolean): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+const until = (predicate: () => boolean): Promise<true> => waitFor('the fake to reach a state', async () => (predicate() ? true : undefined), 2_000, 2);
 
 describe('FakeConsulAgentApi', () => {
   test('blocking index query waits for a newer version', async () => {

@@ -4,7 +4,6 @@
  * its own supervisor; leftovers are SIGKILLed by pid in the after hook.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,30 +13,18 @@ import { isHaproxyConnectError } from '../../src/errors.js';
 import { checkConfig, compareVersions, haproxyVersion, parseHaproxyVersion } from '../../src/haproxy/check.js';
 import { HaproxyProcess, type HaproxyProcessOptions, type ProcessState } from '../../src/haproxy/process.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
+import { waitFor } from '../../devtools/ports.js';
+import { isAlive } from '../../src/haproxy/pids.js';
 
 const HAPROXY = '/usr/sbin/haproxy';
 const WAIT_MS = 10_000;
 
-/** Alive = has a /proc entry that is not a zombie (an exited worker may wait for init to reap it). */
-function isAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+/** Polls `probe` until it returns something other than undefined or false. */
+const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> =>
+  waitFor(what, async () => {
     const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+    return value === false ? undefined : value;
+  }, timeoutMs, 20);
 
 function config(dir: string, backend: 'a' | 'b', extra = ''): string {
   return [

@@ -7,15 +7,14 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePorts, waitFor } from '../../devtools/ports.js';
-import type { Config } from '../../src/config/config.js';
+import { waitFor } from '../../devtools/ports.js';
 import { FakeConsulAgentApi } from '../../src/consul/fake.js';
 import { HaproxyConnectError } from '../../src/errors.js';
 import { parseServersState, RuntimeSession } from '../../src/haproxy/runtime.js';
 import { run } from '../../src/main.js';
-import type { ProxyRegistration } from '../../src/snapshot/types.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
-import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, snapshot, upstream, webLeaf, roots } from '../helpers/fixtures.js';
+import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots } from '../helpers/fixtures.js';
+import { API, fakeWebAgent, webSidecarConfig } from '../helpers/fake-web-agent.js';
 
 let base: string;
 before(async () => { base = await mkdtemp(join(tmpdir(), 'hc-run-')); });
@@ -30,22 +29,10 @@ interface Running {
   messages(msg: string): Array<Record<string, unknown>>;
 }
 
-const API = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
 
 async function startSidecar(enforceIntentions = false, driftCheckIntervalMs?: number): Promise<Running> {
-  const [publicPort, upstreamPort] = (await freePorts(2)) as [number, number];
-  const snap = snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort }, upstreams: [upstream('api', { localBindPort: upstreamPort })] });
-  const consul = new FakeConsulAgentApi();
-  consul.setProxyServices([{ id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' }]);
-  consul.setRegistration(snap.registration as ProxyRegistration);
-  consul.setLeaf('web', webLeaf());
-  consul.setRoots(roots());
-  consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', 1)]);
-  const config: Config = {
-    sidecarFor: 'web', sidecarForTag: undefined,
-    consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath: base, logLevel: 'debug', enforceIntentions,
-  };
+  const consul = await fakeWebAgent([endpoint('node-1', '127.0.0.1', 1)]);
+  const config = webSidecarConfig(consul, base, { enforceIntentions });
   const logs = captureLogs('debug');
   const shutdown = new AbortController();
   const done = run(config, shutdown.signal, { logger: logs.logger, consul, ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }) });

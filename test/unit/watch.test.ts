@@ -9,16 +9,11 @@ import {
   backoffMs,
   runWatch,
 } from '../../src/consul/watch.js';
+import { waitFor } from '../../devtools/ports.js';
 
 const DEADLINE_MS = 2000;
 
-async function until(what: string, predicate: () => boolean): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+const until = (what: string, predicate: () => boolean): Promise<true> => waitFor(what, async () => (predicate() ? true : undefined), DEADLINE_MS, 2);
 
 type Step<T> = Versioned<T> | Error;
 
