@@ -13,7 +13,7 @@ import { ConfigWriter } from './haproxy/config-writer.js';
 import { findDrift } from './haproxy/drift.js';
 import type { ManagedFiles } from './haproxy/files.js';
 import type { HaproxyModel } from './haproxy/model.js';
-import { LEAF_FILE } from './haproxy/names.js';
+import { ADMIN_SOCKET_FILE, LEAF_FILE } from './haproxy/names.js';
 import { plan } from './haproxy/plan.js';
 import type { HaproxyProcess } from './haproxy/process.js';
 import { render } from './haproxy/render.js';
@@ -100,10 +100,6 @@ export class Reconciler {
   /** Resolves once a first configuration is live. */
   get firstApplied(): Promise<void> {
     return this.#firstApplied.promise;
-  }
-
-  get applied(): HaproxyModel | undefined {
-    return this.#applied?.model;
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -334,7 +330,7 @@ export class Reconciler {
   }
 
   #adminSocket(): string {
-    return join(this.#opts.runDir, this.#applied?.model.global.adminSocket ?? 'admin.sock');
+    return join(this.#opts.runDir, this.#applied?.model.global.adminSocket ?? ADMIN_SOCKET_FILE);
   }
 }
 
