@@ -14,6 +14,7 @@ import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from './erro
 import { haproxyVersion } from './haproxy/check.js';
 import { ManagedFiles, createRunDir, removeRunDir } from './haproxy/files.js';
 import { ADMIN_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
+import { NativeDriver } from './haproxy/native-driver.js';
 import { HaproxyProcess } from './haproxy/process.js';
 import { closeSessionsFrom } from './haproxy/sessions.js';
 import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
@@ -151,8 +152,9 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     masterSocket: join(runDir, MASTER_SOCKET),
     logger: log.haproxy,
   });
+  const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
   const reconciler = new Reconciler({
-    state, haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile,
+    state, driver, runDir, logger: log.reconcile,
     ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
   });
   // A restarted HAProxy runs the file on disk, which may lag the live state by a queued write.

@@ -6,18 +6,13 @@
  * reason and the last good configuration keeps serving. On a slow timer the live state is read
  * back and any drift is repaired.
  */
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
-import { ConfigWriter } from './haproxy/config-writer.js';
 import { findDrift } from './haproxy/drift.js';
-import type { ManagedFiles } from './haproxy/files.js';
+import type { HaproxyDriver } from './haproxy/driver.js';
 import type { HaproxyModel } from './haproxy/model.js';
-import { ADMIN_SOCKET_FILE, LEAF_FILE } from './haproxy/names.js';
 import { plan } from './haproxy/plan.js';
-import type { HaproxyProcess } from './haproxy/process.js';
 import { render } from './haproxy/render.js';
-import { applyOps, parseServersState, parseShowSslCert, RuntimeSession } from './haproxy/runtime.js';
 import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
@@ -38,9 +33,8 @@ export const DRIFT_CHECK_INTERVAL_MS = 30_000;
 
 export interface ReconcilerOptions {
   state: SnapshotState;
-  haproxy: HaproxyProcess;
-  files: ManagedFiles;
-  haproxyBin: string;
+  /** Carries out the plan: the native driver or the Data Plane API driver. */
+  driver: HaproxyDriver;
   runDir: string;
   logger: Logger;
   driftCheckIntervalMs?: number;
@@ -62,7 +56,6 @@ interface Applied {
 
 export class Reconciler {
   readonly #opts: ReconcilerOptions;
-  readonly #disk: ConfigWriter;
   readonly stats: ReconcileStats = { reloads: 0, runtimeBatches: 0, runtimeOps: 0, driftRepairs: 0, failedApplies: 0 };
   #dirty = true;
   #driftDue = false;
@@ -79,7 +72,6 @@ export class Reconciler {
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
-    this.#disk = new ConfigWriter(opts.files, opts.haproxyBin, opts.runDir, opts.logger);
     let resolve = (): void => {};
     const promise = new Promise<void>((r) => (resolve = r));
     this.#firstApplied = { promise, resolve };
@@ -166,7 +158,7 @@ export class Reconciler {
       await this.#reload(model, text, ['initial configuration'], signal);
       return;
     }
-    const running = this.#opts.haproxy.state === 'running';
+    const running = this.#opts.driver.state === 'running';
     if (running && this.#pendingDeletion.size > 0) await this.#retryPendingDeletions(signal);
     if (running && this.#driftDue) {
       this.#driftDue = false;
@@ -180,21 +172,21 @@ export class Reconciler {
     }
     const decision = plan(previous.model, model);
     if (decision.kind === 'none') {
-      if (previous.text !== text || !sameFiles(previous.model, model)) this.#disk.queue(model, text);
+      if (previous.text !== text || !sameFiles(previous.model, model)) this.#opts.driver.persist(model, text);
       this.#applied = { model, text };
       return;
     }
     if (decision.kind === 'runtime' && running) {
       const failures = await this.#applyRuntime(decision.ops, signal);
       if (failures.length === 0) {
-        this.#disk.queue(model, text);
+        this.#opts.driver.persist(model, text);
         this.#applied = { model, text };
         return;
       }
       await this.#reload(model, text, failures.map((f) => `runtime update failed: ${f}`), signal);
       return;
     }
-    const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.haproxy.state}`];
+    const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
     await this.#reload(model, text, reasons, signal);
   }
 
@@ -222,7 +214,7 @@ export class Reconciler {
   async #applyRuntime(planned: RuntimeOp[], signal: AbortSignal): Promise<string[]> {
     const startedAt = performance.now();
     const ops = planned.flatMap((op) => this.#reviveInsteadOfAdd(op));
-    const results = await applyOps(this.#adminSocket(), ops, { signal });
+    const results = await this.#opts.driver.applyRuntime(ops, signal);
     const failures = results.filter((r) => r.status === 'failed').map((r) => `${describeOp(r.op)}: ${errorMessage(r.error)}`);
     for (const result of results) {
       if (result.status === 'pending-deletion' && result.op.kind === 'remove-server') {
@@ -259,7 +251,7 @@ export class Reconciler {
 
   async #retryPendingDeletions(signal: AbortSignal): Promise<void> {
     const ops = [...this.#pendingDeletion.values()];
-    const results = await applyOps(this.#adminSocket(), ops, { signal });
+    const results = await this.#opts.driver.applyRuntime(ops, signal);
     for (const result of results) {
       if (result.op.kind !== 'remove-server') continue;
       const key = `${result.op.backend}/${result.op.server}`;
@@ -279,34 +271,25 @@ export class Reconciler {
   }
 
   async #readDrift(applied: HaproxyModel, signal: AbortSignal): Promise<string[]> {
-    const session = await RuntimeSession.open(this.#adminSocket(), { signal });
-    try {
-      const live = parseServersState(await session.send('show servers state'));
-      const leaf = parseShowSslCert(await session.send(`show ssl cert ${join(applied.global.runDir, LEAF_FILE)}`));
-      return findDrift(applied, live, leaf.serial, new Set(this.#pendingDeletion.keys()));
-    } finally {
-      session.close();
-    }
+    const live = await this.#opts.driver.readLive(applied, signal);
+    return findDrift(applied, live.servers, live.leafSerial, new Set(this.#pendingDeletion.keys()));
   }
 
   /** Writes files and the configuration, checks it, then starts or reloads HAProxy. */
   async #reload(model: HaproxyModel, text: string, reasons: string[], signal: AbortSignal): Promise<void> {
-    const { haproxy, logger } = this.#opts;
-    await this.#disk.writeNow(model, text, signal);
-    switch (haproxy.state) {
+    const { driver, logger } = this.#opts;
+    switch (driver.state) {
       case 'stopped':
-        logger.info({ reasons }, 'starting haproxy');
-        await haproxy.start();
+        logger.info({ reasons, driver: driver.name }, 'starting haproxy');
         break;
       case 'running':
-        logger.info({ reasons }, 'reloading haproxy');
-        await haproxy.reload();
-        this.stats.reloads++;
+        logger.info({ reasons, driver: driver.name }, 'reloading haproxy');
         break;
       default:
-        // Crashed and waiting to restart: the restart reads the configuration just written.
-        logger.info({ reasons, haproxyState: haproxy.state }, 'configuration written; haproxy picks it up when it restarts');
+        logger.info({ reasons, haproxyState: driver.detail }, 'writing the configuration; haproxy picks it up when it restarts');
     }
+    const outcome = await driver.activate(model, text, signal);
+    if (outcome === 'reloaded') this.stats.reloads++;
     // A reload (or restart) drops servers left in maintenance.
     this.#pendingDeletion.clear();
     this.#applied = { model, text };
@@ -318,7 +301,7 @@ export class Reconciler {
     const last = this.#applied;
     if (last === undefined) return;
     try {
-      await this.#disk.writeNow(last.model, last.text);
+      await this.#opts.driver.restore(last.model, last.text);
     } catch (err) {
       this.#opts.logger.error({ err: errorMessage(err) }, 'cannot restore the files of the last good configuration');
     }
@@ -326,11 +309,7 @@ export class Reconciler {
 
   /** Resolves when the run directory matches the live configuration (tests, shutdown). */
   async diskFlushed(): Promise<void> {
-    await this.#disk.flushed();
-  }
-
-  #adminSocket(): string {
-    return join(this.#opts.runDir, this.#applied?.model.global.adminSocket ?? ADMIN_SOCKET_FILE);
+    await this.#opts.driver.flushed();
   }
 }
 
