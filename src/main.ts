@@ -151,6 +151,8 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     cfgPath: join(runDir, CONFIG_FILE),
     masterSocket: join(runDir, MASTER_SOCKET),
     logger: log.haproxy,
+    // Soft stop: the listeners close at once, open connections get the grace period.
+    killTimeoutMs: config.shutdownGraceMs,
   });
   const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
   const reconciler = new Reconciler({

@@ -6,9 +6,13 @@ import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { HaproxyConnectError } from '../errors.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.js';
+import { parseGoDuration } from './duration.js';
 import { parseFlags, type FlagSpec } from './flags.js';
 
 export const DEFAULT_CONSUL_ADDR = '127.0.0.1:8500';
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** A grace period longer than this is surely a typo (an orchestrator kills the process long before). */
+const MAX_SHUTDOWN_GRACE_MS = 3_600_000;
 
 export const FLAGS: readonly FlagSpec[] = [
   { name: 'sidecar-for', kind: 'string', valueName: '<service-id>', usage: 'ID of the service (registered on the local agent) whose connect-proxy registration this sidecar serves' },
@@ -20,6 +24,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'haproxy-cfg-base-path', kind: 'string', valueName: '<dir>', usage: 'directory under which a private run directory (config, certificates, sockets) is created for each run and removed on clean exit', defaultText: 'the system temp dir' },
   { name: 'log-level', kind: 'string', valueName: '<level>', usage: `log level: ${LOG_LEVELS.join(', ')}`, defaultText: 'info' },
   { name: 'enable-intentions', kind: 'boolean', usage: 'enforce Consul intentions on the public listener (fail closed); -enable-intentions=false accepts every client with a certificate from the Consul CA and logs a warning', defaultText: 'true' },
+  { name: 'shutdown-grace', kind: 'string', valueName: '<duration>', usage: 'on SIGTERM/SIGINT, how long in-flight requests and connections may take to finish after the listeners close (Go duration: 30s, 1m); then they are cut', defaultText: '10s' },
   { name: 'version', kind: 'boolean', usage: 'print the version and exit' },
   { name: 'help', kind: 'boolean', usage: 'print this help and exit' },
 ];
@@ -42,6 +47,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Authorize every incoming connection against Consul intentions (default true; -enable-intentions=false opts out). */
   enforceIntentions: boolean;
+  /** On shutdown, how long open connections may take to finish after the listeners close. */
+  shutdownGraceMs: number;
 }
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
@@ -174,6 +181,12 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
     ? { verify, ...(caFile !== undefined && { caFile }), ...(certFile !== undefined && { certFile }), ...(keyFile !== undefined && { keyFile }) }
     : undefined;
 
+  const graceRaw = str('shutdown-grace');
+  const shutdownGraceMs = graceRaw === undefined ? DEFAULT_SHUTDOWN_GRACE_MS : parseGoDuration(graceRaw);
+  if (shutdownGraceMs === undefined || shutdownGraceMs > MAX_SHUTDOWN_GRACE_MS) {
+    throw invalid(`invalid value '${graceRaw ?? ''}' for -shutdown-grace: expected a duration such as 10s or 1m, at most 1h`);
+  }
+
   const cfgBasePath = nonEmpty(str('haproxy-cfg-base-path')) ?? tmpdir();
   await ensureDirectory(cfgBasePath, '-haproxy-cfg-base-path');
 
@@ -188,6 +201,7 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
       logLevel,
       // Secure by default: only an explicit -enable-intentions=false turns enforcement off.
       enforceIntentions: values.get('enable-intentions') !== false,
+      shutdownGraceMs,
     },
   };
 }

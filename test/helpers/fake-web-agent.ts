@@ -29,7 +29,7 @@ export function webSidecarConfig(consul: FakeConsulAgentApi, cfgBasePath: string
   return {
     sidecarFor: 'web', sidecarForTag: undefined,
     consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath, logLevel: 'debug', enforceIntentions: false,
+    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath, logLevel: 'debug', enforceIntentions: false, shutdownGraceMs: 10_000,
     ...overrides,
   };
 }

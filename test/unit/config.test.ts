@@ -77,6 +77,15 @@ describe('config from flags and environment', () => {
     assert.equal((await config(['-sidecar-for', 'web', '-enable-intentions=false'])).enforceIntentions, false);
     assert.equal((await config(['-sidecar-for', 'web', '-enable-intentions=true'])).enforceIntentions, true);
   });
+  test('-shutdown-grace takes a Go duration (default 10s)', async () => {
+    assert.equal((await config(['-sidecar-for', 'web'])).shutdownGraceMs, 10_000);
+    for (const [raw, ms] of [['30s', 30_000], ['1m30s', 90_000], ['250ms', 250], ['0', 0], ['1.5s', 1_500], ['1h', 3_600_000]] as const) {
+      assert.equal((await config(['-sidecar-for', 'web', '-shutdown-grace', raw])).shutdownGraceMs, ms, raw);
+    }
+    for (const raw of ['10', '-5s', 'soon', '2h', '5 s']) {
+      await assert.rejects(config(['-sidecar-for', 'web', '-shutdown-grace', raw]), (err: Error) => err.message.includes(`'${raw}' for -shutdown-grace`), raw);
+    }
+  });
   test('-help and -version', async () => {
     assert.deepEqual(await loadConfig({ argv: ['-help'], env: {} }), { kind: 'help' });
     assert.deepEqual(await loadConfig({ argv: ['--version'], env: {} }), { kind: 'version' });
