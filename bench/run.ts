@@ -1,16 +1,17 @@
 /**
- * The benchmark harness: `node --import tsx bench/run.ts [--quick] [--note "..."]`.
+ * The benchmark harness: `node --import tsx bench/run.ts [--quick] [--note "..."] [--cases a,b]`.
  * Starts the testbed (bench/testbed.ts), runs the data-plane workloads (bench/data-plane.ts) and the
  * control-plane cases (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json and
  * bench/results/latest.md, and stops everything it started by pid, also on failure or Ctrl-C.
- * With --quick it is a smoke test: it exits 1 unless every case ran.
+ * With --quick it is a smoke test: it exits 1 unless every case ran. `--cases` runs only the named
+ * control-plane cases and no data-plane workload (while working on a case).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../devtools/consul-dev-agent.js';
-import type { ControlPlaneResult } from './control-plane/case.js';
+import { repeatsOf, type ControlPlaneCase, type ControlPlaneResult } from './control-plane/case.js';
 import { CONTROL_PLANE_CASES } from './control-plane/cases.js';
 import { runDataPlane, WORKLOADS } from './data-plane.js';
 import { loadAverage } from './lib/proc-stats.js';
@@ -28,20 +29,28 @@ const MAX_ERROR_RATIO = 0.01;
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 
-function parseArgs(argv: readonly string[]): { profile: Profile; note: string } {
+function parseArgs(argv: readonly string[]): { profile: Profile; note: string; cases: readonly ControlPlaneCase[] | undefined } {
   let profile = PROFILES.full;
   let note = '';
+  let cases: ControlPlaneCase[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--quick') profile = PROFILES.quick;
     else if (arg === '--note') note = argv[++i] ?? '';
-    else throw new Error(`unknown argument '${arg}' (expected --quick or --note "<text>")`);
+    else if (arg === '--cases') {
+      cases = (argv[++i] ?? '').split(',').map((name) => {
+        const found = CONTROL_PLANE_CASES.find((c) => c.name === name);
+        if (found === undefined) throw new Error(`unknown case '${name}' (known: ${CONTROL_PLANE_CASES.map((c) => c.name).join(', ')})`);
+        return found;
+      });
+    } else throw new Error(`unknown argument '${arg}' (expected --quick, --note "<text>" or --cases <name,...>)`);
   }
-  return { profile, note };
+  return { profile, note, cases };
 }
 
 async function main(): Promise<number> {
-  const { profile, note } = parseArgs(process.argv.slice(2));
+  const { profile, note, cases } = parseArgs(process.argv.slice(2));
+  const controlPlaneCases = cases ?? CONTROL_PLANE_CASES;
   const multiCore = cpus().length >= 2;
   const generatorCore = multiCore ? GENERATOR_CORE : 0;
   const sutCore = multiCore ? SUT_CORE : 0;
@@ -75,7 +84,7 @@ async function main(): Promise<number> {
     testbed = await startTestbed(registry, sutCore, interruption.signal);
     const bed = testbed;
     say(`bench: testbed up (${bed.paths.map((p) => p.name).join(', ')}); haproxy-connect from ${bed.daemonFrom}`);
-    const runs = await Promise.race([runDataPlane(bed.paths, profile, interruption.signal, (run) => {
+    const runs = cases !== undefined ? [] : await Promise.race([runDataPlane(bed.paths, profile, interruption.signal, (run) => {
       const s = run.saturation;
       const f = run.fixedRate;
       const detail = s !== undefined
@@ -85,10 +94,11 @@ async function main(): Promise<number> {
       say(`bench: ${run.workload} round ${run.round} ${run.path}: ${detail}`);
     }), interrupted]);
     const controlPlane: ControlPlaneResult[] = [];
-    for (const cpCase of CONTROL_PLANE_CASES) {
-      say(`bench: control-plane case ${cpCase.name} (${profile.controlPlaneRepeats} repetitions)`);
+    for (const cpCase of controlPlaneCases) {
+      const repeats = repeatsOf(cpCase, profile);
+      say(`bench: control-plane case ${cpCase.name} (${repeats} repetitions)`);
       controlPlane.push(...await Promise.race([
-        cpCase.run({ testbed: bed, registry, profile, repeats: profile.controlPlaneRepeats, log: say }),
+        cpCase.run({ testbed: bed, registry, profile, repeats, log: say }),
         interrupted,
       ]));
     }
@@ -109,12 +119,13 @@ async function main(): Promise<number> {
     const stamp = startedAt.replace(/[:.]/g, '-');
     writeFileSync(join(RESULTS_DIR, `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
     const markdown = renderMarkdown(results);
-    writeFileSync(join(RESULTS_DIR, 'latest.md'), markdown);
+    // A partial run (--cases) does not replace the latest full table.
+    if (cases === undefined) writeFileSync(join(RESULTS_DIR, 'latest.md'), markdown);
     say('');
     say(markdown);
-    say(`bench: wrote bench/results/${stamp}.json and bench/results/latest.md`);
-    const expectedRuns = WORKLOADS.length * profile.rounds * bed.paths.length;
-    const problems = findProblems(results, expectedRuns, CONTROL_PLANE_CASES.flatMap((c) => c.produces.map((name) => ({ name, samples: c.repeatsOnce === true ? 1 : profile.controlPlaneRepeats }))), MAX_ERROR_RATIO);
+    say(`bench: wrote bench/results/${stamp}.json${cases === undefined ? ' and bench/results/latest.md' : ''}`);
+    const expectedRuns = cases !== undefined ? 0 : WORKLOADS.length * profile.rounds * bed.paths.length;
+    const problems = findProblems(results, expectedRuns, controlPlaneCases.flatMap((c) => c.produces.map((name) => ({ name, samples: repeatsOf(c, profile) }))), MAX_ERROR_RATIO);
     for (const problem of problems) process.stderr.write(`bench: problem: ${problem}\n`);
     return problems.length === 0 ? 0 : 1;
   } finally {

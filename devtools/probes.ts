@@ -1,5 +1,6 @@
 /** Clients for tests: plain HTTP GETs, a raw TLS HTTP probe, and a TCP line exchange. */
 import { connect as netConnect } from 'node:net';
+import type { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 
 /** GET over a fresh connection (no pooling), returning status and body. */
@@ -70,5 +71,18 @@ export function tcpExchange(port: number, line: string, timeoutMs = 5_000): Prom
     });
     socket.on('error', (err) => { clearTimeout(timer); reject(err); });
     socket.on('close', () => { clearTimeout(timer); reject(new Error(`connection to port ${port} closed (got '${buffer}')`)); });
+  });
+}
+
+/** The certificate a TLS listener on `port` serves (to a client presenting `cert`/`key`, if given); undefined when the handshake fails. */
+export function servedCertificate(port: number, client: { ca?: string; cert?: string; key?: string } = {}, timeoutMs = 5_000): Promise<X509Certificate | undefined> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ...client, checkServerIdentity: () => undefined, rejectUnauthorized: false }, () => {
+      const peer = socket.getPeerX509Certificate();
+      socket.destroy();
+      resolve(peer);
+    });
+    socket.on('error', () => resolve(undefined));
+    setTimeout(() => { socket.destroy(); resolve(undefined); }, timeoutMs).unref();
   });
 }

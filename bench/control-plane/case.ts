@@ -7,7 +7,7 @@ export interface ControlPlaneContext {
   testbed: Testbed;
   registry: ProcessRegistry;
   profile: Profile;
-  /** Repetitions to run (the profile's `controlPlaneRepeats`). */
+  /** Repetitions to run (`repeatsOf(case, profile)`). */
   repeats: number;
   log(line: string): void;
 }
@@ -30,10 +30,18 @@ export interface ControlPlaneCase {
   name: string;
   /** Names of the results it produces: `endpoint-added`, `endpoint-removed`, ... */
   produces: readonly string[];
-  /** Measured once whatever the profile's repeats (large, slow cases). */
-  repeatsOnce?: boolean;
+  /**
+   * Repetitions for a profile when not the profile's `controlPlaneRepeats` (large or slow cases:
+   * a scale test runs once, a CA rotation takes seconds each).
+   */
+  repeats?: (profile: Profile) => number;
   /** Sets up what it needs on the shared testbed, repeats `ctx.repeats` times, cleans up. */
   run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]>;
+}
+
+/** How many repetitions (= samples per result) `c` runs in `profile`. */
+export function repeatsOf(c: ControlPlaneCase, profile: Profile): number {
+  return c.repeats?.(profile) ?? profile.controlPlaneRepeats;
 }
 
 /** Nearest-rank percentile of `samples` (p in 0..100). Pure. */

@@ -66,4 +66,4 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   }
 }
 
-export const endpointScale: ControlPlaneCase = { name: NAME, produces: [ADDED, REWEIGHTED], repeatsOnce: true, run };
+export const endpointScale: ControlPlaneCase = { name: NAME, produces: [ADDED, REWEIGHTED], repeats: () => 1, run };

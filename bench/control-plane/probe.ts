@@ -54,6 +54,26 @@ export class Probe {
     throw new Error(`probe on port ${this.#port}: timed out after ${timeoutMs} ms waiting for ${what}`);
   }
 
+  /** Requests until one fails (a refusal), or throws after `timeoutMs`. Returns the failed answer. */
+  async untilRefused(what: string, timeoutMs: number): Promise<ProbeAnswer> {
+    const deadline = performance.now() + timeoutMs;
+    while (performance.now() < deadline) {
+      const answer = await this.get();
+      if (answer.body === undefined) return answer;
+    }
+    throw new Error(`probe on port ${this.#port}: timed out after ${timeoutMs} ms waiting for ${what}`);
+  }
+
+  /** `count` requests; returns how many were answered with 200. */
+  async served(count: number): Promise<number> {
+    let ok = 0;
+    for (let i = 0; i < count; i++) {
+      if ((await this.get()).body !== undefined) ok++;
+      else await new Promise((r) => setTimeout(r, 1));
+    }
+    return ok;
+  }
+
   close(): void {
     this.#agent.destroy();
   }

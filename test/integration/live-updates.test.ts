@@ -5,8 +5,7 @@
  * upstream costs exactly one reload, with its reason.
  */
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import type { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { startHttpApp, type RunningApp } from '../../devtools/apps.js';
 import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
-import { httpGet } from '../../devtools/probes.js';
+import { rotateConnectCa } from '../../devtools/certs.js';
+import { httpGet, servedCertificate } from '../../devtools/probes.js';
 import { SidecarProcess } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 
@@ -135,25 +135,14 @@ describe('live updates with real Consul and HAProxy', () => {
     const traffic = new Traffic(ports.webToApi as number, 4);
     try {
       const reloadsBefore = new Map([...sidecars].map(([name, s]) => [name, count(s, 'reloading haproxy')]));
-      const rootsBefore = await agent.get<{ ActiveRootID: string }>('/v1/agent/connect/ca/roots');
-      const dir = await mkdtemp(join(tmpdir(), 'hc-ca-'));
-      execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', join(dir, 'ca.key')]);
-      const key = execFileSync('openssl', ['pkcs8', '-topk8', '-nocrypt', '-in', join(dir, 'ca.key')]).toString();
-      await rm(dir, { recursive: true, force: true });
-      await agent.put('/v1/connect/ca/configuration', { Provider: 'consul', Config: { PrivateKey: key, LeafCertTTL: '72h' } });
-      const rootsAfter = await waitFor('a new active root', async () => {
-        const r = await agent.get<{ ActiveRootID: string; Roots: Array<{ ID: string; RootCert: string }> }>('/v1/agent/connect/ca/roots');
-        return r.ActiveRootID !== rootsBefore.ActiveRootID ? r : undefined;
-      });
-      const activeRoot = new X509Certificate(rootsAfter.Roots.find((r) => r.ID === rootsAfter.ActiveRootID)?.RootCert as string);
-      const allRoots = rootsAfter.Roots.map((r) => r.RootCert).join('\n');
+      const { activeRoot, allRoots } = await rotateConnectCa(agent);
       const fromNewCa = (cert: X509Certificate | undefined): boolean => cert !== undefined && cert.issuer === activeRoot.subject && cert.serialNumber !== '';
       // The public side: api-1 serves a leaf of the new CA...
       const webLeaf = await agent.get<{ CertPEM: string; PrivateKeyPEM: string }>('/v1/agent/connect/ca/leaf/web');
-      await waitFor('api-1 serving a leaf of the new CA', async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, allRoots, webLeaf.CertPEM, webLeaf.PrivateKeyPEM)) ? true : undefined), 60_000, 250);
+      await waitFor('api-1 serving a leaf of the new CA', async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM })) ? true : undefined), 60_000, 250);
       // ...and the upstream side: web's sidecar presents a leaf of the new CA (HAProxy reports it in use).
       await waitFor('web presenting a leaf of the new CA', async () => {
-        const served = await servedCertificate(ports.webSidecar as number, allRoots, webLeaf.CertPEM, webLeaf.PrivateKeyPEM);
+        const served = await servedCertificate(ports.webSidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM });
         return fromNewCa(served) ? true : undefined;
       }, 60_000, 250);
       await new Promise((r) => setTimeout(r, 1_000));
@@ -184,17 +173,3 @@ describe('live updates with real Consul and HAProxy', () => {
     assert.ok((reloads[0]?.reasons as string[]).some((r) => /frontend .* added/.test(r)), JSON.stringify(reloads[0]));
   });
 });
-
-/** The certificate a public listener serves to a client presenting `cert`. */
-async function servedCertificate(port: number, ca: string, cert: string, key: string): Promise<X509Certificate | undefined> {
-  const { connect } = await import('node:tls');
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port, ca, cert, key, checkServerIdentity: () => undefined, rejectUnauthorized: false }, () => {
-      const peer = socket.getPeerX509Certificate();
-      socket.destroy();
-      resolve(peer);
-    });
-    socket.on('error', () => resolve(undefined));
-    setTimeout(() => { socket.destroy(); resolve(undefined); }, 5_000).unref();
-  });
-}

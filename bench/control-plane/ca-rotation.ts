@@ -1,0 +1,73 @@
+/**
+ * Control-plane case "CA rotation": Consul's Connect CA is rotated to a new root (which re-issues
+ * every leaf) while a keep-alive probe runs through a source → destination pair. Figures per
+ * rotation: from the CA write to both sidecars serving a leaf of the new CA; probe requests that
+ * failed meanwhile (0 is the goal); and the HAProxy reloads it cost, summed over every
+ * haproxy-connect sidecar of the testbed (each sees the rotation) and reported per sidecar.
+ * The convergence time is mostly the Consul agent's own: after a root change it waits a random
+ * jitter (up to about 30 s) before re-signing each leaf, to spread the load on the servers.
+ * Runs last: every sidecar of the testbed gets new roots and leaves.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { rotateConnectCa } from '../../devtools/certs.js';
+import { waitFor } from '../../devtools/ports.js';
+import { servedCertificate } from '../../devtools/probes.js';
+import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { MASTER_SOCKET } from '../../src/main.js';
+import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
+import { startMeshPair } from './mesh-pair.js';
+
+const NAME = 'ca-rotation';
+const ROTATED = 'ca-rotated';
+const CONVERGENCE_TIMEOUT_MS = 60_000;
+/** The probe keeps running this long after both sidecars serve the new leaf (old workers finishing). */
+const SETTLE_MS = 2_000;
+
+/** Sum of the reload counters of every haproxy-connect master under `runBase`, and how many there are. */
+async function reloadsUnder(runBase: string): Promise<{ reloads: number; sidecars: number }> {
+  let reloads = 0;
+  let sidecars = 0;
+  for (const dir of readdirSync(runBase)) {
+    const socket = join(runBase, dir, MASTER_SOCKET);
+    if (!existsSync(socket)) continue;
+    const proc = parseShowProc(await sendCommand(socket, 'show proc', { timeoutMs: 5_000 }));
+    reloads += proc.master.reloads;
+    sidecars++;
+  }
+  return { reloads, sidecars };
+}
+
+async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
+  const { agent, runBase } = ctx.testbed;
+  const pair = await startMeshPair(ctx, 'ca');
+  const { probe } = pair;
+  let probing = true;
+  const background = (async () => { while (probing) await probe.get(); })();
+  try {
+    const baseline = { requests: probe.requests, failed: probe.failed };
+    const samplesMs: number[] = [];
+    const before = await reloadsUnder(runBase);
+    for (let i = 0; i < ctx.repeats; i++) {
+      const written = performance.now();
+      const { activeRoot } = await rotateConnectCa(agent, CONVERGENCE_TIMEOUT_MS);
+      for (const port of [pair.destinationPublicPort, pair.sourcePublicPort]) {
+        await waitFor(`the sidecar on ${port} to serve a leaf of the new CA`, async () => ((await servedCertificate(port))?.issuer === activeRoot.subject ? true : undefined), CONVERGENCE_TIMEOUT_MS, 20);
+      }
+      samplesMs.push(performance.now() - written);
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} new leaves served after ${samplesMs.at(-1)?.toFixed(0)} ms; probe ${probe.failed - baseline.failed} failed of ${probe.requests - baseline.requests}`);
+    }
+    const after = await reloadsUnder(runBase);
+    const perSidecar = (after.reloads - before.reloads) / Math.max(1, after.sidecars) / ctx.repeats;
+    const description = `CA write -> both sidecars serve a leaf of the new CA (includes Consul's re-signing jitter); ${perSidecar.toFixed(2)} reloads per sidecar per rotation (${after.sidecars} sidecars)`;
+    ctx.log(`${NAME}: ${description}`);
+    return [summarize(ROTATED, description, samplesMs, probe.requests - baseline.requests, probe.failed - baseline.failed)];
+  } finally {
+    probing = false;
+    await background;
+    await pair.close();
+  }
+}
+
+export const caRotation: ControlPlaneCase = { name: NAME, produces: [ROTATED], repeats: (p) => (p.name === 'full' ? 5 : 1), run };
