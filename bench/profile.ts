@@ -24,7 +24,7 @@ export interface Profile {
 
 export const PROFILES: Record<Profile['name'], Profile> = {
   full: {
-    name: 'full', warmupS: 2, durationS: 10, rounds: 2, wrkConnections: 50,
+    name: 'full', warmupS: 2, durationS: 5, rounds: 2, wrkConnections: 50,
     fixedRateQps: 2_000, fixedRateConnections: 8, newConnectionQps: 100, controlPlaneRepeats: 100,
   },
   quick: {

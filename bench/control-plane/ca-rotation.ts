@@ -70,4 +70,4 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   }
 }
 
-export const caRotation: ControlPlaneCase = { name: NAME, produces: [ROTATED], repeats: (p) => (p.name === 'full' ? 5 : 1), run };
+export const caRotation: ControlPlaneCase = { name: NAME, produces: [ROTATED], repeats: (p) => (p.name === 'full' ? 3 : 1), run };
