@@ -185,9 +185,10 @@ async function applyOne(session: RuntimeSession, op: RuntimeOp): Promise<OpResul
     const commands = opCommands(op);
     for (const cmd of commands) {
       if (op.kind === 'remove-server' && cmd.line.startsWith('del server ')) {
-        // Maintenance closes idle connections, but those owned by other threads are released
-        // asynchronously (measured: a `del server` right after `disable server` was refused once,
-        // accepted ~1 ms later). Active connections can take much longer: report pending.
+        // Idle connections are released asynchronously after maintenance (measured on 2.6.12: a
+        // `del server` right after `disable server` was refused, then accepted ~1 ms later; pooled
+        // idle connections have also held on until the pool purge delay, and active ones until
+        // they close): retry briefly, then report pending for the reconciler to retry.
         for (let attempt = 0; ; attempt += 1) {
           const answer = await session.send(cmd.line);
           if (isExpected(cmd, answer)) break;
