@@ -5,6 +5,7 @@
 import type { ModelFile } from '../haproxy/model.js';
 import { LEAF_FILE, PUBLIC_CRT_LIST_FILE, ROOTS_FILE } from '../haproxy/names.js';
 import type { Leaf, Roots } from '../snapshot/types.js';
+import { trustedRoots } from './trust-bundle.js';
 
 /** The private key is readable by the haproxy user only. */
 const PRIVATE_FILE_MODE = 0o600;
@@ -40,11 +41,11 @@ export function leafFile(leaf: Leaf, roots: Roots): ModelFile {
 }
 
 /**
- * Every root Consul trusts (active and not yet retired), sorted by id so the bytes only change
- * when the set of roots does.
+ * The roots HAProxy trusts: Consul's roots less those bridged by a cross-signature (see
+ * trust-bundle.ts), sorted by id so the bytes only change when the set does.
  */
-export function rootsFile(roots: Roots): ModelFile {
-  const sorted = [...roots.roots].sort((a, b) => compareStrings(a.id, b.id));
+export function rootsFile(roots: Roots, leaf: Leaf): ModelFile {
+  const sorted = trustedRoots(roots.roots, leaf.validBefore).sort((a, b) => compareStrings(a.id, b.id));
   return { name: ROOTS_FILE, content: joinPem(sorted.map((root) => root.rootCertPem)), mode: PUBLIC_FILE_MODE };
 }
 

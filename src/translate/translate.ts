@@ -208,7 +208,7 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
     files: [
       leafFile(snapshot.leaf, snapshot.roots),
       publicCrtListFile(publicListener.frontend.tls?.alpn),
-      rootsFile(snapshot.roots),
+      rootsFile(snapshot.roots, snapshot.leaf),
       ...(enforcement?.files ?? []),
     ].sort((a, b) => compareStrings(a.name, b.name)),
     frontends,
