@@ -9,11 +9,12 @@
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
 import { findDrift } from './haproxy/drift.js';
-import type { HaproxyDriver } from './haproxy/driver.js';
+import type { ActivateOutcome, HaproxyDriver } from './haproxy/driver.js';
 import type { HaproxyModel } from './haproxy/model.js';
 import { plan } from './haproxy/plan.js';
 import { render } from './haproxy/render.js';
 import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
+import type { OpResult } from './haproxy/runtime.js';
 import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
 import type { Logger } from './telemetry/logger.js';
@@ -38,6 +39,16 @@ export interface ReconcilerOptions {
   runDir: string;
   logger: Logger;
   driftCheckIntervalMs?: number;
+  /** Told what each apply did (metrics). */
+  observer?: ReconcileObserver;
+}
+
+/** What the loop applied, as it happens. Called synchronously; must not throw. */
+export interface ReconcileObserver {
+  /** A start, reload or deferred write finished, or failed; with the planned reasons. */
+  activated(event: { outcome: ActivateOutcome | 'failed'; reasons: readonly string[]; durationMs: number }): void;
+  /** A batch of runtime operations was applied. */
+  runtimeApplied(event: { results: readonly OpResult[]; durationMs: number }): void;
 }
 
 /** Counters for logs, tests and (later) metrics. */
@@ -223,6 +234,7 @@ export class Reconciler {
     }
     this.stats.runtimeBatches++;
     this.stats.runtimeOps += ops.length;
+    this.#opts.observer?.runtimeApplied({ results, durationMs: performance.now() - startedAt });
     this.#opts.logger.info({
       ops: ops.length,
       kinds: countKinds(ops),
@@ -288,7 +300,12 @@ export class Reconciler {
       default:
         logger.info({ reasons, haproxyState: driver.detail }, 'writing the configuration; haproxy picks it up when it restarts');
     }
-    const outcome = await driver.activate(model, text, signal);
+    const startedAt = performance.now();
+    const outcome = await driver.activate(model, text, signal).catch((err: unknown) => {
+      if (!signal.aborted) this.#opts.observer?.activated({ outcome: 'failed', reasons, durationMs: performance.now() - startedAt });
+      throw err;
+    });
+    this.#opts.observer?.activated({ outcome, reasons, durationMs: performance.now() - startedAt });
     if (outcome === 'reloaded') this.stats.reloads++;
     // A reload (or restart) drops servers left in maintenance.
     this.#pendingDeletion.clear();

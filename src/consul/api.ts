@@ -46,6 +46,26 @@ export interface IntentionTarget {
   namespace: string;
 }
 
+/** A plain service registered on the local agent (PUT /v1/agent/service/register) with one HTTP check. */
+export interface ServiceDefinition {
+  id: string;
+  name: string;
+  /** Empty: the agent's node address. */
+  address: string;
+  port: number;
+  tags: string[];
+  meta: Record<string, string>;
+  check: {
+    /** The URL the agent polls; 2xx is passing. */
+    http: string;
+    /** Go durations, as Consul takes them: `10s`, `1m`. */
+    interval: string;
+    timeout: string;
+    /** Consul removes the service after its check has been critical this long (a daemon that died without deregistering). */
+    deregisterCriticalServiceAfter: string;
+  };
+}
+
 export interface ConsulAgentApi {
   /** A readable description of where the agent is, for error messages (e.g. `http://127.0.0.1:8500`). */
   readonly address: string;
@@ -67,4 +87,8 @@ export interface ConsulAgentApi {
    * `X-Consul-Default-ACL-Policy` header (sent by every Consul >= 1.9, ACLs on or off).
    */
   intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>>;
+  /** PUT /v1/agent/service/register: registers (or replaces) a service and its check on the local agent. */
+  registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void>;
+  /** PUT /v1/agent/service/deregister/<id>: removes it (and its check); an unknown ID is not an error. */
+  deregisterService(serviceId: string, signal: AbortSignal): Promise<void>;
 }

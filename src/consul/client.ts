@@ -12,6 +12,7 @@ import type {
   Cursor,
   IntentionTarget,
   ProxyServiceSummary,
+  ServiceDefinition,
   UpstreamQuery,
   Versioned,
 } from './api.js';
@@ -81,6 +82,9 @@ function toEndpoints(entries: ServiceEntry[]): Endpoint[] {
     }))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
+
+/** A 404 the caller treats as success (never leaves this module). */
+class NotFound extends Error {}
 
 export class ConsulHttpClient implements ConsulAgentApi {
   readonly address: string;
@@ -231,6 +235,34 @@ export class ConsulHttpClient implements ConsulAgentApi {
       precedence: i.Precedence,
     }));
     return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
+  }
+
+  async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {
+    const { check } = service;
+    await this.#http.put('/v1/agent/service/register', {
+      ID: service.id,
+      Name: service.name,
+      Address: service.address,
+      Port: service.port,
+      Tags: service.tags,
+      Meta: service.meta,
+      Check: {
+        Name: `${service.name} health`,
+        HTTP: check.http,
+        Method: 'GET',
+        Interval: check.interval,
+        Timeout: check.timeout,
+        DeregisterCriticalServiceAfter: check.deregisterCriticalServiceAfter,
+      },
+    }, { signal });
+  }
+
+  async deregisterService(serviceId: string, signal: AbortSignal): Promise<void> {
+    // Gone already (the agent's reaper, an operator): nothing left to do.
+    await this.#http.put(`/v1/agent/service/deregister/${seg(serviceId)}`, undefined, { signal, onNotFound: () => new NotFound() })
+      .catch((err: unknown) => {
+        if (!(err instanceof NotFound)) throw err;
+      });
   }
 
   #wait(): string {

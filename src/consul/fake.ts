@@ -13,6 +13,7 @@ import type {
   Cursor,
   IntentionTarget,
   ProxyServiceSummary,
+  ServiceDefinition,
   UpstreamQuery,
   Versioned,
 } from './api.js';
@@ -62,6 +63,7 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   readonly #preparedQueries = new Map<string, Endpoint[]>();
   readonly #intentions = new Map<string, Entry<IntentionSet>>();
   readonly #failures: Failure[] = [];
+  readonly #services = new Map<string, ServiceDefinition>();
   readonly #waiters = new Set<() => void>();
   #expiry = 0;
 
@@ -131,6 +133,11 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
     return this.#waiters.size;
   }
 
+  /** Services registered through registerService (by ID), as the agent would hold them. */
+  get services(): ReadonlyMap<string, ServiceDefinition> {
+    return this.#services;
+  }
+
   callsOf(method: FakeMethod): number {
     return this.calls.filter((c) => c.method === method).length;
   }
@@ -190,6 +197,16 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
     const read = (): Entry<IntentionSet> => this.#intentions.get(intentionsKey(destination)) ?? { value: NO_INTENTIONS, index: this.#index };
     const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
     return { value: copy(entry.value), cursor: { index: entry.index } };
+  }
+
+  async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {
+    this.#enter('registerService', service.id, undefined, signal);
+    this.#services.set(service.id, copy(service));
+  }
+
+  async deregisterService(serviceId: string, signal: AbortSignal): Promise<void> {
+    this.#enter('deregisterService', serviceId, undefined, signal);
+    this.#services.delete(serviceId);
   }
 
   // --- internals -----------------------------------------------------------------------------

@@ -23,6 +23,8 @@ export interface WatchOptions<T> {
   fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>;
   onValue: (value: T) => void;
   onError: (err: Error, attempt: number) => void;
+  /** Every answer, changed or not (watch health in metrics). */
+  onSuccess?: () => void;
   signal: AbortSignal;
   /** Default: deep equality (node:util isDeepStrictEqual). */
   equals?: (a: T, b: T) => boolean;
@@ -103,6 +105,7 @@ export async function runWatch<T>(opts: WatchOptions<T>): Promise<void> {
     }
     if (signal.aborted) break;
     attempt = 0;
+    opts.onSuccess?.();
 
     const sent = cursor;
     const next: Cursor = { ...result.cursor };

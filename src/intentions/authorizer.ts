@@ -12,6 +12,7 @@
  * record is a bounded LRU: stale entries only cost a lookup.
  */
 import { X509Certificate } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { errorMessage } from '../errors.js';
 import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../haproxy/names.js';
@@ -31,6 +32,14 @@ export interface AuthorizerOptions {
   logger?: Logger;
   maxTrackedConnections?: number;
   maxCachedCertificates?: number;
+  /** Told every verdict and how long it took (metrics). Must not throw. */
+  onDecision?: (decision: AuthorizationDecision) => void;
+}
+
+/** `error`: no intention was evaluated (unreadable certificate, foreign trust domain); the connection is refused. */
+export interface AuthorizationDecision {
+  result: 'allow' | 'deny' | 'error';
+  durationMs: number;
 }
 
 export interface AuthorizerStats {
@@ -100,9 +109,11 @@ export class Authorizer {
   /** DER (latin1) → parsed SPIFFE ID. */
   readonly #certificates = new Map<string, ServiceSpiffeId>();
   readonly #stats = { allowed: 0, denied: 0, invalid: 0 };
+  readonly #onDecision: ((decision: AuthorizationDecision) => void) | undefined;
 
   constructor(options: AuthorizerOptions = {}) {
     this.#log = options.logger ?? pino({ level: 'silent' });
+    this.#onDecision = options.onDecision;
     this.#maxTracked = options.maxTrackedConnections ?? DEFAULT_MAX_TRACKED_CONNECTIONS;
     this.#maxCertificates = options.maxCachedCertificates ?? DEFAULT_MAX_CACHED_CERTIFICATES;
   }
@@ -137,6 +148,7 @@ export class Authorizer {
   readonly handle = (messages: readonly SpoeMessage[]): SpoeAction[] => {
     const message = messages.find((m) => m.name === SPOE_MESSAGE);
     if (message === undefined) return [];
+    const startedAt = performance.now();
     const arg = (name: string): TypedData | undefined => message.args.find((a) => a.name === name)?.value;
     const epoch = arg(SPOE_ARG.epoch);
     const source = formatSource(arg(SPOE_ARG.src), arg(SPOE_ARG.srcPort));
@@ -152,6 +164,7 @@ export class Authorizer {
       this.#stats.denied += 1;
       this.#log.debug({ source, err: errorMessage(err) }, 'connection denied: unreadable client identity');
       actions.push({ type: 'set-var', scope: 'sess', name: SPOE_VAR.auth, value: { type: 'int32', value: 0 } });
+      this.#onDecision?.({ result: 'error', durationMs: performance.now() - startedAt });
       return actions;
     }
     const identity: SourceIdentity = { service: id.service, namespace: id.namespace, partition: id.partition };
@@ -172,6 +185,7 @@ export class Authorizer {
       str('sess', SPOE_VAR.sourcePartition, id.partition),
       str('sess', SPOE_VAR.sourceDatacenter, id.datacenter),
     );
+    this.#onDecision?.({ result: decision.allowed ? 'allow' : 'deny', durationMs: performance.now() - startedAt });
     return actions;
   };
 

@@ -23,6 +23,8 @@ export interface SidecarWatchesOptions {
   proxyId: string;
   emit: (event: SnapshotEvent) => void;
   onError: (report: WatchErrorReport) => void;
+  /** A watch got an answer, changed or not (watch health in metrics). */
+  onSuccess?: (watch: string) => void;
   signal: AbortSignal;
   /** Also watch the intentions of the proxied service (GET /v1/connect/intentions/match). */
   watchIntentions?: boolean;
@@ -129,6 +131,7 @@ export class SidecarWatches {
       fetch,
       onValue,
       onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt }),
+      onSuccess: () => this.#opts.onSuccess?.(name),
       signal: controller.signal,
       ...(pollIntervalMs !== undefined && { pollIntervalMs }),
     }).finally(() => root.removeEventListener('abort', onRootAbort));

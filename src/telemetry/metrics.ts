@@ -1,0 +1,354 @@
+/**
+ * haproxy-connect's own metrics, one registry per run (no module-global state), in Prometheus
+ * text format. Every name starts with `haproxy_connect_`, so it never collides with HAProxy's own
+ * families (`haproxy_process_*`, `haproxy_frontend_*`, ...) that the stats server appends.
+ *
+ * Events (a watch failed, a reload happened, a connection was authorized) are pushed in through
+ * the methods below; states (readiness, leaf expiry, HAProxy's process state) are read from
+ * `MetricsSources` at scrape time. Every label takes values from a fixed set.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ProcessState } from '../haproxy/process.js';
+import type { RuntimeOp } from '../haproxy/runtime-ops.js';
+import type { OpResult } from '../haproxy/runtime.js';
+import type { AuthorizationDecision } from '../intentions/authorizer.js';
+import type { ReconcileObserver } from '../reconcile.js';
+import type { SnapshotEvent } from '../snapshot/fold.js';
+import { RELOAD_REASON_CATEGORIES, reloadReasonCategories } from './reload-reasons.js';
+
+export const METRIC_PREFIX = 'haproxy_connect_';
+
+/** Consul watch kinds: the part of a watch name before ':' (watches.ts names them `upstream:<key>`, ...). */
+export const WATCH_KINDS = ['registration', 'leaf', 'roots', 'intentions', 'upstream', 'other'] as const;
+export type WatchKind = (typeof WATCH_KINDS)[number];
+const WATCH_STATES = ['ok', 'failing', 'pending'] as const;
+
+/** Every supervisor state, so the state gauge keeps one series per state (0 or 1). */
+const HAPROXY_STATES: Record<ProcessState, true> = {
+  stopped: true, starting: true, running: true, reloading: true, stopping: true, crashed: true, backoff: true,
+};
+const RUNTIME_OP_KINDS: Record<RuntimeOp['kind'], true> = {
+  'add-server': true, 'remove-server': true, 'set-weight': true, 'set-address': true, 'set-leaf': true, 'append-roots': true, 'set-intentions-epoch': true,
+};
+const RUNTIME_OP_RESULTS: Record<OpResult['status'], string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
+const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'error'];
+const APPLY_METHODS = ['reload', 'runtime'] as const;
+
+/** A decision takes microseconds (a cache lookup); the slow end catches a blocked event loop. */
+const DECISION_BUCKETS_SECONDS = [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05];
+/** Runtime batches take about a millisecond; a reload with `haproxy -c` tens to hundreds. */
+const APPLY_BUCKETS_SECONDS = [0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const MS_PER_SECOND = 1_000;
+const US_PER_SECOND = 1_000_000;
+
+export interface BuildInfo {
+  version: string;
+  haproxyVersion: string;
+  nodeVersion: string;
+}
+
+/** What the metrics read when scraped. Each returns the current value; none may throw. */
+export interface MetricsSources {
+  ready(): boolean;
+  haproxyState(): ProcessState;
+  /** ISO-8601 expiry of the current leaf (Consul's ValidBefore). */
+  leafValidBefore(): string;
+  /** Number of CA roots in the trust bundle. */
+  caRoots(): number;
+  /** Names of the Consul watches running now (watches.ts). */
+  runningWatches(): readonly string[];
+  /** The SPOE agent's counters, undefined when intentions are not enforced. */
+  spoe(): { connections: number; protocolErrors: number; handlerErrors: number } | undefined;
+}
+
+export function watchKind(watchName: string): WatchKind {
+  const prefix = watchName.split(':', 1)[0] ?? '';
+  return (WATCH_KINDS as readonly string[]).includes(prefix) ? (prefix as WatchKind) : 'other';
+}
+
+const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> = {
+  registration: 'registration',
+  leaf: 'leaf',
+  roots: 'roots',
+  intentions: 'intentions',
+  endpoints: 'upstream',
+  'upstream-removed': undefined,
+};
+
+export class SidecarMetrics implements ReconcileObserver {
+  readonly registry = new Registry();
+  /** Consecutive failures per running watch name (0 after an answer); absent = no answer yet. */
+  readonly #watchFailures = new Map<string, number>();
+
+  readonly #watchErrors: Counter<'watch'>;
+  readonly #watchUpdates: Counter<'watch'>;
+  readonly #applies: Counter<'method' | 'result'>;
+  readonly #applyDuration: Histogram<'method'>;
+  readonly #reloads: Counter<'reason'>;
+  readonly #runtimeOps: Counter<'op' | 'result'>;
+  readonly #decisions: Counter<'result'>;
+  readonly #decisionDuration: Histogram;
+  readonly #haproxyExits: Counter;
+  readonly #scrapeSuccess: Gauge;
+  readonly #scrapeDuration: Gauge;
+
+  constructor(build: BuildInfo, sources: MetricsSources, now: () => number = Date.now) {
+    const registers = [this.registry];
+    const name = (suffix: string): string => `${METRIC_PREFIX}${suffix}`;
+
+    new Gauge({
+      name: name('build_info'),
+      help: 'Always 1; the labels name the versions of haproxy-connect, HAProxy and Node.js',
+      labelNames: ['version', 'haproxy_version', 'nodejs_version'],
+      registers,
+    }).set({ version: build.version, haproxy_version: build.haproxyVersion, nodejs_version: build.nodeVersion }, 1);
+
+    new Gauge({
+      name: name('ready'),
+      help: '1 while the sidecar serves with a valid leaf and CA roots (what /ready answers 200 for)',
+      registers,
+      collect() { this.set(sources.ready() ? 1 : 0); },
+    });
+
+    new Gauge({
+      name: name('haproxy_state'),
+      help: 'State of the HAProxy master-worker process as the supervisor sees it (1 for the current state)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const current = sources.haproxyState();
+        for (const state of Object.keys(HAPROXY_STATES)) this.set({ state }, state === current ? 1 : 0);
+      },
+    });
+
+    this.#haproxyExits = new Counter({
+      name: name('haproxy_unexpected_exits_total'),
+      help: 'HAProxy master processes that exited without being asked to (each is restarted with backoff)',
+      registers,
+    });
+
+    new Gauge({
+      name: name('leaf_certificate_expiry_seconds'),
+      help: 'Seconds until the leaf certificate expires (negative once expired)',
+      registers,
+      collect() { this.set((Date.parse(sources.leafValidBefore()) - now()) / MS_PER_SECOND); },
+    });
+
+    new Gauge({
+      name: name('ca_roots'),
+      help: 'CA root certificates in the trust bundle',
+      registers,
+      collect() { this.set(sources.caRoots()); },
+    });
+
+    const watchFailures = this.#watchFailures;
+    new Gauge({
+      name: name('consul_watches'),
+      help: 'Running Consul watches by kind and state: ok (last request answered), failing (last request failed; retried with backoff), pending (no answer yet)',
+      labelNames: ['watch', 'state'],
+      registers,
+      collect() {
+        const running = new Set(sources.runningWatches());
+        for (const watch of [...watchFailures.keys()]) if (!running.has(watch)) watchFailures.delete(watch);
+        const counts = new Map<string, number>();
+        for (const watch of running) {
+          const failures = watchFailures.get(watch);
+          const state = failures === undefined ? 'pending' : failures > 0 ? 'failing' : 'ok';
+          const key = `${watchKind(watch)}/${state}`;
+          counts.set(key, (counts.get(key) ?? 0) + 1);
+        }
+        for (const watch of WATCH_KINDS) {
+          for (const state of WATCH_STATES) this.set({ watch, state }, counts.get(`${watch}/${state}`) ?? 0);
+        }
+      },
+    });
+    this.#watchErrors = new Counter({
+      name: name('consul_watch_errors_total'),
+      help: 'Failed Consul watch requests (the last good value keeps serving), by watch kind',
+      labelNames: ['watch'],
+      registers,
+    });
+    this.#watchUpdates = new Counter({
+      name: name('consul_watch_updates_total'),
+      help: 'Changes received from Consul watches, by watch kind',
+      labelNames: ['watch'],
+      registers,
+    });
+
+    this.#applies = new Counter({
+      name: name('config_applies_total'),
+      help: 'Configuration changes applied to HAProxy: through a reload (or start) or through the runtime API, ok or failed',
+      labelNames: ['method', 'result'],
+      registers,
+    });
+    this.#applyDuration = new Histogram({
+      name: name('config_apply_duration_seconds'),
+      help: 'Time to apply a configuration change (a reload includes writing files and haproxy -c)',
+      labelNames: ['method'],
+      buckets: APPLY_BUCKETS_SECONDS,
+      registers,
+    });
+    this.#reloads = new Counter({
+      name: name('haproxy_reloads_total'),
+      help: 'HAProxy starts and hitless reloads by reason category; a reload with reasons of several categories counts once in each',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.#runtimeOps = new Counter({
+      name: name('runtime_operations_total'),
+      help: 'Runtime API operations by kind and result (pending: a server deletion waiting for its connections)',
+      labelNames: ['op', 'result'],
+      registers,
+    });
+
+    this.#decisions = new Counter({
+      name: name('intention_decisions_total'),
+      help: 'Connections authorized by the intentions agent: allow, deny, or error (no identity could be read; refused)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.#decisionDuration = new Histogram({
+      name: name('intention_decision_duration_seconds'),
+      help: 'Time the intentions agent took to decide about one connection',
+      buckets: DECISION_BUCKETS_SECONDS,
+      registers,
+    });
+    new Gauge({
+      name: name('spoe_connections'),
+      help: 'Open SPOE connections from HAProxy to the intentions agent (0 when intentions are not enforced)',
+      registers,
+      collect() { this.set(sources.spoe()?.connections ?? 0); },
+    });
+    new Counter({
+      name: name('spoe_errors_total'),
+      help: 'SPOE connections closed for a protocol error or timeout (protocol), and verdicts the handler failed to give (handler)',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const spoe = sources.spoe();
+        this.reset();
+        if (spoe === undefined) return;
+        this.inc({ kind: 'protocol' }, spoe.protocolErrors);
+        this.inc({ kind: 'handler' }, spoe.handlerErrors);
+      },
+    });
+
+    this.#scrapeSuccess = new Gauge({
+      name: name('haproxy_scrape_success'),
+      help: '1 when HAProxy\'s own metrics (appended below) could be read for this scrape, else 0',
+      registers,
+    });
+    this.#scrapeDuration = new Gauge({
+      name: name('haproxy_scrape_duration_seconds'),
+      help: 'Time taken to read HAProxy\'s own metrics for this scrape',
+      registers,
+    });
+
+    new Gauge({
+      name: name('process_resident_memory_bytes'),
+      help: 'Resident memory of the haproxy-connect process (not HAProxy\'s)',
+      registers,
+      collect() { this.set(process.memoryUsage.rss()); },
+    });
+    new Gauge({
+      name: name('process_heap_used_bytes'),
+      help: 'V8 heap in use by the haproxy-connect process',
+      registers,
+      collect() { this.set(process.memoryUsage().heapUsed); },
+    });
+    new Counter({
+      name: name('process_cpu_seconds_total'),
+      help: 'User and system CPU time of the haproxy-connect process',
+      registers,
+      collect() {
+        const usage = process.cpuUsage();
+        this.reset();
+        this.inc((usage.user + usage.system) / US_PER_SECOND);
+      },
+    });
+    new Gauge({
+      name: name('process_start_time_seconds'),
+      help: 'Start time of the haproxy-connect process, in seconds since the Unix epoch',
+      registers,
+    }).set(Math.round((Date.now() - process.uptime() * MS_PER_SECOND) / MS_PER_SECOND));
+
+    // Every series exists from the start, so rate() and absent-value alerts work before the first event.
+    for (const watch of WATCH_KINDS) {
+      this.#watchErrors.inc({ watch }, 0);
+      this.#watchUpdates.inc({ watch }, 0);
+    }
+    for (const method of APPLY_METHODS) {
+      for (const result of ['ok', 'failed']) this.#applies.inc({ method, result }, 0);
+      this.#applyDuration.zero({ method });
+    }
+    for (const reason of RELOAD_REASON_CATEGORIES) this.#reloads.inc({ reason }, 0);
+    for (const op of Object.keys(RUNTIME_OP_KINDS)) {
+      for (const result of Object.values(RUNTIME_OP_RESULTS)) this.#runtimeOps.inc({ op, result }, 0);
+    }
+    for (const result of DECISION_RESULTS) this.#decisions.inc({ result }, 0);
+    this.#scrapeSuccess.set(0);
+  }
+
+  /** The Content-Type of `exposition()`. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The text exposition of every metric, with states read now. */
+  exposition(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  // --- Consul watches --------------------------------------------------------------------------
+
+  watchFailed(watch: string, attempt: number): void {
+    this.#watchFailures.set(watch, attempt);
+    this.#watchErrors.inc({ watch: watchKind(watch) });
+  }
+
+  watchAnswered(watch: string): void {
+    this.#watchFailures.set(watch, 0);
+  }
+
+  /** A change folded into the snapshot. */
+  snapshotChanged(kind: SnapshotEvent['kind']): void {
+    const watch = EVENT_WATCH[kind];
+    if (watch !== undefined) this.#watchUpdates.inc({ watch });
+  }
+
+  // --- the reconcile loop (ReconcileObserver) --------------------------------------------------
+
+  activated(event: Parameters<ReconcileObserver['activated']>[0]): void {
+    const ok = event.outcome !== 'failed';
+    this.#applies.inc({ method: 'reload', result: ok ? 'ok' : 'failed' });
+    this.#applyDuration.observe({ method: 'reload' }, event.durationMs / MS_PER_SECOND);
+    if (event.outcome !== 'started' && event.outcome !== 'reloaded') return;
+    for (const reason of reloadReasonCategories(event.reasons)) this.#reloads.inc({ reason });
+  }
+
+  runtimeApplied(event: Parameters<ReconcileObserver['runtimeApplied']>[0]): void {
+    const failed = event.results.some((r) => r.status === 'failed');
+    this.#applies.inc({ method: 'runtime', result: failed ? 'failed' : 'ok' });
+    this.#applyDuration.observe({ method: 'runtime' }, event.durationMs / MS_PER_SECOND);
+    for (const result of event.results) this.#runtimeOps.inc({ op: result.op.kind, result: RUNTIME_OP_RESULTS[result.status] });
+  }
+
+  haproxyExitedUnexpectedly(): void {
+    this.#haproxyExits.inc();
+  }
+
+  // --- intentions --------------------------------------------------------------------------------
+
+  /** The authorizer's `onDecision` hook. */
+  readonly intentionDecided = (decision: AuthorizationDecision): void => {
+    this.#decisions.inc({ result: decision.result });
+    this.#decisionDuration.observe(decision.durationMs / MS_PER_SECOND);
+  };
+
+  // --- the stats server --------------------------------------------------------------------------
+
+  haproxyScraped(success: boolean, durationMs: number): void {
+    this.#scrapeSuccess.set(success ? 1 : 0);
+    this.#scrapeDuration.set(durationMs / MS_PER_SECOND);
+  }
+}

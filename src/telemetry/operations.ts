@@ -1,0 +1,124 @@
+/**
+ * The -stats-addr feature as main.ts wires it: the metrics registry (created first, so the
+ * authorizer and the reconciler can report into it), the stats server and the optional Consul
+ * service, started once HAProxy's supervisor, the reconciler and the watches exist, and stopped in
+ * the shutdown path. /ready answers 503 from the moment the root signal aborts.
+ */
+import { join } from 'node:path';
+import type { StatsConfig } from '../config/config.js';
+import type { ConsulAgentApi } from '../consul/api.js';
+import { errorMessage } from '../errors.js';
+import { STATS_SOCKET_FILE } from '../haproxy/names.js';
+import type { ProcessState } from '../haproxy/process.js';
+import type { MissingPart, SnapshotEvent } from '../snapshot/fold.js';
+import type { Leaf, Roots } from '../snapshot/types.js';
+import { HaproxyStatsClient } from './haproxy-stats.js';
+import type { Logger } from './logger.js';
+import { SidecarMetrics, type BuildInfo } from './metrics.js';
+import type { SidecarView } from './readiness.js';
+import { readiness } from './readiness.js';
+import { StatsServer } from './stats-server.js';
+import { StatsServiceRegistration } from './stats-service.js';
+
+export interface OperationsOptions {
+  stats: StatsConfig;
+  consul: ConsulAgentApi;
+  proxy: { id: string; serviceName: string };
+  build: BuildInfo;
+  runDir: string;
+  /** The first leaf and roots (fetched before anything starts); later ones come through `snapshotChanged`. */
+  leaf: Leaf;
+  roots: Roots;
+  /** The root signal: once it aborts, /ready answers 503. */
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+/** What exists only once main has built the supervisor, the reconciler and the watches. */
+export interface OperationsSources {
+  haproxyState(): ProcessState;
+  firstApplied: Promise<void>;
+  missing(): readonly MissingPart[];
+  runningWatches(): readonly string[];
+  spoe(): { connections: number; protocolErrors: number; handlerErrors: number } | undefined;
+}
+
+export class Operations {
+  readonly metrics: SidecarMetrics;
+  readonly #opts: OperationsOptions;
+  readonly #haproxyStats: HaproxyStatsClient;
+  readonly #registration: StatsServiceRegistration | undefined;
+  #sources: OperationsSources | undefined;
+  #firstApplied = false;
+  #leafValidBefore: string;
+  #caRoots: number;
+  #server: StatsServer | undefined;
+
+  constructor(opts: OperationsOptions) {
+    this.#opts = opts;
+    this.#leafValidBefore = opts.leaf.validBefore;
+    this.#caRoots = opts.roots.roots.length;
+    this.#haproxyStats = new HaproxyStatsClient({ socketPath: join(opts.runDir, STATS_SOCKET_FILE) });
+    this.metrics = new SidecarMetrics(opts.build, {
+      ready: () => readiness(this.view(), Date.now()).ok,
+      haproxyState: () => this.#sources?.haproxyState() ?? 'stopped',
+      leafValidBefore: () => this.#leafValidBefore,
+      caRoots: () => this.#caRoots,
+      runningWatches: () => this.#sources?.runningWatches() ?? [],
+      spoe: () => this.#sources?.spoe(),
+    });
+    this.#registration = opts.stats.registerService
+      ? new StatsServiceRegistration(opts.consul, { proxyId: opts.proxy.id, serviceName: opts.proxy.serviceName, listen: opts.stats.listen, version: opts.build.version }, opts.logger)
+      : undefined;
+  }
+
+  /** The sidecar as /ready and /health see it. */
+  view(): SidecarView {
+    return {
+      shuttingDown: this.#opts.signal.aborted,
+      firstApplied: this.#firstApplied,
+      missing: this.#sources?.missing() ?? [],
+      haproxyState: this.#sources?.haproxyState() ?? 'stopped',
+      leafValidBefore: this.#leafValidBefore,
+      caRoots: this.#caRoots,
+    };
+  }
+
+  /** A change folded into the snapshot (after SnapshotState.apply said it changed). */
+  snapshotChanged(event: SnapshotEvent): void {
+    if (event.kind === 'leaf') this.#leafValidBefore = event.value.validBefore;
+    if (event.kind === 'roots') this.#caRoots = event.value.roots.length;
+    this.metrics.snapshotChanged(event.kind);
+  }
+
+  /** Listens on -stats-addr, then registers the stats service; a failure of either is a start error. */
+  async start(sources: OperationsSources): Promise<void> {
+    this.#sources = sources;
+    sources.firstApplied.then(() => { this.#firstApplied = true; }, () => {});
+    this.#server = await StatsServer.listen({
+      listen: this.#opts.stats.listen,
+      metrics: this.metrics,
+      haproxy: this.#haproxyStats,
+      view: () => this.view(),
+      logger: this.#opts.logger,
+    });
+    await this.#registration?.register(this.#opts.signal);
+  }
+
+  /** HAProxy came back after a crash: register again, in case Consul reaped the service meanwhile. Never throws. */
+  async reregister(): Promise<void> {
+    if (this.#registration === undefined || this.#opts.signal.aborted) return;
+    try {
+      await this.#registration.register(this.#opts.signal);
+    } catch (err) {
+      this.#opts.logger.warn({ err: errorMessage(err) }, 'cannot register the stats service again');
+    }
+  }
+
+  /** Deregisters the stats service and closes the server. Never throws. */
+  async stop(): Promise<void> {
+    await this.#registration?.deregister();
+    await this.#server?.close().catch((err: unknown) => this.#opts.logger.error({ err: errorMessage(err) }, 'closing the stats server failed'));
+    await this.#haproxyStats.close().catch(() => {});
+  }
+}
