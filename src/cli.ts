@@ -31,7 +31,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`haproxy-connect ${VERSION}\n`);
     return EXIT_OK;
   }
-  const logger = createLogger(request.config.logLevel);
+  const logger = createLogger(request.config.logLevel, undefined, request.config.logFormat);
   const shutdown = new AbortController();
   let signals = 0;
   const onSignal = (name: NodeJS.Signals): void => {

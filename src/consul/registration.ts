@@ -5,7 +5,15 @@
  * numbers may arrive as JSON numbers or numeric strings; anything else is rejected here.
  */
 import { HaproxyConnectError } from '../errors.js';
-import type { Protocol, ProxyRegistration, PublicListener, Upstream } from '../snapshot/types.js';
+import type { AccessLogSink, AccessLogs, Protocol, ProxyRegistration, PublicListener, Upstream } from '../snapshot/types.js';
+import {
+  AccessLogTemplateError,
+  checkTemplateHeaders,
+  defaultAccessLogFormat,
+  parseJsonFormat,
+  parseTextFormat,
+  type AccessLogFormat,
+} from '../telemetry/access-log-template.js';
 import type { AgentServiceJson, UpstreamJson } from './schemas.js';
 
 export const DEFAULT_PROTOCOL: Protocol = 'tcp';
@@ -152,6 +160,59 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
   };
 }
 
+/** Longest part of a bad template quoted in an error message. */
+const MAX_SHOWN_TEMPLATE_CHARS = 120;
+const ACCESS_LOG_TYPES = ['stdout', 'stderr', 'file'] as const;
+
+function readBoolean(ctx: Context, field: string, value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  if (typeof value !== 'boolean') throw ctx.fail(`${field} ${show(value)} is not a boolean`);
+  return value;
+}
+
+function shownTemplate(text: string): string {
+  return show(text.length > MAX_SHOWN_TEMPLATE_CHARS ? `${text.slice(0, MAX_SHOWN_TEMPLATE_CHARS)}...` : text);
+}
+
+function readAccessLogFormat(ctx: Context, json: string | undefined, text: string | undefined): AccessLogFormat {
+  const [field, raw] = json !== undefined ? ['AccessLogs.JSONFormat', json] : ['AccessLogs.TextFormat', text];
+  try {
+    const format = json !== undefined
+      ? parseJsonFormat(json)
+      : text !== undefined ? { kind: 'text' as const, parts: parseTextFormat(text) } : defaultAccessLogFormat();
+    checkTemplateHeaders(format);
+    return format;
+  } catch (err) {
+    if (!(err instanceof AccessLogTemplateError)) throw err;
+    throw ctx.fail(`${field} ${shownTemplate(raw ?? '')} ${err.message}`);
+  }
+}
+
+/** Proxy.AccessLogs, validated as Consul validates the proxy-defaults entry (AccessLogsConfig.Validate). */
+function parseAccessLogs(ctx: Context, raw: Record<string, unknown>): AccessLogs {
+  const typeRaw = readString(ctx, 'AccessLogs.Type', raw['Type']) ?? 'stdout';
+  const type = ACCESS_LOG_TYPES.find((t) => t === typeRaw);
+  if (type === undefined) throw ctx.fail(`AccessLogs.Type ${show(typeRaw)} is not one of ${ACCESS_LOG_TYPES.join(', ')}`);
+  const path = readString(ctx, 'AccessLogs.Path', raw['Path']);
+  let sink: AccessLogSink;
+  if (type === 'file') {
+    if (path === undefined) throw ctx.fail('AccessLogs.Path must be set when AccessLogs.Type is \'file\'');
+    sink = { type, path };
+  } else {
+    if (path !== undefined) throw ctx.fail(`AccessLogs.Path ${show(path)} is only valid with AccessLogs.Type 'file' (Type is ${show(type)})`);
+    sink = { type };
+  }
+  const json = readString(ctx, 'AccessLogs.JSONFormat', raw['JSONFormat']);
+  const text = readString(ctx, 'AccessLogs.TextFormat', raw['TextFormat']);
+  if (json !== undefined && text !== undefined) throw ctx.fail('AccessLogs sets both JSONFormat and TextFormat; set at most one');
+  return {
+    enabled: readBoolean(ctx, 'AccessLogs.Enabled', raw['Enabled']),
+    disableListenerLogs: readBoolean(ctx, 'AccessLogs.DisableListenerLogs', raw['DisableListenerLogs']),
+    sink,
+    format: readAccessLogFormat(ctx, json, text),
+  };
+}
+
 function bindOf(u: Upstream): string {
   return u.localBindSocketPath !== undefined ? `unix:${u.localBindSocketPath}` : `${u.localBindAddress}:${u.localBindPort}`;
 }
@@ -184,6 +245,8 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
     binds.set(bind, i);
   });
 
+  const accessLogs = proxy.AccessLogs === null || proxy.AccessLogs === undefined ? undefined : parseAccessLogs(ctx, proxy.AccessLogs);
+
   return {
     proxyId: raw.ID,
     proxyName: raw.Service,
@@ -193,5 +256,6 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
     partition: raw.Partition || DEFAULT_PARTITION,
     publicListener,
     upstreams,
+    ...(accessLogs !== undefined && { accessLogs }),
   };
 }

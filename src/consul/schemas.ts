@@ -92,6 +92,9 @@ export const agentServiceSchema = z.object({
       LocalServicePort: optionalInt,
       Config: opaqueConfig,
       Upstreams: nullableArray(upstreamJsonSchema),
+      // Merged from proxy-defaults by the agent; its values are checked in registration.ts so an
+      // error names the field and the value.
+      AccessLogs: z.record(z.string(), z.unknown()).nullish(),
     })
     .nullish(),
 });

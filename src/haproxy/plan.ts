@@ -9,7 +9,7 @@
  */
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
-import type { Backend, HaproxyModel, ModelFile, Server } from './model.js';
+import type { Backend, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from './names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
 import { serverSpec } from './server-line.js';
@@ -56,6 +56,20 @@ function byName<T extends { name: string }>(items: readonly T[]): Map<string, T>
 function withoutServers(backend: Backend): Omit<Backend, 'servers'> {
   const { servers: _servers, ...rest } = backend;
   return rest;
+}
+
+function withoutAccessLog(frontend: Frontend): Omit<Frontend, 'accessLog'> {
+  const { accessLog: _accessLog, ...rest } = frontend;
+  return rest;
+}
+
+/** Consul's AccessLogs changed what a kept frontend logs (captures, format): a reload. */
+function diffAccessLogs(before: readonly Frontend[], after: readonly Frontend[], reasons: string[]): void {
+  const old = byName(before);
+  for (const frontend of after) {
+    const prev = old.get(frontend.name);
+    if (prev !== undefined && !isDeepStrictEqual(prev.accessLog, frontend.accessLog)) reasons.push(`frontend ${frontend.name} access log changed`);
+  }
 }
 
 /** Reasons for added, removed and changed named items (`frontend x added`, ...). */
@@ -149,7 +163,8 @@ function diffServers(before: Backend, after: Backend, reasons: string[]): Runtim
 export function plan(applied: HaproxyModel, desired: HaproxyModel): Plan {
   const reasons: string[] = [];
   if (!isDeepStrictEqual(applied.global, desired.global)) reasons.push('global settings changed');
-  diffNamed('frontend', applied.frontends, desired.frontends, isDeepStrictEqual, reasons);
+  diffNamed('frontend', applied.frontends, desired.frontends, (a, b) => isDeepStrictEqual(withoutAccessLog(a), withoutAccessLog(b)), reasons);
+  diffAccessLogs(applied.frontends, desired.frontends, reasons);
   diffNamed('backend', applied.backends, desired.backends, (a, b) => isDeepStrictEqual(withoutServers(a), withoutServers(b)), reasons);
 
   const tlsOps: RuntimeOp[] = [];

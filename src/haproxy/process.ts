@@ -36,6 +36,8 @@ export const DEFAULT_RESTART_BACKOFF = { baseMs: 500, maxMs: 30_000 } as const;
 const STABLE_RUN_MS = 60_000;
 const POLL_INTERVAL_MS = 25;
 const CLI_TIMEOUT_MS = 2_000;
+/** HAProxy's stderr copy of an event it also sends to its log targets (server/proxy state changes). */
+const RING_LOGGED_EVENT = /^\[(?:WARNING|ALERT|NOTICE)\]\s+\(\d+\) : (?:Server |Proxy |Stopping (?:proxy|backend|frontend) |backend .* has no server available)/;
 /** stderr lines kept for error messages (start failures, reload ALERTs). */
 const STDERR_TAIL_LINES = 50;
 
@@ -354,7 +356,10 @@ export class HaproxyProcess extends EventEmitter {
     this.#tail.push({ seq: this.#seq, line });
     if (this.#tail.length > STDERR_TAIL_LINES) this.#tail.shift();
     const fields = { component: 'haproxy', pid, stream };
-    if (line.startsWith('[ALERT]')) this.#log.error(fields, line);
+    // Server and proxy events also arrive through the log ring (src/telemetry/haproxy-logs.ts) as
+    // structured lines: their stderr copy is kept for error messages but logged at debug only.
+    if (RING_LOGGED_EVENT.test(line)) this.#log.debug(fields, line);
+    else if (line.startsWith('[ALERT]')) this.#log.error(fields, line);
     else if (line.startsWith('[WARNING]')) this.#log.warn(fields, line);
     else this.#log.info(fields, line);
   }

@@ -3,6 +3,7 @@
  * by one owner (see fold.ts). Plain immutable data; translate reads nothing else.
  */
 import type { IntentionSet } from '../intentions/types.js';
+import type { AccessLogFormat } from '../telemetry/access-log-template.js';
 
 /** Consul proxy protocols. Consul's default is tcp. */
 export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
@@ -40,6 +41,19 @@ export interface Upstream {
   connectTimeoutMs: number;
 }
 
+/** Where access log lines go (Consul's `AccessLogs.Type` and `Path`). */
+export type AccessLogSink = { type: 'stdout' } | { type: 'stderr' } | { type: 'file'; path: string };
+
+/** `Proxy.AccessLogs`, merged by the agent from the `proxy-defaults` config entry. */
+export interface AccessLogs {
+  enabled: boolean;
+  /** Drop listener-level lines (connections that fail before they are proxied, e.g. TLS handshakes). */
+  disableListenerLogs: boolean;
+  sink: AccessLogSink;
+  /** JSONFormat, TextFormat, or Consul's default JSON format when neither is set. */
+  format: AccessLogFormat;
+}
+
 export interface ProxyRegistration {
   /** The sidecar proxy's service ID and name. */
   proxyId: string;
@@ -51,6 +65,8 @@ export interface ProxyRegistration {
   partition: string;
   publicListener: PublicListener;
   upstreams: Upstream[];
+  /** Proxy.AccessLogs; absent when the agent sends none. */
+  accessLogs?: AccessLogs;
 }
 
 export interface Leaf {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { IntentionSet } from '../../src/intentions/types.js';
-import type { Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/snapshot/types.js';
+import type { AccessLogs, Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/snapshot/types.js';
 
 export const CERTS_DIR = fileURLToPath(new URL('../golden/certs/', import.meta.url));
 export const TRUST_DOMAIN = '11111111-2222-3333-4444-555555555555.consul';
@@ -93,6 +93,8 @@ export interface SnapshotParts {
   leaf?: Leaf;
   /** Enforced intentions; absent = not enforced. */
   intentions?: IntentionSet;
+  /** Proxy.AccessLogs; absent = none. */
+  accessLogs?: AccessLogs;
 }
 
 /** The `web` sidecar on node-1 in dc1. */
@@ -108,6 +110,7 @@ export function snapshot(parts: SnapshotParts = {}): Snapshot {
       partition: 'default',
       publicListener: publicListener(parts.listener),
       upstreams: parts.upstreams ?? [],
+      ...(parts.accessLogs !== undefined && { accessLogs: parts.accessLogs }),
     },
     leaf: parts.leaf ?? webLeaf(),
     roots: parts.roots ?? roots(),
