@@ -3,7 +3,9 @@
  * aborts (clean shutdown) or throws when the sidecar cannot start.
  *
  * Shutdown order: stop intake (Consul watches), drain the reconcile loop, stop HAProxy, close the
- * SPOE agent (intentions), remove the run directory.
+ * receiver of HAProxy's logs and the access log, deregister
+ * the stats service and close the stats server (-stats-addr; /ready answers 503 from the first
+ * moment of shutdown), close the SPOE agent (intentions), remove the run directory.
  */
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
@@ -13,7 +15,7 @@ import { findSidecar } from './consul/find-sidecar.js';
 import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from './errors.js';
 import { haproxyVersion } from './haproxy/check.js';
 import { ManagedFiles, createRunDir, removeRunDir } from './haproxy/files.js';
-import { ADMIN_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
+import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
 import { NativeDriver } from './haproxy/native-driver.js';
 import { HaproxyProcess } from './haproxy/process.js';
 import { closeSessionsFrom } from './haproxy/sessions.js';
@@ -26,10 +28,19 @@ import { SnapshotState } from './snapshot/fold.js';
 import type { ProxyRegistration } from './snapshot/types.js';
 import { SidecarWatches } from './snapshot/watches.js';
 import { SpoeAgent } from './spoe/agent.js';
+import { AccessLogWriter } from './telemetry/access-log-writer.js';
+import { HaproxyLogReceiver } from './telemetry/haproxy-logs.js';
 import type { Logger } from './telemetry/logger.js';
+import { Operations } from './telemetry/operations.js';
 import { VERSION } from './version.js';
 
 export const MASTER_SOCKET = 'master.sock';
+/**
+ * Each watch is one HTTP connection to the agent (a blocking query), and Consul's agent allows 200
+ * per client address by default (limits.http_max_conns_per_client; measured on 1.16.2: the 199th
+ * and later concurrent requests were answered 429). Warn well before that.
+ */
+const AGENT_CONNECTIONS_WARNING = 150;
 
 export interface RunDependencies {
   logger: Logger;
@@ -104,6 +115,10 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const enforce = config.enforceIntentions;
   const state = new SnapshotState(agent.datacenter, { enforceIntentions: enforce });
   const first = await consul.proxyRegistration(proxy.id, {}, signal);
+  const blockingQueries = first.value.upstreams.length + (enforce ? 4 : 3);
+  if (blockingQueries > AGENT_CONNECTIONS_WARNING) {
+    log.consul.warn({ blockingQueries, upstreams: first.value.upstreams.length }, `this sidecar holds ${blockingQueries} blocking queries on the agent; the agent allows limits.http_max_conns_per_client (default 200) connections per client address, shared by every sidecar on the node: raise it, or watches answered 429 keep retrying`);
+  }
   const [leaf, roots, intentions] = await Promise.all([
     consul.leaf(first.value.serviceName, {}, signal),
     consul.roots({}, signal),
@@ -117,17 +132,32 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const runDir = await createRunDir(config.cfgBasePath);
   log.main.info({ runDir }, 'created run directory');
   const adminSocket = join(runDir, ADMIN_SOCKET_FILE);
+  // -stats-addr: metrics first (the authorizer and the reconciler report into them); the server starts below.
+  const operations = config.stats === undefined ? undefined : new Operations({
+    stats: config.stats, consul, proxy: { id: proxy.id, serviceName: proxy.destinationServiceName },
+    build: { version: VERSION, haproxyVersion: haproxyRelease, nodeVersion: process.versions.node },
+    runDir, leaf: leaf.value, roots: roots.value, signal, logger: log.main.child({ component: 'stats' }),
+  });
   // The agent listens before HAProxy starts, so the first connection already gets a verdict.
   const authLog = log.main.child({ component: 'intentions' });
-  const authorizer = enforce ? new Authorizer({ logger: authLog }) : undefined;
+  const authorizer = enforce ? new Authorizer({ logger: authLog, ...(operations !== undefined && { onDecision: operations.metrics.intentionDecided }) }) : undefined;
   let spoeAgent: SpoeAgent | undefined;
+  // HAProxy's logs: the receiver listens before HAProxy starts (the ring connects at once); an
+  // access log file that cannot be opened stops the start with an error naming the path.
+  const accessLogLog = log.main.child({ component: 'access-log' });
+  const accessLog = new AccessLogWriter({ logger: accessLogLog });
+  let haproxyLogs: HaproxyLogReceiver | undefined;
   try {
+    await accessLog.configure(first.value.accessLogs);
+    haproxyLogs = await HaproxyLogReceiver.listen({ socketPath: join(runDir, LOG_SOCKET_FILE), logger: log.haproxy, onAccess: (record) => accessLog.write(record) });
     if (authorizer !== undefined) {
       authorizer.update({ intentions, trustDomain: roots.value.trustDomain });
       spoeAgent = await SpoeAgent.listen({ socketPath: join(runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle, logger: authLog });
       log.main.info({ intentions: intentions?.intentions.length, defaultAllow: intentions?.defaultAllow }, 'intentions enforced');
     }
   } catch (err) {
+    await haproxyLogs?.close();
+    await accessLog.close();
     await removeRunDir(runDir).catch(() => {});
     throw err;
   }
@@ -158,10 +188,17 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const reconciler = new Reconciler({
     state, driver, runDir, logger: log.reconcile,
     ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
+    ...(operations !== undefined && { observer: operations.metrics }),
   });
   // A restarted HAProxy runs the file on disk, which may lag the live state by a queued write.
+  let haproxyStarts = 0;
   haproxy.on('state', ({ from, to }: { from: string; to: string }) => {
     if (from === 'starting' && to === 'running') reconciler.checkDriftSoon();
+    // Back from a crash: Consul may have reaped the stats service while its check was critical.
+    if (from === 'starting' && to === 'running' && ++haproxyStarts > 1) void operations?.reregister();
+  });
+  haproxy.on('exit', ({ expected }: { expected: boolean }) => {
+    if (!expected) operations?.metrics.haproxyExitedUnexpectedly();
   });
 
   const intake = new AbortController();
@@ -174,10 +211,16 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     watchIntentions: enforce,
     emit: (event) => {
       if (!state.apply(event)) return;
+      operations?.snapshotChanged(event);
       authorize(event);
+      if (event.kind === 'registration') {
+        accessLog.configure(event.value.accessLogs).catch((err: unknown) => accessLogLog.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot apply the new access log settings; keeping the previous ones'));
+      }
       reconciler.notify();
     },
+    onSuccess: (watch) => operations?.metrics.watchAnswered(watch),
     onError: ({ watch, error, attempt }) => {
+      operations?.metrics.watchFailed(watch, attempt);
       const level = attempt > 3 ? 'error' : 'warn';
       log.consul[level]({ watch, attempt, err: errorMessage(error), code: (error as { code?: string }).code }, 'watch failed; keeping the last good value and retrying');
     },
@@ -185,6 +228,14 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
 
   const loop = new AbortController();
   try {
+    // Listening before HAProxy starts: /ready can be polled from the start (503 until the first configuration is live).
+    await operations?.start({
+      haproxyState: () => haproxy.state,
+      firstApplied: reconciler.firstApplied,
+      missing: () => state.missing(),
+      runningWatches: () => watches.running(),
+      spoe: () => spoeAgent?.stats,
+    });
     watches.start();
     const reconciling = reconciler.run(loop.signal);
     reconciler.firstApplied.then(() => log.main.info({ runDir }, 'sidecar ready'), () => {});
@@ -203,6 +254,11 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     loop.abort();
     await Promise.all(closing);
     await haproxy.stop().catch((err: unknown) => log.main.error({ err: errorMessage(err) }, 'stopping haproxy failed'));
+    // After HAProxy: its last lines (workers finishing connections) are still received.
+    await haproxyLogs.close();
+    await accessLog.close();
+    log.haproxy.debug({ ...haproxyLogs.stats, accessLog: accessLog.stats }, 'log receiver stopped');
+    await operations?.stop();
     if (spoeAgent !== undefined) {
       await spoeAgent.close().catch((err: unknown) => log.main.error({ err: errorMessage(err) }, 'closing the SPOE agent failed'));
       authLog.info({ ...authorizer?.stats, ...spoeAgent.stats }, 'intentions agent stopped');

@@ -5,9 +5,10 @@
 import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { HaproxyConnectError } from '../errors.js';
-import { LOG_LEVELS, type LogLevel } from '../telemetry/logger.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../telemetry/logger.js';
 import { parseGoDuration } from './duration.js';
 import { parseFlags, type FlagSpec } from './flags.js';
+import { parseListenAddress, type ListenAddress } from './listen-address.js';
 
 export const DEFAULT_CONSUL_ADDR = '127.0.0.1:8500';
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -23,14 +24,17 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'haproxy', kind: 'string', valueName: '<binary>', usage: 'haproxy binary to run', defaultText: 'haproxy from PATH' },
   { name: 'haproxy-cfg-base-path', kind: 'string', valueName: '<dir>', usage: 'directory under which a private run directory (config, certificates, sockets) is created for each run and removed on clean exit', defaultText: 'the system temp dir' },
   { name: 'log-level', kind: 'string', valueName: '<level>', usage: `log level: ${LOG_LEVELS.join(', ')}`, defaultText: 'info' },
+  { name: 'log-format', kind: 'string', valueName: '<format>', usage: 'format of haproxy-connect\'s own log lines on stdout: json (one JSON object per line) or text (time level component: message key=value ...)', defaultText: 'json' },
   { name: 'enable-intentions', kind: 'boolean', usage: 'enforce Consul intentions on the public listener (fail closed); -enable-intentions=false accepts every client with a certificate from the Consul CA and logs a warning', defaultText: 'true' },
   { name: 'shutdown-grace', kind: 'string', valueName: '<duration>', usage: 'on SIGTERM/SIGINT, how long in-flight requests and connections may take to finish after the listeners close (Go duration: 30s, 1m); then they are cut', defaultText: '10s' },
+  { name: 'stats-addr', kind: 'string', valueName: '<ip:port>', usage: 'serve /metrics (Prometheus: HAProxy\'s and haproxy-connect\'s own), /ready and /health over HTTP on this address, e.g. 127.0.0.1:9102 or [::1]:9102' },
+  { name: 'stats-service-register', kind: 'boolean', usage: 'register a service <service>-connect-stats for -stats-addr on the local agent, with an HTTP check on /health (deregistered on exit)' },
   { name: 'version', kind: 'boolean', usage: 'print the version and exit' },
   { name: 'help', kind: 'boolean', usage: 'print this help and exit' },
 ];
 
 /** Flags of the original tool that this version does not implement yet: refused with a clear message. */
-const NOT_YET_IMPLEMENTED = ['dataplane', 'stats-addr', 'stats-service-register'];
+const NOT_YET_IMPLEMENTED = ['dataplane'];
 
 export interface ConsulConnection {
   address: string;
@@ -45,10 +49,20 @@ export interface Config {
   haproxyBin: string;
   cfgBasePath: string;
   logLevel: LogLevel;
+  /** -log-format: JSON lines (default) or readable text lines. */
+  logFormat?: LogFormat;
   /** Authorize every incoming connection against Consul intentions (default true; -enable-intentions=false opts out). */
   enforceIntentions: boolean;
   /** On shutdown, how long open connections may take to finish after the listeners close. */
   shutdownGraceMs: number;
+  /** -stats-addr (and -stats-service-register); absent: no stats server. */
+  stats?: StatsConfig | undefined;
+}
+
+export interface StatsConfig {
+  listen: ListenAddress;
+  /** Register `<service>-connect-stats` on the local agent while running. */
+  registerService: boolean;
 }
 
 export type CliRequest = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: Config };
@@ -120,9 +134,6 @@ async function ensureDirectory(path: string, origin: string): Promise<void> {
 
 export async function loadConfig({ argv, env }: ConfigSources): Promise<CliRequest> {
   const specs = [...FLAGS, ...NOT_YET_IMPLEMENTED.map((name): FlagSpec => ({ name, kind: 'string', usage: '' }))];
-  // Flags that take no value in the original (stats-service-register) must not swallow the next argument.
-  const registerIndex = specs.findIndex((s) => s.name === 'stats-service-register');
-  specs[registerIndex] = { name: 'stats-service-register', kind: 'boolean', usage: '' };
   const { values, positionals } = parseFlags(argv, specs);
   if (values.get('help') === true) return { kind: 'help' };
   if (values.get('version') === true) return { kind: 'version' };
@@ -147,6 +158,9 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
   const logLevelRaw = str('log-level') ?? 'info';
   const logLevel = LOG_LEVELS.find((l) => l === logLevelRaw.toLowerCase());
   if (logLevel === undefined) throw invalid(`invalid value '${logLevelRaw}' for -log-level: expected one of ${LOG_LEVELS.join(', ')}`);
+  const logFormatRaw = str('log-format') ?? 'json';
+  const logFormat = LOG_FORMATS.find((f) => f === logFormatRaw.trim().toLowerCase());
+  if (logFormat === undefined) throw invalid(`invalid value '${logFormatRaw}' for -log-format: expected one of ${LOG_FORMATS.join(', ')}`);
 
   const sslEnv = nonEmpty(env.CONSUL_HTTP_SSL);
   const useTls = sslEnv === undefined ? false : parseBool('CONSUL_HTTP_SSL', sslEnv);
@@ -187,6 +201,8 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
     throw invalid(`invalid value '${graceRaw ?? ''}' for -shutdown-grace: expected a duration such as 10s or 1m, at most 1h`);
   }
 
+  const stats = statsConfig(str('stats-addr'), values.get('stats-service-register') === true);
+
   const cfgBasePath = nonEmpty(str('haproxy-cfg-base-path')) ?? tmpdir();
   await ensureDirectory(cfgBasePath, '-haproxy-cfg-base-path');
 
@@ -199,9 +215,23 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
       haproxyBin: nonEmpty(str('haproxy')) ?? 'haproxy',
       cfgBasePath,
       logLevel,
+      logFormat,
       // Secure by default: only an explicit -enable-intentions=false turns enforcement off.
       enforceIntentions: values.get('enable-intentions') !== false,
       shutdownGraceMs,
+      stats,
     },
   };
+}
+
+function statsConfig(raw: string | undefined, registerService: boolean): StatsConfig | undefined {
+  if (raw === undefined) {
+    if (registerService) throw invalid('-stats-service-register needs -stats-addr <ip:port>: the registered service points at that address');
+    return undefined;
+  }
+  const listen = parseListenAddress(raw);
+  if (listen === undefined) {
+    throw invalid(`invalid value '${raw}' for -stats-addr: expected <ip>:<port> such as 127.0.0.1:9102, [::1]:9102 or :9102 (every interface), with a port in 1..65535`);
+  }
+  return { listen, registerService };
 }

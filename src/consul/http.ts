@@ -160,7 +160,16 @@ export class ConsulHttp {
    * throws CONSUL_UNREACHABLE, CONSUL_FORBIDDEN or CONSUL_HTTP otherwise. When `signal` aborts,
    * rejects with the signal's reason.
    */
-  async get(path: string, query: string, options: GetOptions): Promise<ConsulResponse> {
+  get(path: string, query: string, options: GetOptions): Promise<ConsulResponse> {
+    return this.#send('GET', path, query, options, undefined);
+  }
+
+  /** PUT `path` with a JSON body (or none): the same timeouts and error mapping as a non-blocking GET. */
+  put(path: string, body: unknown, options: Omit<GetOptions, 'blocking'>): Promise<ConsulResponse> {
+    return this.#send('PUT', path, '', { ...options, blocking: false }, body === undefined ? undefined : JSON.stringify(body));
+  }
+
+  async #send(method: 'GET' | 'PUT', path: string, query: string, options: GetOptions, payload: string | undefined): Promise<ConsulResponse> {
     const { signal } = options;
     signal.throwIfAborted();
     const timeoutMs = options.blocking ? this.#blockingTimeoutMs : NON_BLOCKING_TIMEOUT_MS;
@@ -177,11 +186,12 @@ export class ConsulHttp {
 
     const url = `${this.#origin}${path}${query === '' ? '' : `?${query}`}`;
     const headers: Record<string, string> = { accept: 'application/json' };
+    if (payload !== undefined) headers['content-type'] = 'application/json';
     if (this.#token !== undefined) headers['x-consul-token'] = this.#token;
 
     let response: ConsulResponse;
     try {
-      const res = await request(url, { method: 'GET', headers, dispatcher: this.#dispatcher, signal: controller.signal });
+      const res = await request(url, { method, headers, dispatcher: this.#dispatcher, signal: controller.signal, ...(payload !== undefined && { body: payload }) });
       const body = await res.body.text();
       response = { status: res.statusCode, headers: res.headers, body };
     } catch (err) {
@@ -189,7 +199,7 @@ export class ConsulHttp {
       if (timedOut) {
         throw new HaproxyConnectError(
           'CONSUL_UNREACHABLE',
-          `Consul agent at ${this.address} did not answer GET ${path} within ${timeoutMs} ms`,
+          `Consul agent at ${this.address} did not answer ${method} ${path} within ${timeoutMs} ms`,
           { cause: err },
         );
       }
@@ -208,13 +218,18 @@ export class ConsulHttp {
     if (response.status === 403) {
       throw new HaproxyConnectError(
         'CONSUL_FORBIDDEN',
-        `Consul agent at ${this.address} rejected the ACL token for GET ${path} (403): ${excerpt}`,
+        `Consul agent at ${this.address} rejected the ACL token for ${method} ${path} (403): ${excerpt}`,
       );
     }
     if (response.status === 404 && options.onNotFound !== undefined) throw options.onNotFound();
+    // 429: the agent allows limits.http_max_conns_per_client (default 200) connections per client
+    // address, shared by every sidecar on the node; each holds one blocking query per upstream.
+    const hint = response.status === 429
+      ? ' (too many connections from this address: every sidecar on the node holds one blocking query per upstream plus four; raise the agent\'s limits.http_max_conns_per_client, default 200)'
+      : '';
     throw new HaproxyConnectError(
       'CONSUL_HTTP',
-      `Consul agent at ${this.address} answered GET ${path} with HTTP ${response.status}: ${excerpt}`,
+      `Consul agent at ${this.address} answered ${method} ${path} with HTTP ${response.status}: ${excerpt}${hint}`,
     );
   }
 

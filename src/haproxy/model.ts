@@ -21,11 +21,36 @@ export interface ModelFile {
   mode: number;
 }
 
+/**
+ * HAProxy's own metrics: a `mode http` frontend on a unix socket in the run directory (mode 600)
+ * that serves the built-in Prometheus exporter and a liveness answer (names.ts STATS_*_PATH).
+ */
+export interface StatsEndpoint {
+  /** Frontend name; it appears in HAProxy's own metrics like every other proxy. */
+  frontend: string;
+  /** Socket name in the run directory. */
+  socket: string;
+}
+
+/**
+ * HAProxy's logs go to a ring whose server is the daemon's receiver on a unix stream socket in
+ * the run directory (octet-counted syslog). A full ring drops lines: HAProxy never waits for us.
+ */
+export interface LogReceiver {
+  ring: string;
+  /** Socket name in the run directory (the daemon listens there, mode 600). */
+  socket: string;
+}
+
 export interface Global {
   /** Absolute run directory: holds haproxy.cfg, certificates and sockets. */
   runDir: string;
   /** Runtime API socket name in the run directory (admin level, mode 600). */
   adminSocket: string;
+  /** The metrics frontend; undefined renders none. */
+  stats: StatsEndpoint | undefined;
+  /** Where HAProxy's messages and access logs go; undefined: notices and worse to stderr. */
+  logs: LogReceiver | undefined;
   /** Threads per worker; undefined lets HAProxy choose. */
   nbthread: number | undefined;
   maxconn: number;
@@ -59,6 +84,19 @@ export interface FrontendSpoe {
   agentServerTimeoutMs: number;
 }
 
+/**
+ * Consul's AccessLogs on a frontend: one line per connection (tcp) or request (http), in the
+ * layout of access-log-wire.ts; the daemon applies the user's format.
+ */
+export interface FrontendAccessLog {
+  /** Logged as `upstream_cluster`: Consul's name for the cluster this frontend forwards to. */
+  cluster: string;
+  /** HTTP only: request headers to capture (lowercase; `:method`, `:path`, `:authority` too). */
+  requestHeaders: string[];
+  /** HTTP only: response headers to capture (lowercase). */
+  responseHeaders: string[];
+}
+
 export interface Frontend {
   name: string;
   mode: Mode;
@@ -71,6 +109,8 @@ export interface Frontend {
   maxconn: number | undefined;
   /** Intentions enforcement; undefined when the frontend does not enforce intentions. */
   spoe: FrontendSpoe | undefined;
+  /** Access log; undefined when Consul's AccessLogs are off. */
+  accessLog: FrontendAccessLog | undefined;
 }
 
 export interface ServerTls {

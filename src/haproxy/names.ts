@@ -21,6 +21,22 @@ export const PUBLIC_CRT_LIST_FILE = 'public.crtlist';
 export const ADMIN_SOCKET_FILE = 'admin.sock';
 
 /**
+ * HAProxy's own metrics: a frontend on a unix socket in the run directory serving the built-in
+ * Prometheus exporter and a liveness answer. The stats server (src/telemetry) scrapes it.
+ */
+export const STATS_FRONTEND_NAME = 'stats';
+export const STATS_SOCKET_FILE = 'stats.sock';
+export const STATS_METRICS_PATH = '/metrics';
+export const STATS_HEALTH_PATH = '/health';
+
+/**
+ * HAProxy's logs (its own messages and access logs): a ring whose server is the daemon's receiver
+ * on this unix stream socket in the run directory (src/telemetry/haproxy-logs.ts).
+ */
+export const LOG_RING_NAME = 'haproxy_connect_logs';
+export const LOG_SOCKET_FILE = 'log.sock';
+
+/**
  * Intentions enforcement (SPOE). The agent (src/intentions/authorizer.ts), the SPOE config
  * (src/translate/spoe.ts) and the frontend rules (render.ts) must agree on every name here.
  */
@@ -51,7 +67,8 @@ export const SPOE_VAR = {
   sourceDatacenter: 'source_dc',
 } as const;
 
-const UPSTREAM_PREFIX = 'upstream_';
+/** Upstream frontends and backends start with this (reload reasons are grouped by it). */
+export const UPSTREAM_PREFIX = 'upstream_';
 const BACKEND_SUFFIX = '_be';
 /** Longest readable part kept before the hash; keeps config lines and `show stat` readable. */
 const MAX_READABLE_LENGTH = 48;

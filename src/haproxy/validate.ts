@@ -7,6 +7,7 @@
 import { isIP } from 'node:net';
 import { HaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HaproxyModel, ModelFile } from './model.js';
+import { MAX_TEMPLATE_HEADERS } from '../telemetry/access-log-template.js';
 import { HAPROXY_NAME_PATTERN } from './names.js';
 
 /** Run-directory file names: one path component, no dot-only names. */
@@ -167,6 +168,38 @@ function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, Backend
   }
 }
 
+/**
+ * Values written literally inside the access log's double-quoted `log-format` (access-log-wire.ts):
+ * no quote, backslash, `%`, space or `,`.
+ */
+const LOG_CLUSTER_PATTERN = /^[A-Za-z0-9_.-]{1,253}$/;
+const LOG_REQUEST_HEADER_PATTERN = /^(?::method|:path|:authority|[a-z0-9_-]{1,64})$/;
+const LOG_RESPONSE_HEADER_PATTERN = /^[a-z0-9_-]{1,64}$/;
+
+function checkHeaders(what: string, headers: readonly string[], pattern: RegExp): void {
+  const seen = new Set<string>();
+  for (const header of headers) {
+    if (!pattern.test(header)) invalid(`${what} ${show(header)} must match ${pattern}`);
+    if (seen.has(header)) invalid(`${what} ${show(header)} is listed twice`);
+    seen.add(header);
+  }
+}
+
+function checkAccessLog(frontend: Frontend, global: HaproxyModel['global']): void {
+  const log = frontend.accessLog;
+  if (log === undefined) return;
+  const what = `frontend ${show(frontend.name)} access log`;
+  if (global.logs === undefined) invalid(`${what} needs a log receiver (global logs)`);
+  if (!LOG_CLUSTER_PATTERN.test(log.cluster)) invalid(`${what} cluster ${show(log.cluster)} must match ${LOG_CLUSTER_PATTERN}`);
+  if (frontend.mode !== 'http' && log.requestHeaders.length + log.responseHeaders.length > 0) {
+    invalid(`${what} captures headers in mode ${frontend.mode}`);
+  }
+  checkHeaders(`${what} request header`, log.requestHeaders, LOG_REQUEST_HEADER_PATTERN);
+  checkHeaders(`${what} response header`, log.responseHeaders, LOG_RESPONSE_HEADER_PATTERN);
+  const count = log.requestHeaders.length + log.responseHeaders.length;
+  if (count > MAX_TEMPLATE_HEADERS) invalid(`${what} captures ${count} headers; at most ${MAX_TEMPLATE_HEADERS}`);
+}
+
 /** SPOE engine ids and variable-like names: HAProxy accepts [A-Za-z0-9_.-]. */
 const SPOE_ENGINE_PATTERN = /^[A-Za-z0-9_.-]+$/;
 
@@ -212,7 +245,16 @@ export function validateModel(model: HaproxyModel): void {
   checkFileName('global admin socket', global.adminSocket);
   checkUnixSocketPath('global admin socket path', `${global.runDir.replace(/\/+$/, '')}/${global.adminSocket}`);
   checkInteger('global maxconn', global.maxconn, 1, MAX_TIMEOUT_MS);
+  if (global.stats !== undefined) {
+    checkFileName('global stats socket', global.stats.socket);
+    checkUnixSocketPath('global stats socket path', `${global.runDir.replace(/\/+$/, '')}/${global.stats.socket}`);
+  }
   if (global.nbthread !== undefined) checkInteger('global nbthread', global.nbthread, 1, MAX_NBTHREAD);
+  if (global.logs !== undefined) {
+    checkName('global log ring', global.logs.ring);
+    checkFileName('global log socket', global.logs.socket);
+    checkUnixSocketPath('global log socket path', `${global.runDir.replace(/\/+$/, '')}/${global.logs.socket}`);
+  }
 
   const files = new Map<string, ModelFile>();
   for (const file of model.files) {
@@ -226,7 +268,8 @@ export function validateModel(model: HaproxyModel): void {
   // that take a proxy name are never ambiguous.
   const proxyNames = new Set<string>();
   const spoeBackends = model.frontends.flatMap((f) => (f.spoe === undefined ? [] : [{ name: f.spoe.agentBackend }]));
-  for (const proxy of [...model.frontends, ...model.backends, ...spoeBackends]) {
+  const statsFrontend = global.stats === undefined ? [] : [{ name: global.stats.frontend }];
+  for (const proxy of [...model.frontends, ...model.backends, ...spoeBackends, ...statsFrontend]) {
     checkName('proxy name', proxy.name);
     if (proxyNames.has(proxy.name)) invalid(`two proxies are named ${show(proxy.name)}`);
     proxyNames.add(proxy.name);
@@ -238,5 +281,6 @@ export function validateModel(model: HaproxyModel): void {
   const backends = new Map(model.backends.map((backend) => [backend.name, backend]));
   for (const backend of model.backends) checkBackend(backend, files);
   for (const frontend of model.frontends) checkFrontend(frontend, backends, files);
+  for (const frontend of model.frontends) checkAccessLog(frontend, global);
   checkBindConflicts(model.frontends);
 }

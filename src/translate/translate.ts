@@ -7,17 +7,22 @@ import type { Backend, Frontend, HaproxyModel, Mode, Server } from '../haproxy/m
 import {
   ADMIN_SOCKET_FILE,
   LEAF_FILE,
+  LOG_RING_NAME,
+  LOG_SOCKET_FILE,
   LOCAL_APP_BACKEND_NAME,
   LOCAL_APP_SERVER_NAME,
   PUBLIC_CRT_LIST_FILE,
   PUBLIC_FRONTEND_NAME,
   ROOTS_FILE,
+  STATS_FRONTEND_NAME,
+  STATS_SOCKET_FILE,
   endpointServerName,
   upstreamBackendName,
   upstreamFrontendName,
 } from '../haproxy/names.js';
 import { validateModel } from '../haproxy/validate.js';
 import type { Endpoint, Protocol, PublicListener, Snapshot, Upstream } from '../snapshot/types.js';
+import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
 
@@ -114,6 +119,7 @@ function publicListenerProxies(listener: PublicListener): { frontend: Frontend; 
     ...frontendTimeouts(mode),
     maxconn: undefined,
     spoe: undefined,
+    accessLog: undefined,
   };
   const backend: Backend = {
     name: LOCAL_APP_BACKEND_NAME,
@@ -163,6 +169,7 @@ function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { 
     ...frontendTimeouts(mode),
     maxconn: undefined,
     spoe: undefined,
+    accessLog: undefined,
   };
   const backend: Backend = {
     name: backendName,
@@ -188,13 +195,19 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
   const enforcement = snapshot.intentions === undefined
     ? undefined
     : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain));
-  const frontends: Frontend[] = [{ ...publicListener.frontend, spoe: enforcement?.spoe }];
+  const accessLogs = registration.accessLogs;
+  const frontends: Frontend[] = [{
+    ...publicListener.frontend,
+    spoe: enforcement?.spoe,
+    accessLog: frontendAccessLog(accessLogs, publicListener.frontend.mode, LOCAL_APP_CLUSTER),
+  }];
   const backends: Backend[] = [publicListener.backend];
 
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
   for (const upstream of upstreams) {
     const proxies = upstreamProxies(upstream, snapshot.endpoints.get(upstream.key) ?? []);
-    frontends.push(proxies.frontend);
+    const cluster = upstreamCluster(upstream, snapshot.datacenter, snapshot.roots.trustDomain);
+    frontends.push({ ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) });
     backends.push(proxies.backend);
   }
 
@@ -202,6 +215,10 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
     global: {
       runDir: options.runDir,
       adminSocket: ADMIN_SOCKET_FILE,
+      // Always there (a unix socket only we can open): -stats-addr scrapes it, and an operator can too.
+      stats: { frontend: STATS_FRONTEND_NAME, socket: STATS_SOCKET_FILE },
+      // HAProxy's messages (and access logs) always go to the daemon's receiver.
+      logs: { ring: LOG_RING_NAME, socket: LOG_SOCKET_FILE },
       nbthread: options.nbthread,
       maxconn: options.maxconn ?? DEFAULT_MAXCONN,
     },

@@ -223,6 +223,14 @@ describe('ConsulHttpClient over TCP', () => {
       rejectsWith('CONSUL_HTTP', (m) => assert.match(m, /GET \/v1\/agent\/self with HTTP 500: rpc error: No cluster leader/)),
     );
   });
+  test('429 (the agent\'s per-client connection limit) names the agent setting to raise', async () => {
+    // Consul 1.16.2 answers the 201st concurrent connection from one address like this (measured).
+    agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(429).end('Your IP is issuing too many concurrent connections, please rate limit your calls'));
+    await assert.rejects(
+      client.agentSelf(signal()),
+      rejectsWith('CONSUL_HTTP', (m) => assert.match(m, /HTTP 429: .*limits\.http_max_conns_per_client, default 200/)),
+    );
+  });
 
   test('upstreamEndpoints: passing, cached, dc, ns; address fallback, weights, sorted', async () => {
     agent.json(

@@ -14,6 +14,7 @@ import { render } from '../../src/haproxy/render.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
 import type { IntentionSet } from '../../src/intentions/types.js';
 import { SPOE_CONFIG_FILE } from '../../src/haproxy/names.js';
+import { defaultAccessLogFormat, parseJsonFormat } from '../../src/telemetry/access-log-template.js';
 import type { Snapshot } from '../../src/snapshot/types.js';
 import {
   ACTIVE_ROOT_ID,
@@ -140,6 +141,28 @@ const CASES: Case[] = [
   },
   { name: 'intentions-tcp', snapshot: snapshot({ intentions: INTENTIONS, upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }) },
   { name: 'intentions-http', snapshot: snapshot({ listener: { protocol: 'http' }, intentions: INTENTIONS }) },
+  {
+    name: 'access-logs-default',
+    snapshot: snapshot({
+      listener: { protocol: 'http' },
+      intentions: INTENTIONS,
+      upstreams: [upstream('api', { protocol: 'http2', localBindPort: 9191 }), upstream('db', { localBindPort: 9192 })],
+      endpoints: [[upstream('api').key, [endpoint('node-1', '10.0.0.1')]], [upstream('db').key, [endpoint('node-3', '10.0.0.3')]]],
+      accessLogs: { enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat() },
+    }),
+  },
+  {
+    name: 'access-logs-custom-format',
+    snapshot: snapshot({
+      upstreams: [upstream('api', { protocol: 'http', localBindPort: 9191, datacenter: 'dc2' })],
+      accessLogs: {
+        enabled: true,
+        disableListenerLogs: true,
+        sink: { type: 'file', path: '/var/log/access.log' },
+        format: parseJsonFormat('{"t":"%START_TIME(%s.%3f)%","trace":"%REQ(X-B3-TRACEID?TRACEPARENT):32%","ct":"%RESP(CONTENT-TYPE)%","svc":"%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"}'),
+      },
+    }),
+  },
   {
     name: 'root-rotation',
     snapshot: snapshot({
