@@ -32,6 +32,7 @@ import { AccessLogWriter } from './telemetry/access-log-writer.js';
 import { HaproxyLogReceiver } from './telemetry/haproxy-logs.js';
 import type { Logger } from './telemetry/logger.js';
 import { Operations } from './telemetry/operations.js';
+import { DEFAULT_HARD_STOP_AFTER_MS } from './translate/translate.js';
 import { VERSION } from './version.js';
 
 export const MASTER_SOCKET = 'master.sock';
@@ -187,6 +188,8 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
   const reconciler = new Reconciler({
     state, driver, runDir, logger: log.reconcile,
+    // A soft-stopped worker must not be killed by hard-stop-after before -shutdown-grace ends.
+    hardStopAfterMs: Math.max(DEFAULT_HARD_STOP_AFTER_MS, config.shutdownGraceMs),
     ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
     ...(operations !== undefined && { observer: operations.metrics }),
   });

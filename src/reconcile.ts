@@ -41,6 +41,8 @@ export interface ReconcilerOptions {
   driftCheckIntervalMs?: number;
   /** Told what each apply did (metrics). */
   observer?: ReconcileObserver;
+  /** HAProxy's `hard-stop-after` (at least the shutdown grace period); translate's default when absent. */
+  hardStopAfterMs?: number;
 }
 
 /** What the loop applied, as it happens. Called synchronously; must not throw. */
@@ -142,7 +144,7 @@ export class Reconciler {
     let model: HaproxyModel;
     let text: string;
     try {
-      model = translate(snapshot, { runDir });
+      model = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
       validateModel(model);
       text = render(model);
     } catch (err) {

@@ -54,6 +54,8 @@ export interface Global {
   /** Threads per worker; undefined lets HAProxy choose. */
   nbthread: number | undefined;
   maxconn: number;
+  /** `hard-stop-after`: how long an old (reloaded) or soft-stopped worker may finish its connections. */
+  hardStopAfterMs: number;
 }
 
 export interface FrontendTls {

@@ -15,8 +15,6 @@ import { validateModel } from './validate.js';
 // Re-exported: callers and tests have imported it from here since before server-line.ts existed.
 export { formatAddress };
 
-/** Old workers get this long to finish their connections after a reload, then they are killed. */
-export const HARD_STOP_AFTER = '30s';
 const MIN_TLS_VERSION = 'TLSv1.2';
 /** A failed connect is retried on another server (redispatch) up to this many times. */
 const CONNECT_RETRIES = 3;
@@ -71,7 +69,7 @@ function renderGlobal(model: HaproxyModel): string {
   ];
   if (global.nbthread !== undefined) lines.push(`nbthread ${global.nbthread}`);
   lines.push(
-    `hard-stop-after ${HARD_STOP_AFTER}`,
+    `hard-stop-after ${formatDuration(global.hardStopAfterMs)}`,
     globalLogLine(global),
     `ssl-default-bind-options ssl-min-ver ${MIN_TLS_VERSION}`,
     `ssl-default-server-options ssl-min-ver ${MIN_TLS_VERSION}`,

@@ -33,7 +33,12 @@ export interface TranslateOptions {
   nbthread?: number;
   /** Global connection limit; DEFAULT_MAXCONN when absent. */
   maxconn?: number;
+  /** `hard-stop-after`; DEFAULT_HARD_STOP_AFTER_MS when absent (raised to the shutdown grace period). */
+  hardStopAfterMs?: number;
 }
+
+/** Old workers get this long to finish their connections after a reload, then they are killed. */
+export const DEFAULT_HARD_STOP_AFTER_MS = 30_000;
 
 /**
  * Global maxconn when the operator gives none. An explicit maxconn makes HAProxy need about
@@ -221,6 +226,7 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
       logs: { ring: LOG_RING_NAME, socket: LOG_SOCKET_FILE },
       nbthread: options.nbthread,
       maxconn: options.maxconn ?? DEFAULT_MAXCONN,
+      hardStopAfterMs: options.hardStopAfterMs ?? DEFAULT_HARD_STOP_AFTER_MS,
     },
     files: [
       leafFile(snapshot.leaf, snapshot.roots),

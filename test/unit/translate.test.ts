@@ -76,7 +76,7 @@ const CASES: Case[] = [
   {
     name: 'custom-bind',
     snapshot: snapshot({ listener: { bindAddress: '192.0.2.10', bindPort: 20000, localServiceAddress: '127.0.0.2', localServicePort: 3000 } }),
-    options: { nbthread: 2, maxconn: 2000 },
+    options: { nbthread: 2, maxconn: 2000, hardStopAfterMs: 90_000 },
   },
   {
     name: 'ipv6',
