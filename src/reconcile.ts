@@ -72,6 +72,7 @@ export class Reconciler {
   readonly stats: ReconcileStats = { reloads: 0, runtimeBatches: 0, runtimeOps: 0, driftRepairs: 0, failedApplies: 0 };
   #dirty = true;
   #driftDue = false;
+  #pendingRetryDue = false;
   #wake: (() => void) | undefined;
   #applied: Applied | undefined;
   readonly #firstApplied: { promise: Promise<void>; resolve: () => void };
@@ -172,7 +173,8 @@ export class Reconciler {
       return;
     }
     const running = this.#opts.driver.state === 'running';
-    if (running && this.#pendingDeletion.size > 0) await this.#retryPendingDeletions(signal);
+    // Only when the retry timer fired: a change must never wait behind deletions HAProxy refuses.
+    if (running && this.#pendingRetryDue && this.#pendingDeletion.size > 0) await this.#retryPendingDeletions(signal);
     if (running && this.#driftDue) {
       this.#driftDue = false;
       const drift = await this.#readDrift(previous.model, signal);
@@ -281,7 +283,13 @@ export class Reconciler {
 
   #schedulePendingRetry(): void {
     clearTimeout(this.#pendingTimer);
-    if (this.#pendingDeletion.size > 0) this.#pendingTimer = setTimeout(() => this.notify(), PENDING_DELETE_RETRY_MS);
+    this.#pendingRetryDue = false;
+    if (this.#pendingDeletion.size > 0) {
+      this.#pendingTimer = setTimeout(() => {
+        this.#pendingRetryDue = true;
+        this.notify();
+      }, PENDING_DELETE_RETRY_MS);
+    }
   }
 
   async #readDrift(applied: HaproxyModel, signal: AbortSignal): Promise<string[]> {

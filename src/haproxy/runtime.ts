@@ -19,8 +19,13 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 2_000;
 /** Ops in flight at once. HAProxy runs a session's commands one by one; this only hides round trips. */
 const PIPELINE_WINDOW = 64;
 /** A refused `del server` is retried this often, this far apart, before it is reported pending. */
-const DELETE_RETRIES = 3;
-const DELETE_RETRY_DELAY_MS = 20;
+/**
+ * `del server` right after `disable server` is often refused while HAProxy releases idle
+ * connections (about 1 ms later it works): one quick retry, then the deletion is left pending for
+ * the reconciler's timer, so a runtime batch is never held up for long by a deletion.
+ */
+const DELETE_RETRIES = 1;
+const DELETE_RETRY_DELAY_MS = 2;
 const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 const PROMPT = '\n> ';
 
