@@ -114,8 +114,9 @@ export interface ShowProc {
  * What a failed reload looks like on 2.6.12 (measured by reloading onto a config with a syntax
  * error): the master's reload counter still goes up, `[failed: N]` goes up by one, the surviving
  * worker stays under `# workers` with its own reload counter incremented, and the `prompt` command
- * shows `master[ReloadFailed]>`. A later successful reload does not reset `[failed: N]`, so the
- * caller compares it with the value seen before the reload.
+ * shows `master[ReloadFailed]>`. Whether a later successful reload resets `[failed: N]` to 0 was
+ * measured both ways on 2.6.12 (kept after a CLI reload in one run, reset after SIGUSR2 and CLI
+ * reloads in another), so the caller only asks whether it went up across one reload.
  */
 export function parseShowProc(text: string): ShowProc {
   let master: MasterProc | undefined;
