@@ -23,7 +23,6 @@ import { X509Certificate } from 'node:crypto';
 import type { CaRoot } from '../snapshot/types.js';
 
 interface Parsed {
-  root: CaRoot;
   /** Undefined when the root does not parse: it is kept as given (HAProxy's check judges it) and bridges nothing. */
   cert: X509Certificate | undefined;
   intermediates: X509Certificate[];
@@ -55,13 +54,26 @@ function bridgeOf(self: Parsed, all: readonly Parsed[], until: number): Parsed |
 }
 
 /**
+ * The last answer. Roots change rarely, but translate runs on every endpoint change, and parsing
+ * the certificates and checking signatures costs about 0.5 ms: the same inputs reuse the result.
+ */
+let last: { key: string; kept: readonly boolean[] } | undefined;
+
+/**
  * The roots to trust: every root but those bridged by a cross-signature from another kept root.
  * Never empty when `roots` is not; a root whose bridge is itself bridged is kept.
  */
 export function trustedRoots(roots: readonly CaRoot[], leafValidBefore: string): CaRoot[] {
+  const key = JSON.stringify([leafValidBefore, roots.map((root) => [root.rootCertPem, root.intermediateCertsPem])]);
+  if (last?.key !== key) last = { key, kept: keptRoots(roots, leafValidBefore) };
+  const { kept } = last;
+  return roots.filter((_, i) => kept[i]);
+}
+
+/** For each root, whether it is trusted. */
+function keptRoots(roots: readonly CaRoot[], leafValidBefore: string): boolean[] {
   const until = Date.parse(leafValidBefore);
   const parsed: Parsed[] = roots.map((root) => ({
-    root,
     cert: parse(root.rootCertPem),
     intermediates: root.intermediateCertsPem.map(parse).filter((c): c is X509Certificate => c !== undefined),
   }));
@@ -72,8 +84,8 @@ export function trustedRoots(roots: readonly CaRoot[], leafValidBefore: string):
       if (bridge !== undefined) bridges.set(p, bridge);
     }
   }
-  return parsed.filter((p) => {
+  return parsed.map((p) => {
     const bridge = bridges.get(p);
     return bridge === undefined || bridges.has(bridge);
-  }).map((p) => p.root);
+  });
 }
