@@ -7,18 +7,11 @@
  *   batch being applied.
  * Also reports HAProxy's RSS with N TLS servers in the log.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { waitFor } from '../../devtools/ports.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
-import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
 import type { Endpoint } from '../../src/snapshot/types.js';
-import { createLogger } from '../../src/telemetry/logger.js';
-import { rssKiB } from '../lib/proc-stats.js';
-import { API, fakeWebAgent, webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
+import { API, fakeWebAgent } from '../../test/helpers/fake-web-agent.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
+import { startInProcessSidecar } from './in-process-sidecar.js';
 
 const NAME = 'endpoint-scale';
 const ADDED = 'endpoints-bulk-added';
@@ -33,36 +26,27 @@ function endpoints(count: number, weight: number): Endpoint[] {
 
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const count = ctx.profile.name === 'full' ? 10_000 : 1_000;
-  const base = await mkdtemp(join(tmpdir(), 'hc-bench-scale-'));
   const consul = await fakeWebAgent([]);
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({ write(chunk: Buffer, _e, cb) { for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...JSON.parse(l) as object, at: performance.now() }); cb(); } });
-  const config = webSidecarConfig(consul, base, { haproxyBin: 'haproxy', logLevel: 'info' });
-  const shutdown = new AbortController();
-  const done = runSidecar(config, shutdown.signal, { logger: createLogger('info', sink), consul });
-  const after = (msg: string, since: number): Record<string, unknown> | undefined => lines.find((l) => l.msg === msg && (l.at as number) > since);
+  const sidecar = await startInProcessSidecar(consul, 'hc-bench-scale-');
+  const { after } = sidecar;
   try {
     await waitFor('sidecar ready', async () => after('sidecar ready', 0), 30_000);
     let t0 = performance.now();
     consul.setEndpoints(API, endpoints(count, 1));
     const applied = await waitFor(`${count} endpoints applied`, async () => after('haproxy reloaded', t0) ?? after('applied runtime changes', t0), APPLY_TIMEOUT_MS, 5);
-    const addedMs = (applied.at as number) - t0;
-    const runDir = lines.find((l) => l.msg === 'created run directory')?.runDir as string;
-    const procs = parseShowProc(await sendCommand(join(runDir, MASTER_SOCKET), 'show proc', { timeoutMs: 5_000 }));
-    const haproxyRss = [procs.master.pid, ...procs.workers.filter((w) => !w.old).map((w) => w.pid)].reduce((sum, p) => sum + rssKiB(p), 0) / 1024;
+    const addedMs = applied.at - t0;
+    const haproxyRss = await sidecar.haproxyRssMiB();
     t0 = performance.now();
     consul.setEndpoints(API, endpoints(count, 2));
     const reweighted = await waitFor(`${count} weights applied`, async () => after('applied runtime changes', t0) ?? after('haproxy reloaded', t0), APPLY_TIMEOUT_MS, 5);
-    const reweightedMs = (reweighted.at as number) - t0;
+    const reweightedMs = reweighted.at - t0;
     ctx.log(`${NAME}: ${count} TLS endpoints added in ${addedMs.toFixed(0)} ms (${applied.msg as string}), reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); HAProxy RSS ${haproxyRss.toFixed(1)} MiB`);
     return [
       summarize(ADDED, `${count} endpoints arrive -> HAProxy serves them (${applied.msg as string}); HAProxy RSS ${haproxyRss.toFixed(0)} MiB`, [addedMs], 0, 0),
       summarize(REWEIGHTED, `${count} endpoint weights change -> applied (${reweighted.msg as string})`, [reweightedMs], 0, 0),
     ];
   } finally {
-    shutdown.abort(new Error('bench case done'));
-    await done.catch((err: unknown) => ctx.log(`${NAME}: sidecar: ${String(err)}`));
-    await rm(base, { recursive: true, force: true });
+    await sidecar.stop((line) => ctx.log(`${NAME}: ${line}`));
   }
 }
 

@@ -9,21 +9,13 @@
  * Also reports the memory of HAProxy (RSS) and of the daemon (V8 heap in use, which is what the
  * sidecar adds: the benchmark shares the process).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import type { UpstreamQuery } from '../../src/consul/api.js';
 import { FakeConsulAgentApi } from '../../src/consul/fake.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
-import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
 import type { Endpoint, ProxyRegistration } from '../../src/snapshot/types.js';
-import { createLogger } from '../../src/telemetry/logger.js';
 import { roots, snapshot, upstream, webLeaf } from '../../test/helpers/fixtures.js';
-import { webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
-import { rssKiB } from '../lib/proc-stats.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
+import { startInProcessSidecar } from './in-process-sidecar.js';
 
 const NAME = 'upstream-scale';
 const READY = 'upstreams-ready';
@@ -41,7 +33,6 @@ function endpointsOf(upstreamIndex: number, weight: number): Endpoint[] {
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const upstreamCount = ctx.profile.name === 'full' ? 1_000 : 100;
   const servers = upstreamCount * ENDPOINTS_PER_UPSTREAM;
-  const base = await mkdtemp(join(tmpdir(), 'hc-bench-upstreams-'));
   const [publicPort, ...bindPorts] = await freePorts(upstreamCount + 1);
   const upstreams = bindPorts.map((port, i) => upstream(`svc-${i}`, { localBindPort: port, protocol: i % 2 === 0 ? 'http' : 'tcp' }));
   const queries: UpstreamQuery[] = upstreams.map((u) => ({ destinationName: u.destinationName, destinationNamespace: 'default', datacenter: '' }));
@@ -52,28 +43,23 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   consul.setRoots(roots());
   queries.forEach((q, i) => consul.setEndpoints(q, endpointsOf(i, 1)));
 
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({ write(chunk: Buffer, _e, cb) { for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...JSON.parse(l) as object, at: performance.now() }); cb(); } });
-  const after = (msg: string, since: number): Record<string, unknown> | undefined => lines.find((l) => l.msg === msg && (l.at as number) > since);
   const heapBefore = process.memoryUsage().heapUsed;
-  const shutdown = new AbortController();
   let t0 = performance.now();
-  const done = runSidecar(webSidecarConfig(consul, base, { haproxyBin: 'haproxy', logLevel: 'info' }), shutdown.signal, { logger: createLogger('info', sink), consul });
+  const sidecar = await startInProcessSidecar(consul, 'hc-bench-upstreams-');
+  const { after, lines } = sidecar;
   try {
     const ready = await waitFor(`${upstreamCount} upstreams ready`, async () => after('sidecar ready', 0), APPLY_TIMEOUT_MS, 5);
-    const readyMs = (ready.at as number) - t0;
-    const runDir = lines.find((l) => l.msg === 'created run directory')?.runDir as string;
-    const procs = parseShowProc(await sendCommand(join(runDir, MASTER_SOCKET), 'show proc', { timeoutMs: 5_000 }));
-    const haproxyRss = [procs.master.pid, ...procs.workers.filter((w) => !w.old).map((w) => w.pid)].reduce((sum, p) => sum + rssKiB(p), 0) / 1024;
+    const readyMs = ready.at - t0;
+    const haproxyRss = await sidecar.haproxyRssMiB();
     const heapMiB = (process.memoryUsage().heapUsed - heapBefore) / 1024 / 1024;
     t0 = performance.now();
     queries.forEach((q, i) => consul.setEndpoints(q, endpointsOf(i, 2)));
     const reweighted = await waitFor(`${servers} weights applied`, async () => {
-      const batch = lines.filter((l) => l.msg === 'applied runtime changes' && (l.at as number) > t0);
+      const batch = lines.filter((l) => l.msg === 'applied runtime changes' && l.at > t0);
       const ops = batch.reduce((sum, l) => sum + ((l.ops as number | undefined) ?? 0), 0);
-      return ops >= servers ? batch.at(-1) : after('reloading haproxy', t0);
+      return ops >= servers ? batch.at(-1) : after('haproxy reloaded', t0);
     }, APPLY_TIMEOUT_MS, 5);
-    const reweightedMs = (reweighted.at as number) - t0;
+    const reweightedMs = reweighted.at - t0;
     const memory = `HAProxy RSS ${haproxyRss.toFixed(0)} MiB, daemon heap +${heapMiB.toFixed(0)} MiB`;
     ctx.log(`${NAME}: ${upstreamCount} upstreams × ${ENDPOINTS_PER_UPSTREAM} endpoints ready in ${readyMs.toFixed(0)} ms; all ${servers} reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); ${memory}`);
     return [
@@ -81,9 +67,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       summarize(REWEIGHTED, `weights of all ${servers} endpoints of ${upstreamCount} upstreams change -> live (${reweighted.msg as string})`, [reweightedMs], 0, 0),
     ];
   } finally {
-    shutdown.abort(new Error('bench case done'));
-    await done.catch((err: unknown) => ctx.log(`${NAME}: sidecar: ${String(err)}`));
-    await rm(base, { recursive: true, force: true });
+    await sidecar.stop((line) => ctx.log(`${NAME}: ${line}`));
   }
 }
 
