@@ -18,11 +18,10 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 5_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 2_000;
 /** Ops in flight at once. HAProxy runs a session's commands one by one; this only hides round trips. */
 const PIPELINE_WINDOW = 64;
-/** A refused `del server` is retried this often, this far apart, before it is reported pending. */
 /**
- * `del server` right after `disable server` is often refused while HAProxy releases idle
- * connections (about 1 ms later it works): one quick retry, then the deletion is left pending for
- * the reconciler's timer, so a runtime batch is never held up for long by a deletion.
+ * A refused `del server` is retried this often, this far apart, then reported pending for the
+ * reconciler's timer: one quick retry covers the usual ~1 ms release, and a runtime batch is never
+ * held up for long by a deletion.
  */
 const DELETE_RETRIES = 1;
 const DELETE_RETRY_DELAY_MS = 2;
