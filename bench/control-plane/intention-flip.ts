@@ -50,4 +50,4 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   }
 }
 
-export const intentionFlip: ControlPlaneCase = { name: NAME, produces: [DENIED, ALLOWED], repeats: (p) => Math.min(p.controlPlaneRepeats, 100), run };
+export const intentionFlip: ControlPlaneCase = { name: NAME, produces: [DENIED, ALLOWED], run };
