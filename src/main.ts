@@ -12,7 +12,7 @@ import type { Config } from './config/config.js';
 import type { ConsulAgentApi } from './consul/api.js';
 import { ConsulHttpClient } from './consul/client.js';
 import { findSidecar } from './consul/find-sidecar.js';
-import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from './errors.js';
+import { HaproxyConnectError, errorMessage, isHaproxyConnectError, toError } from './errors.js';
 import { haproxyVersion } from './haproxy/check.js';
 import { ManagedFiles, createRunDir, removeRunDir } from './haproxy/files.js';
 import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
@@ -242,10 +242,16 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     watches.start();
     const reconciling = reconciler.run(loop.signal);
     reconciler.firstApplied.then(() => log.main.info({ runDir }, 'sidecar ready'), () => {});
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      else signal.addEventListener('abort', () => resolve(), { once: true });
-    });
+    // The loop ends early only when the first snapshot leaves no safe configuration: a start error.
+    const fatal = reconciling.then(() => undefined, (err: unknown) => toError(err));
+    const stop = await Promise.race([
+      fatal,
+      new Promise<undefined>((resolve) => {
+        if (signal.aborted) resolve(undefined);
+        else signal.addEventListener('abort', () => resolve(undefined), { once: true });
+      }),
+    ]);
+    if (stop !== undefined) throw stop;
     log.main.info({ reason: errorMessage(signal.reason) }, 'shutting down');
     intake.abort(signal.reason);
     await watches.stopped();

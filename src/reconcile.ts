@@ -3,8 +3,10 @@
  * applied (pure), and apply — runtime API operations when only endpoints or the leaf changed, a
  * checked, hitless reload when the structure changed. Bursts are coalesced: the loop always works
  * on the newest snapshot and the producers never wait for it. A bad update is logged with its
- * reason and the last good configuration keeps serving. On a slow timer the live state is read
- * back and any drift is repaired.
+ * reason and the last good configuration keeps serving; bad data about one item (an instance, an
+ * upstream, a root) leaves that item out and everything else keeps updating. On a slow timer the
+ * live state is read back and any drift is repaired. `run` rejects only when the very first
+ * snapshot leaves no safe configuration at all (a start error).
  */
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
@@ -17,6 +19,7 @@ import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import type { OpResult } from './haproxy/runtime.js';
 import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
+import type { DroppedItem } from './snapshot/types.js';
 import type { Logger } from './telemetry/logger.js';
 import { translate } from './translate/translate.js';
 
@@ -31,6 +34,12 @@ export const PENDING_DELETE_RETRY_MS = 1_000;
 export const UPSTREAM_FIRST_ANSWER_WAIT_MS = 3_000;
 /** How often the live state is read back and compared with what was applied. */
 export const DRIFT_CHECK_INTERVAL_MS = 30_000;
+/**
+ * Items left out of the configuration are logged once when they are first left out (or their
+ * reason changes) and once when they are back, at most this many lines per change; the rest is
+ * summed up in one line. A flapping instance cannot flood the logs beyond that.
+ */
+export const MAX_DROPPED_ITEM_LOG_LINES = 20;
 
 export interface ReconcilerOptions {
   state: SnapshotState;
@@ -51,6 +60,8 @@ export interface ReconcileObserver {
   activated(event: { outcome: ActivateOutcome | 'failed'; reasons: readonly string[]; durationMs: number }): void;
   /** A batch of runtime operations was applied. */
   runtimeApplied(event: { results: readonly OpResult[]; durationMs: number }): void;
+  /** Items left out of the configuration (bad data from Consul): all of them now, and those new since the last translate. */
+  dropped(event: { current: readonly DroppedItem[]; added: readonly DroppedItem[] }): void;
 }
 
 /** Counters for logs, tests and (later) metrics. */
@@ -83,6 +94,8 @@ export class Reconciler {
   readonly #awaitingUpstreams = new Map<string, number>();
   /** `backend/server` names in maintenance that HAProxy would not delete yet. */
   readonly #pendingDeletion = new Map<string, RuntimeOp>();
+  /** Items left out of the last translation, by `<kind> <item>`, with their reason. */
+  #dropped = new Map<string, DroppedItem>();
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
@@ -145,10 +158,14 @@ export class Reconciler {
     let model: HaproxyModel;
     let text: string;
     try {
-      model = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
+      const translation = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
+      this.#reportDropped(translation.dropped);
+      model = translation.model;
       validateModel(model);
       text = render(model);
     } catch (err) {
+      // Nothing was ever applied and this snapshot leaves no safe configuration: a start error.
+      if (this.#applied === undefined && isHaproxyConnectError(err, 'MODEL_INVALID')) throw err;
       logger.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot translate the snapshot; keeping the last good configuration');
       return;
     }
@@ -203,6 +220,29 @@ export class Reconciler {
     }
     const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
     await this.#reload(model, text, reasons, signal);
+  }
+
+  /** Logs what is newly left out of the configuration and what is back (bounded), and tells the observer. */
+  #reportDropped(dropped: readonly DroppedItem[]): void {
+    const { logger, observer } = this.#opts;
+    const current = new Map(dropped.map((d) => [`${d.kind} ${d.item}`, d]));
+    const added = [...current].filter(([key, d]) => this.#dropped.get(key)?.reason !== d.reason).map(([, d]) => d);
+    const back = [...this.#dropped].filter(([key]) => !current.has(key)).map(([, d]) => d);
+    this.#dropped = current;
+    if (added.length === 0 && back.length === 0) return;
+    observer?.dropped({ current: dropped, added });
+    let lines = 0;
+    for (const d of added) {
+      if (lines++ >= MAX_DROPPED_ITEM_LOG_LINES) break;
+      logger.warn({ kind: d.kind, item: d.item, reason: d.reason }, `${d.kind} left out of the configuration; everything else keeps updating`);
+    }
+    for (const d of back) {
+      if (lines++ >= MAX_DROPPED_ITEM_LOG_LINES) break;
+      logger.info({ kind: d.kind, item: d.item }, `${d.kind} no longer left out of the configuration`);
+    }
+    if (lines > MAX_DROPPED_ITEM_LOG_LINES) {
+      logger.warn({ leftOut: added.length, back: back.length, total: current.size, logged: MAX_DROPPED_ITEM_LOG_LINES }, 'more items changed than logged one by one');
+    }
   }
 
   /** True while a new upstream's first endpoints are awaited (bounded by UPSTREAM_FIRST_ANSWER_WAIT_MS). */

@@ -18,6 +18,7 @@ import type {
 } from './api.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
 import { parseProxyRegistration } from './registration.js';
+import { leafProblem } from '../snapshot/certificates.js';
 import {
   agentSelfSchema,
   agentServiceSchema,
@@ -27,7 +28,7 @@ import {
   leafSchema,
   preparedQueryResultSchema,
   rootsSchema,
-  type serviceEntrySchema,
+  serviceEntrySchema,
 } from './schemas.js';
 
 export type { ConsulClientOptions } from './http.js';
@@ -68,19 +69,42 @@ function formatIssuePath(path: ReadonlyArray<PropertyKey>): string {
   return out === '' ? '(root)' : out;
 }
 
-type ServiceEntry = z.infer<typeof serviceEntrySchema>;
-
-function toEndpoints(entries: ServiceEntry[]): Endpoint[] {
+/**
+ * Instances from health/connect or a prepared query. Each entry is read on its own: one that does
+ * not fit the schema becomes an `invalid` endpoint (translate leaves it out and reports it), so a
+ * broken instance never hides the healthy ones.
+ */
+function toEndpoints(entries: readonly unknown[]): Endpoint[] {
   return entries
-    .map((e) => ({
-      id: `${e.Node.Node}/${e.Service.ID}`,
-      node: e.Node.Node,
-      // Same choice as Consul: the proxy's service address, else its node's address.
-      address: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
-      port: e.Service.Port,
-      weight: e.Service.Weights?.Passing ?? DEFAULT_WEIGHT,
-    }))
+    .map((entry, i): Endpoint => {
+      const parsed = serviceEntrySchema.safeParse(entry);
+      if (!parsed.success) {
+        const id = entryId(entry) ?? `entry ${i}`;
+        return { id, node: '', address: '', port: 0, weight: DEFAULT_WEIGHT, invalid: `unexpected instance in the answer: ${describeIssue(parsed.error.issues[0])}` };
+      }
+      const e = parsed.data;
+      return {
+        id: `${e.Node.Node}/${e.Service.ID}`,
+        node: e.Node.Node,
+        // Same choice as Consul: the proxy's service address, else its node's address.
+        address: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
+        port: e.Service.Port,
+        weight: e.Service.Weights?.Passing ?? DEFAULT_WEIGHT,
+      };
+    })
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** `<node>/<service id>` of an entry that failed the schema, when those two are readable. */
+function entryId(entry: unknown): string | undefined {
+  const e = entry as { Node?: { Node?: unknown }; Service?: { ID?: unknown } } | null;
+  const node = e?.Node?.Node;
+  const id = e?.Service?.ID;
+  return typeof node === 'string' && typeof id === 'string' ? `${node}/${id}` : undefined;
+}
+
+function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+  return issue === undefined ? 'unexpected shape' : `${formatIssuePath(issue.path)}: ${issue.message}`;
 }
 
 /** A 404 the caller treats as success (never leaves this module). */
@@ -151,16 +175,22 @@ export class ConsulHttpClient implements ConsulAgentApi {
     const path = `/v1/agent/connect/ca/leaf/${seg(serviceName)}`;
     const { res, index } = await this.#indexed(path, [], cursor, signal);
     const body = this.#parse(path, res, leafSchema);
-    return {
-      value: {
-        certPem: body.CertPEM,
-        privateKeyPem: body.PrivateKeyPEM,
-        serialNumber: body.SerialNumber,
-        validBefore: body.ValidBefore,
-        modifyIndex: body.ModifyIndex,
-      },
-      cursor: { index },
+    const value: Leaf = {
+      certPem: body.CertPEM,
+      privateKeyPem: body.PrivateKeyPEM,
+      serialNumber: body.SerialNumber,
+      validBefore: body.ValidBefore,
+      modifyIndex: body.ModifyIndex,
     };
+    // A leaf HAProxy cannot serve never replaces a good one: the watch keeps the last good leaf and retries.
+    const problem = leafProblem(value, Date.now());
+    if (problem !== undefined) {
+      throw new HaproxyConnectError(
+        'CERTIFICATE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned a leaf certificate (serial ${body.SerialNumber || '(none)'}) that cannot be served: ${problem}`,
+      );
+    }
+    return { value, cursor: { index } };
   }
 
   async roots(cursor: Cursor, signal: AbortSignal): Promise<Versioned<Roots>> {
@@ -313,8 +343,7 @@ export class ConsulHttpClient implements ConsulAgentApi {
     }
     const result = schema.safeParse(json);
     if (!result.success) {
-      const issue = result.error.issues[0];
-      const detail = issue === undefined ? 'unexpected shape' : `${formatIssuePath(issue.path)}: ${issue.message}`;
+      const detail = describeIssue(result.error.issues[0]);
       throw new HaproxyConnectError(
         'CONSUL_RESPONSE_INVALID',
         `Consul agent at ${this.address}: GET ${path} returned an unexpected response: ${detail}`,

@@ -5,8 +5,8 @@
  * Pure (node:net's isIP is a parser, not I/O).
  */
 import { isIP } from 'node:net';
-import { HaproxyConnectError } from '../errors.js';
-import type { Backend, Bind, Frontend, HaproxyModel, ModelFile } from './model.js';
+import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
+import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../telemetry/access-log-template.js';
 import { HAPROXY_NAME_PATTERN } from './names.js';
 
@@ -29,8 +29,10 @@ const MAX_FILE_MODE = 0o777;
 const MAX_NBTHREAD = 64;
 const WILDCARD_ADDRESSES: ReadonlySet<string> = new Set(['0.0.0.0', '::', '*']);
 
+const INVALID_PREFIX = 'Invalid HAProxy model: ';
+
 function invalid(message: string): never {
-  throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: ${message}`);
+  throw new HaproxyConnectError('MODEL_INVALID', `${INVALID_PREFIX}${message}`);
 }
 
 function show(value: unknown): string {
@@ -110,6 +112,13 @@ function bindKey(bind: Bind): string {
   return bind.kind === 'unix' ? `unix:${bind.path}` : `inet:${bind.address}:${bind.port}`;
 }
 
+/** Whether two binds would take the same socket (same path, or the same port on equal or wildcard addresses). */
+export function bindsConflict(a: Bind, b: Bind): boolean {
+  if (a.kind === 'unix' || b.kind === 'unix') return bindKey(a) === bindKey(b);
+  if (a.port !== b.port) return false;
+  return a.address === b.address || WILDCARD_ADDRESSES.has(a.address) || WILDCARD_ADDRESSES.has(b.address);
+}
+
 function checkBindConflicts(frontends: readonly Frontend[]): void {
   const seen = new Map<string, string>();
   const inetByPort = new Map<number, Array<{ address: string; frontend: string }>>();
@@ -133,7 +142,7 @@ function checkBindConflicts(frontends: readonly Frontend[]): void {
   }
 }
 
-function checkBind(frontend: Frontend): void {
+export function checkBind(frontend: Frontend): void {
   const what = `frontend ${show(frontend.name)} bind`;
   if (frontend.bind.kind === 'inet') {
     checkAddress(`${what} address`, frontend.bind.address);
@@ -144,7 +153,7 @@ function checkBind(frontend: Frontend): void {
   }
 }
 
-function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, Backend>, files: ReadonlyMap<string, ModelFile>): void {
+export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, Backend>, files: ReadonlyMap<string, ModelFile>): void {
   const what = `frontend ${show(frontend.name)}`;
   checkBind(frontend);
   checkTimeout(`${what} timeout client`, frontend.timeoutClientMs);
@@ -185,7 +194,7 @@ function checkHeaders(what: string, headers: readonly string[], pattern: RegExp)
   }
 }
 
-function checkAccessLog(frontend: Frontend, global: HaproxyModel['global']): void {
+export function checkAccessLog(frontend: Frontend, global: HaproxyModel['global']): void {
   const log = frontend.accessLog;
   if (log === undefined) return;
   const what = `frontend ${show(frontend.name)} access log`;
@@ -216,7 +225,7 @@ function checkSpoe(what: string, frontend: Frontend, files: ReadonlyMap<string, 
   checkTimeout(`${what} SPOE agent timeout server`, spoe.agentServerTimeoutMs);
 }
 
-function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelFile>): void {
+export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelFile>): void {
   const what = `backend ${show(backend.name)}`;
   checkTimeout(`${what} timeout connect`, backend.timeoutConnectMs);
   checkTimeout(`${what} timeout server`, backend.timeoutServerMs);
@@ -229,12 +238,31 @@ function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelFile>): 
   }
   const serverNames = new Set<string>();
   for (const server of backend.servers) {
-    checkName(`${what} server name`, server.name);
     if (serverNames.has(server.name)) invalid(`${what} has two servers named ${show(server.name)}`);
     serverNames.add(server.name);
-    checkAddress(`${what} server ${show(server.name)} address`, server.address);
-    checkInteger(`${what} server ${show(server.name)} port`, server.port, 1, MAX_PORT);
-    checkInteger(`${what} server ${show(server.name)} weight`, server.weight, 0, MAX_WEIGHT);
+    checkServer(what, server);
+  }
+}
+
+/** One server line: its name, address, port and weight. */
+export function checkServer(what: string, server: Server): void {
+  checkName(`${what} server name`, server.name);
+  checkAddress(`${what} server ${show(server.name)} address`, server.address);
+  checkInteger(`${what} server ${show(server.name)} port`, server.port, 1, MAX_PORT);
+  checkInteger(`${what} server ${show(server.name)} weight`, server.weight, 0, MAX_WEIGHT);
+}
+
+/**
+ * Runs a check and returns what it found wrong (without the "Invalid HAProxy model" prefix), or
+ * undefined when it passed: translate uses it to leave out one bad item instead of failing all.
+ */
+export function modelProblem(check: () => void): string | undefined {
+  try {
+    check();
+    return undefined;
+  } catch (err) {
+    if (!isHaproxyConnectError(err, 'MODEL_INVALID')) throw err;
+    return err.message.replace(INVALID_PREFIX, '');
   }
 }
 

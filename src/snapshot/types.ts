@@ -54,6 +54,19 @@ export interface AccessLogs {
   format: AccessLogFormat;
 }
 
+/**
+ * An item left out because its data from Consul cannot be used (an instance with the address
+ * "bad host#1", an upstream whose Config.protocol is unknown, a root that does not parse). The rest
+ * of the configuration keeps flowing; the reconciler logs each one and counts it.
+ */
+export interface DroppedItem {
+  kind: 'upstream' | 'endpoint' | 'root';
+  /** Names the item: the upstream key (or `Upstreams[i]`), `<upstream key> <instance id>`, or the root ID. */
+  item: string;
+  /** What is wrong with it, naming the value. */
+  reason: string;
+}
+
 export interface ProxyRegistration {
   /** The sidecar proxy's service ID and name. */
   proxyId: string;
@@ -67,6 +80,8 @@ export interface ProxyRegistration {
   upstreams: Upstream[];
   /** Proxy.AccessLogs; absent when the agent sends none. */
   accessLogs?: AccessLogs;
+  /** Upstreams of the registration that could not be used (bad values, a duplicate key or bind). */
+  droppedUpstreams?: readonly DroppedItem[];
 }
 
 export interface Leaf {
@@ -101,6 +116,8 @@ export interface Endpoint {
   port: number;
   /** Consul's `Weights.Passing` (default 1). */
   weight: number;
+  /** Set when Consul's entry for this instance could not be read: translate leaves it out and says why. */
+  invalid?: string;
 }
 
 export interface Snapshot {

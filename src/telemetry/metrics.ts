@@ -13,6 +13,7 @@ import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 import type { OpResult } from '../haproxy/runtime.js';
 import type { AuthorizationDecision } from '../intentions/authorizer.js';
 import type { ReconcileObserver } from '../reconcile.js';
+import type { DroppedItem } from '../snapshot/types.js';
 import type { SnapshotEvent } from '../snapshot/fold.js';
 import { RELOAD_REASON_CATEGORIES, reloadReasonCategories } from './reload-reasons.js';
 
@@ -75,6 +76,8 @@ const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> = {
   'upstream-removed': undefined,
 };
 
+const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'root'];
+
 export class SidecarMetrics implements ReconcileObserver {
   readonly registry = new Registry();
   /** Consecutive failures per running watch name (0 after an answer); absent = no answer yet. */
@@ -89,6 +92,8 @@ export class SidecarMetrics implements ReconcileObserver {
   readonly #decisions: Counter<'result'>;
   readonly #decisionDuration: Histogram;
   readonly #haproxyExits: Counter;
+  readonly #droppedNow: Gauge<'kind'>;
+  readonly #droppedTotal: Counter<'kind'>;
   readonly #scrapeSuccess: Gauge;
   readonly #scrapeDuration: Gauge;
 
@@ -120,6 +125,23 @@ export class SidecarMetrics implements ReconcileObserver {
         for (const state of Object.keys(HAPROXY_STATES)) this.set({ state }, state === current ? 1 : 0);
       },
     });
+
+    this.#droppedNow = new Gauge({
+      name: name('dropped_items'),
+      help: 'Items left out of the HAProxy configuration because their data from Consul cannot be used (everything else keeps updating), by kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.#droppedTotal = new Counter({
+      name: name('dropped_items_total'),
+      help: 'Times an item was left out of the HAProxy configuration (or left out for a new reason), by kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    for (const kind of DROPPED_KINDS) {
+      this.#droppedNow.set({ kind }, 0);
+      this.#droppedTotal.inc({ kind }, 0);
+    }
 
     this.#haproxyExits = new Counter({
       name: name('haproxy_unexpected_exits_total'),
@@ -331,6 +353,14 @@ export class SidecarMetrics implements ReconcileObserver {
     this.#applies.inc({ method: 'runtime', result: failed ? 'failed' : 'ok' });
     this.#applyDuration.observe({ method: 'runtime' }, event.durationMs / MS_PER_SECOND);
     for (const result of event.results) this.#runtimeOps.inc({ op: result.op.kind, result: RUNTIME_OP_RESULTS[result.status] });
+  }
+
+  dropped(event: Parameters<ReconcileObserver['dropped']>[0]): void {
+    for (const kind of DROPPED_KINDS) {
+      this.#droppedNow.set({ kind }, event.current.filter((d) => d.kind === kind).length);
+      const added = event.added.filter((d) => d.kind === kind).length;
+      if (added > 0) this.#droppedTotal.inc({ kind }, added);
+    }
   }
 
   haproxyExitedUnexpectedly(): void {

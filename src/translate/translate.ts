@@ -20,8 +20,10 @@ import {
   upstreamBackendName,
   upstreamFrontendName,
 } from '../haproxy/names.js';
-import { validateModel } from '../haproxy/validate.js';
-import type { Endpoint, Protocol, PublicListener, Snapshot, Upstream } from '../snapshot/types.js';
+import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
+import { HaproxyConnectError } from '../errors.js';
+import { certificateProblem } from '../snapshot/certificates.js';
+import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Upstream } from '../snapshot/types.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
@@ -147,19 +149,33 @@ function publicListenerProxies(listener: PublicListener): { frontend: Frontend; 
   return { frontend, backend };
 }
 
-/** One server per endpoint id (first wins after sorting), sorted by server name. */
-function upstreamServers(endpoints: readonly Endpoint[]): Server[] {
+/**
+ * One server per endpoint id (first wins after sorting), sorted by server name. An endpoint whose
+ * values HAProxy cannot take (an address like "bad host#1", port 0) is left out and reported.
+ */
+function upstreamServers(upstreamKey: string, endpoints: readonly Endpoint[], dropped: DroppedItem[]): Server[] {
   const byName = new Map<string, Server>();
   const sorted = [...endpoints].sort((a, b) => compareStrings(a.id, b.id));
   for (const endpoint of sorted) {
+    const item = `${upstreamKey} ${endpoint.id}`;
+    if (endpoint.invalid !== undefined) {
+      dropped.push({ kind: 'endpoint', item, reason: endpoint.invalid });
+      continue;
+    }
     const name = endpointServerName(endpoint.id);
     if (byName.has(name)) continue;
-    byName.set(name, { name, address: endpoint.address, port: endpoint.port, weight: clampWeight(endpoint.weight) });
+    const server: Server = { name, address: endpoint.address, port: endpoint.port, weight: clampWeight(endpoint.weight) };
+    const problem = modelProblem(() => checkServer('instance', server));
+    if (problem !== undefined) {
+      dropped.push({ kind: 'endpoint', item, reason: problem });
+      continue;
+    }
+    byName.set(name, server);
   }
   return [...byName.values()].sort((a, b) => compareStrings(a.name, b.name));
 }
 
-function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { frontend: Frontend; backend: Backend } {
+function upstreamProxies(upstream: Upstream, servers: Server[]): { frontend: Frontend; backend: Backend } {
   const mode = modeOf(upstream.protocol);
   const backendName = upstreamBackendName(upstream.key);
   const frontend: Frontend = {
@@ -188,13 +204,25 @@ function upstreamProxies(upstream: Upstream, endpoints: readonly Endpoint[]): { 
     // No `sni`: it breaks verification against Consul leaves (FACTS.md §2).
     tls: { crt: LEAF_FILE, caFile: ROOTS_FILE, alpn: upstreamAlpn(upstream.protocol) },
     protoH2: false,
-    servers: upstreamServers(endpoints),
+    servers,
   };
   return { frontend, backend };
 }
 
-export function translate(snapshot: Snapshot, options: TranslateOptions): HaproxyModel {
+/** The model, and the items left out of it because their data from Consul cannot be used. */
+export interface Translation {
+  model: HaproxyModel;
+  dropped: DroppedItem[];
+}
+
+/**
+ * Bad data about one instance, upstream or root leaves that item out (reported in `dropped`);
+ * everything else is translated. Throws MODEL_INVALID only when no safe configuration is left:
+ * the public listener itself is unusable, or no CA root can be read.
+ */
+export function translate(snapshot: Snapshot, options: TranslateOptions): Translation {
   const { registration } = snapshot;
+  const dropped: DroppedItem[] = [...(registration.droppedUpstreams ?? [])];
   const publicListener = publicListenerProxies(registration.publicListener);
   // Enforced intentions: the public listener asks our SPOE agent about every new connection.
   const enforcement = snapshot.intentions === undefined
@@ -207,36 +235,75 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Haprox
     accessLog: frontendAccessLog(accessLogs, publicListener.frontend.mode, LOCAL_APP_CLUSTER),
   }];
   const backends: Backend[] = [publicListener.backend];
+  const roots = readableRoots(snapshot.roots, dropped);
+  const global = globalSection(options);
+  const files = [
+    leafFile(snapshot.leaf, roots),
+    publicCrtListFile(publicListener.frontend.tls?.alpn),
+    rootsFile(roots, snapshot.leaf),
+    ...(enforcement?.files ?? []),
+  ].sort((a, b) => compareStrings(a.name, b.name));
+  const fileMap = new Map(files.map((f) => [f.name, f]));
 
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
   for (const upstream of upstreams) {
-    const proxies = upstreamProxies(upstream, snapshot.endpoints.get(upstream.key) ?? []);
+    const servers = upstreamServers(upstream.key, snapshot.endpoints.get(upstream.key) ?? [], dropped);
+    const proxies = upstreamProxies(upstream, servers);
     const cluster = upstreamCluster(upstream, snapshot.datacenter, snapshot.roots.trustDomain);
-    frontends.push({ ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) });
+    const frontend = { ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) };
+    const taken = frontends.find((f) => bindsConflict(f.bind, frontend.bind));
+    const problem = taken !== undefined
+      ? `its listener ${describeBind(frontend.bind)} overlaps the listener of frontend '${taken.name}'`
+      : modelProblem(() => {
+        checkBackend(proxies.backend, fileMap);
+        checkBind(frontend);
+        checkFrontend(frontend, new Map([[proxies.backend.name, proxies.backend]]), fileMap);
+        checkAccessLog(frontend, global);
+      });
+    if (problem !== undefined) {
+      dropped.push({ kind: 'upstream', item: upstream.key, reason: problem });
+      continue;
+    }
+    frontends.push(frontend);
     backends.push(proxies.backend);
   }
 
-  const model: HaproxyModel = {
-    global: {
-      runDir: options.runDir,
-      adminSocket: ADMIN_SOCKET_FILE,
-      // Always there (a unix socket only we can open): -stats-addr scrapes it, and an operator can too.
-      stats: { frontend: STATS_FRONTEND_NAME, socket: STATS_SOCKET_FILE },
-      // HAProxy's messages (and access logs) always go to the daemon's receiver.
-      logs: { ring: LOG_RING_NAME, socket: LOG_SOCKET_FILE },
-      nbthread: options.nbthread,
-      maxconn: options.maxconn ?? DEFAULT_MAXCONN,
-      hardStopAfterMs: options.hardStopAfterMs ?? DEFAULT_HARD_STOP_AFTER_MS,
-    },
-    files: [
-      leafFile(snapshot.leaf, snapshot.roots),
-      publicCrtListFile(publicListener.frontend.tls?.alpn),
-      rootsFile(snapshot.roots, snapshot.leaf),
-      ...(enforcement?.files ?? []),
-    ].sort((a, b) => compareStrings(a.name, b.name)),
-    frontends,
-    backends,
-  };
+  const model: HaproxyModel = { global, files, frontends, backends };
   validateModel(model);
-  return model;
+  return { model, dropped };
+}
+
+function describeBind(bind: Frontend['bind']): string {
+  return bind.kind === 'unix' ? `unix@${bind.path}` : `${bind.address}:${bind.port}`;
+}
+
+function globalSection(options: TranslateOptions): HaproxyModel['global'] {
+  return {
+    runDir: options.runDir,
+    adminSocket: ADMIN_SOCKET_FILE,
+    // Always there (a unix socket only we can open): -stats-addr scrapes it, and an operator can too.
+    stats: { frontend: STATS_FRONTEND_NAME, socket: STATS_SOCKET_FILE },
+    // HAProxy's messages (and access logs) always go to the daemon's receiver.
+    logs: { ring: LOG_RING_NAME, socket: LOG_SOCKET_FILE },
+    nbthread: options.nbthread,
+    maxconn: options.maxconn ?? DEFAULT_MAXCONN,
+    hardStopAfterMs: options.hardStopAfterMs ?? DEFAULT_HARD_STOP_AFTER_MS,
+  };
+}
+
+/**
+ * The roots whose certificate parses; the others are left out and reported (a garbage root in the
+ * bundle would make `haproxy -c` refuse every configuration). None readable: no safe configuration.
+ */
+function readableRoots(roots: Roots, dropped: DroppedItem[]): Roots {
+  const kept: CaRoot[] = [];
+  for (const root of roots.roots) {
+    const problem = certificateProblem(root.rootCertPem);
+    if (problem === undefined) kept.push(root);
+    else dropped.push({ kind: 'root', item: root.id, reason: `its RootCert ${problem}` });
+  }
+  if (kept.length === 0) {
+    throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: none of the ${roots.roots.length} CA roots from Consul can be read (${roots.roots.map((r) => r.id).join(', ') || 'no roots'})`);
+  }
+  return kept.length === roots.roots.length ? roots : { ...roots, roots: kept };
 }

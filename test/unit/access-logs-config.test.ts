@@ -67,7 +67,7 @@ describe('translate and render', () => {
       listener: { protocol: 'http' }, upstreams: [api, db],
       endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]], [db.key, [endpoint('node-2', '10.0.0.2')]]],
       ...(accessLogs !== undefined && { accessLogs }),
-    }), { runDir: '/run/hc' });
+    }), { runDir: '/run/hc' }).model;
   }
   const on: AccessLogs = { enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat() };
 

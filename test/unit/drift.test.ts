@@ -6,7 +6,7 @@ import { translate } from '../../src/translate/translate.js';
 import { endpoint, snapshot, upstream } from '../helpers/fixtures.js';
 
 const api = upstream('api');
-const model = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2', 21000, 3)]]] }), { runDir: '/run/hc' });
+const model = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2', 21000, 3)]]] }), { runDir: '/run/hc' }).model;
 const backend = model.backends.find((b) => b.tls !== undefined);
 assert.ok(backend !== undefined);
 const live = (): LiveServer[] => backend.servers.map((s) => ({ backend: backend.name, name: s.name, address: s.address, port: s.port, weight: s.weight, maintenance: false, adminState: 0, opState: 'running' }));

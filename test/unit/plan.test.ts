@@ -15,7 +15,7 @@ const E1 = endpoint('node-1', '10.0.0.1');
 const E2 = endpoint('node-2', '10.0.0.2');
 
 function model(parts: SnapshotParts = {}): HaproxyModel {
-  return translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]], ...parts }), { runDir: RUN_DIR });
+  return translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]], ...parts }), { runDir: RUN_DIR }).model;
 }
 function withApi(endpoints: ReturnType<typeof endpoint>[]): HaproxyModel {
   return model({ endpoints: [[api.key, endpoints], [db.key, [E1]]] });
@@ -47,7 +47,7 @@ describe('plan', () => {
     ['an upstream removed', model({ upstreams: [api] }), /backend upstream_service_default_db_\w+_be removed/],
     ['an upstream protocol changed', model({ upstreams: [{ ...api, protocol: 'tcp' }, db] }), /backend upstream_service_default_api_\w+_be changed/],
     ['the public port changed', model({ listener: { bindPort: 21001 } }), /frontend public_listener changed/],
-    ['global changed', translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]] }), { runDir: RUN_DIR, maxconn: 99 }), /global settings changed/],
+    ['global changed', translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]] }), { runDir: RUN_DIR, maxconn: 99 }).model, /global settings changed/],
     ['the crt-list changed (alpn)', model({ listener: { protocol: 'http' } }), /file public\.crtlist changed/],
     ['a root removed', model({ roots: roots() }), /CA roots changed \(0 added, 1 removed\)/],
     ['a root added', model({ roots: twoRoots }), /CA roots changed \(1 added, 0 removed\)/],

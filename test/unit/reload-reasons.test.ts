@@ -48,23 +48,23 @@ describe('reloadReasonCategory', () => {
 });
 
 describe('the planner\'s reasons fall into named categories', () => {
-  const base = translate(snapshot(), { runDir: RUN_DIR });
-  const cases: Array<{ what: string; desired: ReturnType<typeof translate>; category: string }> = [
+  const base = translate(snapshot(), { runDir: RUN_DIR }).model;
+  const cases: Array<{ what: string; desired: ReturnType<typeof translate>['model']; category: string }> = [
     {
       what: 'an upstream added',
-      desired: translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }), { runDir: RUN_DIR }),
+      desired: translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }), { runDir: RUN_DIR }).model,
       category: 'upstream',
     },
-    { what: 'the listener protocol changed', desired: translate(snapshot({ listener: { protocol: 'http' } }), { runDir: RUN_DIR }), category: 'listener' },
-    { what: 'the thread count changed', desired: translate(snapshot(), { runDir: RUN_DIR, nbthread: 2 }), category: 'settings' },
+    { what: 'the listener protocol changed', desired: translate(snapshot({ listener: { protocol: 'http' } }), { runDir: RUN_DIR }).model, category: 'listener' },
+    { what: 'the thread count changed', desired: translate(snapshot(), { runDir: RUN_DIR, nbthread: 2 }).model, category: 'settings' },
     {
       what: 'a root added',
-      desired: translate(snapshot({ roots: roots({ roots: [...roots().roots, { id: 'new', rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false }] }) }), { runDir: RUN_DIR }),
+      desired: translate(snapshot({ roots: roots({ roots: [...roots().roots, { id: 'new', rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false }] }) }), { runDir: RUN_DIR }).model,
       category: 'roots',
     },
     {
       what: 'intentions enforced',
-      desired: translate(snapshot({ intentions: { defaultAllow: true, intentions: [] } }), { runDir: RUN_DIR }),
+      desired: translate(snapshot({ intentions: { defaultAllow: true, intentions: [] } }), { runDir: RUN_DIR }).model,
       category: 'intentions',
     },
   ];

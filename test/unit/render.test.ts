@@ -26,7 +26,7 @@ function baseModel(): HaproxyModel {
   const api = upstream('api');
   return translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }), {
     runDir: '/run/haproxy-connect',
-  });
+  }).model;
 }
 
 /** Applies `mutate` to a deep copy of the base model and expects MODEL_INVALID mentioning `mentions`. */
@@ -268,7 +268,7 @@ describe('public listener against real HAProxy (crt-list with SNI filter)', () =
     const model = translate(
       snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort, localServicePort: appPort } }),
       { runDir },
-    );
+    ).model;
     for (const file of model.files) writeFileSync(join(runDir, file.name), file.content, { mode: file.mode });
     const cfgPath = join(runDir, 'haproxy.cfg');
     writeFileSync(cfgPath, render(model));

@@ -1,5 +1,5 @@
 /**
- * The runtime API against a real HAProxy 2.6.12: a sidecar config from translate() whose `api`
+ * The runtime API against a real HAProxy 2.6.12: a sidecar config from translate().model whose `api`
  * upstream points at local TLS servers (client certificates required), changed through
  * plan() + applyOps() without reloads, and read back with the drift parsers.
  */
@@ -74,7 +74,7 @@ function modelWith(eps: Endpoint[], parts: Parameters<typeof snapshot>[0] = {}):
       ...parts,
     }),
     { runDir: dir },
-  );
+  ).model;
 }
 
 /** Plans from the applied model to `desired`, expects runtime ops, applies them. */

@@ -15,7 +15,10 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import type { IntentionSet } from '../../src/intentions/types.js';
 import { SPOE_CONFIG_FILE } from '../../src/haproxy/names.js';
 import { defaultAccessLogFormat, parseJsonFormat } from '../../src/telemetry/access-log-template.js';
-import type { Snapshot } from '../../src/snapshot/types.js';
+import type { Endpoint, Snapshot } from '../../src/snapshot/types.js';
+import { isValidAddress } from '../../src/haproxy/validate.js';
+import { upstreamFrontendName } from '../../src/haproxy/names.js';
+import fc from 'fast-check';
 import {
   ACTIVE_ROOT_ID,
   PEM,
@@ -139,6 +142,25 @@ const CASES: Case[] = [
       ],
     }),
   },
+  {
+    // Bad data from Consul about some items: each is left out, the rest is served (and checked by haproxy -c).
+    name: 'dropped-items',
+    snapshot: snapshot({
+      upstreams: [api, db, upstream('cache', { localBindPort: 21000, localBindAddress: '0.0.0.0' })],
+      endpoints: [
+        [api.key, [
+          endpoint('node-1', '10.0.0.1'),
+          endpoint('node-2', 'bad host#1'),
+          endpoint('node-3', '10.0.0.3', 0),
+          endpoint('node-4', '10.0.0.4', 70000),
+          endpoint('node-5', '10.0.0.5\n    server evil 6.6.6.6:1'),
+          { ...endpoint('node-6', ''), invalid: 'unexpected instance in the answer: Service.Port: expected number, received string' },
+        ]],
+        [db.key, [endpoint('node-7', '10.0.0.7', 21000, 1, 'db-sidecar-proxy')]],
+      ],
+      roots: roots({ roots: [...roots().roots, { id: 'garbage', rootCertPem: '-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n', intermediateCertsPem: [], active: false }] }),
+    }),
+  },
   { name: 'intentions-tcp', snapshot: snapshot({ intentions: INTENTIONS, upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }) },
   { name: 'intentions-http', snapshot: snapshot({ listener: { protocol: 'http' }, intentions: INTENTIONS }) },
   {
@@ -206,7 +228,7 @@ function haproxyCheck(cfgPath: string): { status: number | null; output: string 
 describe('translate + render golden configs', () => {
   for (const testCase of CASES) {
     test(testCase.name, () => {
-      const model = translate(testCase.snapshot, { runDir: GOLDEN_RUN_DIR, ...testCase.options });
+      const model = translate(testCase.snapshot, { runDir: GOLDEN_RUN_DIR, ...testCase.options }).model;
       const config = render(model);
       const goldenPath = join(GOLDEN_DIR, `${testCase.name}.cfg`);
       if (UPDATE_GOLDEN) writeFileSync(goldenPath, config);
@@ -222,7 +244,7 @@ describe('translate + render golden configs', () => {
     test(`${testCase.name}: haproxy -c accepts it`, () => {
       const runDir = mkdtempSync(join(tmpdir(), 'hc-golden-'));
       tempDirs.push(runDir);
-      const model = translate(testCase.snapshot, { runDir, ...testCase.options });
+      const model = translate(testCase.snapshot, { runDir, ...testCase.options }).model;
       const cfgPath = writeRunDir(model, render(model));
       const { status, output } = haproxyCheck(cfgPath);
       assert.equal(status, 0, `haproxy -c failed for ${testCase.name}:\n${output}`);
@@ -252,7 +274,7 @@ describe('translate', () => {
         }),
       }),
       options,
-    );
+    ).model;
     const leaf = model.files.find((file) => file.name === 'leaf.pem');
     assert.ok(leaf);
     assert.equal(leaf.mode, 0o600);
@@ -272,7 +294,7 @@ describe('translate', () => {
         }),
       }),
       options,
-    );
+    ).model;
     assert.deepEqual(
       model.files.map((file) => [file.name, file.mode]),
       [
@@ -286,7 +308,7 @@ describe('translate', () => {
   });
 
   test('tcp public listener: crt-list without alpn', () => {
-    const model = translate(snapshot(), options);
+    const model = translate(snapshot(), options).model;
     assert.equal(model.files.find((file) => file.name === 'public.crtlist')?.content, 'leaf.pem [ca-file roots.pem verify required] *.consul\n');
   });
 
@@ -294,12 +316,12 @@ describe('translate', () => {
     const endpoints = [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2'), endpoint('node-3', '10.0.0.3')];
     const a = snapshot({ upstreams: [api, db], endpoints: [[api.key, endpoints], [db.key, []]] });
     const b = snapshot({ upstreams: [db, api], endpoints: [[db.key, []], [api.key, [...endpoints].reverse()]] });
-    assert.deepEqual(translate(a, options), translate(b, options));
-    assert.equal(render(translate(a, options)), render(translate(b, options)));
+    assert.deepEqual(translate(a, options).model, translate(b, options).model);
+    assert.equal(render(translate(a, options).model), render(translate(b, options).model));
   });
 
   test('an upstream nobody answered yet gets a backend without servers', () => {
-    const model = translate(snapshot({ upstreams: [api] }), options);
+    const model = translate(snapshot({ upstreams: [api] }), options).model;
     const backend = model.backends.find((candidate) => candidate.name.startsWith('upstream_'));
     assert.ok(backend);
     assert.deepEqual(backend.servers, []);
@@ -310,7 +332,7 @@ describe('translate', () => {
     const model = translate(
       snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-1', '10.0.0.9')]]] }),
       options,
-    );
+    ).model;
     assert.equal(model.backends[1]?.servers.length, 1);
   });
 
@@ -321,7 +343,7 @@ describe('translate', () => {
         endpoints: [[api.key, [endpoint('a', '10.0.0.1', 1, 65535), endpoint('b', '10.0.0.2', 1, 7), endpoint('c', '10.0.0.3', 1, -3)]]],
       }),
       options,
-    );
+    ).model;
     assert.deepEqual(
       model.backends[1]?.servers.map((server) => server.weight).sort((x, y) => x - y),
       [0, 7, 256],
@@ -332,7 +354,7 @@ describe('translate', () => {
     const model = translate(
       snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node 1', '10.0.0.1'), endpoint('node_1', '10.0.0.2')]]] }),
       options,
-    );
+    ).model;
     const names = model.backends[1]?.servers.map((server) => server.name) ?? [];
     assert.equal(new Set(names).size, 2);
     for (const name of names) assert.match(name, /^[A-Za-z0-9_.:-]+$/);
@@ -340,9 +362,85 @@ describe('translate', () => {
 
   test('an invalid registration value fails as MODEL_INVALID naming the value', () => {
     assert.throws(
-      () => translate(snapshot({ listener: { bindPort: 70000 } }), options),
+      () => translate(snapshot({ listener: { bindPort: 70000 } }), options).model,
       (err: unknown) => err instanceof Error && 'code' in err && err.code === 'MODEL_INVALID' && err.message.includes('70000'),
     );
+  });
+});
+
+describe('translate: one bad item never stops the others', () => {
+  const options = { runDir: GOLDEN_RUN_DIR };
+  const good = endpoint('node-1', '10.0.0.1');
+
+  test('a malformed instance is left out and reported; the good ones are served', () => {
+    const { model, dropped } = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [good, endpoint('node-2', 'bad host#1')]]] }), options);
+    assert.deepEqual(model.backends[1]?.servers.map((s) => s.address), ['10.0.0.1']);
+    assert.equal(dropped.length, 1);
+    assert.equal(dropped[0]?.kind, 'endpoint');
+    assert.equal(dropped[0]?.item, `${api.key} node-2/api-sidecar-proxy`);
+    assert.match(dropped[0]?.reason ?? '', /"bad host#1" is not an IPv4 or IPv6 address or a host name/);
+  });
+
+  test('ports out of range and instances Consul described badly are left out, naming the value', () => {
+    const { model, dropped } = translate(snapshot({
+      upstreams: [api],
+      endpoints: [[api.key, [good, endpoint('node-2', '10.0.0.2', 0), endpoint('node-3', '10.0.0.3', 65536), { ...endpoint('node-4', ''), invalid: 'unexpected instance' }]]],
+    }), options);
+    assert.equal(model.backends[1]?.servers.length, 1);
+    assert.deepEqual(dropped.map((d) => d.reason.match(/port must be an integer in 1\.\.65535, got \d+|unexpected instance/)?.[0]), [
+      'port must be an integer in 1..65535, got 0',
+      'port must be an integer in 1..65535, got 65536',
+      'unexpected instance',
+    ]);
+  });
+
+  test('an upstream whose listener cannot be rendered is left out; the other upstreams and the listener stay', () => {
+    const bad = upstream('cache', { localBindAddress: 'not an address', localBindPort: 9300 });
+    const { model, dropped } = translate(snapshot({ upstreams: [api, bad], endpoints: [[api.key, [good]]] }), options);
+    assert.deepEqual(model.frontends.map((f) => f.name), ['public_listener', upstreamFrontendName(api.key)]);
+    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['upstream', bad.key]]);
+    assert.match(dropped[0]?.reason ?? '', /"not an address"/);
+  });
+
+  test('an upstream listener on the public listener\'s port is left out', () => {
+    const clash = upstream('cache', { localBindAddress: '0.0.0.0', localBindPort: 21000 });
+    const { model, dropped } = translate(snapshot({ upstreams: [clash] }), options);
+    assert.equal(model.frontends.length, 1);
+    assert.match(dropped[0]?.reason ?? '', /overlaps the listener of frontend 'public_listener'/);
+  });
+
+  test('upstreams the registration already left out are reported with the rest', () => {
+    const s = snapshot({ upstreams: [api] });
+    const withDropped = { ...s, registration: { ...s.registration, droppedUpstreams: [{ kind: 'upstream' as const, item: 'Upstreams[1]', reason: 'Config.protocol \'udp\'' }] } };
+    assert.deepEqual(translate(withDropped, options).dropped.map((d) => d.item), ['Upstreams[1]']);
+  });
+
+  test('a root that does not parse is left out of the bundle; no readable root at all is fatal', () => {
+    const garbage = { id: 'garbage', rootCertPem: 'not a certificate', intermediateCertsPem: [], active: false };
+    const { model, dropped } = translate(snapshot({ roots: roots({ roots: [...roots().roots, garbage] }) }), options);
+    assert.equal(model.files.find((f) => f.name === 'roots.pem')?.content, translate(snapshot(), options).model.files.find((f) => f.name === 'roots.pem')?.content);
+    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['root', 'garbage']]);
+    assert.throws(
+      () => translate(snapshot({ roots: roots({ roots: [garbage] }) }), options),
+      (err: unknown) => err instanceof Error && 'code' in err && err.code === 'MODEL_INVALID' && err.message.includes('garbage'),
+    );
+  });
+
+  test('property: any instance values never break the model, and the good instance is always served', () => {
+    const value = fc.oneof(fc.string(), fc.constantFrom('10.0.0.9', '::1', 'api.internal', 'bad host#1', '1.2.3.4 backup', '', 'a\nb', '"q"', '#'));
+    const port = fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.double(), fc.constantFrom(Number.NaN, Infinity));
+    fc.assert(fc.property(fc.array(fc.record({ id: fc.string(), address: value, port, weight: fc.oneof(fc.double(), fc.integer()) }), { maxLength: 8 }), (raw) => {
+      const endpoints: Endpoint[] = [good, ...raw.map((r) => ({ id: `x/${r.id}`, node: 'x', address: r.address, port: r.port, weight: r.weight }))];
+      const { model, dropped } = translate(snapshot({ upstreams: [api], endpoints: [[api.key, endpoints]] }), options);
+      const servers = model.backends[1]?.servers ?? [];
+      assert.ok(servers.some((s) => s.address === '10.0.0.1'));
+      // Every instance is either served or reported (a bad one does not hide a good one with its id).
+      assert.ok(servers.length + dropped.length >= new Set(endpoints.map((e) => e.id)).size);
+      assert.ok(servers.length + dropped.length <= endpoints.length);
+      const text = render(model);
+      for (const s of servers) assert.ok(isValidAddress(s.address), s.address);
+      assert.ok(!/server evil/.test(text));
+    }), { numRuns: 300 });
   });
 });
 
