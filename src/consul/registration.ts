@@ -4,8 +4,8 @@
  * already merged in by the agent. `Config` maps are opaque to Consul and decoded weakly typed, so
  * numbers may arrive as JSON numbers or numeric strings; anything else is rejected here.
  */
-import { HaproxyConnectError } from '../errors.js';
-import type { AccessLogSink, AccessLogs, Protocol, ProxyRegistration, PublicListener, Upstream } from '../snapshot/types.js';
+import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
+import type { AccessLogSink, AccessLogs, DroppedItem, Protocol, ProxyRegistration, PublicListener, Upstream } from '../snapshot/types.js';
 import {
   AccessLogTemplateError,
   checkTemplateHeaders,
@@ -230,19 +230,32 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
   const protocol = readProtocol(ctx, 'Config.protocol', config['protocol']);
   const publicListener = parsePublicListener(ctx, raw, config, protocol);
 
-  const upstreams = proxy.Upstreams.map((u, i) => parseUpstream(ctx, u, i));
+  // One bad upstream is left out (and reported); the others, and the rest of the proxy, apply.
+  const upstreams: Upstream[] = [];
+  const droppedUpstreams: DroppedItem[] = [];
   const keys = new Map<string, number>();
   const binds = new Map<string, number>();
-  upstreams.forEach((u, i) => {
+  proxy.Upstreams.forEach((raw, i) => {
+    let u: Upstream;
+    try {
+      u = parseUpstream(ctx, raw, i);
+    } catch (err) {
+      if (!isHaproxyConnectError(err, 'PROXY_CONFIG_INVALID')) throw err;
+      droppedUpstreams.push({ kind: 'upstream', item: `Upstreams[${i}]`, reason: err.message });
+      return;
+    }
     const sameKey = keys.get(u.key);
-    if (sameKey !== undefined) throw ctx.fail(`Upstreams[${sameKey}] and Upstreams[${i}] are both ${u.key}`);
-    keys.set(u.key, i);
     const bind = bindOf(u);
     const sameBind = binds.get(bind);
-    if (sameBind !== undefined) {
-      throw ctx.fail(`Upstreams[${sameBind}] and Upstreams[${i}] both bind ${bind}`);
+    if (sameKey !== undefined) {
+      droppedUpstreams.push({ kind: 'upstream', item: `Upstreams[${i}]`, reason: ctx.fail(`Upstreams[${sameKey}] and Upstreams[${i}] are both ${u.key}; Upstreams[${i}] is left out`).message });
+    } else if (sameBind !== undefined) {
+      droppedUpstreams.push({ kind: 'upstream', item: `Upstreams[${i}]`, reason: ctx.fail(`Upstreams[${sameBind}] and Upstreams[${i}] both bind ${bind}; Upstreams[${i}] is left out`).message });
+    } else {
+      keys.set(u.key, i);
+      binds.set(bind, i);
+      upstreams.push(u);
     }
-    binds.set(bind, i);
   });
 
   const accessLogs = proxy.AccessLogs === null || proxy.AccessLogs === undefined ? undefined : parseAccessLogs(ctx, proxy.AccessLogs);
@@ -257,5 +270,6 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
     publicListener,
     upstreams,
     ...(accessLogs !== undefined && { accessLogs }),
+    ...(droppedUpstreams.length > 0 && { droppedUpstreams }),
   };
 }

@@ -195,6 +195,10 @@ const errorCases: Array<{ name: string; json: unknown; message: string }> = [
     json: agentJson({}, { Config: { local_request_timeout_ms: -5 } }),
     message: `${P}Config.local_request_timeout_ms -5 is out of range (0..9007199254740991)`,
   },
+];
+
+/** A bad upstream is left out and reported; the rest of the registration applies. */
+const droppedUpstreamCases: Array<{ name: string; json: unknown; message: string }> = [
   {
     name: 'upstream type',
     json: agentJson({}, { Upstreams: [upstream({ DestinationType: 'peer' })] }),
@@ -238,7 +242,7 @@ const errorCases: Array<{ name: string; json: unknown; message: string }> = [
   {
     name: 'duplicate bind',
     json: agentJson({}, { Upstreams: [upstream({}), upstream({ DestinationName: 'cache' })] }),
-    message: `${P}Upstreams[0] and Upstreams[1] both bind 127.0.0.1:9191`,
+    message: `${P}Upstreams[0] and Upstreams[1] both bind 127.0.0.1:9191; Upstreams[1] is left out`,
   },
   {
     name: 'duplicate socket',
@@ -248,12 +252,12 @@ const errorCases: Array<{ name: string; json: unknown; message: string }> = [
         upstream({ DestinationName: 'cache', LocalBindPort: 0, LocalBindSocketPath: '/s' }),
       ],
     }),
-    message: `${P}Upstreams[0] and Upstreams[1] both bind unix:/s`,
+    message: `${P}Upstreams[0] and Upstreams[1] both bind unix:/s; Upstreams[1] is left out`,
   },
   {
     name: 'duplicate upstream',
     json: agentJson({}, { Upstreams: [upstream({}), upstream({ LocalBindPort: 9192 })] }),
-    message: `${P}Upstreams[0] and Upstreams[1] are both service:default/db@`,
+    message: `${P}Upstreams[0] and Upstreams[1] are both service:default/db@; Upstreams[1] is left out`,
   },
 ];
 
@@ -268,6 +272,17 @@ describe('parseProxyRegistration: errors', () => {
           return true;
         },
       );
+    });
+  }
+
+  for (const c of droppedUpstreamCases) {
+    test(`${c.name}: that upstream is left out, the rest applies`, () => {
+      const reg = parse(c.json);
+      assert.equal(reg.droppedUpstreams?.length, 1, JSON.stringify(reg.droppedUpstreams));
+      assert.equal(reg.droppedUpstreams?.[0]?.kind, 'upstream');
+      assert.equal(reg.droppedUpstreams?.[0]?.reason, c.message);
+      const total = ((c.json as { Proxy: { Upstreams: unknown[] } }).Proxy.Upstreams).length;
+      assert.equal(reg.upstreams.length, total - 1);
     });
   }
 
