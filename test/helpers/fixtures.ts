@@ -22,6 +22,9 @@ export const PEM = {
   webKey: readCert('web.key'),
   apiCert: readCert('api.pem'),
   apiKey: readCert('api.key'),
+  /** Expired on 2020-01-02 (with its key). */
+  expiredCert: readCert('expired.pem'),
+  expiredKey: readCert('expired.key'),
 } as const;
 
 export const ACTIVE_ROOT_ID = 'aa:bb:cc:07';

@@ -9,6 +9,7 @@ import { ConsulHttpClient } from '../../src/consul/client.js';
 import { parseConsulAddress } from '../../src/consul/http.js';
 import { isHaproxyConnectError, type ErrorCode } from '../../src/errors.js';
 import { waitFor } from '../../devtools/ports.js';
+import { PEM } from '../helpers/fixtures.js';
 
 const TOKEN = 'secret-token-0d7c';
 
@@ -149,17 +150,34 @@ describe('ConsulHttpClient over TCP', () => {
   test('leaf: index-based blocking sends index and wait, reads X-Consul-Index', async () => {
     agent.json(
       '/v1/agent/connect/ca/leaf/web',
-      { SerialNumber: '0a', CertPEM: 'C', PrivateKeyPEM: 'K', ValidBefore: '2030-01-01T00:00:00Z', ModifyIndex: 42, Service: 'web' },
+      { SerialNumber: '0a', CertPEM: PEM.webCert, PrivateKeyPEM: PEM.webKey, ValidBefore: '2030-01-01T00:00:00Z', ModifyIndex: 42, Service: 'web' },
       { 'X-Consul-Index': '42' },
     );
     const first = await client.leaf('web', {}, signal());
     assert.deepEqual(first, {
-      value: { certPem: 'C', privateKeyPem: 'K', serialNumber: '0a', validBefore: '2030-01-01T00:00:00Z', modifyIndex: 42 },
+      value: { certPem: PEM.webCert, privateKeyPem: PEM.webKey, serialNumber: '0a', validBefore: '2030-01-01T00:00:00Z', modifyIndex: 42 },
       cursor: { index: 42 },
     });
     await client.leaf('web', { index: 42 }, signal());
     assert.equal(agent.seen[0]?.rawQuery, '');
     assert.equal(agent.seen[1]?.rawQuery, 'index=42&wait=300s');
+  });
+
+  test('leaf: a certificate that cannot be served is CERTIFICATE_INVALID naming what is wrong', async () => {
+    const cases: Array<[string, Record<string, string>, RegExp]> = [
+      ['garbage PEM', { CertPEM: '-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n', PrivateKeyPEM: PEM.webKey }, /CertPEM does not parse as a PEM certificate/],
+      ['garbage key', { CertPEM: PEM.webCert, PrivateKeyPEM: 'not a key' }, /PrivateKeyPEM does not parse as a PEM private key/],
+      ['a key that does not match', { CertPEM: PEM.webCert, PrivateKeyPEM: PEM.apiKey }, /PrivateKeyPEM is not the key of its certificate/],
+      ['an expired leaf', { CertPEM: PEM.expiredCert, PrivateKeyPEM: PEM.expiredKey }, /expired at 20\d\d-/],
+    ];
+    for (const [what, pems, message] of cases) {
+      agent.json('/v1/agent/connect/ca/leaf/web', { SerialNumber: '0b', ValidBefore: '2030-01-01T00:00:00Z', ModifyIndex: 43, ...pems }, { 'X-Consul-Index': '43' });
+      await assert.rejects(client.leaf('web', {}, signal()), rejectsWith('CERTIFICATE_INVALID', (m) => {
+        assert.match(m, message, what);
+        assert.match(m, /serial 0b/, what);
+        assert.ok(!m.includes('PRIVATE KEY'), `${what}: the message must not carry the key`);
+      }));
+    }
   });
 
   test('roots: null IntermediateCerts and null Roots are empty lists', async () => {
@@ -252,6 +270,14 @@ describe('ConsulHttpClient over TCP', () => {
     assert.equal(agent.seen[0]?.rawQuery, 'passing&cached&dc=dc2&ns=team&index=99&wait=300s');
     await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'default', datacenter: '' }, {}, signal());
     assert.equal(agent.seen[1]?.rawQuery, 'passing&cached');
+  });
+
+  test('upstreamEndpoints: an entry of the wrong shape becomes an invalid endpoint; the others are read', async () => {
+    const bad = { Node: { Node: 'node-c', Address: '10.0.0.3' }, Service: { ID: 'db-sidecar-proxy', Port: '21000' } };
+    agent.json('/v1/health/connect/db', [entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '', 21000), bad, { nonsense: true }], { 'X-Consul-Index': '5' });
+    const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: '', datacenter: '' }, {}, signal());
+    assert.deepEqual(got.value.map((e) => [e.id, e.invalid === undefined]), [['entry 2', false], ['node-a/db-sidecar-proxy', true], ['node-c/db-sidecar-proxy', false]]);
+    assert.match(got.value.find((e) => e.id === 'node-c/db-sidecar-proxy')?.invalid ?? '', /Service\.Port: .*expected number/);
   });
 
   test('upstreamEndpoints: a null list is empty', async () => {
