@@ -23,6 +23,11 @@ export interface WatchOptions<T> {
   fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>;
   onValue: (value: T) => void;
   onError: (err: Error, attempt: number) => void;
+  /**
+   * `onValue` threw: the value is dropped (not retried; the next change is delivered as usual) and
+   * the loop goes on. Without this hook the error goes to `onError` with attempt 0.
+   */
+  onValueError?: (err: Error) => void;
   /** Every answer, changed or not (watch health in metrics). */
   onSuccess?: () => void;
   signal: AbortSignal;
@@ -69,7 +74,8 @@ function sameCursor(sent: Cursor, next: Cursor): boolean {
 
 /**
  * Runs `fetch` in a loop until `signal` aborts, calling `onValue` for the first value and for every
- * change. Resolves when the signal aborts; rejects only if `onValue` or `onError` throws.
+ * change. Resolves when the signal aborts; rejects only if `onError` throws (an `onValue` that
+ * throws is reported through `onValueError` and the loop goes on).
  */
 export async function runWatch<T>(opts: WatchOptions<T>): Promise<void> {
   const { signal } = opts;
@@ -124,7 +130,13 @@ export async function runWatch<T>(opts: WatchOptions<T>): Promise<void> {
     const changed = !unchangedCursor && (last === undefined || !equals(last.value, result.value));
     if (changed) {
       last = { value: result.value };
-      opts.onValue(result.value);
+      try {
+        opts.onValue(result.value);
+      } catch (err) {
+        // A consumer's bug must not end the watch (or, as an unhandled rejection, the process).
+        if (opts.onValueError !== undefined) opts.onValueError(toError(err));
+        else opts.onError(toError(err), 0);
+      }
     }
     if (opts.pollIntervalMs !== undefined) await pause(opts.pollIntervalMs);
     // Pause only when the query came back without moving (a wait timeout, or a server answering

@@ -15,7 +15,10 @@ export const PREPARED_QUERY_POLL_MS = 10_000;
 export interface WatchErrorReport {
   watch: string;
   error: Error;
+  /** Consecutive failed requests; 0 when the request succeeded but applying its value threw (`consumer`). */
   attempt: number;
+  /** `fetch`: the request failed (retried with backoff); `consumer`: folding the answer in threw (the answer is dropped). */
+  kind: 'fetch' | 'consumer';
 }
 
 export interface SidecarWatchesOptions {
@@ -130,7 +133,8 @@ export class SidecarWatches {
       name,
       fetch,
       onValue,
-      onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt }),
+      onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt, kind: 'fetch' }),
+      onValueError: (error) => this.#opts.onError({ watch: name, error, attempt: 0, kind: 'consumer' }),
       onSuccess: () => this.#opts.onSuccess?.(name),
       signal: controller.signal,
       ...(pollIntervalMs !== undefined && { pollIntervalMs }),

@@ -66,6 +66,45 @@ function harness<T>(steps: Array<Step<T>>, extra: { random?: () => number; pollI
 const v = <T>(value: T, cursor: Cursor): Versioned<T> => ({ value, cursor });
 
 describe('runWatch', () => {
+  test('a consumer that throws is reported and the watch goes on (no rejection, no unhandled error)', async () => {
+    const source = scripted([v(1, { index: 2 }), v(2, { index: 3 }), v(3, { index: 4 })]);
+    const values: number[] = [];
+    const consumerErrors: string[] = [];
+    const controller = new AbortController();
+    const done = runWatch<number>({
+      name: 'test',
+      fetch: source.fetch,
+      onValue: (value) => {
+        if (value === 2) throw new Error('consumer bug');
+        values.push(value);
+      },
+      onError: () => assert.fail('a consumer error is not a fetch error'),
+      onValueError: (err) => consumerErrors.push(err.message),
+      signal: controller.signal,
+      delay: async () => {},
+    });
+    await until('script to be consumed', () => source.exhausted);
+    controller.abort();
+    await done;
+    assert.deepEqual(values, [1, 3]);
+    assert.deepEqual(consumerErrors, ['consumer bug']);
+  });
+
+  test('without onValueError a throwing consumer goes to onError with attempt 0', async () => {
+    const source = scripted([v(1, { index: 2 })]);
+    const errors: Array<[string, number]> = [];
+    const controller = new AbortController();
+    const done = runWatch<number>({
+      name: 'test', fetch: source.fetch, signal: controller.signal, delay: async () => {},
+      onValue: () => { throw new Error('boom'); },
+      onError: (err, attempt) => errors.push([err.message, attempt]),
+    });
+    await until('script to be consumed', () => source.exhausted);
+    controller.abort();
+    await done;
+    assert.deepEqual(errors, [['boom', 0]]);
+  });
+
   test('delivers the first value and only real changes; passes the cursor back', async () => {
     const h = harness([
       v({ a: 1 }, { index: 5 }),

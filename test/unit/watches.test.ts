@@ -12,6 +12,35 @@ function registration(...names: string[]): ProxyRegistration {
 }
 
 describe('SidecarWatches', () => {
+  test('an emit that throws is reported as a consumer error; the watches go on', async () => {
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration());
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    const reports: Array<{ watch: string; kind: string; attempt: number; message: string }> = [];
+    const events: SnapshotEvent[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({
+      api: consul, proxyId: 'web-sidecar-proxy', signal: root.signal,
+      emit: (e) => {
+        if (e.kind === 'roots' && !events.some((x) => x.kind === 'roots')) {
+          events.push(e);
+          throw new Error('fold bug');
+        }
+        events.push(e);
+      },
+      onError: (r) => reports.push({ watch: r.watch, kind: r.kind, attempt: r.attempt, message: r.error.message }),
+    });
+    watches.start();
+    await waitFor('the first roots', async () => (events.some((e) => e.kind === 'roots') ? true : undefined), 5_000, 10);
+    assert.deepEqual(reports, [{ watch: 'roots', kind: 'consumer', attempt: 0, message: 'fold bug' }]);
+    consul.setRoots(roots({ trustDomain: 'other.consul' }));
+    await waitFor('the next roots', async () => (events.filter((e) => e.kind === 'roots').length === 2 ? true : undefined), 5_000, 10);
+    assert.ok(watches.running().includes('roots'));
+    root.abort();
+    await watches.stopped();
+  });
+
   test('upstream watches start and stop as the registration changes', async () => {
     const consul = new FakeConsulAgentApi();
     consul.setRegistration(registration('api', 'db'));
