@@ -71,6 +71,33 @@ export function textDestination(destination: DestinationStream): DestinationStre
   };
 }
 
+/**
+ * One pino line with every key once. pino writes a child's bindings and the call's fields side by
+ * side, so `logger.child({ component: 'haproxy' }).info({ component: 'x' })` would print the key
+ * twice, which many log pipelines reject. The last value (the most specific) wins, as in JSON.parse.
+ * A line that is not a JSON object is returned unchanged.
+ */
+export function uniqueKeysLine(jsonLine: string): string {
+  let entry: unknown;
+  try {
+    entry = JSON.parse(jsonLine);
+  } catch {
+    return jsonLine;
+  }
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return jsonLine;
+  return JSON.stringify(entry);
+}
+
+/** Wraps a destination so every pino line reaches it with unique keys. */
+export function uniqueKeysDestination(destination: DestinationStream): DestinationStream {
+  return {
+    write(chunk: string): void {
+      const lines = chunk.split('\n').filter((line) => line !== '');
+      destination.write(lines.map((line) => `${uniqueKeysLine(line)}\n`).join(''));
+    },
+  };
+}
+
 export function createLogger(level: LogLevel, destination?: DestinationStream, format: LogFormat = 'json'): Logger {
   const sink = destination ?? pino.destination({ fd: 1, sync: true });
   return pino(
@@ -81,6 +108,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream, f
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     },
-    format === 'text' ? textDestination(sink) : sink,
+    // The text format parses each line too, which keeps one value per key the same way.
+    format === 'text' ? textDestination(sink) : uniqueKeysDestination(sink),
   );
 }

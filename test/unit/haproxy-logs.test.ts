@@ -276,3 +276,27 @@ describe('text log format', () => {
     assert.match(out[0] ?? '', /^\S+Z INFO  consul: watch started token=\[redacted\] watch=leaf\n$/);
   });
 });
+
+describe('log lines have unique keys', () => {
+  for (const format of ['json', 'text'] as const) {
+    test(`${format}: a field that repeats a child's binding appears once, with the call's value`, () => {
+      const out: string[] = [];
+      const log = createLogger('info', { write: (s: string) => { out.push(s); } }, format).child({ component: 'haproxy' });
+      log.info({ component: 'haproxy-process', pid: 7 }, 'running -> reloading');
+      log.child({ component: 'stats' }).warn('nested');
+      const lines = out.join('').split('\n').filter((l) => l !== '');
+      assert.equal(lines.length, 2);
+      if (format === 'json') {
+        for (const line of lines) {
+          const keys = [...line.matchAll(/"([^"\\]+)":/g)].map((m) => m[1]);
+          assert.equal(new Set(keys).size, keys.length, line);
+        }
+        assert.equal(JSON.parse(lines[0] as string).component, 'haproxy-process');
+        assert.equal(JSON.parse(lines[1] as string).component, 'stats');
+      } else {
+        assert.match(lines[0] as string, / haproxy-process: running -> reloading pid=7$/);
+        assert.equal((lines[0] as string).match(/component/g), null);
+      }
+    });
+  }
+});
