@@ -55,14 +55,22 @@ export class SnapshotState {
 
   #fold(event: SnapshotEvent): boolean {
     switch (event.kind) {
-      case 'registration':
+      case 'registration': {
         if (isDeepStrictEqual(this.#registration, event.value)) return false;
+        const before = this.serviceIdentity();
         this.#registration = structuredClone(event.value);
+        // The proxy now fronts another service: the old service's leaf and intentions must not be
+        // served or enforced for it. The snapshot is incomplete until the new ones arrive.
+        if (before !== undefined && before !== this.serviceIdentity()) {
+          this.#leaf = undefined;
+          this.#intentions = undefined;
+        }
         // Endpoints of upstreams that are no longer registered are dropped with them.
         for (const key of [...this.#endpoints.keys()]) {
           if (!event.value.upstreams.some((u) => u.key === key)) this.#endpoints.delete(key);
         }
         return true;
+      }
       case 'leaf':
         if (isDeepStrictEqual(this.#leaf, event.value)) return false;
         this.#leaf = structuredClone(event.value);
@@ -85,6 +93,12 @@ export class SnapshotState {
         this.#intentions = structuredClone(event.value);
         return true;
     }
+  }
+
+  /** `<partition>/<namespace>/<service>` the proxy fronts (whose leaf and intentions it uses), once registered. */
+  serviceIdentity(): string | undefined {
+    const r = this.#registration;
+    return r === undefined ? undefined : `${r.partition}/${r.namespace}/${r.serviceName}`;
   }
 
   missing(): MissingPart[] {

@@ -35,6 +35,8 @@ export function readiness(view: SidecarView, nowMs: number): Verdict {
     return { ok: false, reason: `no configuration applied yet${waiting}` };
   }
   if (!SERVING_STATES.has(view.haproxyState)) return { ok: false, reason: `haproxy is ${view.haproxyState}` };
+  // After a first configuration, parts go missing only when the proxy now fronts another service.
+  if (view.missing.length > 0) return { ok: false, reason: `waiting for ${view.missing.join(', ')} from Consul (the proxy fronts another service now)` };
   if (view.leafValidBefore === undefined) return { ok: false, reason: 'no leaf certificate' };
   const expiry = Date.parse(view.leafValidBefore);
   if (Number.isNaN(expiry) || expiry <= nowMs) return { ok: false, reason: `the leaf certificate expired at ${view.leafValidBefore}` };

@@ -47,6 +47,27 @@ describe('SnapshotState', () => {
     assert.equal(off.apply({ kind: 'intentions', value: set }), false);
     assert.equal(off.snapshot()?.intentions, undefined);
   });
+  test('a registration for another service drops the old leaf and intentions at once', () => {
+    const state = new SnapshotState('dc1', { enforceIntentions: true });
+    state.apply({ kind: 'registration', value: registration([]) });
+    state.apply({ kind: 'leaf', value: leaf });
+    state.apply({ kind: 'roots', value: roots });
+    state.apply({ kind: 'intentions', value: { intentions: [], defaultAllow: true } });
+    assert.equal(state.serviceIdentity(), 'default/default/web');
+    // Same service, other details (an upstream added): the identity stays.
+    state.apply({ kind: 'registration', value: registration([upstream('api')]) });
+    assert.deepEqual(state.missing(), []);
+    // Renamed: nothing of web's identity may serve or decide for the new service.
+    state.apply({ kind: 'registration', value: { ...registration([]), serviceName: 'billing', serviceId: 'billing' } });
+    assert.equal(state.serviceIdentity(), 'default/default/billing');
+    assert.deepEqual(state.missing(), ['leaf', 'intentions']);
+    assert.equal(state.snapshot(), undefined);
+    state.apply({ kind: 'leaf', value: { ...leaf, serialNumber: '02' } });
+    state.apply({ kind: 'intentions', value: { intentions: [], defaultAllow: false } });
+    assert.equal(state.snapshot()?.leaf.serialNumber, '02');
+    assert.equal(state.snapshot()?.registration.serviceName, 'billing');
+  });
+
   test('equal data is no change; the version moves only on change', () => {
     const state = new SnapshotState('dc1');
     assert.equal(state.apply({ kind: 'leaf', value: leaf }), true);

@@ -128,6 +128,7 @@ describe('/ready and /health verdicts', () => {
     ['reloading still serves', { haproxyState: 'reloading' }, true, /^ready$/],
     ['before the first configuration', { firstApplied: false, haproxyState: 'stopped' }, false, /^no configuration applied yet$/],
     ['waiting for Consul', { firstApplied: false, haproxyState: 'stopped', missing: ['leaf', 'roots'] }, false, /waiting for leaf, roots from Consul/],
+    ['the proxy fronts another service, its new leaf not there yet', { missing: ['leaf', 'intentions'] }, false, /^waiting for leaf, intentions from Consul \(the proxy fronts another service now\)$/],
     ['haproxy crashed', { haproxyState: 'crashed' }, false, /^haproxy is crashed$/],
     ['haproxy restarting', { haproxyState: 'backoff' }, false, /^haproxy is backoff$/],
     ['leaf expired', { leafValidBefore: '2029-12-31T23:59:59Z' }, false, /leaf certificate expired at 2029-12-31T23:59:59Z/],
