@@ -5,9 +5,9 @@
  * reload writes synchronously, after whatever is queued. Until a queued write lands, a crash
  * restart starts from the previous file; the reconcile loop then re-applies the difference.
  */
-import { rename, writeFile } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errorMessage } from '../errors.js';
+import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { checkConfig } from './check.js';
 import type { ManagedFiles } from './files.js';
@@ -95,9 +95,27 @@ export class ConfigWriter {
     await this.#files.write(model.files);
     if (this.#written === text) return;
     const candidate = join(this.#runDir, `${CONFIG_FILE}.candidate`);
-    await writeFile(candidate, text, { mode: 0o600 });
+    const target = join(this.#runDir, CONFIG_FILE);
+    try {
+      // Written whole and synced before it replaces the live file: a full disk or a crash leaves
+      // the previous configuration intact.
+      const handle = await open(candidate, 'w', 0o600);
+      try {
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      await rm(candidate, { force: true }).catch(() => undefined);
+      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot write ${candidate}: ${errorMessage(err)}`, { cause: err });
+    }
     await checkConfig(this.#haproxyBin, candidate, signal);
-    await rename(candidate, join(this.#runDir, CONFIG_FILE));
+    try {
+      await rename(candidate, target);
+    } catch (err) {
+      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot rename ${candidate} to ${target}: ${errorMessage(err)}`, { cause: err });
+    }
     this.#written = text;
   }
 }
