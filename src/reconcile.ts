@@ -13,7 +13,7 @@ import { errorMessage, isHaproxyConnectError } from './errors.js';
 import { findDrift } from './haproxy/drift.js';
 import type { ActivateOutcome, HaproxyDriver } from './haproxy/driver.js';
 import type { HaproxyModel } from './haproxy/model.js';
-import { plan } from './haproxy/plan.js';
+import { plan, runtimeSubset } from './haproxy/plan.js';
 import { render } from './haproxy/render.js';
 import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import type { OpResult } from './haproxy/runtime.js';
@@ -176,6 +176,7 @@ export class Reconciler {
       this.stats.failedApplies++;
       logger.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'applying the configuration failed; the last good configuration keeps serving');
       await this.#restoreLastGood();
+      await this.#applyRuntimeSubset(model, signal);
       if (!(isHaproxyConnectError(err, 'HAPROXY_CONFIG_REJECTED') || isHaproxyConnectError(err, 'MODEL_INVALID'))) {
         clearTimeout(this.#retryTimer);
         this.#retryTimer = setTimeout(() => this.notify(), RETRY_APPLY_MS);
@@ -242,6 +243,29 @@ export class Reconciler {
     }
     if (lines > MAX_DROPPED_ITEM_LOG_LINES) {
       logger.warn({ leftOut: added.length, back: back.length, total: current.size, logged: MAX_DROPPED_ITEM_LOG_LINES }, 'more items changed than logged one by one');
+    }
+  }
+
+  /**
+   * After a failed reload: what of `desired` needs no reload (servers of unchanged backends, the
+   * leaf, the intentions epoch) still goes live, so one change that cannot be applied does not hold
+   * up the others. The structural part is retried on the retry timer.
+   */
+  async #applyRuntimeSubset(desired: HaproxyModel, signal: AbortSignal): Promise<void> {
+    const previous = this.#applied;
+    if (previous === undefined || this.#opts.driver.state !== 'running' || signal.aborted) return;
+    const partial = runtimeSubset(previous.model, desired);
+    const decision = plan(previous.model, partial);
+    if (decision.kind !== 'runtime') return;
+    try {
+      const failures = await this.#applyRuntime(decision.ops, signal);
+      if (failures.length > 0) return;
+      const text = render(partial);
+      this.#applied = { model: partial, text };
+      this.#opts.driver.persist(partial, text);
+      this.#opts.logger.info({ ops: decision.ops.length }, 'applied the changes that need no reload; the rest waits for the retry');
+    } catch (err) {
+      this.#opts.logger.error({ err: errorMessage(err) }, 'applying the changes that need no reload failed too');
     }
   }
 

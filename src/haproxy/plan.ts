@@ -184,3 +184,32 @@ export function plan(applied: HaproxyModel, desired: HaproxyModel): Plan {
   const ops = [...tlsOps, ...serverOps];
   return ops.length === 0 ? { kind: 'none' } : { kind: 'runtime', ops };
 }
+
+/**
+ * What of `desired` can go live without a reload, on top of `applied`: the servers of every
+ * backend that is otherwise unchanged, the leaf and the intentions epoch. Everything structural
+ * stays as applied. When a reload cannot be done (a full disk, a configuration HAProxy refuses),
+ * the reconciler applies this so endpoint, leaf and intentions changes keep flowing. PURE.
+ */
+export function runtimeSubset(applied: HaproxyModel, desired: HaproxyModel): HaproxyModel {
+  const wanted = byName(desired.backends);
+  const backends = applied.backends.map((backend) => {
+    const next = wanted.get(backend.name);
+    if (next === undefined || !isDeepStrictEqual(withoutServers(backend), withoutServers(next))) return backend;
+    // Host names cannot be resolved at runtime: such servers keep their applied state.
+    const old = byName(backend.servers);
+    const servers = next.servers.flatMap((server) => {
+      if (isIP(server.address) !== 0) return [server];
+      const prev = old.get(server.name);
+      return prev === undefined ? [] : [prev];
+    });
+    return { ...next, servers };
+  });
+  const desiredFiles = byName(desired.files);
+  const files = applied.files.map((file) => {
+    const next = desiredFiles.get(file.name);
+    if (next === undefined || next.mode !== file.mode) return file;
+    return file.name === LEAF_FILE || file.name === INTENTIONS_EPOCH_MAP_FILE ? next : file;
+  });
+  return { ...applied, backends, files };
+}

@@ -1,7 +1,7 @@
 /** Planner table tests: which model changes reload, which become runtime ops, in which order. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_RUNTIME_SERVER_ADDS, plan, pemCertificates } from '../../src/haproxy/plan.js';
+import { MAX_RUNTIME_SERVER_ADDS, plan, pemCertificates, runtimeSubset } from '../../src/haproxy/plan.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { commandText, opCommands, pemPayload, type RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { serverSpec } from '../../src/haproxy/server-line.js';
@@ -146,5 +146,33 @@ describe('runtime-ops commands', () => {
     assert.throws(() => opCommands({ kind: 'set-weight', backend: 'b x', server: 's1', weight: 1 }), /must match/);
     assert.throws(() => opCommands({ kind: 'set-leaf', path: 'leaf.pem', pem: PEM.webCert }), /absolute/);
     assert.throws(() => pemPayload('x'.repeat(20_000)), /exceeds/);
+  });
+});
+
+describe('runtimeSubset: what goes live when a reload cannot', () => {
+  const cache = upstream('cache', { localBindPort: 9300 });
+  test('servers of unchanged backends and the leaf follow desired; a new upstream and new roots wait', () => {
+    const applied = withApi([E1]);
+    const newLeaf = webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey, serialNumber: 'ff' });
+    const desired = model({ upstreams: [api, db, cache], endpoints: [[api.key, [E1, E2]], [db.key, [E1]], [cache.key, [E1]]], leaf: newLeaf, roots: twoRoots });
+    assert.equal(plan(applied, desired).kind, 'reload');
+    const partial = runtimeSubset(applied, desired);
+    assert.deepEqual(partial.frontends.map((f) => f.name), applied.frontends.map((f) => f.name));
+    assert.deepEqual(partial.files.find((f) => f.name === 'roots.pem'), applied.files.find((f) => f.name === 'roots.pem'));
+    const decision = plan(applied, partial);
+    assert.equal(decision.kind, 'runtime');
+    if (decision.kind !== 'runtime') return;
+    assert.deepEqual(kinds(decision.ops), ['set-leaf', 'add-server']);
+    // From the partial state, the rest is a reload (retried later).
+    assert.equal(plan(partial, desired).kind, 'reload');
+  });
+
+  test('a server whose new address is a host name keeps its applied state', () => {
+    const applied = withApi([E1]);
+    const desired = withApi([{ ...E1, address: 'api.internal' }, E2]);
+    const partial = runtimeSubset(applied, desired);
+    const servers = partial.backends.find((b) => b.servers.some((s) => s.address === '10.0.0.2'))?.servers ?? [];
+    assert.deepEqual(servers.map((s) => s.address), ['10.0.0.1', '10.0.0.2']);
+    assert.equal(plan(applied, partial).kind, 'runtime');
   });
 });
