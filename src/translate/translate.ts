@@ -297,13 +297,25 @@ function globalSection(options: TranslateOptions): HaproxyModel['global'] {
  */
 function readableRoots(roots: Roots, dropped: DroppedItem[]): Roots {
   const kept: CaRoot[] = [];
+  let changed = false;
   for (const root of roots.roots) {
     const problem = certificateProblem(root.rootCertPem);
-    if (problem === undefined) kept.push(root);
-    else dropped.push({ kind: 'root', item: root.id, reason: `its RootCert ${problem}` });
+    if (problem !== undefined) {
+      dropped.push({ kind: 'root', item: root.id, reason: `its RootCert ${problem}` });
+      changed = true;
+      continue;
+    }
+    // Intermediates go into leaf.pem (the active root's) and the bridge check: a bad one is left out alone.
+    const intermediates = root.intermediateCertsPem.filter((pem, i) => {
+      const bad = certificateProblem(pem);
+      if (bad !== undefined) dropped.push({ kind: 'root', item: `${root.id} IntermediateCerts[${i}]`, reason: `it ${bad}` });
+      return bad === undefined;
+    });
+    changed ||= intermediates.length !== root.intermediateCertsPem.length;
+    kept.push(intermediates.length === root.intermediateCertsPem.length ? root : { ...root, intermediateCertsPem: intermediates });
   }
   if (kept.length === 0) {
     throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: none of the ${roots.roots.length} CA roots from Consul can be read (${roots.roots.map((r) => r.id).join(', ') || 'no roots'})`);
   }
-  return kept.length === roots.roots.length ? roots : { ...roots, roots: kept };
+  return changed ? { ...roots, roots: kept } : roots;
 }

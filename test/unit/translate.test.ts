@@ -15,7 +15,7 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import type { IntentionSet } from '../../src/intentions/types.js';
 import { SPOE_CONFIG_FILE } from '../../src/haproxy/names.js';
 import { defaultAccessLogFormat, parseJsonFormat } from '../../src/telemetry/access-log-template.js';
-import type { Endpoint, Snapshot } from '../../src/snapshot/types.js';
+import type { CaRoot, Endpoint, Snapshot } from '../../src/snapshot/types.js';
 import { isValidAddress } from '../../src/haproxy/validate.js';
 import { upstreamFrontendName } from '../../src/haproxy/names.js';
 import fc from 'fast-check';
@@ -263,12 +263,13 @@ describe('translate', () => {
   const options = { runDir: GOLDEN_RUN_DIR };
 
   test('leaf.pem holds the leaf, the active root intermediates and the key, mode 0600', () => {
-    const intermediate = '-----BEGIN CERTIFICATE-----\nINTERMEDIATE\n-----END CERTIFICATE-----';
+    // Real certificates stand in for the intermediates (ones that do not parse are left out).
+    const intermediate = PEM.ca2.trim();
     const model = translate(
       snapshot({
         roots: roots({
           roots: [
-            { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: ['OLD-INTERMEDIATE'], active: false },
+            { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [PEM.apiCert], active: false },
             { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [intermediate], active: true },
           ],
         }),
@@ -279,7 +280,7 @@ describe('translate', () => {
     assert.ok(leaf);
     assert.equal(leaf.mode, 0o600);
     assert.equal(leaf.content, `${PEM.webCert.trim()}\n${intermediate}\n${PEM.webKey.trim()}\n`);
-    assert.doesNotMatch(leaf.content, /OLD-INTERMEDIATE/);
+    assert.ok(!leaf.content.includes(PEM.apiCert.trim().split('\n')[1] as string), 'not the intermediates of another root');
   });
 
   test('roots.pem holds every root sorted by id, mode 0644; crt-list has the SNI filter', () => {
@@ -424,6 +425,13 @@ describe('translate: one bad item never stops the others', () => {
       () => translate(snapshot({ roots: roots({ roots: [garbage] }) }), options),
       (err: unknown) => err instanceof Error && 'code' in err && err.code === 'MODEL_INVALID' && err.message.includes('garbage'),
     );
+  });
+
+  test('an intermediate that does not parse is left out of leaf.pem; the root stays', () => {
+    const withBad = roots({ roots: [{ ...roots().roots[0] as CaRoot, intermediateCertsPem: ['garbage'] }] });
+    const { model, dropped } = translate(snapshot({ roots: withBad }), options);
+    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['root', `${ACTIVE_ROOT_ID} IntermediateCerts[0]`]]);
+    assert.equal(model.files.find((f) => f.name === 'leaf.pem')?.content, translate(snapshot(), options).model.files.find((f) => f.name === 'leaf.pem')?.content);
   });
 
   test('property: any instance values never break the model, and the good instance is always served', () => {
