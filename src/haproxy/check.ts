@@ -3,6 +3,7 @@
  */
 import { execFile } from 'node:child_process';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { haproxyEnv } from './child-env.js';
 
 /** A check of a large config takes well under a second; this only bounds a hung binary. */
 export const CHECK_TIMEOUT_MS = 30_000;
@@ -30,7 +31,7 @@ function run(bin: string, args: string[], timeoutMs: number, signal?: AbortSigna
     execFile(
       bin,
       args,
-      { timeout: timeoutMs, maxBuffer: MAX_OUTPUT_BYTES, encoding: 'utf8', signal, env: process.env },
+      { timeout: timeoutMs, maxBuffer: MAX_OUTPUT_BYTES, encoding: 'utf8', signal, env: haproxyEnv() },
       (error: ExecFailure | null, stdout: string, stderr: string) => {
         if (!error) {
           resolve({ code: 0, stdout, stderr });
