@@ -66,6 +66,10 @@ function renderGlobal(model: HaproxyModel): string {
     `crt-base ${global.runDir}`,
     `ca-base ${global.runDir}`,
     `maxconn ${global.maxconn}`,
+    // Without SO_REUSEPORT a second HAProxy on one of our ports (one left running by a SIGKILLed
+    // daemon) fails to bind instead of silently splitting connections with us. Reloads are not
+    // affected: the master passes the listening sockets to the new worker (expose-fd listeners).
+    'noreuseport',
   ];
   if (global.nbthread !== undefined) lines.push(`nbthread ${global.nbthread}`);
   lines.push(
