@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   CONSUL_RESPONSE_INVALID: 'a Consul response did not have the expected shape',
   SIDECAR_NOT_FOUND: 'no connect-proxy registration matches the requested service',
   SIDECAR_AMBIGUOUS: 'several connect-proxy registrations match the requested service',
+  SIDECAR_ALREADY_RUNNING: 'another haproxy-connect already serves this proxy (same -haproxy-cfg-base-path)',
   PROXY_CONFIG_INVALID: 'a value in the proxy registration has the wrong type or range',
   SPIFFE_ID_INVALID: 'a SPIFFE ID or certificate SAN could not be parsed',
   CERTIFICATE_INVALID: 'a certificate or key from Consul could not be parsed',

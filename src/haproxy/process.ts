@@ -11,12 +11,15 @@
  *
  * The master runs in its own session (spawn `detached`): a Ctrl-C on our terminal reaches only us,
  * so shutdown happens in our order; a `process.on('exit')` hook hard-stops the group if we die
- * without calling stop(). Measured on 2.6.12: workers exit by themselves when the master dies.
+ * without calling stop(). After a SIGKILL nothing of ours runs: the next daemon for the proxy stops
+ * what was left (src/haproxy/orphans.ts, told of each master through onSpawn). Measured on
+ * 2.6.12: workers exit by themselves when the master dies.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { haproxyEnv } from './child-env.js';
 import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
 import { isAlive, procStat, signalPid } from './pids.js';
 
@@ -82,6 +85,8 @@ export interface HaproxyProcessOptions {
   autoRestart?: boolean;
   /** Called when the master exits on its own (not through stop()). */
   onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Called with the pid of every master spawned (the first start and each restart). */
+  onSpawn?: (pid: number) => void;
 }
 
 interface Run {
@@ -116,7 +121,7 @@ async function waitExit(run: Run, ms: number): Promise<boolean> {
 }
 
 export class HaproxyProcess extends EventEmitter {
-  readonly #opts: Required<Omit<HaproxyProcessOptions, 'onExit'>> & Pick<HaproxyProcessOptions, 'onExit'>;
+  readonly #opts: Required<Omit<HaproxyProcessOptions, 'onExit' | 'onSpawn'>> & Pick<HaproxyProcessOptions, 'onExit' | 'onSpawn'>;
   readonly #log: ProcessLogger;
   #state: ProcessState = 'stopped';
   #run: Run | undefined;
@@ -309,7 +314,8 @@ export class HaproxyProcess extends EventEmitter {
   async #spawn(): Promise<Run> {
     const { haproxyBin, masterSocket, cfgPath, runDir } = this.#opts;
     const args = ['-W', '-S', `${masterSocket},mode,600`, '-f', cfgPath];
-    const child = spawn(haproxyBin, args, { cwd: runDir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // A minimal environment: the master re-executes itself on every reload and its workers inherit it.
+    const child = spawn(haproxyBin, args, { cwd: runDir, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: haproxyEnv() });
     try {
       await new Promise<void>((resolve, reject) => {
         child.once('spawn', resolve);
@@ -348,6 +354,11 @@ export class HaproxyProcess extends EventEmitter {
       this.#onExit(run, info);
     });
     process.on('exit', this.#exitHook);
+    try {
+      this.#opts.onSpawn?.(pid);
+    } catch (err) {
+      this.#log.error({ component: 'haproxy-process', pid, err: errorMessage(err) }, 'onSpawn callback threw');
+    }
     return run;
   }
 
