@@ -14,9 +14,11 @@ import { ConsulHttpClient } from './consul/client.js';
 import { findSidecar } from './consul/find-sidecar.js';
 import { HaproxyConnectError, errorMessage, isHaproxyConnectError, toError } from './errors.js';
 import { haproxyVersion } from './haproxy/check.js';
-import { ManagedFiles, createRunDir, removeRunDir } from './haproxy/files.js';
-import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from './haproxy/names.js';
+import { ManagedFiles, removeRunDir } from './haproxy/files.js';
+import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE, STATS_SOCKET_FILE } from './haproxy/names.js';
+import { runDirProblem } from './haproxy/validate.js';
 import { NativeDriver } from './haproxy/native-driver.js';
+import { claimSidecar } from './haproxy/orphans.js';
 import { HaproxyProcess } from './haproxy/process.js';
 import { closeSessionsFrom } from './haproxy/sessions.js';
 import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
@@ -130,7 +132,9 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   state.apply({ kind: 'roots', value: roots.value });
   if (intentions !== undefined) state.apply({ kind: 'intentions', value: intentions });
 
-  const runDir = await createRunDir(config.cfgBasePath);
+  // Refuses while another daemon serves this proxy; stops what a SIGKILLed one left running.
+  const claim = await claimSidecar({ baseDir: config.cfgBasePath, proxyId: proxy.id, logger: log.main });
+  const runDir = await claim.createRunDir();
   log.main.info({ runDir }, 'created run directory');
   const adminSocket = join(runDir, ADMIN_SOCKET_FILE);
   // -stats-addr: metrics first (the authorizer and the reconciler report into them); the server starts below.
@@ -149,6 +153,9 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const accessLog = new AccessLogWriter({ logger: accessLogLog });
   let haproxyLogs: HaproxyLogReceiver | undefined;
   try {
+    // Found now, not at the first translate: a base path HAProxy cannot use is a start error.
+    const problem = runDirProblem(runDir, [MASTER_SOCKET, ADMIN_SOCKET_FILE, STATS_SOCKET_FILE, LOG_SOCKET_FILE, SPOE_AGENT_SOCKET_FILE]);
+    if (problem !== undefined) throw new HaproxyConnectError('CONFIG_INVALID', `-haproxy-cfg-base-path '${config.cfgBasePath}' cannot hold HAProxy's run directory: ${problem}`);
     await accessLog.configure(first.value.accessLogs);
     haproxyLogs = await HaproxyLogReceiver.listen({ socketPath: join(runDir, LOG_SOCKET_FILE), logger: log.haproxy, onAccess: (record) => accessLog.write(record) });
     if (authorizer !== undefined) {
@@ -160,6 +167,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     await haproxyLogs?.close();
     await accessLog.close();
     await removeRunDir(runDir).catch(() => {});
+    await claim.release();
     throw err;
   }
   const closing = new Set<Promise<void>>();
@@ -176,6 +184,15 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     const done = closeRevoked(adminSocket, revoked, authLog).finally(() => closing.delete(done));
     closing.add(done);
   };
+  /**
+   * The proxy now fronts another service: until that service's intentions arrive, deny every
+   * caller (fail closed) rather than judge them by the old service's intentions. Its leaf is
+   * dropped from the snapshot too (not ready until the new one is there).
+   */
+  const forgetIdentity = (before: string | undefined): void => {
+    log.main.warn({ before, now: state.serviceIdentity(), missing: state.missing() }, 'the proxy fronts another service now: its old leaf and intentions are dropped; not ready until the new ones arrive');
+    authorize({ kind: 'intentions', value: { intentions: [], defaultAllow: false } });
+  };
   const haproxy = new HaproxyProcess({
     haproxyBin: config.haproxyBin,
     runDir,
@@ -184,6 +201,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     logger: log.haproxy,
     // Soft stop: the listeners close at once, open connections get the grace period.
     killTimeoutMs: config.shutdownGraceMs,
+    onSpawn: (pid) => claim.haproxyStarted(pid),
   });
   const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
   const reconciler = new Reconciler({
@@ -213,7 +231,9 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     signal: intake.signal,
     watchIntentions: enforce,
     emit: (event) => {
+      const servedBefore = state.serviceIdentity();
       if (!state.apply(event)) return;
+      if (event.kind === 'registration' && servedBefore !== state.serviceIdentity()) forgetIdentity(servedBefore);
       operations?.snapshotChanged(event);
       authorize(event);
       if (event.kind === 'registration') {
@@ -222,10 +242,14 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       reconciler.notify();
     },
     onSuccess: (watch) => operations?.metrics.watchAnswered(watch),
-    onError: ({ watch, error, attempt }) => {
+    onError: ({ watch, error, attempt, kind }) => {
+      const fields = { watch, err: errorMessage(error), code: (error as { code?: string }).code };
+      if (kind === 'consumer') {
+        log.main.error({ ...fields, stack: error.stack }, 'applying an answer from Consul failed; that answer is dropped and the watch goes on');
+        return;
+      }
       operations?.metrics.watchFailed(watch, attempt);
-      const level = attempt > 3 ? 'error' : 'warn';
-      log.consul[level]({ watch, attempt, err: errorMessage(error), code: (error as { code?: string }).code }, 'watch failed; keeping the last good value and retrying');
+      log.consul[attempt > 3 ? 'error' : 'warn']({ ...fields, attempt }, 'watch failed; keeping the last good value and retrying');
     },
   });
 
@@ -274,6 +298,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     }
     await reconciler.diskFlushed();
     await removeRunDir(runDir).catch((err: unknown) => log.main.error({ err: errorMessage(err), runDir }, 'removing the run directory failed'));
+    await claim.release();
     log.main.info('stopped');
   }
 }

@@ -266,6 +266,17 @@ export function modelProblem(check: () => void): string | undefined {
   }
 }
 
+/**
+ * Why HAProxy could not use `runDir` with these socket files in it (characters haproxy.cfg cannot
+ * carry unquoted, or a socket path longer than sun_path), or undefined when it can.
+ */
+export function runDirProblem(runDir: string, socketFiles: readonly string[]): string | undefined {
+  return modelProblem(() => {
+    checkAbsolutePath('run directory', runDir);
+    for (const file of socketFiles) checkUnixSocketPath('socket path', `${runDir.replace(/\/+$/, '')}/${file}`);
+  });
+}
+
 /** Throws HaproxyConnectError('MODEL_INVALID') naming the first offending value. */
 export function validateModel(model: HaproxyModel): void {
   const { global } = model;

@@ -3,7 +3,7 @@
  * deny) and real HAProxy: each case exits non-zero with one clear line naming the value.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -83,6 +83,15 @@ describe('start-up errors name the value', () => {
   test('a missing haproxy binary', async () => {
     await failsWith(['-sidecar-for', 'app', '-http-addr', agent.httpAddr, '-haproxy', '/nonexistent/haproxy'], /\/nonexistent\/haproxy/);
   });
+
+  for (const [what, sub] of [['a space', 'with space'], ['a path too long for a unix socket', 'x'.repeat(90)]] as const) {
+    test(`a -haproxy-cfg-base-path with ${what}: exit 1 at start, nothing left behind`, async () => {
+      const base = join(baseDir, sub);
+      await mkdir(base, { recursive: true });
+      await failsWith(['-sidecar-for', 'app', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', base], /-haproxy-cfg-base-path '.*' cannot hold HAProxy's run directory: /);
+      assert.deepEqual((await readdir(base)).filter((f) => f.startsWith('haproxy-connect-')), []);
+    });
+  }
 
   test('an invalid flag value exits 2', async () => {
     await failsWith(['-sidecar-for', 'app', '-log-level', 'loud'], /'loud' for -log-level/, 2);
