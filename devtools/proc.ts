@@ -1,5 +1,5 @@
 /** Process-tree inspection through /proc, for tests that must prove nothing is left behind. */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { isAlive, procStat } from '../src/haproxy/pids.js';
 
 export { isAlive };
@@ -23,4 +23,74 @@ export function descendants(pid: number): number[] {
     }
   }
   return out;
+}
+
+/** The command name of `pid` (/proc/<pid>/comm), undefined when it is gone. */
+export function commandName(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live processes whose process group is `pgid` (an HAProxy master runs detached: its group is its pid). */
+export function processGroup(pgid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (procStat(pid)?.pgrp === pgid && isAlive(pid)) out.push(pid);
+  }
+  return out;
+}
+
+/** A listening TCP socket (IPv4 or IPv6) and the live processes holding it. */
+export interface TcpListener {
+  inode: number;
+  pids: number[];
+}
+
+/**
+ * The listening TCP sockets on `port` (/proc/net/tcp and tcp6, state 0A) and who holds each. Two
+ * HAProxy instances on one port with SO_REUSEPORT are two sockets here.
+ */
+export function tcpListeners(port: number): TcpListener[] {
+  const inodes = new Set<number>();
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const local = fields[1];
+      if (local === undefined || fields[3] !== '0A') continue;
+      if (Number.parseInt(local.slice(local.lastIndexOf(':') + 1), 16) === port) inodes.add(Number(fields[9]));
+    }
+  }
+  const holders = new Map<number, number[]>([...inodes].map((inode) => [inode, []]));
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${entry}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${entry}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      const pids = inode === undefined ? undefined : holders.get(Number(inode));
+      if (pids !== undefined && !pids.includes(Number(entry))) pids.push(Number(entry));
+    }
+  }
+  return [...holders].map(([inode, pids]) => ({ inode, pids }));
 }

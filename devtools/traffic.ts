@@ -1,25 +1,47 @@
 /**
- * Continuous HTTP traffic for tests: `concurrency` loops of keep-alive GETs against a local port,
+ * Continuous HTTP traffic for tests: `concurrency` loops of keep-alive (or `Connection: close`) GETs against a local port,
  * bounded by a maximum duration, counting successes, failures (with reasons) and who answered.
  */
 import { Agent, request } from 'node:http';
+import { performance } from 'node:perf_hooks';
 
 export interface TrafficReport {
   ok: number;
   failed: number;
   failures: string[];
   answers: Map<string, number>;
+  /** performance.now() of the first and the last failed request (undefined while none failed). */
+  firstFailedAt: number | undefined;
+  lastFailedAt: number | undefined;
+  /** performance.now() of the last response with each body (when it ended). */
+  lastAnswerAt: Map<string, number>;
+}
+
+export interface TrafficOptions {
+  /**
+   * Pause of a loop after a failed request (default 0: retry at once). While a listener refuses
+   * connections, a loop without a pause fails thousands of times a second; with one, the number of
+   * failures reads as the outage's length.
+   */
+  pauseAfterFailureMs?: number;
+  /** false: every request on a new connection with `Connection: close` (default true: keep-alive). */
+  keepAlive?: boolean;
 }
 
 export class Traffic {
-  readonly #report: TrafficReport = { ok: 0, failed: 0, failures: [], answers: new Map() };
-  readonly #agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  readonly #report: TrafficReport = { ok: 0, failed: 0, failures: [], answers: new Map(), firstFailedAt: undefined, lastFailedAt: undefined, lastAnswerAt: new Map() };
+  readonly #agent: Agent;
+  readonly #keepAlive: boolean;
   #running = true;
   readonly #loops: Promise<void>[];
   readonly #deadline: number;
+  readonly #pauseAfterFailureMs: number;
 
-  constructor(port: number, concurrency = 4, maxDurationMs = 120_000) {
+  constructor(port: number, concurrency = 4, maxDurationMs = 120_000, options: TrafficOptions = {}) {
     this.#deadline = Date.now() + maxDurationMs;
+    this.#keepAlive = options.keepAlive ?? true;
+    this.#agent = new Agent({ keepAlive: this.#keepAlive, maxSockets: 64 });
+    this.#pauseAfterFailureMs = options.pauseAfterFailureMs ?? 0;
     this.#loops = Array.from({ length: concurrency }, () => this.#loop(port));
   }
 
@@ -41,23 +63,29 @@ export class Traffic {
         if (status === 200) {
           this.#report.ok++;
           this.#report.answers.set(body, (this.#report.answers.get(body) ?? 0) + 1);
-        } else {
-          this.#fail(`status ${status}: ${body.slice(0, 200)}`);
+          this.#report.lastAnswerAt.set(body, performance.now());
+          continue;
         }
+        this.#fail(`status ${status}: ${body.slice(0, 200)}`);
       } catch (err) {
         this.#fail((err as Error).message);
       }
+      if (this.#pauseAfterFailureMs > 0) await new Promise((r) => setTimeout(r, this.#pauseAfterFailureMs));
     }
   }
 
   #fail(reason: string): void {
+    const now = performance.now();
+    this.#report.firstFailedAt ??= now;
+    this.#report.lastFailedAt = now;
     this.#report.failed++;
     if (this.#report.failures.length < 20) this.#report.failures.push(`${new Date().toISOString()} ${reason}`);
   }
 
   #get(port: number): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path: '/', agent: this.#agent, timeout: 5_000 }, (res) => {
+      const headers = this.#keepAlive ? {} : { connection: 'close' };
+      const req = request({ host: '127.0.0.1', port, path: '/', agent: this.#agent, headers, timeout: 5_000 }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => { body += d; });
