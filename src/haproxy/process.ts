@@ -449,7 +449,9 @@ export class HaproxyProcess extends EventEmitter {
   #scheduleRestart(): void {
     if (Date.now() - this.#runningSince >= STABLE_RUN_MS) this.#restartAttempts = 0;
     const { baseMs, maxMs } = this.#opts.restartBackoff;
-    const delayMs = Math.min(maxMs, baseMs * 2 ** this.#restartAttempts);
+    // The first crash after a stable run restarts at once (the outage is HAProxy's start, ~0.2 s);
+    // crashes in a row back off: base, 2 x base, ... up to the cap.
+    const delayMs = this.#restartAttempts === 0 ? 0 : Math.min(maxMs, baseMs * 2 ** (this.#restartAttempts - 1));
     this.#restartAttempts += 1;
     this.#transition('backoff');
     this.#log.warn({ component: 'haproxy-process', delayMs, attempt: this.#restartAttempts }, 'restarting haproxy after backoff');

@@ -272,7 +272,7 @@ describe('HaproxyProcess against real haproxy', () => {
     assert.equal(f.proc.state, 'stopped');
   });
 
-  test('a master killed with SIGKILL is restarted after backoff; onExit is called', async () => {
+  test('a master killed with SIGKILL is restarted (at once the first time, then with backoff); onExit is called', async () => {
     const exits: Array<[number | null, string | null]> = [];
     const f = await fixture({ onExit: (code, signal) => exits.push([code, signal]) });
     const states: ProcessState[] = [];
@@ -288,7 +288,12 @@ describe('HaproxyProcess against real haproxy', () => {
     assert.equal(isAlive(worker!), false, 'the old worker followed its master out');
     await remember(f);
     assert.equal(await roundTrip(path.join(f.dir, 'front.sock'), 'back'), 'A:back');
-    assert.ok(f.logs.find((l) => l['msg'] === 'restarting haproxy after backoff' && l['delayMs'] === 100));
+    assert.ok(f.logs.find((l) => l['msg'] === 'restarting haproxy after backoff' && l['delayMs'] === 0));
+    // A second crash soon after: backoff.
+    const second = f.proc.pid!;
+    process.kill(second, 'SIGKILL');
+    await until('a third master', () => (f.proc.state === 'running' && f.proc.pid !== second ? true : undefined));
+    assert.deepEqual(f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').map((l) => l['delayMs']), [0, 100]);
 
     const pids = [...f.seenPids];
     await f.proc.stop();
@@ -332,6 +337,9 @@ describe('HaproxyProcess against real haproxy', () => {
     await f.proc.start();
     const [master] = await remember(f);
     process.kill(master!, 'SIGKILL');
+    // The first restart is immediate; the second crash in a row waits.
+    await until('a new master', () => (f.proc.state === 'running' && f.proc.pid !== master ? true : undefined));
+    process.kill(f.proc.pid!, 'SIGKILL');
     await until('backoff', () => (f.proc.state === 'backoff' ? true : undefined));
     await f.proc.stop();
     assert.equal(f.proc.state, 'stopped');
