@@ -113,7 +113,8 @@ export interface MeshServiceSpec {
   tags?: string[];
 }
 
-export async function registerMeshService(agent: ConsulDevAgent, spec: MeshServiceSpec): Promise<void> {
+/** Any agent helper with `put` (a dev agent, or a ConsulServerAgent from consul-server-agent.ts). */
+export async function registerMeshService(agent: Pick<ConsulDevAgent, 'put'>, spec: MeshServiceSpec): Promise<void> {
   await agent.put('/v1/agent/service/register', {
     ID: spec.id,
     Name: spec.name,
