@@ -20,6 +20,26 @@ export interface ConsulDevAgentOptions {
   token?: string;
 }
 
+/** An agent's HTTP API as the test helpers use it. */
+export interface AgentFetch {
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/** PUT with a JSON body; the parsed answer (undefined when empty). Throws on a non-2xx status. */
+export async function agentPut(agent: AgentFetch, path: string, body?: unknown): Promise<unknown> {
+  const res = await agent.fetch(path, { method: 'PUT', ...(body !== undefined && { body: JSON.stringify(body) }) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`PUT ${path} failed: ${res.status} ${text}`);
+  return text === '' ? undefined : JSON.parse(text);
+}
+
+/** GET and parse JSON. Throws on a non-2xx status. */
+export async function agentGet<T>(agent: AgentFetch, path: string): Promise<T> {
+  const res = await agent.fetch(path);
+  if (!res.ok) throw new Error(`GET ${path} failed: ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
 export class ConsulDevAgent {
   readonly httpAddr: string;
   readonly process: ChildProcess;
@@ -75,16 +95,11 @@ export class ConsulDevAgent {
   }
 
   async put(path: string, body?: unknown): Promise<unknown> {
-    const res = await this.fetch(path, { method: 'PUT', ...(body !== undefined && { body: JSON.stringify(body) }) });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`PUT ${path} failed: ${res.status} ${text}`);
-    return text === '' ? undefined : JSON.parse(text);
+    return agentPut(this, path, body);
   }
 
   async get<T>(path: string): Promise<T> {
-    const res = await this.fetch(path);
-    if (!res.ok) throw new Error(`GET ${path} failed: ${res.status} ${await res.text()}`);
-    return (await res.json()) as T;
+    return agentGet<T>(this, path);
   }
 
   async stop(): Promise<void> {

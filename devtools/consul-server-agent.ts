@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { CONSUL_BIN } from './consul-dev-agent.js';
+import { CONSUL_BIN, agentGet, agentPut } from './consul-dev-agent.js';
 import { freePorts, waitFor } from './ports.js';
 
 /** A server leaves nothing to raft on SIGTERM (leave_on_terminate defaults to false for servers; set anyway). */
@@ -112,16 +112,11 @@ export class ConsulServerAgent {
   }
 
   async put(path: string, body?: unknown): Promise<unknown> {
-    const res = await this.fetch(path, { method: 'PUT', ...(body !== undefined && { body: JSON.stringify(body) }) });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`PUT ${path} failed: ${res.status} ${text}`);
-    return text === '' ? undefined : JSON.parse(text);
+    return agentPut(this, path, body);
   }
 
   async get<T>(path: string): Promise<T> {
-    const res = await this.fetch(path);
-    if (!res.ok) throw new Error(`GET ${path} failed: ${res.status} ${await res.text()}`);
-    return (await res.json()) as T;
+    return agentGet<T>(this, path);
   }
 
   async #launch(): Promise<void> {

@@ -3,6 +3,7 @@
  * with HAPROXY_CONNECT_DIST=1) and collects its JSON log lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
 import { waitFor } from './ports.js';
@@ -66,10 +67,14 @@ export class SidecarProcess {
   }
 }
 
-/** Starts haproxy-connect for `service` against `httpAddr`, adds it to `into`, and waits until it is ready. */
-export async function startReadySidecar(into: SidecarProcess[], service: string, httpAddr: string, baseDir: string, extra: readonly string[] = []): Promise<SidecarProcess> {
+/**
+ * Starts haproxy-connect for `service` against `httpAddr`, adds it to `into` (a list, or a map by
+ * service), and waits until it is ready.
+ */
+export async function startReadySidecar(into: SidecarProcess[] | Map<string, SidecarProcess>, service: string, httpAddr: string, baseDir: string, extra: readonly string[] = []): Promise<SidecarProcess> {
   const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
-  into.push(sidecar);
+  if (into instanceof Map) into.set(service, sidecar);
+  else into.push(sidecar);
   await sidecar.waitForLog('sidecar ready');
   return sidecar;
 }
@@ -79,4 +84,14 @@ export function sidecarServing(sidecars: readonly SidecarProcess[], service: str
   const sidecar = sidecars.find((s) => s.logs.some((l) => l.proxyId === `${service}-sidecar-proxy`));
   if (sidecar === undefined) throw new Error(`no sidecar for ${service}`);
   return sidecar;
+}
+
+/** A `# ...` line in the test output: what a test measured. */
+export function note(line: string): void {
+  process.stdout.write(`# ${line}\n`);
+}
+
+/** Whole milliseconds since `t` (a performance.now() value). */
+export function msSince(t: number): number {
+  return Math.round(performance.now() - t);
 }

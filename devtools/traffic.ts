@@ -4,6 +4,10 @@
  */
 import { Agent, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { waitFor } from './ports.js';
+
+/** The window in which waitForAnswers looks at who answered. */
+const ANSWER_WINDOW_MS = 300;
 
 export interface TrafficReport {
   ok: number;
@@ -97,4 +101,18 @@ export class Traffic {
       req.end();
     });
   }
+}
+
+/**
+ * Waits until the traffic is answered by exactly these instances (bodies `hello from <id>`, as
+ * devtools/apps.ts answers): within a 300 ms window every one of them answers, and no other.
+ */
+export async function waitForAnswers(traffic: Traffic, ids: readonly string[], timeoutMs = 30_000): Promise<void> {
+  const wanted = new Set(ids.map((id) => `hello from ${id}`));
+  await waitFor(`traffic answered by ${ids.join(', ')}`, async () => {
+    const before = new Map(traffic.report.answers);
+    await new Promise((r) => setTimeout(r, ANSWER_WINDOW_MS));
+    const recent = [...traffic.report.answers].filter(([body, n]) => n > (before.get(body) ?? 0)).map(([body]) => body);
+    return recent.length === wanted.size && recent.every((b) => wanted.has(b)) ? true : undefined;
+  }, timeoutMs, 0);
 }

@@ -91,7 +91,7 @@ async function writeOne(dir: string, file: ManagedFile): Promise<boolean> {
 }
 
 /** fsync the directory so the renames themselves survive a crash. */
-async function syncDir(dir: string): Promise<void> {
+export async function syncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, fsConstants.O_RDONLY);
   try {
     await handle.sync();

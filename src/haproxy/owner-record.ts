@@ -16,6 +16,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { syncDir } from './files.js';
 
 const RECORD_PREFIX = 'haproxy-connect.owner.';
 const RECORD_SUFFIX = '.json';
@@ -130,15 +131,6 @@ async function writeTemp(file: string, record: OwnerRecord): Promise<string> {
     await handle?.close().catch(() => undefined);
     await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw fileError('write', file, err);
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, fsConstants.O_RDONLY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

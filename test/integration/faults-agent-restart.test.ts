@@ -20,7 +20,7 @@ import { ConsulServerAgent } from '../../devtools/consul-server-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, servedCertificate } from '../../devtools/probes.js';
 import { isAlive, processGroup } from '../../devtools/proc.js';
-import { SidecarProcess } from '../../devtools/sidecar.js';
+import { SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 
 /**
@@ -61,8 +61,7 @@ const sidecars = new Map<string, SidecarProcess>();
 let ports: Record<string, number>;
 
 const port = (name: string): number => ports[name] as number;
-const note = (line: string): void => void process.stdout.write(`# ${line}\n`);
-const since = (t: number): number => Math.round(performance.now() - t);
+const since = msSince;
 const web = (): SidecarProcess => sidecars.get('web') as SidecarProcess;
 
 interface Roots { ActiveRootID: string; Roots: Array<{ ID: string; RootCert: string; SerialNumber: number }> }
@@ -74,12 +73,7 @@ interface CatalogPoll { at: number; ids: string[] | undefined }
 const serial = (leaf: Leaf): string => leaf.SerialNumber.replaceAll(':', '').toLowerCase().replace(/^0+/, '');
 const certSerial = (cert: X509Certificate | undefined): string | undefined => cert?.serialNumber.toLowerCase().replace(/^0+/, '');
 
-async function startSidecar(service: string, extra: string[] = []): Promise<SidecarProcess> {
-  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
-  sidecars.set(service, sidecar);
-  await sidecar.waitForLog('sidecar ready');
-  return sidecar;
-}
+const startSidecar = (service: string, extra: string[] = []): Promise<SidecarProcess> => startReadySidecar(sidecars, service, agent.httpAddr, baseDir, extra);
 
 async function waitForAnswers(bodies: string[], timeoutMs = 30_000): Promise<void> {
   const seen = new Set<string>();

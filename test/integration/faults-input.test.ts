@@ -22,7 +22,7 @@ import { ConsulFaultProxy } from '../../devtools/fault-proxy.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, servedCertificate } from '../../devtools/probes.js';
 import { SidecarProcess } from '../../devtools/sidecar.js';
-import { Traffic } from '../../devtools/traffic.js';
+import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 import { PEM } from '../helpers/fixtures.js';
 
 const TMPFS_SIZE = '2m';
@@ -40,17 +40,6 @@ const apiSpec = (n: number): MeshServiceSpec => ({ id: `api-${n}`, name: 'api', 
 
 const logs = (sidecar: SidecarProcess, msg: string): Array<Record<string, unknown>> => sidecar.logs.filter((l) => l.msg === msg);
 const reloads = (): number => logs(web, 'reloading haproxy').length;
-
-/** Waits until traffic through web's upstream is answered by exactly these instances. */
-async function waitForAnswers(traffic: Traffic, ids: string[]): Promise<void> {
-  const wanted = new Set(ids.map((id) => `hello from ${id}`));
-  await waitFor(`traffic answered by ${ids.join(', ')}`, async () => {
-    const before = new Map(traffic.report.answers);
-    await new Promise((r) => setTimeout(r, 300));
-    const recent = [...traffic.report.answers].filter(([body, n]) => n > (before.get(body) ?? 0)).map(([body]) => body);
-    return recent.length === wanted.size && recent.every((b) => wanted.has(b)) ? true : undefined;
-  }, 30_000, 0);
-}
 
 before(async () => {
   agent = await ConsulDevAgent.start();

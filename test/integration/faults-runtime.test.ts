@@ -18,7 +18,7 @@ import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../..
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet } from '../../devtools/probes.js';
 import { commandName, descendants, isAlive, processGroup } from '../../devtools/proc.js';
-import { SidecarProcess } from '../../devtools/sidecar.js';
+import { SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, type TrafficReport } from '../../devtools/traffic.js';
 import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
 import { MASTER_SOCKET } from '../../src/main.js';
@@ -50,18 +50,12 @@ const sidecars = new Map<string, SidecarProcess>();
 let ports: Record<string, number>;
 
 const port = (name: string): number => ports[name] as number;
-const note = (line: string): void => void process.stdout.write(`# ${line}\n`);
-const since = (t: number): number => Math.round(performance.now() - t);
+const since = msSince;
 const web = (): SidecarProcess => sidecars.get('web') as SidecarProcess;
 const count = (sidecar: SidecarProcess, msg: string): number => sidecar.logs.filter((l) => l.msg === msg).length;
 const runDirOf = (sidecar: SidecarProcess): string => sidecar.find('created run directory')?.runDir as string;
 
-async function startSidecar(service: string, extra: string[] = []): Promise<SidecarProcess> {
-  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
-  sidecars.set(service, sidecar);
-  await sidecar.waitForLog('sidecar ready');
-  return sidecar;
-}
+const startSidecar = (service: string, extra: string[] = []): Promise<SidecarProcess> => startReadySidecar(sidecars, service, agent.httpAddr, baseDir, extra);
 
 /** The pid of the HAProxy master the supervisor runs now: its last `starting -> running` line. */
 function currentMaster(sidecar: SidecarProcess): number | undefined {

@@ -15,8 +15,8 @@ import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../..
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { rotateConnectCa } from '../../devtools/certs.js';
 import { httpGet, servedCertificate } from '../../devtools/probes.js';
-import { SidecarProcess } from '../../devtools/sidecar.js';
-import { Traffic } from '../../devtools/traffic.js';
+import { SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
+import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 
 const CHURN_CYCLES = 6;
 
@@ -30,12 +30,7 @@ const apiSpec = (n: number): MeshServiceSpec => ({
   id: `api-${n}`, name: 'api', port: ports[`api${n}`] as number, sidecarPort: ports[`api${n}Sidecar`] as number, protocol: 'http', ttlCheck: true,
 });
 
-async function startSidecar(service: string): Promise<SidecarProcess> {
-  const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug']);
-  sidecars.set(service, sidecar);
-  await sidecar.waitForLog('sidecar ready');
-  return sidecar;
-}
+const startSidecar = (service: string): Promise<SidecarProcess> => startReadySidecar(sidecars, service, agent.httpAddr, baseDir);
 
 const web = (): SidecarProcess => sidecars.get('web') as SidecarProcess;
 /** What the sidecars did, for failure messages. */
@@ -61,13 +56,7 @@ async function waitForInstances(ids: string[], traffic: Traffic): Promise<void> 
     return JSON.stringify(live) === JSON.stringify([...ids].sort()) ? true : undefined;
   }, 30_000, 50);
   // Traffic shows the shift: every wanted instance answers, and no other.
-  const wanted = new Set(ids.map((id) => `hello from ${id}`));
-  await waitFor(`traffic on ${ids.join(',')}`, async () => {
-    const before = new Map(traffic.report.answers);
-    await new Promise((r) => setTimeout(r, 300));
-    const recent = [...traffic.report.answers].filter(([body, n]) => n > (before.get(body) ?? 0)).map(([body]) => body);
-    return recent.length === wanted.size && recent.every((b) => wanted.has(b)) ? true : undefined;
-  }, 30_000, 0);
+  await waitForAnswers(traffic, ids);
 }
 
 before(async () => {

@@ -15,6 +15,7 @@ import { checkConfig, haproxyVersion } from '../../src/haproxy/check.js';
 import { HAPROXY_ENV_ALLOWED, haproxyEnv } from '../../src/haproxy/child-env.js';
 import { HaproxyProcess } from '../../src/haproxy/process.js';
 import { captureLogs } from '../helpers/log-capture.js';
+import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 
 const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const SECRET = 'secret-token-0b8f';
@@ -80,21 +81,7 @@ describe('the environment of haproxy child processes', () => {
   test('a real master and worker, before and after a reload (/proc/<pid>/environ)', async () => {
     const runDir = await fs.mkdtemp(path.join(dir, 'run-'));
     const cfgPath = path.join(runDir, 'haproxy.cfg');
-    await fs.writeFile(cfgPath, [
-      'global',
-      `    stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`,
-      'defaults',
-      '    mode tcp',
-      '    timeout connect 1s',
-      '    timeout client 5s',
-      '    timeout server 5s',
-      'frontend front',
-      `    bind unix@${runDir}/front.sock`,
-      '    default_backend back',
-      'backend back',
-      `    server s1 unix@${runDir}/app.sock`,
-      '',
-    ].join('\n'));
+    await fs.writeFile(cfgPath, tinyHaproxyConfig(runDir, { global: [`stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`] }));
     const spawned: number[] = [];
     const proc = new HaproxyProcess({
       haproxyBin: HAPROXY, runDir, cfgPath, masterSocket: path.join(runDir, 'master.sock'), logger: captureLogs('debug').logger,

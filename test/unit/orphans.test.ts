@@ -23,6 +23,7 @@ import {
 } from '../../src/haproxy/owner-record.js';
 import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/haproxy/pids.js';
 import { captureLogs } from '../helpers/log-capture.js';
+import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 
 const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const RUN = '/var/lib/hc/haproxy-connect-Ab12Cd';
@@ -148,22 +149,7 @@ describe('the owner record file', () => {
 /** A real HAProxy master-worker in a new run directory under `baseDir`, detached like ours; reloaded once when asked. */
 async function orphanHaproxy(baseDir: string, reload = false): Promise<{ runDir: string; master: number; workers: number[] }> {
   const runDir = await fs.mkdtemp(path.join(baseDir, RUN_DIR_PREFIX));
-  await fs.writeFile(path.join(runDir, 'haproxy.cfg'), [
-    'global',
-    `    stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`,
-    '    noreuseport',
-    'defaults',
-    '    mode tcp',
-    '    timeout connect 1s',
-    '    timeout client 5s',
-    '    timeout server 5s',
-    'frontend front',
-    `    bind unix@${runDir}/front.sock`,
-    '    default_backend back',
-    'backend back',
-    `    server s1 unix@${runDir}/app.sock`,
-    '',
-  ].join('\n'));
+  await fs.writeFile(path.join(runDir, 'haproxy.cfg'), tinyHaproxyConfig(runDir, { global: [`stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`, 'noreuseport'] }));
   // A private key sits in a real run directory: the removal must take it too.
   await fs.writeFile(path.join(runDir, 'leaf.pem'), 'PRIVATE KEY', { mode: 0o600 });
   const masterSocket = path.join(runDir, 'master.sock');

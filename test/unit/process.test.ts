@@ -12,6 +12,7 @@ import { after, afterEach, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { checkConfig, compareVersions, haproxyVersion, parseHaproxyVersion } from '../../src/haproxy/check.js';
 import { HaproxyProcess, type HaproxyProcessOptions, type ProcessState } from '../../src/haproxy/process.js';
+import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
 import { waitFor } from '../../devtools/ports.js';
 import { isAlive } from '../../src/haproxy/pids.js';
@@ -27,22 +28,7 @@ const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefin
   }, timeoutMs, 20);
 
 function config(dir: string, backend: 'a' | 'b', extra = ''): string {
-  return [
-    'global',
-    '  log stderr format raw local0',
-    'defaults',
-    '  mode tcp',
-    '  timeout connect 1s',
-    '  timeout client 5s',
-    '  timeout server 5s',
-    'frontend front',
-    `  bind unix@${dir}/front.sock`,
-    '  default_backend back',
-    'backend back',
-    `  server s1 unix@${dir}/echo-${backend}.sock`,
-    extra,
-    '',
-  ].join('\n');
+  return tinyHaproxyConfig(dir, { global: ['log stderr format raw local0'], server: `${dir}/echo-${backend}.sock`, extra });
 }
 
 /** Sends one line through the frontend and returns what came back. */
