@@ -153,6 +153,23 @@ describe('SidecarMetrics', () => {
     assert.equal(sampleValue(await scrape(), 'haproxy_connect_haproxy_unexpected_exits_total'), 1);
   });
 
+  test('items left out of the configuration: a gauge of the current ones and a counter of new ones, by kind', async () => {
+    const { metrics, scrape } = fixture();
+    const e0 = await scrape();
+    assert.equal(sampleValue(e0, 'haproxy_connect_dropped_items', { kind: 'endpoint' }), 0);
+    assert.equal(sampleValue(e0, 'haproxy_connect_dropped_items_total', { kind: 'root' }), 0);
+    const a = { kind: 'endpoint' as const, item: 'service:default/api@ n1/a', reason: 'bad address' };
+    const b = { kind: 'endpoint' as const, item: 'service:default/api@ n2/b', reason: 'port 0' };
+    const u = { kind: 'upstream' as const, item: 'Upstreams[1]', reason: 'protocol' };
+    metrics.dropped({ current: [a, b, u], added: [a, b, u] });
+    metrics.dropped({ current: [b], added: [] });
+    const e = await scrape();
+    assert.equal(sampleValue(e, 'haproxy_connect_dropped_items', { kind: 'endpoint' }), 1);
+    assert.equal(sampleValue(e, 'haproxy_connect_dropped_items', { kind: 'upstream' }), 0);
+    assert.equal(sampleValue(e, 'haproxy_connect_dropped_items_total', { kind: 'endpoint' }), 2);
+    assert.equal(sampleValue(e, 'haproxy_connect_dropped_items_total', { kind: 'upstream' }), 1);
+  });
+
   test('label values stay bounded: series counts do not grow with events', async () => {
     const { metrics, scrape } = fixture();
     const before = (await scrape()).samples.length;

@@ -3,7 +3,7 @@
  * edge cases that a real agent cannot produce on demand.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,7 +13,7 @@ import { HaproxyConnectError } from '../../src/errors.js';
 import { parseServersState, RuntimeSession } from '../../src/haproxy/runtime.js';
 import { run } from '../../src/main.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
-import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots } from '../helpers/fixtures.js';
+import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots, webLeaf } from '../helpers/fixtures.js';
 import { API, fakeWebAgent, webSidecarConfig } from '../helpers/fake-web-agent.js';
 
 let base: string;
@@ -73,6 +73,39 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
     } finally {
       await stop(sidecar);
     }
+  });
+
+  test('a malformed instance is left out and logged once; a leaf rotation and new instances still apply', async () => {
+    const sidecar = await startSidecar();
+    try {
+      sidecar.consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', 1), endpoint('node-2', 'bad host#1', 2)]);
+      await waitFor('the bad instance reported', async () => sidecar.messages('endpoint left out of the configuration; everything else keeps updating')[0], 10_000);
+      // Other changes keep flowing: a new leaf and another good instance.
+      sidecar.consul.setLeaf('web', { ...webLeaf(), certPem: PEM.apiCert, privateKeyPem: PEM.apiKey, serialNumber: 'cafe', modifyIndex: 99 });
+      sidecar.consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', 1), endpoint('node-2', 'bad host#1', 2), endpoint('node-3', '127.0.0.1', 3)]);
+      const batches = (): Array<Record<string, unknown>> => sidecar.messages('applied runtime changes');
+      await waitFor('the leaf and node-3 applied at runtime', async () => {
+        const kinds = batches().map((b) => Object.keys(b.kinds as object)).flat();
+        return kinds.includes('set-leaf') && kinds.includes('add-server') ? true : undefined;
+      }, 10_000);
+      assert.equal(sidecar.messages('endpoint left out of the configuration; everything else keeps updating').length, 1, 'logged once while it stays bad');
+      assert.equal(sidecar.messages('cannot translate the snapshot; keeping the last good configuration').length, 0);
+      assert.equal(sidecar.messages('reloading haproxy').length, 0);
+    } finally {
+      await stop(sidecar);
+    }
+  });
+
+  test('a first snapshot that leaves no safe configuration stops the start (run rejects), nothing left behind', async () => {
+    const consul = await fakeWebAgent([]);
+    consul.setRoots(roots({ roots: [{ id: 'garbage', rootCertPem: 'not a certificate', intermediateCertsPem: [], active: true }] }));
+    const dir = await mkdtemp(join(base, 'fatal-'));
+    const logs = captureLogs('debug');
+    await assert.rejects(
+      run(webSidecarConfig(consul, dir), new AbortController().signal, { logger: logs.logger, consul }),
+      (err: unknown) => err instanceof HaproxyConnectError && err.code === 'MODEL_INVALID' && /none of the 1 CA roots/.test(err.message),
+    );
+    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('haproxy-connect-')), []);
   });
 
   test('Consul errors keep the last good configuration and watching resumes', async () => {
