@@ -7,7 +7,8 @@ import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { waitFor } from '../../devtools/ports.js';
+import { freePort, waitFor } from '../../devtools/ports.js';
+import { tlsHttpProbe } from '../../devtools/probes.js';
 import { FakeConsulAgentApi } from '../../src/consul/fake.js';
 import { HaproxyConnectError } from '../../src/errors.js';
 import { parseServersState, RuntimeSession } from '../../src/haproxy/runtime.js';
@@ -106,6 +107,44 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       (err: unknown) => err instanceof HaproxyConnectError && err.code === 'MODEL_INVALID' && /none of the 1 CA roots/.test(err.message),
     );
     assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('haproxy-connect-')), []);
+  });
+
+  test('the registration switched to another service: its callers are judged by the new intentions at once, not ready until its leaf arrives', async () => {
+    const consul = await fakeWebAgent([]);
+    // web's intentions: Consul's default (allow). billing's: deny by default.
+    consul.setIntentions({ name: 'billing', namespace: 'default' }, { intentions: [], defaultAllow: false });
+    const statsPort = await freePort();
+    const logs = captureLogs('debug');
+    const shutdown = new AbortController();
+    const config = webSidecarConfig(consul, base, { enforceIntentions: true, stats: { listen: { host: '127.0.0.1', port: statsPort }, registerService: false } });
+    const done = run(config, shutdown.signal, { logger: logs.logger, consul });
+    const messages = (msg: string): Array<Record<string, unknown>> => logs.lines.filter((l) => l.msg === msg);
+    try {
+      await waitFor('sidecar ready', async () => messages('sidecar ready')[0], 20_000);
+      const registration = (await consul.proxyRegistration('web-sidecar-proxy', {}, shutdown.signal)).value;
+      const probe = (): Promise<string> => tlsHttpProbe({ port: registration.publicListener.bindPort, ca: PEM.ca, cert: PEM.apiCert, key: PEM.apiKey, timeoutMs: 3_000 });
+      const decisions = async (result: string): Promise<number> => {
+        const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`)).text();
+        return Number(text.match(new RegExp(`^haproxy_connect_intention_decisions_total\\{result="${result}"\\} (\\d+)`, 'm'))?.[1] ?? 0);
+      };
+      const ready = async (): Promise<string> => {
+        const res = await fetch(`http://127.0.0.1:${statsPort}/ready`);
+        return `${res.status} ${(await res.text()).trim()}`;
+      };
+      await probe();
+      assert.equal(await decisions('allow'), 1, 'api is allowed by web\'s intentions');
+      assert.equal(await ready(), '200 ready');
+
+      consul.setRegistration({ ...registration, serviceName: 'billing', serviceId: 'billing' });
+      await waitFor('the switch noticed', async () => messages('the proxy fronts another service now: its old leaf and intentions are dropped; not ready until the new ones arrive')[0], 10_000);
+      assert.match(await ready(), /^503 waiting for leaf.* from Consul \(the proxy fronts another service now\)$/);
+      await probe();
+      assert.equal(await decisions('deny'), 1, 'the same caller is denied now');
+      assert.equal(await decisions('allow'), 1);
+    } finally {
+      shutdown.abort(new Error('test done'));
+      await done;
+    }
   });
 
   test('Consul errors keep the last good configuration and watching resumes', async () => {
