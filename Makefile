@@ -9,7 +9,7 @@ demo: setup
 
 test: setup
 	npm run --silent typecheck
-	npm run --silent lint:cycles
+	npm run --silent lint:deps
 	npm run --silent test:unit
 	npm run --silent test:integration
 

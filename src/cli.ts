@@ -8,7 +8,7 @@ import { FLAGS, loadConfig } from './config/config.js';
 import { formatHelp } from './config/flags.js';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
 import { run } from './main.js';
-import { createLogger } from './telemetry/logger.js';
+import { createLogger } from './logger.js';
 import { VERSION } from './version.js';
 
 const EXIT_OK = 0;

@@ -15,24 +15,24 @@ import { findSidecar } from './consul/find-sidecar.js';
 import { HaproxyConnectError, errorMessage, isHaproxyConnectError, toError } from './errors.js';
 import { haproxyVersion } from './haproxy/check.js';
 import { ManagedFiles, removeRunDir } from './haproxy/files.js';
-import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE, STATS_SOCKET_FILE } from './haproxy/names.js';
+import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE, STATS_SOCKET_FILE } from './domain/haproxy-names.js';
 import { runDirProblem } from './haproxy/validate.js';
 import { NativeDriver } from './haproxy/native-driver.js';
 import { claimSidecar } from './haproxy/orphans.js';
 import { HaproxyProcess } from './haproxy/process.js';
 import { closeSessionsFrom } from './haproxy/sessions.js';
 import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
-import type { IntentionSet } from './intentions/types.js';
+import type { IntentionSet } from './domain/intentions.js';
 import { CONFIG_FILE } from './haproxy/config-writer.js';
 import { Reconciler } from './reconcile.js';
 import type { SnapshotEvent } from './snapshot/fold.js';
 import { SnapshotState } from './snapshot/fold.js';
-import type { ProxyRegistration } from './snapshot/types.js';
+import type { ProxyRegistration } from './domain/snapshot.js';
 import { SidecarWatches } from './snapshot/watches.js';
 import { SpoeAgent } from './spoe/agent.js';
 import { AccessLogWriter } from './telemetry/access-log-writer.js';
 import { HaproxyLogReceiver } from './telemetry/haproxy-logs.js';
-import type { Logger } from './telemetry/logger.js';
+import type { Logger } from './logger.js';
 import { Operations } from './telemetry/operations.js';
 import { DEFAULT_HARD_STOP_AFTER_MS } from './translate/translate.js';
 import { VERSION } from './version.js';
@@ -141,7 +141,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const operations = config.stats === undefined ? undefined : new Operations({
     stats: config.stats, consul, proxy: { id: proxy.id, serviceName: proxy.destinationServiceName },
     build: { version: VERSION, haproxyVersion: haproxyRelease, nodeVersion: process.versions.node },
-    runDir, leaf: leaf.value, roots: roots.value, signal, logger: log.main.child({ component: 'stats' }),
+    statsSocket: join(runDir, STATS_SOCKET_FILE), leaf: leaf.value, roots: roots.value, signal, logger: log.main.child({ component: 'stats' }),
   });
   // The agent listens before HAProxy starts, so the first connection already gets a verdict.
   const authLog = log.main.child({ component: 'intentions' });

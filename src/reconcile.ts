@@ -19,8 +19,8 @@ import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import type { OpResult } from './haproxy/runtime.js';
 import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
-import type { DroppedItem } from './snapshot/types.js';
-import type { Logger } from './telemetry/logger.js';
+import type { DroppedItem } from './domain/snapshot.js';
+import type { Logger } from './logger.js';
 import { translate } from './translate/translate.js';
 
 /** After a failed apply that may be transient (HAProxy start/reload), try again after this delay. */

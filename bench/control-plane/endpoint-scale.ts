@@ -8,7 +8,7 @@
  * Also reports HAProxy's RSS with N TLS servers in the log.
  */
 import { waitFor } from '../../devtools/ports.js';
-import type { Endpoint } from '../../src/snapshot/types.js';
+import type { Endpoint } from '../../src/domain/snapshot.js';
 import { API, fakeWebAgent } from '../../test/helpers/fake-web-agent.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { startInProcessSidecar } from './in-process-sidecar.js';

@@ -7,10 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import type { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import type { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
 import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
-import { createLogger } from '../../src/telemetry/logger.js';
+import { createLogger } from '../../src/logger.js';
 import { webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
 import { rssKiB } from '../lib/proc-stats.js';
 

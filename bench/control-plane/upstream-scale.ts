@@ -11,8 +11,8 @@
  */
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import type { UpstreamQuery } from '../../src/consul/api.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
-import type { Endpoint, ProxyRegistration } from '../../src/snapshot/types.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
+import type { Endpoint, ProxyRegistration } from '../../src/domain/snapshot.js';
 import { roots, snapshot, upstream, webLeaf } from '../../test/helpers/fixtures.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { startInProcessSidecar } from './in-process-sidecar.js';

@@ -5,7 +5,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { HaproxyConnectError } from '../errors.js';
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../telemetry/logger.js';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.js';
 import { parseGoDuration } from './duration.js';
 import { parseFlags, type FlagSpec } from './flags.js';
 import { parseListenAddress, type ListenAddress } from './listen-address.js';

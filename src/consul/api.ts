@@ -3,8 +3,8 @@
  * source. `client.ts` implements it over HTTP; tests use an in-process fake.
  * Every method validates the response at the boundary and returns domain types.
  */
-import type { IntentionSet } from '../intentions/types.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
+import type { IntentionSet } from '../domain/intentions.js';
+import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
 
 /** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
 export interface Cursor {
@@ -46,25 +46,9 @@ export interface IntentionTarget {
   namespace: string;
 }
 
-/** A plain service registered on the local agent (PUT /v1/agent/service/register) with one HTTP check. */
-export interface ServiceDefinition {
-  id: string;
-  name: string;
-  /** Empty: the agent's node address. */
-  address: string;
-  port: number;
-  tags: string[];
-  meta: Record<string, string>;
-  check: {
-    /** The URL the agent polls; 2xx is passing. */
-    http: string;
-    /** Go durations, as Consul takes them: `10s`, `1m`. */
-    interval: string;
-    timeout: string;
-    /** Consul removes the service after its check has been critical this long (a daemon that died without deregistering). */
-    deregisterCriticalServiceAfter: string;
-  };
-}
+import type { ServiceDefinition } from '../domain/consul.js';
+
+export type { ServiceDefinition } from '../domain/consul.js';
 
 export interface ConsulAgentApi {
   /** A readable description of where the agent is, for error messages (e.g. `http://127.0.0.1:8500`). */

@@ -4,8 +4,8 @@
  */
 import type { z } from 'zod';
 import { HaproxyConnectError } from '../errors.js';
-import type { Intention, IntentionSet } from '../intentions/types.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
+import type { Intention, IntentionSet } from '../domain/intentions.js';
+import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
 import type {
   AgentInfo,
   ConsulAgentApi,
@@ -18,7 +18,7 @@ import type {
 } from './api.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
 import { parseProxyRegistration } from './registration.js';
-import { leafProblem } from '../snapshot/certificates.js';
+import { leafProblem } from '../domain/certificates.js';
 import {
   agentSelfSchema,
   agentServiceSchema,

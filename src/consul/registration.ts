@@ -5,7 +5,7 @@
  * numbers may arrive as JSON numbers or numeric strings; anything else is rejected here.
  */
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
-import type { AccessLogSink, AccessLogs, DroppedItem, Protocol, ProxyRegistration, PublicListener, Upstream } from '../snapshot/types.js';
+import type { AccessLogSink, AccessLogs, DroppedItem, Protocol, ProxyRegistration, PublicListener, Upstream } from '../domain/snapshot.js';
 import {
   AccessLogTemplateError,
   checkTemplateHeaders,
@@ -13,7 +13,7 @@ import {
   parseJsonFormat,
   parseTextFormat,
   type AccessLogFormat,
-} from '../telemetry/access-log-template.js';
+} from '../domain/access-log-template.js';
 import type { AgentServiceJson, UpstreamJson } from './schemas.js';
 
 export const DEFAULT_PROTOCOL: Protocol = 'tcp';

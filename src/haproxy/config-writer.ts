@@ -8,7 +8,7 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import type { Logger } from '../telemetry/logger.js';
+import type { Logger } from '../logger.js';
 import { checkConfig } from './check.js';
 import type { ManagedFiles } from './files.js';
 import type { HaproxyModel } from './model.js';

@@ -4,7 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { HaproxyModel } from './model.js';
-import { LEAF_FILE } from './names.js';
+import { LEAF_FILE } from '../domain/haproxy-names.js';
 import type { LiveServer } from './runtime.js';
 
 /** Serial (upper-case hex, as HAProxy prints it) of the first certificate of the model's leaf file. */

@@ -3,12 +3,12 @@
  * the master CLI for starts and hitless reloads, and the runtime API for everything else.
  */
 import { join } from 'node:path';
-import type { Logger } from '../telemetry/logger.js';
+import type { Logger } from '../logger.js';
 import { ConfigWriter } from './config-writer.js';
 import type { ActivateOutcome, DriverState, HaproxyDriver, LiveState } from './driver.js';
 import type { ManagedFiles } from './files.js';
 import type { HaproxyModel } from './model.js';
-import { ADMIN_SOCKET_FILE, LEAF_FILE } from './names.js';
+import { ADMIN_SOCKET_FILE, LEAF_FILE } from '../domain/haproxy-names.js';
 import type { HaproxyProcess } from './process.js';
 import { applyOps, parseServersState, parseShowSslCert, RuntimeSession, type OpResult } from './runtime.js';
 import type { RuntimeOp } from './runtime-ops.js';

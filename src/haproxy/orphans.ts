@@ -18,7 +18,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import type { Logger } from '../telemetry/logger.js';
+import type { Logger } from '../logger.js';
 import { RUN_DIR_PREFIX, createRunDir, removeRunDir } from './files.js';
 import {
   cmdlineHash, createOwnerRecord, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord,

@@ -10,7 +10,7 @@
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Backend, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
-import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from './names.js';
+import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
 import { serverSpec } from './server-line.js';
 

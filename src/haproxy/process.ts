@@ -44,7 +44,9 @@ const RING_LOGGED_EVENT = /^\[(?:WARNING|ALERT|NOTICE)\]\s+\(\d+\) : (?:Server |
 /** stderr lines kept for error messages (start failures, reload ALERTs). */
 const STDERR_TAIL_LINES = 50;
 
-export type ProcessState = 'stopped' | 'starting' | 'running' | 'reloading' | 'stopping' | 'crashed' | 'backoff';
+import type { ProcessState } from '../domain/haproxy.js';
+
+export type { ProcessState } from '../domain/haproxy.js';
 
 const TRANSITIONS: Readonly<Record<ProcessState, readonly ProcessState[]>> = {
   stopped: ['starting'],

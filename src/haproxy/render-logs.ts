@@ -15,8 +15,9 @@ import {
   requestCaptureBytes,
   requestCaptureSample,
   HEADER_CAPTURE_BYTES,
-} from './access-log-wire.js';
+} from '../domain/access-log-wire.js';
 import type { Frontend, Global, LogReceiver } from './model.js';
+import { quoteAddress } from './quote.js';
 
 /**
  * Without a receiver: only notices and worse (server state changes, alerts) reach stderr.
@@ -58,7 +59,7 @@ export function logRingSection(global: Global, indent: string): string[] {
     `size ${LOG_RING_BYTES}`,
     `timeout connect ${RING_CONNECT_TIMEOUT}`,
     `timeout server ${RING_SERVER_TIMEOUT}`,
-    `server receiver unix@${joinPath(global.runDir, logs.socket)} log-proto octet-count`,
+    `server receiver ${quoteAddress(`unix@${joinPath(global.runDir, logs.socket)}`)} log-proto octet-count`,
   ];
   return [[`ring ${logs.ring}`, ...lines.map((line) => `${indent}${line}`)].join('\n')];
 }

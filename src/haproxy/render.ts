@@ -2,11 +2,13 @@
  * HAProxy model → haproxy.cfg text. PURE and deterministic: the same model always gives the same
  * bytes, so the applier can skip writes and reloads when nothing changed.
  *
- * Nothing is quoted: render validates the model first (validate.ts), and every value it writes
- * has passed a pattern that excludes whitespace, quotes, '#' and newlines.
+ * Render validates the model first (validate.ts). Paths that come from outside (the run directory
+ * from -haproxy-cfg-base-path, Consul's LocalBindSocketPath) are also written through quoteArg or
+ * quoteAddress (quote.ts), which leave today's safe values bare.
  */
 import type { Backend, Bind, Frontend, Global, HaproxyModel, StatsEndpoint } from './model.js';
-import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from './names.js';
+import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';
+import { quoteAddress, quoteArg } from './quote.js';
 import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-logs.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
@@ -62,9 +64,9 @@ function section(header: string, lines: readonly string[]): string {
 function renderGlobal(model: HaproxyModel): string {
   const { global } = model;
   const lines = [
-    `stats socket ${joinPath(global.runDir, global.adminSocket)} mode 600 level admin expose-fd listeners`,
-    `crt-base ${global.runDir}`,
-    `ca-base ${global.runDir}`,
+    `stats socket ${quoteAddress(joinPath(global.runDir, global.adminSocket))} mode 600 level admin expose-fd listeners`,
+    `crt-base ${quoteArg(global.runDir)}`,
+    `ca-base ${quoteArg(global.runDir)}`,
     `maxconn ${global.maxconn}`,
     // Without SO_REUSEPORT a second HAProxy on one of our ports (one left running by a SIGKILLed
     // daemon) fails to bind instead of silently splitting connections with us. Reloads are not
@@ -99,7 +101,8 @@ function renderDefaults(): string {
 function renderBind(bind: Bind): string {
   if (bind.kind === 'unix') {
     // `mode` is parsed as octal by HAProxy (configuration.txt 5.1 "mode").
-    return bind.mode === undefined ? `bind unix@${bind.path}` : `bind unix@${bind.path} mode ${bind.mode.toString(8)}`;
+    const address = quoteAddress(`unix@${bind.path}`);
+    return bind.mode === undefined ? `bind ${address}` : `bind ${address} mode ${bind.mode.toString(8)}`;
   }
   return `bind ${formatAddress(bind.address, bind.port)}`;
 }
@@ -108,7 +111,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   let bind = renderBind(frontend.bind);
   if (frontend.tls !== undefined) {
     // The crt-list path itself is not resolved against crt-base (its entries are): make it absolute.
-    bind += ` ssl crt-list ${joinPath(runDir, frontend.tls.crtList)}`;
+    bind += ` ssl crt-list ${quoteArg(joinPath(runDir, frontend.tls.crtList))}`;
     if (frontend.tls.alpn !== undefined) bind += ` alpn ${frontend.tls.alpn.join(',')}`;
   }
   const lines = [`mode ${frontend.mode}`, bind];
@@ -122,7 +125,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     // The filter's message fires before these rules run (FACTS §2); inspect-delay makes the rules
     // wait for its verdict. No verdict (agent down, timeout, error) or a stale one → reject.
     lines.push(
-      `filter spoe engine ${spoe.engine} config ${joinPath(runDir, spoe.configFile)}`,
+      `filter spoe engine ${spoe.engine} config ${quoteArg(joinPath(runDir, spoe.configFile))}`,
       `tcp-request inspect-delay ${formatDuration(spoe.inspectDelayMs)}`,
       `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(joinPath(runDir, spoe.epochMapFile))}`,
     );
@@ -139,7 +142,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
 function renderStatsFrontend(stats: StatsEndpoint, runDir: string): string {
   return section(`frontend ${stats.frontend}`, [
     'mode http',
-    `bind unix@${joinPath(runDir, stats.socket)} mode 600`,
+    `bind ${quoteAddress(`unix@${joinPath(runDir, stats.socket)}`)} mode 600`,
     'no log',
     `timeout client ${formatDuration(STATS_TIMEOUT_CLIENT_MS)}`,
     `timeout http-request ${formatDuration(STATS_TIMEOUT_HTTP_REQUEST_MS)}`,
@@ -158,7 +161,7 @@ function renderSpoeAgentBackend(frontend: Frontend, runDir: string): string[] {
       'mode tcp',
       `timeout connect ${formatDuration(spoe.agentConnectTimeoutMs)}`,
       `timeout server ${formatDuration(spoe.agentServerTimeoutMs)}`,
-      `server agent unix@${joinPath(runDir, spoe.agentSocket)}`,
+      `server agent ${quoteAddress(`unix@${joinPath(runDir, spoe.agentSocket)}`)}`,
     ]),
   ];
 }

@@ -24,7 +24,7 @@
  */
 import { HaproxyConnectError } from '../errors.js';
 import type { Server } from './model.js';
-import { HAPROXY_NAME_PATTERN } from './names.js';
+import { HAPROXY_NAME_PATTERN } from '../domain/haproxy-names.js';
 import { formatAddress } from './server-line.js';
 
 /**

@@ -12,6 +12,7 @@ import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { STILL_HAS_CONNECTIONS, commandText, describeOp, isExpected, opCommands, type RuntimeCommand, type RuntimeOp } from './runtime-ops.js';
+import type { RuntimeOpStatus } from '../domain/haproxy.js';
 
 /** Bound for one answer; a slow answer means a wedged session, which is then closed. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 5_000;
@@ -173,7 +174,7 @@ export class RuntimeSession {
   }
 }
 
-export type OpStatus = 'ok' | 'pending-deletion' | 'failed';
+export type OpStatus = RuntimeOpStatus;
 
 export interface OpResult {
   op: RuntimeOp;

@@ -2,7 +2,7 @@
  * The ACL texts of intentions enforcement, shared by the frontend rules (render.ts) and the SPOE
  * config file (translate/spoe.ts), so the message guard and the reject rule test the same thing.
  */
-import { SPOE_VAR, SPOE_VAR_PREFIX } from './names.js';
+import { SPOE_VAR, SPOE_VAR_PREFIX } from '../domain/haproxy-names.js';
 
 /** `sess.connect.<name>`. */
 export function spoeVar(name: string): string {

@@ -7,8 +7,8 @@
 import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
-import { MAX_TEMPLATE_HEADERS } from '../telemetry/access-log-template.js';
-import { HAPROXY_NAME_PATTERN } from './names.js';
+import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
+import { HAPROXY_NAME_PATTERN } from '../domain/haproxy-names.js';
 
 /** Run-directory file names: one path component, no dot-only names. */
 const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;

@@ -15,13 +15,13 @@ import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { errorMessage } from '../errors.js';
-import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../haproxy/names.js';
+import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
 import { spiffeIdOfCertificate } from '../spiffe/san.js';
 import type { ServiceSpiffeId } from '../spiffe/spiffe-id.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../spoe/types.js';
-import type { Logger } from '../telemetry/logger.js';
+import type { Logger } from '../logger.js';
 import { IntentionDecisions } from './decision-cache.js';
-import type { IntentionSet, SourceIdentity } from './types.js';
+import type { IntentionSet, SourceIdentity } from '../domain/intentions.js';
 
 /** Allowed connections remembered for closing them later (oldest forgotten first). */
 export const DEFAULT_MAX_TRACKED_CONNECTIONS = 100_000;
@@ -37,10 +37,9 @@ export interface AuthorizerOptions {
 }
 
 /** `error`: no intention was evaluated (unreadable certificate, foreign trust domain); the connection is refused. */
-export interface AuthorizationDecision {
-  result: 'allow' | 'deny' | 'error';
-  durationMs: number;
-}
+import type { AuthorizationDecision } from '../domain/intentions.js';
+
+export type { AuthorizationDecision } from '../domain/intentions.js';
 
 export interface AuthorizerStats {
   allowed: number;

@@ -4,7 +4,7 @@
  * default policy change. Until the first intention set arrives every decision is deny.
  */
 import { evaluate } from './evaluate.js';
-import type { Decision, IntentionSet, SourceIdentity } from './types.js';
+import type { Decision, IntentionSet, SourceIdentity } from '../domain/intentions.js';
 
 export const DEFAULT_MAX_ENTRIES = 10_000;
 

@@ -12,7 +12,7 @@ import {
   type Decision,
   type Intention,
   type SourceIdentity,
-} from './types.js';
+} from '../domain/intentions.js';
 
 function orDefault(value: string | undefined, fallback: string): string {
   return value === undefined || value === '' ? fallback : value;

@@ -4,18 +4,10 @@
  * the snapshot is complete (registration, leaf, roots, and the intentions when they are enforced).
  */
 import { isDeepStrictEqual } from 'node:util';
-import type { IntentionSet } from '../intentions/types.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots, Snapshot } from './types.js';
+import type { IntentionSet } from '../domain/intentions.js';
+import type { Endpoint, Leaf, MissingPart, ProxyRegistration, Roots, Snapshot, SnapshotEvent } from '../domain/snapshot.js';
 
-export type SnapshotEvent =
-  | { kind: 'registration'; value: ProxyRegistration }
-  | { kind: 'leaf'; value: Leaf }
-  | { kind: 'roots'; value: Roots }
-  | { kind: 'endpoints'; upstreamKey: string; value: readonly Endpoint[] }
-  | { kind: 'upstream-removed'; upstreamKey: string }
-  | { kind: 'intentions'; value: IntentionSet };
-
-export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';
+export type { MissingPart, SnapshotEvent } from '../domain/snapshot.js';
 
 export interface SnapshotStateOptions {
   /** Intentions are part of a complete snapshot (default false: not enforced, never waited for). */

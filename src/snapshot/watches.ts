@@ -7,7 +7,7 @@
 import type { ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
 import { runWatch } from '../consul/watch.js';
 import type { SnapshotEvent } from './fold.js';
-import type { Endpoint, ProxyRegistration, Upstream } from './types.js';
+import type { Endpoint, ProxyRegistration, Upstream } from '../domain/snapshot.js';
 
 /** Prepared queries cannot block: poll them at this interval. */
 export const PREPARED_QUERY_POLL_MS = 10_000;

@@ -11,7 +11,7 @@ import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { pino } from 'pino';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import type { Logger } from '../telemetry/logger.js';
+import type { Logger } from '../logger.js';
 import { FrameSplitter, MIN_FRAME_SIZE, decodeFrame, encodeFrame } from './codec.js';
 import {
   FLAG_FIN,

@@ -14,7 +14,7 @@ import {
   type JsonTemplateNode,
   type TemplateOperator,
   type TextPart,
-} from './access-log-template.js';
+} from '../domain/access-log-template.js';
 
 export interface FormatContext {
   hostname: string;

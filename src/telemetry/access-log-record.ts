@@ -5,7 +5,7 @@
  * AccessLineError; a field that is missing, `-` or malformed is simply absent from the record.
  */
 import { isIP } from 'node:net';
-import { ACCESS_LOG_MARKER, WIRE } from '../haproxy/access-log-wire.js';
+import { ACCESS_LOG_MARKER, WIRE } from '../domain/access-log-wire.js';
 
 export interface AccessRecord {
   /** `connection` (tcp frontend), `request` (http frontend) or `listener` (failed before proxying). */

@@ -8,12 +8,12 @@
 import { open as openFd } from 'node:fs';
 import { hostname } from 'node:os';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import type { AccessLogs } from '../snapshot/types.js';
+import type { AccessLogs } from '../domain/snapshot.js';
 import { formatAccessRecord } from './access-log-format.js';
 import { isProbeClose, type AccessRecord } from './access-log-record.js';
-import { unsupportedOperators } from './access-log-template.js';
+import { unsupportedOperators } from '../domain/access-log-template.js';
 import { FILE_CHUNK_BYTES, LineSink, PIPE_CHUNK_BYTES } from './line-sink.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 
 /** Access log files are created like Envoy's: readable by all, written by us. */
 const ACCESS_LOG_FILE_MODE = 0o644;

@@ -17,9 +17,9 @@
 import { chmod } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import { ACCESS_LOG_MAX_LINE_BYTES } from '../haproxy/access-log-wire.js';
+import { ACCESS_LOG_MAX_LINE_BYTES } from '../domain/access-log-wire.js';
 import { AccessLineError, isAccessLine, parseAccessLine, parseListenerLine, type AccessRecord } from './access-log-record.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import { OctetCountingDecoder, SyslogParseError, levelOfSeverity, parseSyslogMessage, type SyslogErrorKind } from './syslog.js';
 
 /** Largest frame accepted: the longest access line plus room for the syslog header. */

@@ -6,7 +6,7 @@
  */
 import { Agent, request } from 'undici';
 import { errorMessage } from '../errors.js';
-import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../haproxy/names.js';
+import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';
 
 /** A scrape of a small instance takes about a millisecond; bound it well below Prometheus' 10 s default. */
 export const DEFAULT_SCRAPE_TIMEOUT_MS = 3_000;

@@ -8,13 +8,9 @@
  * `MetricsSources` at scrape time. Every label takes values from a fixed set.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ProcessState } from '../haproxy/process.js';
-import type { RuntimeOp } from '../haproxy/runtime-ops.js';
-import type { OpResult } from '../haproxy/runtime.js';
-import type { AuthorizationDecision } from '../intentions/authorizer.js';
-import type { ReconcileObserver } from '../reconcile.js';
-import type { DroppedItem } from '../snapshot/types.js';
-import type { SnapshotEvent } from '../snapshot/fold.js';
+import type { ProcessState, RuntimeOpKind, RuntimeOpStatus } from '../domain/haproxy.js';
+import type { AuthorizationDecision } from '../domain/intentions.js';
+import type { DroppedItem, SnapshotEvent } from '../domain/snapshot.js';
 import { RELOAD_REASON_CATEGORIES, reloadReasonCategories } from './reload-reasons.js';
 
 export const METRIC_PREFIX = 'haproxy_connect_';
@@ -28,10 +24,10 @@ const WATCH_STATES = ['ok', 'failing', 'pending'] as const;
 const HAPROXY_STATES: Record<ProcessState, true> = {
   stopped: true, starting: true, running: true, reloading: true, stopping: true, crashed: true, backoff: true,
 };
-const RUNTIME_OP_KINDS: Record<RuntimeOp['kind'], true> = {
+const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
   'add-server': true, 'remove-server': true, 'set-weight': true, 'set-address': true, 'set-leaf': true, 'append-roots': true, 'set-intentions-epoch': true,
 };
-const RUNTIME_OP_RESULTS: Record<OpResult['status'], string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
+const RUNTIME_OP_RESULTS: Record<RuntimeOpStatus, string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
 const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'error'];
 const APPLY_METHODS = ['reload', 'runtime'] as const;
 
@@ -78,7 +74,15 @@ const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> = {
 
 const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'root'];
 
-export class SidecarMetrics implements ReconcileObserver {
+/**
+ * What the reconcile loop tells the metrics (src/reconcile.ts calls these through its
+ * ReconcileObserver, which this class fits; defined here so telemetry imports no other layer).
+ */
+export interface ActivatedEvent { outcome: 'started' | 'reloaded' | 'deferred' | 'failed'; reasons: readonly string[]; durationMs: number }
+export interface RuntimeAppliedEvent { results: ReadonlyArray<{ op: { kind: RuntimeOpKind }; status: RuntimeOpStatus }>; durationMs: number }
+export interface DroppedEvent { current: readonly DroppedItem[]; added: readonly DroppedItem[] }
+
+export class SidecarMetrics {
   readonly registry = new Registry();
   /** Consecutive failures per running watch name (0 after an answer); absent = no answer yet. */
   readonly #watchFailures = new Map<string, number>();
@@ -338,9 +342,9 @@ export class SidecarMetrics implements ReconcileObserver {
     if (watch !== undefined) this.#watchUpdates.inc({ watch });
   }
 
-  // --- the reconcile loop (ReconcileObserver) --------------------------------------------------
+  // --- the reconcile loop --------------------------------------------------------------------
 
-  activated(event: Parameters<ReconcileObserver['activated']>[0]): void {
+  activated(event: ActivatedEvent): void {
     const ok = event.outcome !== 'failed';
     this.#applies.inc({ method: 'reload', result: ok ? 'ok' : 'failed' });
     this.#applyDuration.observe({ method: 'reload' }, event.durationMs / MS_PER_SECOND);
@@ -348,14 +352,14 @@ export class SidecarMetrics implements ReconcileObserver {
     for (const reason of reloadReasonCategories(event.reasons)) this.#reloads.inc({ reason });
   }
 
-  runtimeApplied(event: Parameters<ReconcileObserver['runtimeApplied']>[0]): void {
+  runtimeApplied(event: RuntimeAppliedEvent): void {
     const failed = event.results.some((r) => r.status === 'failed');
     this.#applies.inc({ method: 'runtime', result: failed ? 'failed' : 'ok' });
     this.#applyDuration.observe({ method: 'runtime' }, event.durationMs / MS_PER_SECOND);
     for (const result of event.results) this.#runtimeOps.inc({ op: result.op.kind, result: RUNTIME_OP_RESULTS[result.status] });
   }
 
-  dropped(event: Parameters<ReconcileObserver['dropped']>[0]): void {
+  dropped(event: DroppedEvent): void {
     for (const kind of DROPPED_KINDS) {
       this.#droppedNow.set({ kind }, event.current.filter((d) => d.kind === kind).length);
       const added = event.added.filter((d) => d.kind === kind).length;

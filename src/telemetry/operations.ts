@@ -4,28 +4,26 @@
  * service, started once HAProxy's supervisor, the reconciler and the watches exist, and stopped in
  * the shutdown path. /ready answers 503 from the moment the root signal aborts.
  */
-import { join } from 'node:path';
 import type { StatsConfig } from '../config/config.js';
-import type { ConsulAgentApi } from '../consul/api.js';
 import { errorMessage } from '../errors.js';
-import { STATS_SOCKET_FILE } from '../haproxy/names.js';
-import type { ProcessState } from '../haproxy/process.js';
-import type { MissingPart, SnapshotEvent } from '../snapshot/fold.js';
-import type { Leaf, Roots } from '../snapshot/types.js';
+import type { ProcessState } from '../domain/haproxy.js';
+import type { Leaf, MissingPart, Roots, SnapshotEvent } from '../domain/snapshot.js';
 import { HaproxyStatsClient } from './haproxy-stats.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import { SidecarMetrics, type BuildInfo } from './metrics.js';
 import type { SidecarView } from './readiness.js';
 import { readiness } from './readiness.js';
 import { StatsServer } from './stats-server.js';
-import { StatsServiceRegistration } from './stats-service.js';
+import { StatsServiceRegistration, type ServiceRegistry } from './stats-service.js';
 
 export interface OperationsOptions {
   stats: StatsConfig;
-  consul: ConsulAgentApi;
+  /** Where -stats-service-register registers the stats service (the Consul agent client). */
+  consul: ServiceRegistry;
   proxy: { id: string; serviceName: string };
   build: BuildInfo;
-  runDir: string;
+  /** HAProxy's stats socket (the `frontend stats` of the generated configuration). */
+  statsSocket: string;
   /** The first leaf and roots (fetched before anything starts); later ones come through `snapshotChanged`. */
   leaf: Leaf;
   roots: Roots;
@@ -58,7 +56,7 @@ export class Operations {
     this.#opts = opts;
     this.#leafValidBefore = opts.leaf.validBefore;
     this.#caRoots = opts.roots.roots.length;
-    this.#haproxyStats = new HaproxyStatsClient({ socketPath: join(opts.runDir, STATS_SOCKET_FILE) });
+    this.#haproxyStats = new HaproxyStatsClient({ socketPath: opts.statsSocket });
     this.metrics = new SidecarMetrics(opts.build, {
       ready: () => readiness(this.view(), Date.now()).ok,
       haproxyState: () => this.#sources?.haproxyState() ?? 'stopped',

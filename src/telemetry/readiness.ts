@@ -2,8 +2,8 @@
  * What /ready and /health answer, from a plain view of the sidecar. PURE: the stats server reads
  * the view (and probes HAProxy's stats socket for /health) and passes it in with the time.
  */
-import type { ProcessState } from '../haproxy/process.js';
-import type { MissingPart } from '../snapshot/fold.js';
+import type { ProcessState } from '../domain/haproxy.js';
+import type { MissingPart } from '../domain/snapshot.js';
 
 export interface SidecarView {
   /** Shutdown has begun (the listeners are closing or closed). */

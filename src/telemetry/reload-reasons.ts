@@ -13,7 +13,7 @@ import {
   SPOE_AGENT_BACKEND_NAME,
   SPOE_CONFIG_FILE,
   UPSTREAM_PREFIX,
-} from '../haproxy/names.js';
+} from '../domain/haproxy-names.js';
 
 export const RELOAD_REASON_CATEGORIES = [
   /** The first configuration (HAProxy starts). */

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { formatListenAddress, type ListenAddress } from '../config/listen-address.js';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { HaproxyStatsClient } from './haproxy-stats.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import type { SidecarMetrics } from './metrics.js';
 import { liveness, readiness, type SidecarView, type Verdict } from './readiness.js';
 

@@ -4,9 +4,15 @@
  * original tool used, so existing Prometheus `consul_sd_configs` keep finding it).
  */
 import { isWildcardHost, type ListenAddress } from '../config/listen-address.js';
-import type { ConsulAgentApi, ServiceDefinition } from '../consul/api.js';
+import type { ServiceDefinition } from '../domain/consul.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
+
+/** Where the stats service is registered (the Consul agent client fits it). */
+export interface ServiceRegistry {
+  registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void>;
+  deregisterService(serviceId: string, signal: AbortSignal): Promise<void>;
+}
 
 export const STATS_SERVICE_NAME_SUFFIX = '-connect-stats';
 export const STATS_SERVICE_ID_SUFFIX = '-stats';
@@ -55,11 +61,11 @@ export function statsServiceDefinition(target: StatsServiceTarget): ServiceDefin
 
 export class StatsServiceRegistration {
   readonly definition: ServiceDefinition;
-  readonly #consul: ConsulAgentApi;
+  readonly #consul: ServiceRegistry;
   readonly #log: Logger;
   #registered = false;
 
-  constructor(consul: ConsulAgentApi, target: StatsServiceTarget, logger: Logger) {
+  constructor(consul: ServiceRegistry, target: StatsServiceTarget, logger: Logger) {
     this.#consul = consul;
     this.definition = statsServiceDefinition(target);
     this.#log = logger;

@@ -4,8 +4,8 @@
  * `%REQ(X-B3-TRACEID)%` gets that header without capturing anything it does not use.
  */
 import type { FrontendAccessLog, Mode } from '../haproxy/model.js';
-import type { AccessLogs, Upstream } from '../snapshot/types.js';
-import { templateHeaders } from '../telemetry/access-log-template.js';
+import type { AccessLogs, Upstream } from '../domain/snapshot.js';
+import { templateHeaders } from '../domain/access-log-template.js';
 
 /** Consul's (Envoy's) cluster name for the local application. */
 export const LOCAL_APP_CLUSTER = 'local_app';

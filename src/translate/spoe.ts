@@ -19,9 +19,9 @@ import {
   SPOE_VAR,
   SPOE_VAR_PREFIX,
   fnv1a32Hex,
-} from '../haproxy/names.js';
+} from '../domain/haproxy-names.js';
 import { currentEpochAcl } from '../haproxy/spoe-rules.js';
-import type { IntentionSet } from '../intentions/types.js';
+import type { IntentionSet } from '../domain/intentions.js';
 
 /** Time for the agent's AGENT-HELLO once HAProxy connected (a local socket: milliseconds). */
 export const SPOE_TIMEOUT_HELLO_MS = 2_000;

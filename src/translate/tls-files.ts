@@ -3,8 +3,8 @@
  * intermediates, key), the roots bundle, and the crt-list of the public listener. Pure.
  */
 import type { ModelFile } from '../haproxy/model.js';
-import { LEAF_FILE, PUBLIC_CRT_LIST_FILE, ROOTS_FILE } from '../haproxy/names.js';
-import type { Leaf, Roots } from '../snapshot/types.js';
+import { LEAF_FILE, PUBLIC_CRT_LIST_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
+import type { Leaf, Roots } from '../domain/snapshot.js';
 import { trustedRoots } from './trust-bundle.js';
 
 /** The private key is readable by the haproxy user only. */

@@ -19,11 +19,11 @@ import {
   endpointServerName,
   upstreamBackendName,
   upstreamFrontendName,
-} from '../haproxy/names.js';
+} from '../domain/haproxy-names.js';
 import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
-import { certificateProblem } from '../snapshot/certificates.js';
-import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Upstream } from '../snapshot/types.js';
+import { certificateProblem } from '../domain/certificates.js';
+import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Upstream } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';

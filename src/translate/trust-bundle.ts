@@ -20,7 +20,7 @@
  * leaf outlives the bridge, the new root joins the bundle).
  */
 import { X509Certificate } from 'node:crypto';
-import type { CaRoot } from '../snapshot/types.js';
+import type { CaRoot } from '../domain/snapshot.js';
 
 interface Parsed {
   /** Undefined when the root does not parse: it is kept as given (HAProxy's check judges it) and bridges nothing. */

@@ -5,8 +5,8 @@
 import { freePorts } from '../../devtools/ports.js';
 import type { Config } from '../../src/config/config.js';
 import type { UpstreamQuery } from '../../src/consul/api.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
-import type { Endpoint, ProxyRegistration } from '../../src/snapshot/types.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
+import type { Endpoint, ProxyRegistration } from '../../src/domain/snapshot.js';
 import { roots, snapshot, upstream, webLeaf } from './fixtures.js';
 
 /** The upstream query of the `api` upstream. */

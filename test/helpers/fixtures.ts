@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { IntentionSet } from '../../src/intentions/types.js';
-import type { AccessLogs, Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/snapshot/types.js';
+import type { IntentionSet } from '../../src/domain/intentions.js';
+import type { AccessLogs, Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/domain/snapshot.js';
 
 export const CERTS_DIR = fileURLToPath(new URL('../golden/certs/', import.meta.url));
 export const TRUST_DOMAIN = '11111111-2222-3333-4444-555555555555.consul';

@@ -1,6 +1,6 @@
 /** Captures JSON log lines in memory so tests assert on parsed objects, not strings. */
 import { Writable } from 'node:stream';
-import { createLogger, type Logger, type LogLevel } from '../../src/telemetry/logger.js';
+import { createLogger, type Logger, type LogLevel } from '../../src/logger.js';
 
 export interface CapturedLogs {
   logger: Logger;

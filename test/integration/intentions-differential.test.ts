@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ConsulHttpClient } from '../../src/consul/client.js';
 import { evaluate } from '../../src/intentions/evaluate.js';
-import type { IntentionSet } from '../../src/intentions/types.js';
+import type { IntentionSet } from '../../src/domain/intentions.js';
 import { ConsulDevAgent } from '../../devtools/consul-dev-agent.js';
 
 const SEED = Number(process.env.INTENTIONS_SEED ?? 20_261_124);

@@ -16,7 +16,7 @@ import {
   templateHeaders,
   unsupportedOperators,
   type AccessLogFormat,
-} from '../../src/telemetry/access-log-template.js';
+} from '../../src/domain/access-log-template.js';
 
 /** Lines as HAProxy 2.6.12 wrote them for the layout of access-log-wire.ts (captured from a real run). */
 const HTTP_LINE = 'HCAL1 {"f":"upstream_service_default_api_c227a598","ts":"1795486671","ms":"059","th":"0","tw":"1","tc":"2","tt":"9","ci":"127.0.0.1","cp":"50112","fi":"127.0.0.1","fp":"9191","b":"upstream_service_default_api_c227a598_be","s":"node-1_api-sidecar-proxy_1a2b","si":"10.0.0.1","sp":"21000","bi":"10.0.0.9","bp":"40222","rx":"120","tx":"245","st":"----","rc":"0","be":"Success","fe":"Success","cl":"api.default.dc1.internal.example.consul","ti":"3","tR":"1","tr":"4","ta":"8","sc":"200","v":"HTTP\\/1.1","q":{":authority":"api",":method":"GET",":path":"\\/x?y=\\"1\\"","user-agent":"a\\tb \\"c\\" \\u00e9","x-forwarded-for":"-","x-request-id":"req-1"},"r":{}}';

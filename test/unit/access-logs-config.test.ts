@@ -11,8 +11,8 @@ import { agentServiceSchema } from '../../src/consul/schemas.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { plan } from '../../src/haproxy/plan.js';
 import { render } from '../../src/haproxy/render.js';
-import type { AccessLogs, ProxyRegistration } from '../../src/snapshot/types.js';
-import { defaultAccessLogFormat, parseJsonFormat } from '../../src/telemetry/access-log-template.js';
+import type { AccessLogs, ProxyRegistration } from '../../src/domain/snapshot.js';
+import { defaultAccessLogFormat, parseJsonFormat } from '../../src/domain/access-log-template.js';
 import { translate } from '../../src/translate/translate.js';
 import { endpoint, snapshot, upstream } from '../helpers/fixtures.js';
 

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { parseShowSess } from '../../src/haproxy/sessions.js';
 import { Authorizer, formatSource } from '../../src/intentions/authorizer.js';
-import type { Intention, IntentionSet } from '../../src/intentions/types.js';
+import type { Intention, IntentionSet } from '../../src/domain/intentions.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../../src/spoe/types.js';
 import { TRUST_DOMAIN } from '../helpers/fixtures.js';
 

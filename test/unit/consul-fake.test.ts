@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { HaproxyConnectError, isHaproxyConnectError } from '../../src/errors.js';
-import type { Leaf, ProxyRegistration, Roots } from '../../src/snapshot/types.js';
+import type { Leaf, ProxyRegistration, Roots } from '../../src/domain/snapshot.js';
 import { waitFor } from '../../devtools/ports.js';
 import { snapshot } from '../helpers/fixtures.js';
 

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ConsulHttpClient } from '../../src/consul/client.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 
 interface Reply {

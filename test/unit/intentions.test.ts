@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { IntentionDecisions } from '../../src/intentions/decision-cache.js';
 import { evaluate, intentionPrecedence, sourceMatches } from '../../src/intentions/evaluate.js';
-import type { Intention, SourceIdentity } from '../../src/intentions/types.js';
+import type { Intention, SourceIdentity } from '../../src/domain/intentions.js';
 
 const THROUGHPUT_DECISIONS = 1_000_000;
 

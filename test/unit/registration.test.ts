@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { parseProxyRegistration } from '../../src/consul/registration.js';
 import { agentServiceSchema } from '../../src/consul/schemas.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import type { ProxyRegistration } from '../../src/snapshot/types.js';
+import type { ProxyRegistration } from '../../src/domain/snapshot.js';
 
 /** A minimal agent response, as JSON; overrides are merged shallowly (Proxy deeply one level). */
 function agentJson(overrides: Record<string, unknown> = {}, proxy: Record<string, unknown> = {}): unknown {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { plan } from '../../src/haproxy/plan.js';
-import { LEAF_FILE, upstreamBackendName, upstreamFrontendName } from '../../src/haproxy/names.js';
+import { LEAF_FILE, upstreamBackendName, upstreamFrontendName } from '../../src/domain/haproxy-names.js';
 import { reloadReasonCategories, reloadReasonCategory } from '../../src/telemetry/reload-reasons.js';
 import { translate } from '../../src/translate/translate.js';
 import { endpoint, PEM, roots, snapshot, upstream } from '../helpers/fixtures.js';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatAddress, formatDuration, render } from '../../src/haproxy/render.js';
 import { validateModel } from '../../src/haproxy/validate.js';
-import { fnv1a32Hex, upstreamBackendName, upstreamFrontendName, endpointServerName } from '../../src/haproxy/names.js';
+import { fnv1a32Hex, upstreamBackendName, upstreamFrontendName, endpointServerName } from '../../src/domain/haproxy-names.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { translate } from '../../src/translate/translate.js';

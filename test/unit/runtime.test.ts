@@ -21,7 +21,7 @@ import { render } from '../../src/haproxy/render.js';
 import { RuntimeSession, applyOps, parseServersState, parseShowSslCaFile, parseShowSslCert, type OpResult, RuntimeCommandError } from '../../src/haproxy/runtime.js';
 import type { RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { translate } from '../../src/translate/translate.js';
-import type { Endpoint } from '../../src/snapshot/types.js';
+import type { Endpoint } from '../../src/domain/snapshot.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { ACTIVE_ROOT_ID, CERTS_DIR, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 import { waitFor } from '../../devtools/ports.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort, waitFor } from '../../devtools/ports.js';
 import { tlsHttpProbe } from '../../devtools/probes.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { HaproxyConnectError } from '../../src/errors.js';
 import { parseServersState, RuntimeSession } from '../../src/haproxy/runtime.js';
 import { run } from '../../src/main.js';
@@ -120,7 +120,8 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
     const done = run(config, shutdown.signal, { logger: logs.logger, consul });
     const messages = (msg: string): Array<Record<string, unknown>> => logs.lines.filter((l) => l.msg === msg);
     try {
-      await waitFor('sidecar ready', async () => messages('sidecar ready')[0], 20_000);
+      // A start error ends the wait with its reason instead of a timeout.
+      await Promise.race([waitFor('sidecar ready', async () => messages('sidecar ready')[0], 30_000), done.then(() => assert.fail('run ended before ready'))]);
       const registration = (await consul.proxyRegistration('web-sidecar-proxy', {}, shutdown.signal)).value;
       const probe = (): Promise<string> => tlsHttpProbe({ port: registration.publicListener.bindPort, ca: PEM.ca, cert: PEM.apiCert, key: PEM.apiKey, timeoutMs: 3_000 });
       const decisions = async (result: string): Promise<number> => {

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { selectSidecar } from '../../src/consul/find-sidecar.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { SnapshotState } from '../../src/snapshot/fold.js';
-import type { Leaf, ProxyRegistration, Roots, Upstream } from '../../src/snapshot/types.js';
+import type { Leaf, ProxyRegistration, Roots, Upstream } from '../../src/domain/snapshot.js';
 
 const upstream = (name: string): Upstream => ({
   key: `service:default/${name}@`, destinationType: 'service', destinationName: name, destinationNamespace: 'default', datacenter: '',

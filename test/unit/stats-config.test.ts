@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { formatListenAddress, parseListenAddress } from '../../src/config/listen-address.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { liveness, readiness, type SidecarView } from '../../src/telemetry/readiness.js';
 import { StatsServiceRegistration, statsServiceDefinition } from '../../src/telemetry/stats-service.js';

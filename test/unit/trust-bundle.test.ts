@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { CaRoot } from '../../src/snapshot/types.js';
+import type { CaRoot } from '../../src/domain/snapshot.js';
 import { trustedRoots } from '../../src/translate/trust-bundle.js';
 
 let dir: string;

@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { waitFor } from '../../devtools/ports.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { SidecarWatches } from '../../src/snapshot/watches.js';
 import { HaproxyConnectError } from '../../src/errors.js';
-import type { ProxyRegistration } from '../../src/snapshot/types.js';
+import type { ProxyRegistration } from '../../src/domain/snapshot.js';
 import { SidecarMetrics } from '../../src/telemetry/metrics.js';
 import { roots, snapshot, webLeaf } from '../helpers/fixtures.js';
 import { parseExposition, sampleValue } from '../helpers/prometheus.js';

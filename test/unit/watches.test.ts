@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { waitFor } from '../../devtools/ports.js';
-import { FakeConsulAgentApi } from '../../src/consul/fake.js';
+import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import type { SnapshotEvent } from '../../src/snapshot/fold.js';
-import type { ProxyRegistration } from '../../src/snapshot/types.js';
+import type { ProxyRegistration } from '../../src/domain/snapshot.js';
 import { SidecarWatches } from '../../src/snapshot/watches.js';
 import { endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 

@@ -5,7 +5,7 @@
  * certificate parsing; the clock is an argument.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import type { Leaf } from './types.js';
+import type { Leaf } from './snapshot.js';
 
 /** Why `pem` is not one readable X.509 certificate, or undefined when it is. */
 export function certificateProblem(pem: string): string | undefined {

@@ -2,8 +2,8 @@
  * The snapshot: everything haproxy-connect knows about its sidecar, folded from the Consul watches
  * by one owner (see fold.ts). Plain immutable data; translate reads nothing else.
  */
-import type { IntentionSet } from '../intentions/types.js';
-import type { AccessLogFormat } from '../telemetry/access-log-template.js';
+import type { IntentionSet } from './intentions.js';
+import type { AccessLogFormat } from './access-log-template.js';
 
 /** Consul proxy protocols. Consul's default is tcp. */
 export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
@@ -131,3 +131,14 @@ export interface Snapshot {
   /** The intentions of our service, or undefined when intentions are not enforced (-enable-intentions=false). */
   intentions: IntentionSet | undefined;
 }
+
+/** One change from a Consul watch, as the snapshot's owner folds it in. */
+export type SnapshotEvent =
+  | { kind: 'registration'; value: ProxyRegistration }
+  | { kind: 'leaf'; value: Leaf }
+  | { kind: 'roots'; value: Roots }
+  | { kind: 'endpoints'; upstreamKey: string; value: readonly Endpoint[] }
+  | { kind: 'upstream-removed'; upstreamKey: string }
+  | { kind: 'intentions'; value: IntentionSet };
+
+export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';

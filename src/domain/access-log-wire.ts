@@ -9,7 +9,6 @@
  * escapes quotes, backslashes and control characters. A field HAProxy has no value for is `-`.
  * The user's JSONFormat/TextFormat is applied by the daemon, never by HAProxy. PURE.
  */
-import type { Frontend } from './model.js';
 
 /** Marks access lines among HAProxy's messages; the digit is the version of this layout. */
 export const ACCESS_LOG_MARKER = 'HCAL1';
@@ -87,12 +86,28 @@ function headerObject(key: string, headers: readonly string[], fetch: (index: nu
   return `\\"${key}\\":{${inner}}`;
 }
 
+/** What accessLogFormat reads of a frontend (the model's Frontend has these fields). */
+export interface AccessLoggedFrontend {
+  name: string;
+  mode: 'tcp' | 'http';
+  tls?: unknown;
+  accessLog?: { cluster: string; requestHeaders: readonly string[]; responseHeaders: readonly string[] } | undefined;
+}
+
+/** What accessLogFormat reads of a frontend (the model's Frontend has these fields). */
+export interface AccessLoggedFrontend {
+  name: string;
+  mode: 'tcp' | 'http';
+  tls?: unknown;
+  accessLog?: { cluster: string; requestHeaders: readonly string[]; responseHeaders: readonly string[] } | undefined;
+}
+
 /**
  * The `log-format` argument (with its surrounding double quotes) for a frontend with an access
  * log. Names written literally (the cluster, header names) were checked by validate.ts to hold
  * no quote, backslash, `%` or space.
  */
-export function accessLogFormat(frontend: Frontend): string {
+export function accessLogFormat(frontend: AccessLoggedFrontend): string {
   const log = frontend.accessLog;
   if (log === undefined) throw new Error(`frontend ${frontend.name} has no access log`);
   const fields: string[] = [

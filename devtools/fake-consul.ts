@@ -4,9 +4,9 @@
  * cursor, the test expires blocked queries, or the signal aborts. The next N calls can be made to
  * fail with a given error.
  */
-import { HaproxyConnectError } from '../errors.js';
-import type { IntentionSet } from '../intentions/types.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../snapshot/types.js';
+import { HaproxyConnectError } from '../src/errors.js';
+import type { IntentionSet } from '../src/domain/intentions.js';
+import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../src/domain/snapshot.js';
 import type {
   AgentInfo,
   ConsulAgentApi,
@@ -16,7 +16,7 @@ import type {
   ServiceDefinition,
   UpstreamQuery,
   Versioned,
-} from './api.js';
+} from '../src/consul/api.js';
 
 export type FakeMethod = Exclude<keyof ConsulAgentApi, 'address'>;
 

@@ -52,3 +52,9 @@ export interface Decision {
   /** The intention that decided, if one matched. */
   intention?: Intention;
 }
+
+/** What the intentions agent decided about one connection, and how long it took (metrics). */
+export interface AuthorizationDecision {
+  result: 'allow' | 'deny' | 'error';
+  durationMs: number;
+}

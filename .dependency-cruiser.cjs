@@ -1,0 +1,51 @@
+/**
+ * The folder graph of src/, enforced in CI (`npm run lint:deps`). Data flows one way:
+ *
+ *   config ─▶ consul (client, watch loop) ─▶ snapshot (fold, watch set) ─▶ translate (pure)
+ *     ─▶ haproxy (model, render, plan: pure; process, runtime API, files: I/O) ─▶ reconcile.ts
+ *
+ * with the leaves beside it: domain (plain types and pure rules every layer shares; imports
+ * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
+ * telemetry (logs, metrics, health: observes through interfaces it defines). main.ts and cli.ts
+ * are the composition root: the only files that know every part. errors.ts, logger.ts and
+ * version.ts are shared by all. Every import between folders must match one `allowed` rule.
+ */
+const shared = '^src/(errors|logger|version)[.]ts$';
+const layer = (name, may) => ({
+  comment: `${name} may import ${may.length === 0 ? 'only itself, domain and the shared files' : `itself, ${may.join(', ')}, domain and the shared files`}`,
+  from: { path: `^src/${name}/` },
+  to: { path: [`^src/${name}/`, '^src/domain/', shared, ...may.map((m) => `^src/${m}/`)] },
+});
+
+module.exports = {
+  forbidden: [
+    { name: 'no-circular', severity: 'error', comment: 'no import cycles, between files or folders', from: {}, to: { circular: true } },
+    { name: 'no-orphans', severity: 'error', comment: 'every source file is used', from: { orphan: true, path: '^src/', pathNot: '[.]d[.]ts$|^src/cli[.]ts$' }, to: {} },
+    { name: 'no-test-code-in-src', severity: 'error', comment: 'test doubles and helpers live under test/ and devtools/', from: { path: '^src/' }, to: { path: '^(test|devtools|bench|demo)/' } },
+  ],
+  allowed: [
+    { comment: 'node built-ins and npm packages', from: {}, to: { dependencyTypes: ['core', 'npm', 'npm-dev', 'npm-optional', 'npm-peer', 'npm-no-pkg', 'npm-unknown'] } },
+    { comment: 'domain imports nothing but itself and errors.ts', from: { path: '^src/domain/' }, to: { path: ['^src/domain/', '^src/errors[.]ts$'] } },
+    { comment: 'the shared files import nothing of src but each other (version.ts reads package.json)', from: { path: shared }, to: { path: [shared, '^package[.]json$'] } },
+    layer('spiffe', []),
+    layer('spoe', []),
+    layer('config', []),
+    layer('consul', []),
+    layer('snapshot', ['consul']),
+    layer('intentions', ['spiffe', 'spoe']),
+    layer('haproxy', []),
+    layer('translate', ['haproxy']),
+    layer('telemetry', ['config']),
+    { comment: 'the reconcile loop: translate, plan, apply', from: { path: '^src/reconcile[.]ts$' }, to: { path: ['^src/(translate|haproxy|snapshot|domain)/', shared] } },
+    { comment: 'the composition root knows every part', from: { path: '^src/(main|cli)[.]ts$' }, to: { path: '^src/' } },
+    { comment: 'tests, the harness, the bench and the demo may use anything', from: { path: '^(test|devtools|bench|demo)/' }, to: {} },
+  ],
+  allowedSeverity: 'error',
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js'] },
+    reporterOptions: { text: { highlightFocused: true } },
+  },
+};
