@@ -2,7 +2,7 @@
  * `haproxy -c` (configuration check) and `haproxy -v` (version), run as child processes.
  */
 import { execFile } from 'node:child_process';
-import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { HaproxyConnectError, errorMessage, type ErrorCode } from '../errors.js';
 import { haproxyEnv } from './child-env.js';
 
 /** A check of a large config takes well under a second; this only bounds a hung binary. */
@@ -26,7 +26,8 @@ interface ExecFailure extends Error {
   stderr?: string;
 }
 
-function run(bin: string, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<ExecResult> {
+/** `timeoutCode`: what a run that does not finish in time means for the caller. */
+function run(bin: string, args: string[], timeoutMs: number, timeoutCode: ErrorCode, signal?: AbortSignal): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     execFile(
       bin,
@@ -56,7 +57,7 @@ function run(bin: string, args: string[], timeoutMs: number, signal?: AbortSigna
         if (error.killed) {
           reject(
             new HaproxyConnectError(
-              'HAPROXY_CONFIG_REJECTED',
+              timeoutCode,
               `'${bin} ${args.join(' ')}' did not finish within ${timeoutMs} ms (killed with ${error.signal ?? 'a signal'})`,
               { cause: error },
             ),
@@ -78,7 +79,7 @@ function run(bin: string, args: string[], timeoutMs: number, signal?: AbortSigna
  * HAPROXY_CONFIG_REJECTED carrying HAProxy's [ALERT] lines (or the output tail if there are none).
  */
 export async function checkConfig(haproxyBin: string, cfgPath: string, signal?: AbortSignal): Promise<void> {
-  const result = await run(haproxyBin, ['-c', '-f', cfgPath], CHECK_TIMEOUT_MS, signal);
+  const result = await run(haproxyBin, ['-c', '-f', cfgPath], CHECK_TIMEOUT_MS, 'HAPROXY_CONFIG_REJECTED', signal);
   if (result.code === 0) return;
   const lines = `${result.stderr}\n${result.stdout}`.split('\n').map((l) => l.trimEnd()).filter((l) => l !== '');
   const alerts = lines.filter((l) => l.startsWith('[ALERT]'));
@@ -91,7 +92,7 @@ export async function checkConfig(haproxyBin: string, cfgPath: string, signal?: 
 
 /** Runs `haproxy -v` and returns the numeric version, e.g. '2.6.12' from '2.6.12-1+deb12u4'. */
 export async function haproxyVersion(haproxyBin: string, signal?: AbortSignal): Promise<string> {
-  const result = await run(haproxyBin, ['-v'], VERSION_TIMEOUT_MS, signal);
+  const result = await run(haproxyBin, ['-v'], VERSION_TIMEOUT_MS, 'HAPROXY_NOT_FOUND', signal);
   const version = parseHaproxyVersion(result.stdout);
   if (result.code !== 0 || version === undefined) {
     throw new HaproxyConnectError(

@@ -176,7 +176,7 @@ export class SpoeAgent {
     server.on('connection', (socket) => agent.#accept(socket));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
-        reject(new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot listen on SPOE socket '${options.socketPath}': ${err.message}`, { cause: err }));
+        reject(new HaproxyConnectError('SPOE_LISTEN_FAILED', `Cannot listen on SPOE socket '${options.socketPath}': ${err.message}`, { cause: err }));
       };
       server.once('error', onError);
       server.listen(options.socketPath, () => {
@@ -190,7 +190,7 @@ export class SpoeAgent {
       await chmod(options.socketPath, SOCKET_MODE);
     } catch (err) {
       await agent.close();
-      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot chmod SPOE socket '${options.socketPath}': ${errorMessage(err)}`, { cause: err });
+      throw new HaproxyConnectError('SPOE_LISTEN_FAILED', `Cannot chmod SPOE socket '${options.socketPath}': ${errorMessage(err)}`, { cause: err });
     }
     return agent;
   }

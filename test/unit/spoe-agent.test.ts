@@ -273,6 +273,15 @@ describe('NOTIFY and ACK', () => {
 });
 
 describe('errors, timeouts and shutdown', () => {
+  test('a socket it cannot listen on is SPOE_LISTEN_FAILED naming the path', async () => {
+    const socketPath = join(dir, 'no-such-dir', 'a.sock');
+    await assert.rejects(SpoeAgent.listen({ socketPath, handle: allowAll }), (err: unknown) => {
+      assert.ok(err instanceof Error && 'code' in err && err.code === 'SPOE_LISTEN_FAILED', String(err));
+      assert.ok(err.message.includes(socketPath));
+      return true;
+    });
+  });
+
   test('HAPROXY-DISCONNECT gets AGENT-DISCONNECT status 0 and a close', async () => {
     const agent = await startAgent();
     const client = new FakeHaproxy(agent.socketPath);
