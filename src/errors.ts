@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   CERTIFICATE_INVALID: 'a certificate or key from Consul could not be parsed',
   MODEL_INVALID: 'the generated HAProxy model failed validation',
   HAPROXY_NOT_FOUND: 'the haproxy binary could not be found or run',
+  HAPROXY_UNSUPPORTED: 'the haproxy binary is older than the oldest version supported (2.6)',
   HAPROXY_CONFIG_REJECTED: 'haproxy -c rejected a generated configuration',
   HAPROXY_START_FAILED: 'haproxy did not start',
   HAPROXY_RELOAD_FAILED: 'haproxy did not accept a reload',

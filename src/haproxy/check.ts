@@ -90,7 +90,13 @@ export async function checkConfig(haproxyBin: string, cfgPath: string, signal?: 
   );
 }
 
-/** Runs `haproxy -v` and returns the numeric version, e.g. '2.6.12' from '2.6.12-1+deb12u4'. */
+/** The oldest HAProxy haproxy-connect runs on: dynamic servers, runtime certificate updates and SPOP 2.0 as 2.6 has them. */
+export const MIN_HAPROXY_VERSION = '2.6';
+
+/**
+ * Runs `haproxy -v` and returns the numeric version, e.g. '2.6.12' from '2.6.12-1+deb12u4'. A
+ * version older than MIN_HAPROXY_VERSION is refused with HAPROXY_UNSUPPORTED naming it.
+ */
 export async function haproxyVersion(haproxyBin: string, signal?: AbortSignal): Promise<string> {
   const result = await run(haproxyBin, ['-v'], VERSION_TIMEOUT_MS, 'HAPROXY_NOT_FOUND', signal);
   const version = parseHaproxyVersion(result.stdout);
@@ -99,6 +105,9 @@ export async function haproxyVersion(haproxyBin: string, signal?: AbortSignal): 
       'HAPROXY_NOT_FOUND',
       `'${haproxyBin} -v' (exit code ${result.code}) printed no HAProxy version: ${JSON.stringify(result.stdout.slice(0, 200))}`,
     );
+  }
+  if (compareVersions(version, MIN_HAPROXY_VERSION) < 0) {
+    throw new HaproxyConnectError('HAPROXY_UNSUPPORTED', `haproxy binary '${haproxyBin}' is HAProxy ${version}; haproxy-connect needs ${MIN_HAPROXY_VERSION} or later`);
   }
   return version;
 }

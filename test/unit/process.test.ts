@@ -4,6 +4,7 @@
  * its own supervisor; leftovers are SIGKILLed by pid in the after hook.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -179,6 +180,22 @@ describe('checkConfig / haproxyVersion', () => {
     assert.ok(compareVersions('2.6.12', '2.6.9') > 0);
     assert.equal(compareVersions('2.6', '2.6.0'), 0);
     assert.ok(compareVersions('2.4', '2.6') < 0);
+  });
+
+  test('an haproxy older than 2.6 is refused naming its version; 3.x is not mistaken for older', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hc-old-haproxy-'));
+    try {
+      const fake = (name: string, version: string): string => {
+        const bin = path.join(dir, name);
+        writeFileSync(bin, `#!/bin/sh\necho "HAProxy version ${version} 2024/01/01 - https://haproxy.org/"\n`, { mode: 0o755 });
+        return bin;
+      };
+      await assert.rejects(haproxyVersion(fake('old', '2.4.22-1')), (e) => isHaproxyConnectError(e, 'HAPROXY_UNSUPPORTED') && e.message.includes('HAProxy 2.4.22') && e.message.includes('2.6 or later'));
+      assert.equal(await haproxyVersion(fake('new', '3.0.11-1+deb13u4')), '3.0.11');
+      assert.equal(await haproxyVersion(fake('ten', '2.10.1')), '2.10.1');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
