@@ -17,7 +17,6 @@ import { plan, runtimeSubset } from './haproxy/plan.js';
 import { render } from './haproxy/render.js';
 import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
 import type { OpResult } from './haproxy/runtime.js';
-import { validateModel } from './haproxy/validate.js';
 import type { SnapshotState } from './snapshot/fold.js';
 import type { DroppedItem } from './domain/snapshot.js';
 import type { Logger } from './logger.js';
@@ -161,7 +160,7 @@ export class Reconciler {
       const translation = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
       this.#reportDropped(translation.dropped);
       model = translation.model;
-      validateModel(model);
+      // translate returns a validated model; render validates again before it writes anything.
       text = render(model);
     } catch (err) {
       // Nothing was ever applied and this snapshot leaves no safe configuration: a start error.
