@@ -5,15 +5,17 @@
  * reload writes synchronously, after whatever is queued. Until a queued write lands, a crash
  * restart starts from the previous file; the reconcile loop then re-applies the difference.
  */
-import { open, rename, rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { checkConfig } from './check.js';
-import type { ManagedFiles } from './files.js';
+import { writeSyncedTemp, type ManagedFiles } from './files.js';
 import type { HaproxyModel } from './model.js';
 
 export const CONFIG_FILE = 'haproxy.cfg';
+/** haproxy.cfg names the run directory's files: readable by us (and HAProxy, which runs as us) only. */
+const CONFIG_FILE_MODE = 0o600;
 /**
  * Queued writes wait for this much quiet, so a burst of runtime changes costs one `haproxy -c`
  * (about 0.1 s of CPU, taken from the same cores as the data plane)...
@@ -94,27 +96,18 @@ export class ConfigWriter {
   async #write({ model, text }: Wanted, signal?: AbortSignal): Promise<void> {
     await this.#files.write(model.files);
     if (this.#written === text) return;
-    const candidate = join(this.#runDir, `${CONFIG_FILE}.candidate`);
     const target = join(this.#runDir, CONFIG_FILE);
+    // Written whole and synced, checked, then renamed over the live file: a full disk, a refused
+    // configuration or a crash leaves the previous configuration intact.
+    const candidate = await writeSyncedTemp(target, text, CONFIG_FILE_MODE);
     try {
-      // Written whole and synced before it replaces the live file: a full disk or a crash leaves
-      // the previous configuration intact.
-      const handle = await open(candidate, 'w', 0o600);
-      try {
-        await handle.writeFile(text);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await checkConfig(this.#haproxyBin, candidate, signal);
+      await rename(candidate, target).catch((err: unknown) => {
+        throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot rename ${candidate} to ${target}: ${errorMessage(err)}`, { cause: err });
+      });
     } catch (err) {
       await rm(candidate, { force: true }).catch(() => undefined);
-      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot write ${candidate}: ${errorMessage(err)}`, { cause: err });
-    }
-    await checkConfig(this.#haproxyBin, candidate, signal);
-    try {
-      await rename(candidate, target);
-    } catch (err) {
-      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot rename ${candidate} to ${target}: ${errorMessage(err)}`, { cause: err });
+      throw err;
     }
     this.#written = text;
   }

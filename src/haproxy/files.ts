@@ -71,23 +71,38 @@ async function writeOne(dir: string, file: ManagedFile): Promise<boolean> {
     return true;
   }
 
-  const tmp = path.join(dir, `.${file.name}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const tmp = await writeSyncedTemp(target, bytes, mode);
+  try {
+    await fs.rename(tmp, target);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw fileError('write', target, err);
+  }
+  return true;
+}
+
+/**
+ * The one way files are written here: a new temp file next to `target` (O_EXCL: never follows or
+ * reuses something already there), written whole, chmod'ed (the umask does not matter) and
+ * fsync'ed; its path is returned for the caller to rename (or link) into place. On failure it is
+ * removed and FILE_WRITE_FAILED names `target`.
+ */
+export async function writeSyncedTemp(target: string, bytes: string | Uint8Array, mode: number): Promise<string> {
+  const tmp = path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   let handle: fs.FileHandle | undefined;
   try {
-    // O_EXCL: never follow or reuse something already at the temp path.
     handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
     await handle.writeFile(bytes);
     await handle.chmod(mode);
     await handle.sync();
     await handle.close();
     handle = undefined;
-    await fs.rename(tmp, target);
+    return tmp;
   } catch (err) {
     await handle?.close().catch(() => undefined);
     await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw fileError('write', target, err);
   }
-  return true;
 }
 
 /** fsync the directory so the renames themselves survive a crash. */

@@ -16,7 +16,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import { syncDir } from './files.js';
+import { syncDir, writeSyncedTemp } from './files.js';
 
 const RECORD_PREFIX = 'haproxy-connect.owner.';
 const RECORD_SUFFIX = '.json';
@@ -116,22 +116,8 @@ export async function readOwnerRecord(file: string): Promise<RecordRead> {
 }
 
 /** Writes `record` to a new temp file next to `file` (O_EXCL, 0600, fsync) and returns its path. */
-async function writeTemp(file: string, record: OwnerRecord): Promise<string> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, RECORD_MODE);
-    await handle.writeFile(`${JSON.stringify(record)}\n`);
-    await handle.chmod(RECORD_MODE);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    return tmp;
-  } catch (err) {
-    await handle?.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true }).catch(() => undefined);
-    throw fileError('write', file, err);
-  }
+function writeTemp(file: string, record: OwnerRecord): Promise<string> {
+  return writeSyncedTemp(file, `${JSON.stringify(record)}\n`, RECORD_MODE);
 }
 
 async function createExclusive(file: string, record: OwnerRecord): Promise<boolean> {
