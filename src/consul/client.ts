@@ -30,12 +30,12 @@ import {
   rootsSchema,
   serviceEntrySchema,
 } from './schemas.js';
+import { DEFAULT_NAMESPACE } from '../domain/consul.js';
 
 export type { ConsulClientOptions } from './http.js';
 
 const INDEX_HEADER = 'x-consul-index';
 const CONTENT_HASH_HEADER = 'x-consul-contenthash';
-const DEFAULT_NAMESPACE = 'default';
 const DEFAULT_WEIGHT = 1;
 const DEFAULT_ACL_POLICY_HEADER = 'x-consul-default-acl-policy';
 

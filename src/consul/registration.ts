@@ -15,6 +15,7 @@ import {
   type AccessLogFormat,
 } from '../domain/access-log-template.js';
 import type { AgentServiceJson, UpstreamJson } from './schemas.js';
+import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
 
 export const DEFAULT_PROTOCOL: Protocol = 'tcp';
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'http', 'http2', 'grpc'];
@@ -23,8 +24,6 @@ export const DEFAULT_PUBLIC_BIND_ADDRESS = '0.0.0.0';
 export const DEFAULT_UPSTREAM_BIND_ADDRESS = '127.0.0.1';
 export const DEFAULT_LOCAL_CONNECT_TIMEOUT_MS = 5000;
 export const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS = 5000;
-export const DEFAULT_NAMESPACE = 'default';
-export const DEFAULT_PARTITION = 'default';
 
 type Config = Record<string, unknown>;
 

@@ -1,3 +1,7 @@
+/** Consul's name for the namespace and the admin partition when none is given (OSS has only these). */
+export const DEFAULT_NAMESPACE = 'default';
+export const DEFAULT_PARTITION = 'default';
+
 /** A plain service registered on the local agent (PUT /v1/agent/service/register) with one HTTP check. */
 export interface ServiceDefinition {
   id: string;

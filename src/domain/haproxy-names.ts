@@ -119,3 +119,8 @@ export function upstreamBackendName(upstreamKey: string): string {
 export function endpointServerName(endpointId: string): string {
   return stableName(endpointId);
 }
+
+/** A file or socket of the run directory as an absolute path (`dir` may end with slashes). */
+export function runDirPath(dir: string, name: string): string {
+  return `${dir.replace(/\/+$/, '')}/${name}`;
+}

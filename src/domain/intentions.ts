@@ -4,8 +4,7 @@
  */
 
 export const WILDCARD = '*';
-export const DEFAULT_NAMESPACE = 'default';
-export const DEFAULT_PARTITION = 'default';
+export { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from './consul.js';
 
 /** An L7 permission (HTTP matchers); kept opaque: any permission makes the intention deny at L4. */
 export type IntentionPermission = Readonly<Record<string, unknown>>;

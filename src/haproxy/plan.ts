@@ -13,6 +13,7 @@ import type { Backend, Frontend, HaproxyModel, ModelFile, Server } from './model
 import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
 import { serverSpec } from './server-line.js';
+import { runDirPath } from '../domain/haproxy-names.js';
 
 /**
  * More TLS servers than this to add at once go through a reload instead: each runtime `add server`
@@ -26,10 +27,6 @@ export type Plan = { kind: 'none' } | { kind: 'runtime'; ops: RuntimeOp[] } | { 
 /** Files the runtime API can update; any other file change needs a reload. */
 const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE, INTENTIONS_EPOCH_MAP_FILE]);
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-function joinPath(dir: string, name: string): string {
-  return `${dir.replace(/\/+$/, '')}/${name}`;
-}
 
 /** Certificates of a bundle, whitespace-normalised so formatting alone is not a change. */
 export function pemCertificates(pem: string): string[] {
@@ -105,12 +102,12 @@ function diffFiles(before: readonly ModelFile[], after: readonly ModelFile[], ru
     } else if (!fitsPayload(file.content)) {
       reasons.push(`file ${file.name} changed and is too large for a runtime update`);
     } else if (file.name === LEAF_FILE) {
-      tlsOps.push({ kind: 'set-leaf', path: joinPath(runDir, LEAF_FILE), pem: file.content });
+      tlsOps.push({ kind: 'set-leaf', path: runDirPath(runDir, LEAF_FILE), pem: file.content });
     } else if (file.name === INTENTIONS_EPOCH_MAP_FILE) {
       // Intentions changed: a new epoch, so HAProxy asks the agent again (the agent already has them).
       const next = epochMapKeys(file.content).current;
       if (next === undefined) reasons.push(`file ${file.name} changed without a current epoch`);
-      else tlsOps.push({ kind: 'set-intentions-epoch', path: joinPath(runDir, file.name), epoch: next, previous: epochMapKeys(prev.content).valid });
+      else tlsOps.push({ kind: 'set-intentions-epoch', path: runDirPath(runDir, file.name), epoch: next, previous: epochMapKeys(prev.content).valid });
     } else {
       // Roots change through a hitless reload, never at runtime: on 2.6.12 a runtime
       // `commit ssl ca-file` leaves the bind's leaf "Unused", so every later leaf rotation

@@ -18,6 +18,7 @@ import {
 } from '../domain/access-log-wire.js';
 import type { Frontend, Global, LogReceiver } from './model.js';
 import { quoteAddress } from './quote.js';
+import { runDirPath } from '../domain/haproxy-names.js';
 
 /**
  * Without a receiver: only notices and worse (server state changes, alerts) reach stderr.
@@ -38,10 +39,6 @@ const RING_CONNECT_TIMEOUT = '1s';
 /** Unsent data older than this on the connection closes it; the worker reconnects. */
 const RING_SERVER_TIMEOUT = '10s';
 
-function joinPath(dir: string, name: string): string {
-  return `${dir.replace(/\/+$/, '')}/${name}`;
-}
-
 /** The `log` line of the global section. */
 export function globalLogLine(global: Global): string {
   if (global.logs === undefined) return STDERR_LOG;
@@ -59,7 +56,7 @@ export function logRingSection(global: Global, indent: string): string[] {
     `size ${LOG_RING_BYTES}`,
     `timeout connect ${RING_CONNECT_TIMEOUT}`,
     `timeout server ${RING_SERVER_TIMEOUT}`,
-    `server receiver ${quoteAddress(`unix@${joinPath(global.runDir, logs.socket)}`)} log-proto octet-count`,
+    `server receiver ${quoteAddress(`unix@${runDirPath(global.runDir, logs.socket)}`)} log-proto octet-count`,
   ];
   return [[`ring ${logs.ring}`, ...lines.map((line) => `${indent}${line}`)].join('\n')];
 }

@@ -13,6 +13,7 @@ import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
 import { validateModel } from './validate.js';
+import { runDirPath } from '../domain/haproxy-names.js';
 
 // Re-exported: callers and tests have imported it from here since before server-line.ts existed.
 export { formatAddress };
@@ -53,10 +54,6 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
-function joinPath(dir: string, name: string): string {
-  return `${dir.replace(/\/+$/, '')}/${name}`;
-}
-
 function section(header: string, lines: readonly string[]): string {
   return [header, ...lines.map((line) => `${INDENT}${line}`)].join('\n');
 }
@@ -64,7 +61,7 @@ function section(header: string, lines: readonly string[]): string {
 function renderGlobal(model: HaproxyModel): string {
   const { global } = model;
   const lines = [
-    `stats socket ${quoteAddress(joinPath(global.runDir, global.adminSocket))} mode 600 level admin expose-fd listeners`,
+    `stats socket ${quoteAddress(runDirPath(global.runDir, global.adminSocket))} mode 600 level admin expose-fd listeners`,
     `crt-base ${quoteArg(global.runDir)}`,
     `ca-base ${quoteArg(global.runDir)}`,
     `maxconn ${global.maxconn}`,
@@ -111,7 +108,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   let bind = renderBind(frontend.bind);
   if (frontend.tls !== undefined) {
     // The crt-list path itself is not resolved against crt-base (its entries are): make it absolute.
-    bind += ` ssl crt-list ${quoteArg(joinPath(runDir, frontend.tls.crtList))}`;
+    bind += ` ssl crt-list ${quoteArg(runDirPath(runDir, frontend.tls.crtList))}`;
     if (frontend.tls.alpn !== undefined) bind += ` alpn ${frontend.tls.alpn.join(',')}`;
   }
   const lines = [`mode ${frontend.mode}`, bind];
@@ -125,9 +122,9 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     // The filter's message fires before these rules run (FACTS §2); inspect-delay makes the rules
     // wait for its verdict. No verdict (agent down, timeout, error) or a stale one → reject.
     lines.push(
-      `filter spoe engine ${spoe.engine} config ${quoteArg(joinPath(runDir, spoe.configFile))}`,
+      `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
       `tcp-request inspect-delay ${formatDuration(spoe.inspectDelayMs)}`,
-      `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(joinPath(runDir, spoe.epochMapFile))}`,
+      `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))}`,
     );
   }
   lines.push(...frontendAccessLogLines(frontend, global));
@@ -142,7 +139,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
 function renderStatsFrontend(stats: StatsEndpoint, runDir: string): string {
   return section(`frontend ${stats.frontend}`, [
     'mode http',
-    `bind ${quoteAddress(`unix@${joinPath(runDir, stats.socket)}`)} mode 600`,
+    `bind ${quoteAddress(`unix@${runDirPath(runDir, stats.socket)}`)} mode 600`,
     'no log',
     `timeout client ${formatDuration(STATS_TIMEOUT_CLIENT_MS)}`,
     `timeout http-request ${formatDuration(STATS_TIMEOUT_HTTP_REQUEST_MS)}`,
@@ -161,7 +158,7 @@ function renderSpoeAgentBackend(frontend: Frontend, runDir: string): string[] {
       'mode tcp',
       `timeout connect ${formatDuration(spoe.agentConnectTimeoutMs)}`,
       `timeout server ${formatDuration(spoe.agentServerTimeoutMs)}`,
-      `server agent ${quoteAddress(`unix@${joinPath(runDir, spoe.agentSocket)}`)}`,
+      `server agent ${quoteAddress(`unix@${runDirPath(runDir, spoe.agentSocket)}`)}`,
     ]),
   ];
 }

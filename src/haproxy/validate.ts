@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
-import { HAPROXY_NAME_PATTERN } from '../domain/haproxy-names.js';
+import { HAPROXY_NAME_PATTERN, runDirPath } from '../domain/haproxy-names.js';
 
 /** Run-directory file names: one path component, no dot-only names. */
 const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;
@@ -273,7 +273,7 @@ export function modelProblem(check: () => void): string | undefined {
 export function runDirProblem(runDir: string, socketFiles: readonly string[]): string | undefined {
   return modelProblem(() => {
     checkAbsolutePath('run directory', runDir);
-    for (const file of socketFiles) checkUnixSocketPath('socket path', `${runDir.replace(/\/+$/, '')}/${file}`);
+    for (const file of socketFiles) checkUnixSocketPath('socket path', runDirPath(runDir, file));
   });
 }
 
@@ -282,17 +282,17 @@ export function validateModel(model: HaproxyModel): void {
   const { global } = model;
   checkAbsolutePath('global runDir', global.runDir);
   checkFileName('global admin socket', global.adminSocket);
-  checkUnixSocketPath('global admin socket path', `${global.runDir.replace(/\/+$/, '')}/${global.adminSocket}`);
+  checkUnixSocketPath('global admin socket path', runDirPath(global.runDir, global.adminSocket));
   checkInteger('global maxconn', global.maxconn, 1, MAX_TIMEOUT_MS);
   if (global.stats !== undefined) {
     checkFileName('global stats socket', global.stats.socket);
-    checkUnixSocketPath('global stats socket path', `${global.runDir.replace(/\/+$/, '')}/${global.stats.socket}`);
+    checkUnixSocketPath('global stats socket path', runDirPath(global.runDir, global.stats.socket));
   }
   if (global.nbthread !== undefined) checkInteger('global nbthread', global.nbthread, 1, MAX_NBTHREAD);
   if (global.logs !== undefined) {
     checkName('global log ring', global.logs.ring);
     checkFileName('global log socket', global.logs.socket);
-    checkUnixSocketPath('global log socket path', `${global.runDir.replace(/\/+$/, '')}/${global.logs.socket}`);
+    checkUnixSocketPath('global log socket path', runDirPath(global.runDir, global.logs.socket));
   }
 
   const files = new Map<string, ModelFile>();
@@ -314,7 +314,7 @@ export function validateModel(model: HaproxyModel): void {
     proxyNames.add(proxy.name);
   }
   for (const frontend of model.frontends) {
-    if (frontend.spoe !== undefined) checkUnixSocketPath(`frontend ${show(frontend.name)} SPOE agent socket path`, `${global.runDir.replace(/\/+$/, '')}/${frontend.spoe.agentSocket}`);
+    if (frontend.spoe !== undefined) checkUnixSocketPath(`frontend ${show(frontend.name)} SPOE agent socket path`, runDirPath(global.runDir, frontend.spoe.agentSocket));
   }
 
   const backends = new Map(model.backends.map((backend) => [backend.name, backend]));

@@ -7,10 +7,9 @@
  * built with fmt.Sprintf, i.e. Go's `encodePath` escaping (plus '/', which a segment cannot hold).
  */
 import { HaproxyConnectError } from '../errors.js';
+import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
 
 export const SPIFFE_SCHEME = 'spiffe://';
-const DEFAULT_PARTITION = 'default';
-const DEFAULT_NAMESPACE = 'default';
 
 export interface ServiceSpiffeId {
   kind: 'service';
