@@ -227,6 +227,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   signal.addEventListener('abort', onAbort, { once: true });
   const watches = new SidecarWatches({
     api: consul,
+    datacenter: agent.datacenter,
     proxyId: proxy.id,
     signal: intake.signal,
     watchIntentions: enforce,

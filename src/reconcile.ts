@@ -89,7 +89,7 @@ export class Reconciler {
   #retryTimer: NodeJS.Timeout | undefined;
   #pendingTimer: NodeJS.Timeout | undefined;
   #upstreamWaitTimer: NodeJS.Timeout | undefined;
-  /** When each upstream still without endpoints was first seen (performance.now()). */
+  /** When each target still without endpoints was first seen (performance.now()). */
   readonly #awaitingUpstreams = new Map<string, number>();
   /** `backend/server` names in maintenance that HAProxy would not delete yet. */
   readonly #pendingDeletion = new Map<string, RuntimeOp>();
@@ -268,10 +268,10 @@ export class Reconciler {
     }
   }
 
-  /** True while a new upstream's first endpoints are awaited (bounded by UPSTREAM_FIRST_ANSWER_WAIT_MS). */
+  /** True while the first endpoints of a new upstream's targets are awaited (bounded by UPSTREAM_FIRST_ANSWER_WAIT_MS). */
   #waitForUpstreams(): boolean {
     const now = performance.now();
-    const missing = this.#opts.state.upstreamsWithoutAnswer();
+    const missing = this.#opts.state.targetsWithoutAnswer();
     for (const key of this.#awaitingUpstreams.keys()) if (!missing.includes(key)) this.#awaitingUpstreams.delete(key);
     if (missing.length === 0) return false;
     let earliest = Infinity;
@@ -282,7 +282,7 @@ export class Reconciler {
     }
     const remaining = earliest + UPSTREAM_FIRST_ANSWER_WAIT_MS - now;
     if (remaining <= 0) return false;
-    this.#opts.logger.debug({ upstreams: missing, waitMs: Math.round(remaining) }, 'waiting for the first endpoints of new upstreams');
+    this.#opts.logger.debug({ targets: missing, waitMs: Math.round(remaining) }, 'waiting for the first endpoints of new upstreams');
     clearTimeout(this.#upstreamWaitTimer);
     this.#upstreamWaitTimer = setTimeout(() => this.notify(), remaining);
     return true;

@@ -120,14 +120,39 @@ export interface Endpoint {
   invalid?: string;
 }
 
+/**
+ * One set of instances an upstream resolves to: one service (or prepared query) in one
+ * datacenter, watched on its own (see chain.ts).
+ */
+export interface Target {
+  /**
+   * Stable identity, Consul's form for discovery-chain targets: `<service>.<namespace>.<partition>.<datacenter>`;
+   * `query:<name>.<datacenter>` for a prepared query. The datacenter is always named (never '').
+   */
+  id: string;
+  kind: 'service' | 'prepared_query';
+  service: string;
+  namespace: string;
+  partition: string;
+  datacenter: string;
+}
+
+/** An upstream's discovery chain: the targets it uses, in order. */
+export interface Chain {
+  /** Today exactly one: the upstream's destination. */
+  targets: readonly Target[];
+}
+
 export interface Snapshot {
   /** The local agent's datacenter. */
   datacenter: string;
   registration: ProxyRegistration;
   leaf: Leaf;
   roots: Roots;
-  /** Healthy endpoints per upstream key. An upstream with no entry has not been answered yet. */
-  endpoints: ReadonlyMap<string, readonly Endpoint[]>;
+  /** The chain of every registered upstream, by upstream key. */
+  chains: ReadonlyMap<string, Chain>;
+  /** Healthy endpoints per target id. A target with no entry has not been answered yet. */
+  targets: ReadonlyMap<string, readonly Endpoint[]>;
   /** The intentions of our service, or undefined when intentions are not enforced (-enable-intentions=false). */
   intentions: IntentionSet | undefined;
 }
@@ -137,8 +162,8 @@ export type SnapshotEvent =
   | { kind: 'registration'; value: ProxyRegistration }
   | { kind: 'leaf'; value: Leaf }
   | { kind: 'roots'; value: Roots }
-  | { kind: 'endpoints'; upstreamKey: string; value: readonly Endpoint[] }
-  | { kind: 'upstream-removed'; upstreamKey: string }
+  | { kind: 'target-endpoints'; targetId: string; value: readonly Endpoint[] }
+  | { kind: 'target-removed'; targetId: string }
   | { kind: 'intentions'; value: IntentionSet };
 
 export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';

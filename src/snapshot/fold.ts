@@ -5,7 +5,8 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { IntentionSet } from '../domain/intentions.js';
-import type { Endpoint, Leaf, MissingPart, ProxyRegistration, Roots, Snapshot, SnapshotEvent } from '../domain/snapshot.js';
+import { trivialChain } from '../domain/chain.js';
+import type { Chain, Endpoint, Leaf, MissingPart, ProxyRegistration, Roots, Snapshot, SnapshotEvent, Target } from '../domain/snapshot.js';
 
 export type { MissingPart, SnapshotEvent } from '../domain/snapshot.js';
 
@@ -19,10 +20,12 @@ export class SnapshotState {
   #registration: ProxyRegistration | undefined;
   #leaf: Leaf | undefined;
   #roots: Roots | undefined;
-  readonly #endpoints = new Map<string, readonly Endpoint[]>();
+  /** The chain of each registered upstream, by upstream key (recomputed with the registration). */
+  #chains = new Map<string, Chain>();
+  /** Endpoints of each target a chain uses, by target id; a target without an entry has no answer yet. */
+  readonly #targets = new Map<string, readonly Endpoint[]>();
   readonly #enforceIntentions: boolean;
   #intentions: IntentionSet | undefined;
-  #version = 0;
 
   constructor(datacenter: string, options: SnapshotStateOptions = {}) {
     this.#datacenter = datacenter;
@@ -33,19 +36,8 @@ export class SnapshotState {
     return this.#enforceIntentions;
   }
 
-  /** Increases on every change; consumers compare versions instead of snapshots. */
-  get version(): number {
-    return this.#version;
-  }
-
   /** Folds one event in; returns true when the state changed. */
   apply(event: SnapshotEvent): boolean {
-    const changed = this.#fold(event);
-    if (changed) this.#version++;
-    return changed;
-  }
-
-  #fold(event: SnapshotEvent): boolean {
     switch (event.kind) {
       case 'registration': {
         if (isDeepStrictEqual(this.#registration, event.value)) return false;
@@ -57,10 +49,10 @@ export class SnapshotState {
           this.#leaf = undefined;
           this.#intentions = undefined;
         }
-        // Endpoints of upstreams that are no longer registered are dropped with them.
-        for (const key of [...this.#endpoints.keys()]) {
-          if (!event.value.upstreams.some((u) => u.key === key)) this.#endpoints.delete(key);
-        }
+        this.#chains = new Map(event.value.upstreams.map((u) => [u.key, trivialChain(u, this.#datacenter)]));
+        // Endpoints of targets no chain uses any more are dropped with them.
+        const used = this.#usedTargets();
+        for (const id of [...this.#targets.keys()]) if (!used.has(id)) this.#targets.delete(id);
         return true;
       }
       case 'leaf':
@@ -71,14 +63,14 @@ export class SnapshotState {
         if (isDeepStrictEqual(this.#roots, event.value)) return false;
         this.#roots = structuredClone(event.value);
         return true;
-      case 'endpoints': {
-        if (!this.#registration?.upstreams.some((u) => u.key === event.upstreamKey)) return false;
-        if (isDeepStrictEqual(this.#endpoints.get(event.upstreamKey), event.value)) return false;
-        this.#endpoints.set(event.upstreamKey, structuredClone(event.value));
+      case 'target-endpoints': {
+        if (!this.#usedTargets().has(event.targetId)) return false;
+        if (isDeepStrictEqual(this.#targets.get(event.targetId), event.value)) return false;
+        this.#targets.set(event.targetId, structuredClone(event.value));
         return true;
       }
-      case 'upstream-removed':
-        return this.#endpoints.delete(event.upstreamKey);
+      case 'target-removed':
+        return this.#targets.delete(event.targetId);
       case 'intentions':
         // Not enforced: nothing reads them, so they never count as a change.
         if (!this.#enforceIntentions || isDeepStrictEqual(this.#intentions, event.value)) return false;
@@ -102,9 +94,20 @@ export class SnapshotState {
     return missing;
   }
 
-  /** Keys of registered upstreams whose endpoints have not been answered yet. */
-  upstreamsWithoutAnswer(): string[] {
-    return (this.#registration?.upstreams ?? []).map((u) => u.key).filter((key) => !this.#endpoints.has(key));
+  /** Ids of the targets the chains use whose endpoints have not been answered yet. */
+  targetsWithoutAnswer(): string[] {
+    return [...this.#usedTargets()].filter((id) => !this.#targets.has(id));
+  }
+
+  /** Every target the chains use, by id (two upstreams may share one). */
+  usedTargets(): Target[] {
+    const byId = new Map<string, Target>();
+    for (const chain of this.#chains.values()) for (const target of chain.targets) byId.set(target.id, target);
+    return [...byId.values()];
+  }
+
+  #usedTargets(): Set<string> {
+    return new Set(this.usedTargets().map((t) => t.id));
   }
 
   /** An immutable copy of the complete snapshot, or undefined while parts are missing. */
@@ -116,7 +119,8 @@ export class SnapshotState {
       registration: structuredClone(this.#registration),
       leaf: structuredClone(this.#leaf),
       roots: structuredClone(this.#roots),
-      endpoints: new Map([...this.#endpoints].map(([k, v]) => [k, structuredClone(v)])),
+      chains: new Map([...this.#chains].map(([k, v]) => [k, structuredClone(v)])),
+      targets: new Map([...this.#targets].map(([k, v]) => [k, structuredClone(v)])),
       intentions: this.#enforceIntentions ? structuredClone(this.#intentions) : undefined,
     });
   }

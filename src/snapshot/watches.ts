@@ -1,14 +1,18 @@
 /**
- * Starts and stops the Consul watches of one sidecar: its proxy registration, its leaf (and, when
- * enforced, its service's intentions, which follow the same service name), the CA roots, and one
- * watch per upstream — started and stopped as the registration changes (starting
- * one that runs is a no-op). Watches only emit tagged events; SnapshotState owns the data.
+ * Starts and stops the Consul watches of one sidecar, a keyed two-level set: its proxy
+ * registration, its leaf (and, when enforced, its service's intentions, which follow the same
+ * service name) and the CA roots; then, from the registration, one watch per target of the
+ * upstreams' chains, started and stopped as the chains change, keyed by target id (starting one
+ * that runs is a no-op). Watches only emit tagged events; SnapshotState owns the data.
  */
 import type { ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
 import { runWatch } from '../consul/watch.js';
 import type { SnapshotEvent } from './fold.js';
-import type { Endpoint, ProxyRegistration, Upstream } from '../domain/snapshot.js';
+import { trivialChain } from '../domain/chain.js';
+import type { Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
 
+/** Watches of upstream targets are named `target:<target id>`. */
+export const TARGET_WATCH_PREFIX = 'target:';
 /** Prepared queries cannot block: poll them at this interval. */
 export const PREPARED_QUERY_POLL_MS = 10_000;
 
@@ -23,6 +27,8 @@ export interface WatchErrorReport {
 
 export interface SidecarWatchesOptions {
   api: ConsulAgentApi;
+  /** The local agent's datacenter: targets are named with theirs resolved. */
+  datacenter: string;
   proxyId: string;
   emit: (event: SnapshotEvent) => void;
   onError: (report: WatchErrorReport) => void;
@@ -59,7 +65,7 @@ export class SidecarWatches {
         this.#opts.emit({ kind: 'registration', value: registration });
         this.#syncLeaf(registration.serviceName);
         if (this.#opts.watchIntentions === true) this.#syncIntentions(registration.serviceName, registration.namespace);
-        this.#syncUpstreams(registration.upstreams);
+        this.#syncTargets(registration.upstreams);
       },
     );
     this.#startWatch('roots', (cursor, signal) => api.roots(cursor, signal), (roots) => this.#opts.emit({ kind: 'roots', value: roots }));
@@ -93,24 +99,33 @@ export class SidecarWatches {
     this.#startWatch(name, (cursor, signal) => api.intentionsMatch(target, cursor, signal), (value) => this.#opts.emit({ kind: 'intentions', value }));
   }
 
-  #syncUpstreams(upstreams: readonly Upstream[]): void {
-    const wanted = new Set(upstreams.map((u) => `upstream:${u.key}`));
+  /**
+   * One watch per target the upstreams' chains use (two upstreams that reach the same target share
+   * it): watches of targets no chain uses any more stop (and say so), new ones start, running ones
+   * are left alone.
+   */
+  #syncTargets(upstreams: readonly Upstream[]): void {
+    const { api, datacenter } = this.#opts;
+    const wanted = new Map<string, Target>();
+    for (const upstream of upstreams) {
+      for (const target of trivialChain(upstream, datacenter).targets) wanted.set(`${TARGET_WATCH_PREFIX}${target.id}`, target);
+    }
     for (const name of this.#running.keys()) {
-      if (name.startsWith('upstream:') && !wanted.has(name)) {
+      if (name.startsWith(TARGET_WATCH_PREFIX) && !wanted.has(name)) {
         this.#stopWatch(name);
-        this.#opts.emit({ kind: 'upstream-removed', upstreamKey: name.slice('upstream:'.length) });
+        this.#opts.emit({ kind: 'target-removed', targetId: name.slice(TARGET_WATCH_PREFIX.length) });
       }
     }
-    const { api } = this.#opts;
-    for (const upstream of upstreams) {
-      const name = `upstream:${upstream.key}`;
+    for (const [name, target] of wanted) {
+      if (this.#running.has(name)) continue;
       const query = {
-        destinationName: upstream.destinationName,
-        destinationNamespace: upstream.destinationNamespace,
-        datacenter: upstream.datacenter,
+        destinationName: target.service,
+        destinationNamespace: target.namespace,
+        // The local datacenter is not named in the query, as Consul's own proxies ask.
+        datacenter: target.datacenter === datacenter ? '' : target.datacenter,
       };
-      const onValue = (value: Endpoint[]): void => this.#opts.emit({ kind: 'endpoints', upstreamKey: upstream.key, value });
-      if (upstream.destinationType === 'prepared_query') {
+      const onValue = (value: Endpoint[]): void => this.#opts.emit({ kind: 'target-endpoints', targetId: target.id, value });
+      if (target.kind === 'prepared_query') {
         this.#startWatch(name, async (_cursor, signal) => ({ value: await api.preparedQueryEndpoints(query, signal), cursor: {} }), onValue, PREPARED_QUERY_POLL_MS);
       } else {
         this.#startWatch(name, (cursor, signal) => api.upstreamEndpoints(query, cursor, signal), onValue);

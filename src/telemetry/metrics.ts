@@ -59,7 +59,8 @@ export interface MetricsSources {
 }
 
 export function watchKind(watchName: string): WatchKind {
-  const prefix = watchName.split(':', 1)[0] ?? '';
+  // Watches of upstream targets (`target:<id>`) are reported as `upstream`, as before targets existed.
+  const prefix = watchName.startsWith('target:') ? 'upstream' : (watchName.split(':', 1)[0] ?? '');
   return (WATCH_KINDS as readonly string[]).includes(prefix) ? (prefix as WatchKind) : 'other';
 }
 
@@ -68,8 +69,8 @@ const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> = {
   leaf: 'leaf',
   roots: 'roots',
   intentions: 'intentions',
-  endpoints: 'upstream',
-  'upstream-removed': undefined,
+  'target-endpoints': 'upstream',
+  'target-removed': undefined,
 };
 
 const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'root'];

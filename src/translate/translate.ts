@@ -17,13 +17,15 @@ import {
   STATS_FRONTEND_NAME,
   STATS_SOCKET_FILE,
   endpointServerName,
+  fnv1a32Hex,
   upstreamBackendName,
   upstreamFrontendName,
 } from '../domain/haproxy-names.js';
 import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
 import { certificateProblem } from '../domain/certificates.js';
-import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Upstream } from '../domain/snapshot.js';
+import { trivialChain } from '../domain/chain.js';
+import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
@@ -175,25 +177,20 @@ function upstreamServers(upstreamKey: string, endpoints: readonly Endpoint[], dr
   return [...byName.values()].sort((a, b) => compareStrings(a.name, b.name));
 }
 
-function upstreamProxies(upstream: Upstream, servers: Server[]): { frontend: Frontend; backend: Backend } {
+/**
+ * The backend of one target of an upstream's chain. The chain's first target keeps the name the
+ * upstream's backend always had (`upstream_<key>_be`), so a trivial chain renders exactly as
+ * before; further targets (the discovery chain's) get the target's hash appended.
+ */
+function targetBackendName(upstream: Upstream, target: Target, index: number): string {
+  const base = upstreamBackendName(upstream.key);
+  return index === 0 ? base : `${base}_${fnv1a32Hex(target.id)}`;
+}
+
+function targetBackend(upstream: Upstream, name: string, servers: Server[]): Backend {
   const mode = modeOf(upstream.protocol);
-  const backendName = upstreamBackendName(upstream.key);
-  const frontend: Frontend = {
-    name: upstreamFrontendName(upstream.key),
-    mode,
-    bind:
-      upstream.localBindSocketPath !== undefined && upstream.localBindSocketPath !== ''
-        ? { kind: 'unix', path: upstream.localBindSocketPath, mode: upstream.localBindSocketMode }
-        : { kind: 'inet', address: upstream.localBindAddress, port: upstream.localBindPort },
-    tls: undefined,
-    defaultBackend: backendName,
-    ...frontendTimeouts(mode),
-    maxconn: undefined,
-    spoe: undefined,
-    accessLog: undefined,
-  };
-  const backend: Backend = {
-    name: backendName,
+  return {
+    name,
     mode,
     // A dynamic algorithm: the runtime API can only add servers to such backends (FACTS.md §2).
     balance: 'roundrobin',
@@ -206,7 +203,33 @@ function upstreamProxies(upstream: Upstream, servers: Server[]): { frontend: Fro
     protoH2: false,
     servers,
   };
-  return { frontend, backend };
+}
+
+function upstreamFrontend(upstream: Upstream, defaultBackend: string): Frontend {
+  const mode = modeOf(upstream.protocol);
+  return {
+    name: upstreamFrontendName(upstream.key),
+    mode,
+    bind:
+      upstream.localBindSocketPath !== undefined && upstream.localBindSocketPath !== ''
+        ? { kind: 'unix', path: upstream.localBindSocketPath, mode: upstream.localBindSocketMode }
+        : { kind: 'inet', address: upstream.localBindAddress, port: upstream.localBindPort },
+    tls: undefined,
+    defaultBackend,
+    ...frontendTimeouts(mode),
+    maxconn: undefined,
+    spoe: undefined,
+    accessLog: undefined,
+  };
+}
+
+/** An upstream's listener and one backend per target of its chain; the first target serves. */
+function upstreamProxies(upstream: Upstream, snapshot: Snapshot, dropped: DroppedItem[]): { frontend: Frontend; backends: Backend[] } {
+  const chain = snapshot.chains.get(upstream.key) ?? trivialChain(upstream, snapshot.datacenter);
+  const backends = chain.targets.map((target, index) =>
+    targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, snapshot.targets.get(target.id) ?? [], dropped)));
+  const first = backends[0]?.name ?? upstreamBackendName(upstream.key);
+  return { frontend: upstreamFrontend(upstream, first), backends };
 }
 
 /** The model, and the items left out of it because their data from Consul cannot be used. */
@@ -247,25 +270,27 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
 
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
   for (const upstream of upstreams) {
-    const servers = upstreamServers(upstream.key, snapshot.endpoints.get(upstream.key) ?? [], dropped);
-    const proxies = upstreamProxies(upstream, servers);
+    // Instances left out while translating an upstream that is left out itself are not reported twice.
+    const instanceDrops: DroppedItem[] = [];
+    const proxies = upstreamProxies(upstream, snapshot, instanceDrops);
     const cluster = upstreamCluster(upstream, snapshot.datacenter, snapshot.roots.trustDomain);
     const frontend = { ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) };
     const taken = frontends.find((f) => bindsConflict(f.bind, frontend.bind));
     const problem = taken !== undefined
       ? `its listener ${describeBind(frontend.bind)} overlaps the listener of frontend '${taken.name}'`
       : modelProblem(() => {
-        checkBackend(proxies.backend, fileMap);
+        for (const backend of proxies.backends) checkBackend(backend, fileMap);
         checkBind(frontend);
-        checkFrontend(frontend, new Map([[proxies.backend.name, proxies.backend]]), fileMap);
+        checkFrontend(frontend, new Map(proxies.backends.map((b) => [b.name, b])), fileMap);
         checkAccessLog(frontend, global);
       });
     if (problem !== undefined) {
       dropped.push({ kind: 'upstream', item: upstream.key, reason: problem });
       continue;
     }
+    dropped.push(...instanceDrops);
     frontends.push(frontend);
-    backends.push(proxies.backend);
+    backends.push(...proxies.backends);
   }
 
   const model: HaproxyModel = { global, files, frontends, backends };

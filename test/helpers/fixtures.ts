@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { IntentionSet } from '../../src/domain/intentions.js';
+import { trivialChain } from '../../src/domain/chain.js';
 import type { AccessLogs, Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/domain/snapshot.js';
 
 export const CERTS_DIR = fileURLToPath(new URL('../golden/certs/', import.meta.url));
@@ -100,8 +101,14 @@ export interface SnapshotParts {
   accessLogs?: AccessLogs;
 }
 
-/** The `web` sidecar on node-1 in dc1. */
+/**
+ * The `web` sidecar on node-1 in dc1. `endpoints` are given per upstream key and land on the
+ * target of that upstream's (trivial) chain.
+ */
 export function snapshot(parts: SnapshotParts = {}): Snapshot {
+  const upstreams = parts.upstreams ?? [];
+  const chains = new Map(upstreams.map((u) => [u.key, trivialChain(u, 'dc1')]));
+  const targetOf = (key: string): string => chains.get(key)?.targets[0]?.id ?? `unregistered:${key}`;
   return {
     datacenter: 'dc1',
     registration: {
@@ -117,7 +124,8 @@ export function snapshot(parts: SnapshotParts = {}): Snapshot {
     },
     leaf: parts.leaf ?? webLeaf(),
     roots: parts.roots ?? roots(),
-    endpoints: new Map(parts.endpoints ?? []),
+    chains,
+    targets: new Map((parts.endpoints ?? []).map(([key, endpoints]) => [targetOf(key), endpoints])),
     intentions: parts.intentions,
   };
 }

@@ -88,27 +88,27 @@ describe('SidecarMetrics', () => {
 
   test('watch health by kind: pending until answered, failing after an error, ok again after an answer; stopped watches drop out', async () => {
     const f = fixture();
-    f.sources.watches.push('upstream:service:default/api@', 'upstream:service:default/db@');
+    f.sources.watches.push('target:api.default.default.dc1', 'target:db.default.default.dc1');
     const state = async (watch: string, s: string): Promise<number | undefined> => sampleValue(await f.scrape(), 'haproxy_connect_consul_watches', { watch, state: s });
     assert.equal(await state('upstream', 'pending'), 2);
-    f.metrics.watchAnswered('upstream:service:default/api@');
-    f.metrics.watchFailed('upstream:service:default/db@', 1);
-    f.metrics.watchFailed('upstream:service:default/db@', 2);
+    f.metrics.watchAnswered('target:api.default.default.dc1');
+    f.metrics.watchFailed('target:db.default.default.dc1', 1);
+    f.metrics.watchFailed('target:db.default.default.dc1', 2);
     assert.equal(await state('upstream', 'ok'), 1);
     assert.equal(await state('upstream', 'failing'), 1);
     assert.equal(await state('upstream', 'pending'), 0);
     assert.equal(sampleValue(await f.scrape(), 'haproxy_connect_consul_watch_errors_total', { watch: 'upstream' }), 2);
 
-    f.metrics.watchAnswered('upstream:service:default/db@');
+    f.metrics.watchAnswered('target:db.default.default.dc1');
     assert.equal(await state('upstream', 'ok'), 2);
     // The db upstream is removed from the registration: its watch stops and leaves the gauge.
-    f.sources.watches = f.sources.watches.filter((w) => !w.includes('/db@'));
+    f.sources.watches = f.sources.watches.filter((w) => !w.startsWith('target:db.'));
     assert.equal(await state('upstream', 'ok'), 1);
     assert.equal(await state('upstream', 'failing'), 0);
 
-    f.metrics.snapshotChanged('endpoints');
+    f.metrics.snapshotChanged('target-endpoints');
     f.metrics.snapshotChanged('leaf');
-    f.metrics.snapshotChanged('upstream-removed');
+    f.metrics.snapshotChanged('target-removed');
     const e = await f.scrape();
     assert.equal(sampleValue(e, 'haproxy_connect_consul_watch_updates_total', { watch: 'upstream' }), 1);
     assert.equal(sampleValue(e, 'haproxy_connect_consul_watch_updates_total', { watch: 'leaf' }), 1);
@@ -119,7 +119,8 @@ describe('SidecarMetrics', () => {
     assert.equal(watchKind('leaf:web'), 'leaf');
     assert.equal(watchKind('roots'), 'roots');
     assert.equal(watchKind('intentions:ns1/web'), 'intentions');
-    assert.equal(watchKind('upstream:prepared_query:default/q@'), 'upstream');
+    assert.equal(watchKind('target:api.default.default.dc1'), 'upstream');
+    assert.equal(watchKind('target:query:q.dc1'), 'upstream');
     assert.equal(watchKind('something-new:x'), 'other');
   });
 
@@ -175,7 +176,7 @@ describe('SidecarMetrics', () => {
     const before = (await scrape()).samples.length;
     for (let i = 0; i < 200; i++) {
       metrics.activated({ outcome: 'reloaded', reasons: [`frontend upstream_svc${i}_${i.toString(16).padStart(8, '0')} added`, `something nobody planned ${i}`], durationMs: 1 });
-      metrics.watchFailed(`upstream:service:default/svc${i}@`, 1);
+      metrics.watchFailed(`target:svc${i}.default.default.dc1`, 1);
     }
     const after = (await scrape()).samples.length;
     assert.equal(after, before);

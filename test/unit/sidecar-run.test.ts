@@ -157,7 +157,7 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       await waitFor('three failures logged', async () => (sidecar.messages('watch failed; keeping the last good value and retrying').length >= 3 ? true : undefined), 20_000);
       const failure = sidecar.messages('watch failed; keeping the last good value and retrying')[0];
       assert.equal(failure?.code, 'CONSUL_UNREACHABLE');
-      assert.equal(failure?.watch, 'upstream:service:default/api@');
+      assert.equal(failure?.watch, 'target:api.default.default.dc1');
       sidecar.consul.setEndpoints(API, [endpoint('node-2', '127.0.0.2', 7)]);
       const cfg = join(sidecar.runDir(), 'haproxy.cfg');
       await waitFor('the update after the outage', async () => ((await readFile(cfg, 'utf8')).includes('127.0.0.2:7 ') ? true : undefined), 20_000);

@@ -68,26 +68,36 @@ describe('SnapshotState', () => {
     assert.equal(state.snapshot()?.registration.serviceName, 'billing');
   });
 
-  test('equal data is no change; the version moves only on change', () => {
+  test('equal data is no change', () => {
     const state = new SnapshotState('dc1');
     assert.equal(state.apply({ kind: 'leaf', value: leaf }), true);
     assert.equal(state.apply({ kind: 'leaf', value: { ...leaf } }), false);
-    assert.equal(state.version, 1);
     assert.equal(state.apply({ kind: 'leaf', value: { ...leaf, modifyIndex: 6 } }), true);
-    assert.equal(state.version, 2);
   });
-  test('endpoints of unregistered upstreams are ignored and dropped with their upstream', () => {
+  test('the snapshot is organised by upstream (its chain) and target (its endpoints); unused targets are ignored and dropped', () => {
     const state = new SnapshotState('dc1');
     const api = upstream('api');
+    const target = 'api.default.default.dc1';
     const ep = [{ id: 'n/api-sidecar-proxy', node: 'n', address: '127.0.0.1', port: 21001, weight: 1 }];
-    assert.equal(state.apply({ kind: 'endpoints', upstreamKey: api.key, value: ep }), false);
+    assert.equal(state.apply({ kind: 'target-endpoints', targetId: target, value: ep }), false);
     state.apply({ kind: 'registration', value: registration([api]) });
     state.apply({ kind: 'leaf', value: leaf });
     state.apply({ kind: 'roots', value: roots });
-    assert.equal(state.apply({ kind: 'endpoints', upstreamKey: api.key, value: ep }), true);
-    assert.deepEqual(state.snapshot()?.endpoints.get(api.key), ep);
+    assert.deepEqual(state.targetsWithoutAnswer(), [target]);
+    assert.deepEqual(state.snapshot()?.chains.get(api.key)?.targets.map((t) => t.id), [target]);
+    assert.equal(state.apply({ kind: 'target-endpoints', targetId: target, value: ep }), true);
+    assert.deepEqual(state.targetsWithoutAnswer(), []);
+    assert.deepEqual(state.snapshot()?.targets.get(target), ep);
     state.apply({ kind: 'registration', value: registration([]) });
-    assert.equal(state.snapshot()?.endpoints.has(api.key), false);
+    assert.equal(state.snapshot()?.targets.has(target), false);
+  });
+  test('two upstreams that reach the same target share it; the local datacenter is named', () => {
+    const state = new SnapshotState('dc1');
+    const local = upstream('api');
+    const named = { ...upstream('api'), key: 'service:default/api@dc1', datacenter: 'dc1', localBindPort: 9001 };
+    const other = { ...upstream('api'), key: 'service:default/api@dc2', datacenter: 'dc2', localBindPort: 9002 };
+    state.apply({ kind: 'registration', value: registration([local, named, other]) });
+    assert.deepEqual(state.usedTargets().map((t) => t.id).sort(), ['api.default.default.dc1', 'api.default.default.dc2']);
   });
   test('the snapshot is an immutable copy', () => {
     const state = new SnapshotState('dc1');

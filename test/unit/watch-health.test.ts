@@ -33,7 +33,7 @@ describe('watch health', () => {
     consul.failNext(2, new HaproxyConnectError('CONSUL_UNREACHABLE', 'agent down'), 'roots');
     watches = new SidecarWatches({
       api: consul,
-      proxyId: 'web-sidecar-proxy',
+      proxyId: 'web-sidecar-proxy', datacenter: 'dc1',
       signal: root.signal,
       emit: () => {},
       onError: ({ watch, attempt }) => metrics.watchFailed(watch, attempt),

@@ -1,0 +1,27 @@
+/**
+ * What an upstream resolves to: its discovery chain, a list of targets, each one set of instances
+ * of one service (or prepared query) in one datacenter, watched on its own. PURE.
+ *
+ * Today every chain is trivial — one target, the upstream's destination — as Consul compiles a
+ * chain without service-resolver, service-router or service-splitter entries. The discovery chain
+ * (resolvers: subsets, redirects, failover) fills in more targets; the watch set and the snapshot
+ * are already keyed by target, so two upstreams that reach the same target share one watch.
+ */
+import { DEFAULT_PARTITION } from './consul.js';
+import type { Chain, Target, Upstream } from './snapshot.js';
+
+export type { Chain, Target } from './snapshot.js';
+
+/** The target an upstream's destination names, its datacenter resolved against the local one. */
+export function destinationTarget(upstream: Upstream, localDatacenter: string): Target {
+  const datacenter = upstream.datacenter === '' ? localDatacenter : upstream.datacenter;
+  const base = { service: upstream.destinationName, namespace: upstream.destinationNamespace, partition: DEFAULT_PARTITION, datacenter };
+  return upstream.destinationType === 'prepared_query'
+    ? { ...base, kind: 'prepared_query', id: `query:${upstream.destinationName}.${datacenter}` }
+    : { ...base, kind: 'service', id: `${upstream.destinationName}.${upstream.destinationNamespace}.${DEFAULT_PARTITION}.${datacenter}` };
+}
+
+/** The chain of an upstream without discovery-chain config entries: its destination alone. */
+export function trivialChain(upstream: Upstream, localDatacenter: string): Chain {
+  return { targets: [destinationTarget(upstream, localDatacenter)] };
+}
