@@ -2,7 +2,8 @@
  * The folder graph of src/, enforced in CI (`npm run lint:deps`). Data flows one way:
  *
  *   config ─▶ consul (client, watch loop) ─▶ snapshot (fold, watch set) ─▶ translate (pure)
- *     ─▶ haproxy (model, render, plan: pure; process, runtime API, files: I/O) ─▶ reconcile.ts
+ *     ─▶ haproxy (model, validate, render, plan: pure) ─▶ driver (process, runtime API, master
+ *     CLI, files: I/O) ─▶ reconcile.ts
  *
  * with the leaves beside it: domain (plain types and pure rules every layer shares; imports
  * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
@@ -34,9 +35,10 @@ module.exports = {
     layer('snapshot', ['consul']),
     layer('intentions', ['spiffe', 'spoe']),
     layer('haproxy', []),
+    layer('driver', ['haproxy']),
     layer('translate', ['haproxy']),
     layer('telemetry', ['config']),
-    { comment: 'the reconcile loop: translate, plan, apply', from: { path: '^src/reconcile[.]ts$' }, to: { path: ['^src/(translate|haproxy|snapshot|domain)/', shared] } },
+    { comment: 'the reconcile loop: translate, plan, apply', from: { path: '^src/reconcile[.]ts$' }, to: { path: ['^src/(translate|haproxy|driver|snapshot|domain)/', shared] } },
     { comment: 'the composition root knows every part', from: { path: '^src/(main|cli)[.]ts$' }, to: { path: '^src/' } },
     { comment: 'tests, the harness, the bench and the demo may use anything', from: { path: '^(test|devtools|bench|demo)/' }, to: {} },
   ],

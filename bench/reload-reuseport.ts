@@ -25,7 +25,7 @@ import { httpGet } from '../devtools/probes.js';
 import { isAlive } from '../devtools/proc.js';
 import { SidecarProcess, startReadySidecar } from '../devtools/sidecar.js';
 import { Traffic } from '../devtools/traffic.js';
-import { parseShowProc, sendCommand, type ShowProc } from '../src/haproxy/master-cli.js';
+import { parseShowProc, sendCommand, type ShowProc } from '../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../src/main.js';
 
 const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';

@@ -1,6 +1,6 @@
 /** Process-tree inspection through /proc, for tests that must prove nothing is left behind. */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { isAlive, procStat } from '../src/haproxy/pids.js';
+import { isAlive, procStat } from '../src/driver/pids.js';
 
 export { isAlive };
 

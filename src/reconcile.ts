@@ -11,12 +11,12 @@
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from './errors.js';
 import { findDrift } from './haproxy/drift.js';
-import type { ActivateOutcome, HaproxyDriver } from './haproxy/driver.js';
+import type { ActivateOutcome, HaproxyDriver } from './driver/driver.js';
 import type { HaproxyModel } from './haproxy/model.js';
 import { plan, runtimeSubset } from './haproxy/plan.js';
 import { render } from './haproxy/render.js';
 import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
-import type { OpResult } from './haproxy/runtime.js';
+import type { OpResult } from './driver/runtime.js';
 import type { SnapshotState } from './snapshot/fold.js';
 import type { DroppedItem } from './domain/snapshot.js';
 import type { Logger } from './logger.js';

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { rotateConnectCa } from '../../devtools/certs.js';
 import { waitFor } from '../../devtools/ports.js';
 import { servedCertificate } from '../../devtools/probes.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../../src/main.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { startMeshPair } from './mesh-pair.js';

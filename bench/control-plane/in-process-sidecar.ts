@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
 import { createLogger } from '../../src/logger.js';
 import { webSidecarConfig } from '../../test/helpers/fake-web-agent.js';

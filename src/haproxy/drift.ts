@@ -5,7 +5,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { HaproxyModel } from './model.js';
 import { LEAF_FILE } from '../domain/haproxy-names.js';
-import type { LiveServer } from './runtime.js';
+import type { LiveServer } from './runtime-state.js';
 
 /** Serial (upper-case hex, as HAProxy prints it) of the first certificate of the model's leaf file. */
 export function leafSerial(model: HaproxyModel): string | undefined {

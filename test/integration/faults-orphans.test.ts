@@ -19,9 +19,9 @@ import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet } from '../../devtools/probes.js';
 import { isAlive, tcpListeners } from '../../devtools/proc.js';
 import { SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
-import { ownerRecordPath } from '../../src/haproxy/owner-record.js';
-import { procStat } from '../../src/haproxy/pids.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
+import { ownerRecordPath } from '../../src/driver/owner-record.js';
+import { procStat } from '../../src/driver/pids.js';
 import { MASTER_SOCKET } from '../../src/main.js';
 
 const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';

@@ -20,7 +20,7 @@ import { httpGet } from '../../devtools/probes.js';
 import { commandName, descendants, isAlive, processGroup } from '../../devtools/proc.js';
 import { SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, type TrafficReport } from '../../devtools/traffic.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../../src/main.js';
 
 /**

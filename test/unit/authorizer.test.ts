@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
-import { parseShowSess } from '../../src/haproxy/sessions.js';
+import { parseShowSess } from '../../src/driver/sessions.js';
 import { Authorizer, formatSource } from '../../src/intentions/authorizer.js';
 import type { Intention, IntentionSet } from '../../src/domain/intentions.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../../src/spoe/types.js';

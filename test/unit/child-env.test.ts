@@ -11,9 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { waitFor } from '../../devtools/ports.js';
-import { checkConfig, haproxyVersion } from '../../src/haproxy/check.js';
-import { HAPROXY_ENV_ALLOWED, haproxyEnv } from '../../src/haproxy/child-env.js';
-import { HaproxyProcess } from '../../src/haproxy/process.js';
+import { checkConfig, haproxyVersion } from '../../src/driver/check.js';
+import { HAPROXY_ENV_ALLOWED, haproxyEnv } from '../../src/driver/child-env.js';
+import { HaproxyProcess } from '../../src/driver/process.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 

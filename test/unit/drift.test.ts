@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { findDrift, leafSerial } from '../../src/haproxy/drift.js';
-import type { LiveServer } from '../../src/haproxy/runtime.js';
+import type { LiveServer } from '../../src/haproxy/runtime-state.js';
 import { translate } from '../../src/translate/translate.js';
 import { endpoint, snapshot, upstream } from '../helpers/fixtures.js';
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { createRunDir, ManagedFiles, removeRunDir, writeFilesAtomic } from '../../src/haproxy/files.js';
+import { createRunDir, ManagedFiles, removeRunDir, writeFilesAtomic } from '../../src/driver/files.js';
 
 describe('files', () => {
   let base: string;

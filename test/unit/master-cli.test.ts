@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 
 // Captured from HAProxy 2.6.12 (show proc after one good and one failed reload).
 const SHOW_PROC_FAILED = [

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
-import type { ProcessState } from '../../src/haproxy/process.js';
-import type { OpResult } from '../../src/haproxy/runtime.js';
+import type { ProcessState } from '../../src/driver/process.js';
+import type { OpResult } from '../../src/driver/runtime.js';
 import { Authorizer } from '../../src/intentions/authorizer.js';
 import type { SpoeMessage } from '../../src/spoe/types.js';
 import { METRIC_PREFIX, SidecarMetrics, watchKind, type MetricsSources } from '../../src/telemetry/metrics.js';

@@ -13,15 +13,15 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { waitFor } from '../../devtools/ports.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { RUN_DIR_PREFIX } from '../../src/haproxy/files.js';
-import { parseShowProc, sendCommand } from '../../src/haproxy/master-cli.js';
+import { RUN_DIR_PREFIX } from '../../src/driver/files.js';
+import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import {
   claimSidecar, findRunDirHaproxy, haproxyPaths, isHaproxyOfRunDir, isRecordedDaemon, isRunDirUnder,
-} from '../../src/haproxy/orphans.js';
+} from '../../src/driver/orphans.js';
 import {
   cmdlineHash, createOwnerRecord, ownerRecordName, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord,
-} from '../../src/haproxy/owner-record.js';
-import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/haproxy/pids.js';
+} from '../../src/driver/owner-record.js';
+import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/driver/pids.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 

@@ -11,12 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { checkConfig, compareVersions, haproxyVersion, parseHaproxyVersion } from '../../src/haproxy/check.js';
-import { HaproxyProcess, type HaproxyProcessOptions, type ProcessState } from '../../src/haproxy/process.js';
+import { checkConfig, compareVersions, haproxyVersion, parseHaproxyVersion } from '../../src/driver/check.js';
+import { HaproxyProcess, type HaproxyProcessOptions, type ProcessState } from '../../src/driver/process.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
 import { waitFor } from '../../devtools/ports.js';
-import { isAlive } from '../../src/haproxy/pids.js';
+import { isAlive } from '../../src/driver/pids.js';
 
 const HAPROXY = '/usr/sbin/haproxy';
 const WAIT_MS = 10_000;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConsulHttpClient } from '../../src/consul/client.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import type { ProcessState } from '../../src/haproxy/process.js';
+import type { ProcessState } from '../../src/driver/process.js';
 import { HaproxyStatsClient } from '../../src/telemetry/haproxy-stats.js';
 import { SidecarMetrics } from '../../src/telemetry/metrics.js';
 import type { SidecarView } from '../../src/telemetry/readiness.js';

@@ -7,11 +7,12 @@ import type { Logger } from '../logger.js';
 import { ConfigWriter } from './config-writer.js';
 import type { ActivateOutcome, DriverState, HaproxyDriver, LiveState } from './driver.js';
 import type { ManagedFiles } from './files.js';
-import type { HaproxyModel } from './model.js';
+import type { HaproxyModel } from '../haproxy/model.js';
 import { ADMIN_SOCKET_FILE, LEAF_FILE } from '../domain/haproxy-names.js';
 import type { HaproxyProcess } from './process.js';
-import { applyOps, parseServersState, parseShowSslCert, RuntimeSession, type OpResult } from './runtime.js';
-import type { RuntimeOp } from './runtime-ops.js';
+import { applyOps, RuntimeSession, type OpResult } from './runtime.js';
+import { parseServersState, parseShowSslCert } from '../haproxy/runtime-state.js';
+import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 
 export interface NativeDriverOptions {
   haproxy: HaproxyProcess;

@@ -5,9 +5,10 @@
  * Plane API. Both share translate, plan and the reconcile policy (coalescing, pending deletions,
  * drift repair); only the I/O differs.
  */
-import type { HaproxyModel } from './model.js';
-import type { LiveServer, OpResult } from './runtime.js';
-import type { RuntimeOp } from './runtime-ops.js';
+import type { HaproxyModel } from '../haproxy/model.js';
+import type { OpResult } from './runtime.js';
+import type { LiveServer } from '../haproxy/runtime-state.js';
+import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 
 /** What activate() did: started a stopped HAProxy, reloaded a running one, or only wrote the files for a pending restart. */
 export type ActivateOutcome = 'started' | 'reloaded' | 'deferred';

@@ -11,7 +11,7 @@ import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { checkConfig } from './check.js';
 import { writeSyncedTemp, type ManagedFiles } from './files.js';
-import type { HaproxyModel } from './model.js';
+import type { HaproxyModel } from '../haproxy/model.js';
 
 export const CONFIG_FILE = 'haproxy.cfg';
 /** haproxy.cfg names the run directory's files: readable by us (and HAProxy, which runs as us) only. */
