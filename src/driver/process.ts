@@ -21,7 +21,12 @@ import { createInterface } from 'node:readline';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { haproxyEnv } from './child-env.js';
 import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
-import { isAlive, procStat, signalPid } from './pids.js';
+import { HaproxyOutput, type ProcessLogger } from './haproxy-output.js';
+import { signalPid } from './pids.js';
+import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, delay, reapWorkers } from './reap.js';
+import { DEFAULT_RESTART_BACKOFF, RestartBackoff } from './restart-backoff.js';
+
+export { DEFAULT_RESTART_BACKOFF } from './restart-backoff.js';
 
 /** How long start() waits for the master CLI to list a worker. */
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
@@ -31,18 +36,9 @@ export const DEFAULT_RELOAD_TIMEOUT_MS = 10_000;
 export const DEFAULT_KILL_TIMEOUT_MS = 10_000;
 /** After SIGTERM (hard stop of the workers), wait this long before SIGKILL of the whole group. */
 const TERM_TIMEOUT_MS = 3_000;
-const SIGKILL_WAIT_MS = 2_000;
-/** Workers normally leave together with the master; after this they are SIGKILLed by pid. */
-const WORKER_EXIT_TIMEOUT_MS = 3_000;
-export const DEFAULT_RESTART_BACKOFF = { baseMs: 500, maxMs: 30_000 } as const;
 /** A master that ran this long before crashing restarts from the base backoff again. */
-const STABLE_RUN_MS = 60_000;
-const POLL_INTERVAL_MS = 25;
 const CLI_TIMEOUT_MS = 2_000;
 /** HAProxy's stderr copy of an event it also sends to its log targets (server/proxy state changes). */
-const RING_LOGGED_EVENT = /^\[(?:WARNING|ALERT|NOTICE)\]\s+\(\d+\) : (?:Server |Proxy |Stopping (?:proxy|backend|frontend) |backend .* has no server available)/;
-/** stderr lines kept for error messages (start failures, reload ALERTs). */
-const STDERR_TAIL_LINES = 50;
 
 import type { ProcessState } from '../domain/haproxy.js';
 
@@ -58,13 +54,7 @@ const TRANSITIONS: Readonly<Record<ProcessState, readonly ProcessState[]>> = {
   stopping: ['stopped'],
 };
 
-/** The subset of a pino logger this module uses (pino's Logger satisfies it). */
-export interface ProcessLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-}
+export type { ProcessLogger } from './haproxy-output.js';
 
 export interface ExitInfo {
   code: number | null;
@@ -101,12 +91,7 @@ interface Run {
   workerPids: Set<number>;
 }
 
-interface TailLine {
-  seq: number;
-  line: string;
-}
 
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Resolves true if the run exits within `ms`, false otherwise. */
 async function waitExit(run: Run, ms: number): Promise<boolean> {
@@ -131,10 +116,9 @@ export class HaproxyProcess extends EventEmitter {
   /** The spawn-and-wait-for-ready in flight; stop() waits for it to notice and clean up. */
   #launching: Promise<void> | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
-  #restartAttempts = 0;
+  readonly #backoff: RestartBackoff;
   #runningSince = 0;
-  #tail: TailLine[] = [];
-  #seq = 0;
+  readonly #output: HaproxyOutput;
   readonly #exitHook = (): void => {
     const run = this.#run;
     if (run && !run.exitInfo) {
@@ -158,6 +142,8 @@ export class HaproxyProcess extends EventEmitter {
       ...options,
     };
     this.#log = options.logger;
+    this.#backoff = new RestartBackoff(this.#opts.restartBackoff);
+    this.#output = new HaproxyOutput(options.logger);
   }
 
   get state(): ProcessState {
@@ -209,9 +195,9 @@ export class HaproxyProcess extends EventEmitter {
       throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `Cannot reload haproxy while it is ${this.#state}`);
     }
     this.#transition('reloading');
-    const startSeq = this.#seq;
+    const startSeq = this.#output.mark;
     const failed = (message: string, cause?: unknown): HaproxyConnectError => {
-      const alerts = this.#tailSince(startSeq).filter((l) => l.startsWith('[ALERT]'));
+      const alerts = this.#output.since(startSeq).filter((l) => l.startsWith('[ALERT]'));
       const detail = alerts.length > 0 ? `:\n${alerts.join('\n')}` : '';
       if (this.#is('reloading')) this.#transition('running');
       return new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `${message}${detail}`, { cause });
@@ -342,7 +328,7 @@ export class HaproxyProcess extends EventEmitter {
     for (const [name, stream] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
       if (!stream) continue;
       const lines = createInterface({ input: stream, crlfDelay: Infinity });
-      lines.on('line', (line) => this.#haproxyLine(run.pid, name, line));
+      lines.on('line', (line) => this.#output.line(run.pid, name, line));
       streamsClosed.push(new Promise((resolve) => lines.once('close', resolve)));
     }
     const allClosed = Promise.all(streamsClosed).then(() => undefined);
@@ -364,23 +350,6 @@ export class HaproxyProcess extends EventEmitter {
     return run;
   }
 
-  #haproxyLine(pid: number, stream: 'stdout' | 'stderr', line: string): void {
-    this.#seq += 1;
-    this.#tail.push({ seq: this.#seq, line });
-    if (this.#tail.length > STDERR_TAIL_LINES) this.#tail.shift();
-    const fields = { component: 'haproxy', pid, stream };
-    // Server and proxy events also arrive through the log ring (src/telemetry/haproxy-logs.ts) as
-    // structured lines: their stderr copy is kept for error messages but logged at debug only.
-    if (RING_LOGGED_EVENT.test(line)) this.#log.debug(fields, line);
-    else if (line.startsWith('[ALERT]')) this.#log.error(fields, line);
-    else if (line.startsWith('[WARNING]')) this.#log.warn(fields, line);
-    else this.#log.info(fields, line);
-  }
-
-  #tailSince(seq: number): string[] {
-    return this.#tail.filter((t) => t.seq > seq).map((t) => t.line);
-  }
-
   /** Spawns the master and waits until the master CLI lists a current worker. */
   #launch(): Promise<void> {
     const launching = this.#launchOnce().finally(() => {
@@ -391,14 +360,14 @@ export class HaproxyProcess extends EventEmitter {
   }
 
   async #launchOnce(): Promise<void> {
-    const startSeq = this.#seq;
+    const startSeq = this.#output.mark;
     const run = await this.#spawn();
     this.#run = run;
     const deadline = Date.now() + this.#opts.readyTimeoutMs;
     while (true) {
       if (run.exitInfo) {
         await run.drained;
-        const tail = this.#tailSince(startSeq).slice(-10).join('\n');
+        const tail = this.#output.since(startSeq).slice(-10).join('\n');
         throw new HaproxyConnectError(
           'HAPROXY_START_FAILED',
           `haproxy with ${this.#opts.cfgPath} exited during startup (code ${run.exitInfo.code}, signal ${run.exitInfo.signal})${tail ? `:\n${tail}` : ''}`,
@@ -449,14 +418,9 @@ export class HaproxyProcess extends EventEmitter {
   }
 
   #scheduleRestart(): void {
-    if (Date.now() - this.#runningSince >= STABLE_RUN_MS) this.#restartAttempts = 0;
-    const { baseMs, maxMs } = this.#opts.restartBackoff;
-    // The first crash after a stable run restarts at once (the outage is HAProxy's start, ~0.2 s);
-    // crashes in a row back off: base, 2 x base, ... up to the cap.
-    const delayMs = this.#restartAttempts === 0 ? 0 : Math.min(maxMs, baseMs * 2 ** (this.#restartAttempts - 1));
-    this.#restartAttempts += 1;
+    const delayMs = this.#backoff.next(Date.now() - this.#runningSince);
     this.#transition('backoff');
-    this.#log.warn({ component: 'haproxy-process', delayMs, attempt: this.#restartAttempts }, 'restarting haproxy after backoff');
+    this.#log.warn({ component: 'haproxy-process', delayMs, attempt: this.#backoff.attempts }, 'restarting haproxy after backoff');
     this.#restartTimer = setTimeout(() => void this.#restart(), delayMs);
   }
 
@@ -495,28 +459,7 @@ export class HaproxyProcess extends EventEmitter {
     await this.#reapWorkers(run);
   }
 
-  /** Waits for the run's known workers to exit; SIGKILLs those still in the run's process group. */
   async #reapWorkers(run: Run): Promise<void> {
-    const deadline = Date.now() + WORKER_EXIT_TIMEOUT_MS;
-    let alive = [...run.workerPids].filter(isAlive);
-    while (alive.length > 0 && Date.now() < deadline) {
-      await delay(POLL_INTERVAL_MS);
-      alive = alive.filter(isAlive);
-    }
-    if (alive.length === 0) return;
-    for (const pid of alive) {
-      // Only a process still in the master's process group is one of ours (pids get reused).
-      if (procStat(pid)?.pgrp === run.pid) {
-        this.#log.warn({ component: 'haproxy-process', pid, master: run.pid }, 'haproxy worker outlived its master; sending SIGKILL');
-        signalPid(pid, 'SIGKILL');
-      }
-    }
-    const killDeadline = Date.now() + SIGKILL_WAIT_MS;
-    while (alive.some(isAlive) && Date.now() < killDeadline) await delay(POLL_INTERVAL_MS);
-    const left = alive.filter(isAlive);
-    if (left.length > 0) {
-      this.#log.error({ component: 'haproxy-process', pids: left, master: run.pid }, 'haproxy workers still running after SIGKILL');
-    }
+    await reapWorkers(run.workerPids, run.pid, this.#log);
   }
 }
-
