@@ -9,6 +9,7 @@ demo: setup
 
 test: setup
 	npm run --silent typecheck
+	npm run --silent lint
 	npm run --silent lint:deps
 	npm run --silent test:unit
 	npm run --silent test:integration

@@ -38,22 +38,41 @@ export interface DataPlaneRun {
 async function measure(path: PathUnderTest, workload: Workload, profile: Profile, round: number, signal: AbortSignal): Promise<DataPlaneRun> {
   const core = GENERATOR_CORE;
   if (workload === 'new-connection') {
-    const fresh = (durationS: number): Promise<FixedRateResult> => runFortio({
-      core, url: path.url, qps: profile.newConnectionQps, durationS, connections: profile.fixedRateConnections, keepAlive: false, signal,
-    });
+    const fresh = (durationS: number): Promise<FixedRateResult> =>
+      runFortio({
+        core,
+        url: path.url,
+        qps: profile.newConnectionQps,
+        durationS,
+        connections: profile.fixedRateConnections,
+        keepAlive: false,
+        signal,
+      });
     await fresh(profile.warmupS);
     return { path: path.name, workload, round, fixedRate: await fresh(profile.durationS) };
   }
   if (workload !== 'fixed-rate') {
-    const wrk = (durationS: number): Promise<SaturationResult> => runWrk({
-      core, url: path.url, durationS, connections: profile.wrkConnections, connectionClose: workload === 'connection-close', signal,
-    });
+    const wrk = (durationS: number): Promise<SaturationResult> =>
+      runWrk({
+        core,
+        url: path.url,
+        durationS,
+        connections: profile.wrkConnections,
+        connectionClose: workload === 'connection-close',
+        signal,
+      });
     await wrk(profile.warmupS);
     return { path: path.name, workload, round, saturation: await wrk(profile.durationS) };
   }
-  const fortio = (durationS: number): Promise<FixedRateResult> => runFortio({
-    core, url: path.url, qps: profile.fixedRateQps, durationS, connections: profile.fixedRateConnections, signal,
-  });
+  const fortio = (durationS: number): Promise<FixedRateResult> =>
+    runFortio({
+      core,
+      url: path.url,
+      qps: profile.fixedRateQps,
+      durationS,
+      connections: profile.fixedRateConnections,
+      signal,
+    });
   await fortio(profile.warmupS);
   const before = path.components.map((c) => cpuNsOf(c.pids()));
   const fixedRate = await fortio(profile.durationS);
@@ -71,9 +90,7 @@ async function measure(path: PathUnderTest, workload: Workload, profile: Profile
 }
 
 /** Runs every workload over every path; `onRun` sees each result as it lands (progress output). */
-export async function runDataPlane(
-  paths: readonly PathUnderTest[], profile: Profile, signal: AbortSignal, onRun: (run: DataPlaneRun) => void,
-): Promise<DataPlaneRun[]> {
+export async function runDataPlane(paths: readonly PathUnderTest[], profile: Profile, signal: AbortSignal, onRun: (run: DataPlaneRun) => void): Promise<DataPlaneRun[]> {
   const runs: DataPlaneRun[] = [];
   for (const workload of WORKLOADS) {
     for (let round = 1; round <= profile.rounds; round++) {

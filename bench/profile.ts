@@ -24,12 +24,26 @@ export interface Profile {
 
 export const PROFILES: Record<Profile['name'], Profile> = {
   full: {
-    name: 'full', warmupS: 2, durationS: 5, rounds: 2, wrkConnections: 50,
-    fixedRateQps: 2_000, fixedRateConnections: 8, newConnectionQps: 100, controlPlaneRepeats: 100,
+    name: 'full',
+    warmupS: 2,
+    durationS: 5,
+    rounds: 2,
+    wrkConnections: 50,
+    fixedRateQps: 2_000,
+    fixedRateConnections: 8,
+    newConnectionQps: 100,
+    controlPlaneRepeats: 100,
   },
   quick: {
-    name: 'quick', warmupS: 1, durationS: 2, rounds: 1, wrkConnections: 50,
-    fixedRateQps: 500, fixedRateConnections: 4, newConnectionQps: 50, controlPlaneRepeats: 5,
+    name: 'quick',
+    warmupS: 1,
+    durationS: 2,
+    rounds: 1,
+    wrkConnections: 50,
+    fixedRateQps: 500,
+    fixedRateConnections: 4,
+    newConnectionQps: 50,
+    controlPlaneRepeats: 5,
   },
 };
 

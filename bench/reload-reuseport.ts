@@ -23,7 +23,7 @@ import { ConsulDevAgent, registerMeshService } from '../devtools/consul-dev-agen
 import { freePorts, waitFor } from '../devtools/ports.js';
 import { httpGet } from '../devtools/probes.js';
 import { isAlive } from '../devtools/proc.js';
-import { SidecarProcess, startReadySidecar } from '../devtools/sidecar.js';
+import { type SidecarProcess, startReadySidecar } from '../devtools/sidecar.js';
 import { Traffic } from '../devtools/traffic.js';
 import { parseShowProc, sendCommand, type ShowProc } from '../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../src/main.js';
@@ -69,12 +69,17 @@ async function reload(runDir: string): Promise<void> {
   const before = await showProc(runDir);
   const old = new Set(before.workers.map((w) => w.pid));
   await sendCommand(join(runDir, MASTER_SOCKET), 'reload', { timeoutMs: 5_000 }).catch(() => '');
-  await waitFor('a new worker', async () => {
-    const now = await showProc(runDir).catch(() => undefined);
-    if (now === undefined || now.master.reloads <= before.master.reloads) return undefined;
-    if ((now.master.failedReloads ?? 0) > (before.master.failedReloads ?? 0)) throw new Error(`reload failed in ${runDir}`);
-    return now.workers.some((w) => !w.old && !old.has(w.pid)) ? true : undefined;
-  }, 10_000, 20);
+  await waitFor(
+    'a new worker',
+    async () => {
+      const now = await showProc(runDir).catch(() => undefined);
+      if (now === undefined || now.master.reloads <= before.master.reloads) return undefined;
+      if ((now.master.failedReloads ?? 0) > (before.master.failedReloads ?? 0)) throw new Error(`reload failed in ${runDir}`);
+      return now.workers.some((w) => !w.old && !old.has(w.pid)) ? true : undefined;
+    },
+    10_000,
+    20,
+  );
 }
 
 /** Adds or removes the noreuseport line; returns whether the file changed. */
@@ -93,15 +98,25 @@ function setMode(cfg: string, mode: Mode): boolean {
  * stretch of consecutive answers through the mesh.
  */
 async function settle(agent: ConsulDevAgent, meshAnswers: () => Promise<true | undefined>): Promise<void> {
-  await waitFor('api\'s sidecar checks passing', async () => {
-    const checks = await agent.get<Array<{ Status: string }>>('/v1/health/checks/api-sidecar-proxy');
-    return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
-  }, 30_000, 100);
+  await waitFor(
+    "api's sidecar checks passing",
+    async () => {
+      const checks = await agent.get<Array<{ Status: string }>>('/v1/health/checks/api-sidecar-proxy');
+      return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
+    },
+    30_000,
+    100,
+  );
   await delay(2_500);
-  await waitFor('20 answers in a row through the mesh', async () => {
-    for (let i = 0; i < 20; i++) if ((await meshAnswers()) === undefined) return undefined;
-    return true;
-  }, 30_000, 100);
+  await waitFor(
+    '20 answers in a row through the mesh',
+    async () => {
+      for (let i = 0; i < 20; i++) if ((await meshAnswers()) === undefined) return undefined;
+      return true;
+    },
+    30_000,
+    100,
+  );
 }
 
 /** Puts the mode in haproxy.cfg and restarts HAProxy (SIGKILL of the master; the supervisor restarts it from the file). */
@@ -110,10 +125,15 @@ async function bindAfresh(runDir: string, mode: Mode): Promise<void> {
   setMode(cfg, mode);
   const before = await showProc(runDir);
   process.kill(before.master.pid, 'SIGKILL');
-  await waitFor('the supervisor to restart haproxy', async () => {
-    const now = await showProc(runDir).catch(() => undefined);
-    return now !== undefined && now.master.pid !== before.master.pid && now.workers.some((w) => !w.old) ? true : undefined;
-  }, 30_000, 50);
+  await waitFor(
+    'the supervisor to restart haproxy',
+    async () => {
+      const now = await showProc(runDir).catch(() => undefined);
+      return now !== undefined && now.master.pid !== before.master.pid && now.workers.some((w) => !w.old) ? true : undefined;
+    },
+    30_000,
+    50,
+  );
   const written = readFileSync(cfg, 'utf8').split('\n').includes(NOREUSEPORT_LINE);
   if (written !== (mode === 'with')) throw new Error(`${cfg} was rewritten: noreuseport ${written ? 'present' : 'absent'} in mode ${mode}`);
 }
@@ -121,10 +141,15 @@ async function bindAfresh(runDir: string, mode: Mode): Promise<void> {
 /** Whether a plain HAProxy (SO_REUSEPORT) can bind `port` next to ours; it is stopped at once. */
 async function secondHaproxyBinds(port: number, dir: string): Promise<{ binds: boolean; alert: string }> {
   const cfg = join(dir, 'second.cfg');
-  writeFileSync(cfg, `defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\nfrontend second\n    bind 127.0.0.1:${port}\n    http-request return status 200 content-type text/plain string second\n`);
+  writeFileSync(
+    cfg,
+    `defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\nfrontend second\n    bind 127.0.0.1:${port}\n    http-request return status 200 content-type text/plain string second\n`,
+  );
   const child = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   const outcome = await Promise.race([exited, delay(1_500).then(() => 'running' as const)]);
   if (outcome === 'running') {
@@ -161,7 +186,14 @@ async function main(): Promise<void> {
   const checks: string[] = [];
   try {
     await registerMeshService(agent, { id: 'api', name: 'api', port: apiPort, sidecarPort: apiSidecar, protocol: 'http' });
-    await registerMeshService(agent, { id: 'web', name: 'web', port: webPort, sidecarPort: webSidecar, protocol: 'http', upstreams: [{ destinationName: 'api', localBindPort: webToApi, protocol: 'http' }] });
+    await registerMeshService(agent, {
+      id: 'web',
+      name: 'web',
+      port: webPort,
+      sidecarPort: webSidecar,
+      protocol: 'http',
+      upstreams: [{ destinationName: 'api', localBindPort: webToApi, protocol: 'http' }],
+    });
     const web = await startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir, ['-log-level', 'info']);
     const api = await startReadySidecar(sidecars, 'api', agent.httpAddr, baseDir, ['-log-level', 'info']);
     const runDirs = { web: web.find('created run directory')?.runDir as string, api: api.find('created run directory')?.runDir as string };
@@ -172,7 +204,9 @@ async function main(): Promise<void> {
       await bindAfresh(runDirs.api, mode);
       await settle(agent, meshAnswers);
       const second = await secondHaproxyBinds(apiSidecar, baseDir);
-      checks.push(`round ${round + 1} (${mode} noreuseport): a second HAProxy on api's public port ${second.binds ? 'bound silently' : `failed to bind: ${second.alert.replace(/^\[ALERT\]\s+\(\d+\) : /, '')}`}`);
+      checks.push(
+        `round ${round + 1} (${mode} noreuseport): a second HAProxy on api's public port ${second.binds ? 'bound silently' : `failed to bind: ${second.alert.replace(/^\[ALERT\]\s+\(\d+\) : /, '')}`}`,
+      );
       await settle(agent, meshAnswers);
       for (const traffic of ['keep-alive', 'close'] as const) {
         for (const reloaded of ['web', 'api'] as const) {
@@ -182,8 +216,13 @@ async function main(): Promise<void> {
           const cell = await measure(mode, traffic, reloaded, runDirs[reloaded], webToApi, reloads);
           cells.push(cell);
           // Anything the web daemon changed meanwhile (a Consul health flip) would be in the numbers: say so.
-          const daemonChanges = web.logs.slice(logsBefore).filter((l) => ['applied runtime changes', 'reloading haproxy', 'haproxy drifted from the applied configuration; repairing with a reload'].includes(l.msg as string)).map((l) => `${l.time as string} ${l.msg as string} ${JSON.stringify(l.kinds ?? l.reasons ?? l.drift ?? '')}`);
-          say(`round ${round + 1} ${mode} noreuseport, ${traffic}, reloading ${reloaded}: ${cell.failed} failed of ${cell.requests} over ${cell.reloads} reloads ${cell.failures.length > 0 ? JSON.stringify(cell.failures) : ''}${daemonChanges.length > 0 ? ` web daemon meanwhile: ${JSON.stringify(daemonChanges)}` : ''}`);
+          const daemonChanges = web.logs
+            .slice(logsBefore)
+            .filter((l) => ['applied runtime changes', 'reloading haproxy', 'haproxy drifted from the applied configuration; repairing with a reload'].includes(l.msg as string))
+            .map((l) => `${l.time as string} ${l.msg as string} ${JSON.stringify(l.kinds ?? l.reasons ?? l.drift ?? '')}`);
+          say(
+            `round ${round + 1} ${mode} noreuseport, ${traffic}, reloading ${reloaded}: ${cell.failed} failed of ${cell.requests} over ${cell.reloads} reloads ${cell.failures.length > 0 ? JSON.stringify(cell.failures) : ''}${daemonChanges.length > 0 ? ` web daemon meanwhile: ${JSON.stringify(daemonChanges)}` : ''}`,
+          );
         }
       }
     }

@@ -53,7 +53,8 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
     const errors = all.reduce((sum, r) => sum + (r.saturation === undefined ? 0 : r.saturation.socketErrors + r.saturation.non2xx) + (r.fixedRate?.errors ?? 0), 0);
     const requests = all.reduce((sum, r) => sum + (r.saturation?.requests ?? 0) + (r.fixedRate?.requests ?? 0), 0);
     return {
-      path: path.name, description: path.description,
+      path: path.name,
+      description: path.description,
       keepAliveRps: of('keep-alive').map((r) => r.saturation?.requestsPerSecond ?? Number.NaN),
       connectionCloseRps: of('connection-close').map((r) => r.saturation?.requestsPerSecond ?? Number.NaN),
       p50Us: fixed.map((r) => r.fixedRate?.p50Us ?? Number.NaN),
@@ -61,7 +62,10 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
       p999Us: fixed.map((r) => r.fixedRate?.p999Us ?? Number.NaN),
       newConnectionP50Us: of('new-connection').map((r) => r.fixedRate?.p50Us ?? Number.NaN),
       newConnectionP99Us: of('new-connection').map((r) => r.fixedRate?.p99Us ?? Number.NaN),
-      cpuUsPerRequest, rssKiB, errors, requests,
+      cpuUsPerRequest,
+      rssKiB,
+      errors,
+      requests,
     };
   });
 }
@@ -74,7 +78,10 @@ const mib = (kib: number): string => (kib / 1024).toFixed(1);
 
 function rssCell(byCommand: Record<string, number> | undefined): string {
   if (byCommand === undefined) return '–';
-  return Object.entries(byCommand).sort(([a], [b]) => a.localeCompare(b)).map(([cmd, kib]) => `${cmd} ${mib(kib)}`).join(' + ');
+  return Object.entries(byCommand)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([cmd, kib]) => `${cmd} ${mib(kib)}`)
+    .join(' + ');
 }
 
 export function renderMarkdown(results: Results): string {
@@ -89,17 +96,19 @@ export function renderMarkdown(results: Results): string {
       `Saturation: wrk, 1 thread, ${profile.wrkConnections} connections. Latency and CPU: fortio, open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; ` +
       `the direct row is the generator's own floor. New connection: fortio at ${int(profile.newConnectionQps)} req/s, a new connection per request. ` +
       'CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request. ' +
-      'RSS is summed per command over a component\'s processes (HAProxy master + worker; shared pages count twice).',
+      "RSS is summed per command over a component's processes (HAProxy master + worker; shared pages count twice).",
     '',
     '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | new connection p50 µs | new connection p99 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const p of results.paths) {
-    lines.push(`| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ${int(mean(p.newConnectionP50Us))} | ${int(mean(p.newConnectionP99Us))} | ` +
-      `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest.app)} | ` +
-      `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`);
+    lines.push(
+      `| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ${int(mean(p.newConnectionP50Us))} | ${int(mean(p.newConnectionP99Us))} | ` +
+        `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest.app)} | ` +
+        `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`,
+    );
   }
-  lines.push('', 'Paths: ' + results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ') + '.', '');
+  lines.push('', `Paths: ${results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ')}.`, '');
   if (results.controlPlane.length > 0) {
     lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests |', '|---|---|---|---|---|---|');
     for (const c of results.controlPlane) {

@@ -84,36 +84,47 @@ async function main(): Promise<number> {
     testbed = await startTestbed(registry, sutCore, interruption.signal);
     const bed = testbed;
     say(`bench: testbed up (${bed.paths.map((p) => p.name).join(', ')}); haproxy-connect from ${bed.daemonFrom}`);
-    const runs = cases !== undefined ? [] : await Promise.race([runDataPlane(bed.paths, profile, interruption.signal, (run) => {
-      const s = run.saturation;
-      const f = run.fixedRate;
-      const detail = s !== undefined
-        ? `${Math.round(s.requestsPerSecond)} req/s (${s.socketErrors + s.non2xx} errors)`
-        : `p50 ${f?.p50Us.toFixed(0)} µs p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs at ${f?.actualQps.toFixed(0)} req/s; ` +
-          (run.cpu ?? []).map((c) => `${c.role} ${c.usPerRequest.toFixed(1)} µs/req`).join(', ');
-      say(`bench: ${run.workload} round ${run.round} ${run.path}: ${detail}`);
-    }), interrupted]);
+    const runs =
+      cases !== undefined
+        ? []
+        : await Promise.race([
+            runDataPlane(bed.paths, profile, interruption.signal, (run) => {
+              const s = run.saturation;
+              const f = run.fixedRate;
+              const detail =
+                s !== undefined
+                  ? `${Math.round(s.requestsPerSecond)} req/s (${s.socketErrors + s.non2xx} errors)`
+                  : `p50 ${f?.p50Us.toFixed(0)} µs p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs at ${f?.actualQps.toFixed(0)} req/s; ` +
+                    (run.cpu ?? []).map((c) => `${c.role} ${c.usPerRequest.toFixed(1)} µs/req`).join(', ');
+              say(`bench: ${run.workload} round ${run.round} ${run.path}: ${detail}`);
+            }),
+            interrupted,
+          ]);
     const controlPlane: ControlPlaneResult[] = [];
     for (const cpCase of controlPlaneCases) {
       const repeats = repeatsOf(cpCase, profile);
       say(`bench: control-plane case ${cpCase.name} (${repeats} repetitions)`);
-      controlPlane.push(...await Promise.race([
-        cpCase.run({ testbed: bed, registry, profile, repeats, log: say }),
-        interrupted,
-      ]));
+      controlPlane.push(...(await Promise.race([cpCase.run({ testbed: bed, registry, profile, repeats, log: say }), interrupted])));
     }
     const loadAverageAtEnd = loadAverage();
-    const busyNote = [
-      loadAverageAtStart > BUSY_LOAD_AVERAGE ? `The machine was busy before the run started (load average ${loadAverageAtStart.toFixed(2)}): treat the numbers as noisy.` : '',
-      note,
-    ].filter((s) => s !== '').join(' ');
+    const busyNote = [loadAverageAtStart > BUSY_LOAD_AVERAGE ? `The machine was busy before the run started (load average ${loadAverageAtStart.toFixed(2)}): treat the numbers as noisy.` : '', note]
+      .filter((s) => s !== '')
+      .join(' ');
     const results: Results = {
-      startedAt, finishedAt: new Date().toISOString(), profile, environment,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      profile,
+      environment,
       machine: {
-        loadAverageAtStart, loadAverageAtEnd, busyNote, daemonFrom: bed.daemonFrom,
+        loadAverageAtStart,
+        loadAverageAtEnd,
+        busyNote,
+        daemonFrom: bed.daemonFrom,
         pinning: multiCore ? `generator on core ${generatorCore}, system under test on core ${sutCore} (taskset)` : 'single CPU: generator and system under test share core 0',
       },
-      paths: summarizePaths(bed.paths, runs), dataPlaneRuns: runs, controlPlane,
+      paths: summarizePaths(bed.paths, runs),
+      dataPlaneRuns: runs,
+      controlPlane,
     };
     mkdirSync(RESULTS_DIR, { recursive: true });
     const stamp = startedAt.replace(/[:.]/g, '-');
@@ -125,7 +136,12 @@ async function main(): Promise<number> {
     say(markdown);
     say(`bench: wrote bench/results/${stamp}.json${cases === undefined ? ' and bench/results/latest.md' : ''}`);
     const expectedRuns = cases !== undefined ? 0 : WORKLOADS.length * profile.rounds * bed.paths.length;
-    const problems = findProblems(results, expectedRuns, controlPlaneCases.flatMap((c) => c.produces.map((name) => ({ name, samples: repeatsOf(c, profile) }))), MAX_ERROR_RATIO);
+    const problems = findProblems(
+      results,
+      expectedRuns,
+      controlPlaneCases.flatMap((c) => c.produces.map((name) => ({ name, samples: repeatsOf(c, profile) }))),
+      MAX_ERROR_RATIO,
+    );
     for (const problem of problems) process.stderr.write(`bench: problem: ${problem}\n`);
     return problems.length === 0 ? 0 : 1;
   } finally {

@@ -97,8 +97,18 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     if (agent === undefined) throw new Error('the Consul agent is not running');
     const cli = daemonFrom === 'dist' ? [distCli] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
     return registry.start(name, sutCore, process.execPath, [
-      ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN,
-      '-haproxy-cfg-base-path', runBase, '-log-level', 'warn', ...extraArgs,
+      ...cli,
+      '-sidecar-for',
+      serviceId,
+      '-http-addr',
+      agent.httpAddr,
+      '-haproxy',
+      HAPROXY_BIN,
+      '-haproxy-cfg-base-path',
+      runBase,
+      '-log-level',
+      'warn',
+      ...extraArgs,
     ]);
   };
 
@@ -116,9 +126,23 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     if (agent.process.pid !== undefined) registry.pin(agent.process.pid, sutCore);
     signal.throwIfAborted();
 
-    const [appPort, refHttpEntry, refHttpMtls, refTcpEntry, refTcpMtls, cpSrcPublic, cpDstPublic, cpUpstream,
-      hcSrcPublic, hcDstHttpPublic, hcDstTcpPublic, hcHttpUpstream, hcTcpUpstream, hcDstOpenPublic, hcOpenUpstream] = (await freePorts(15)) as [
-      number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+    const [
+      appPort,
+      refHttpEntry,
+      refHttpMtls,
+      refTcpEntry,
+      refTcpMtls,
+      cpSrcPublic,
+      cpDstPublic,
+      cpUpstream,
+      hcSrcPublic,
+      hcDstHttpPublic,
+      hcDstTcpPublic,
+      hcHttpUpstream,
+      hcTcpUpstream,
+      hcDstOpenPublic,
+      hcOpenUpstream,
+    ] = (await freePorts(15)) as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
 
     const app = await startHaproxyApp('app', appPort, 'ok');
     const certs = writeCertificates(workDir);
@@ -132,7 +156,10 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     // Consul's built-in proxy pair (protocol tcp: it has no L7 mode).
     await registerMeshService(agent, { id: 'cp-dst', name: 'cp-dst', port: appPort, sidecarPort: cpDstPublic });
     await registerMeshService(agent, {
-      id: 'cp-src', name: 'cp-src', port: appPort, sidecarPort: cpSrcPublic,
+      id: 'cp-src',
+      name: 'cp-src',
+      port: appPort,
+      sidecarPort: cpSrcPublic,
       upstreams: [{ destinationName: 'cp-dst', localBindPort: cpUpstream }],
     });
     const consulEnv = { CONSUL_HTTP_ADDR: agent.httpAddr };
@@ -144,7 +171,11 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
     await registerMeshService(agent, { id: 'hc-dst-open', name: 'hc-dst-open', port: appPort, sidecarPort: hcDstOpenPublic, protocol: 'tcp' });
     await registerMeshService(agent, {
-      id: 'hc-src', name: 'hc-src', port: appPort, sidecarPort: hcSrcPublic, protocol: 'http',
+      id: 'hc-src',
+      name: 'hc-src',
+      port: appPort,
+      sidecarPort: hcSrcPublic,
+      protocol: 'http',
       upstreams: [
         { destinationName: 'hc-dst-http', localBindPort: hcHttpUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
@@ -163,28 +194,40 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     const paths: PathUnderTest[] = [
       { name: 'direct', description: 'client -> app', url: url(appPort), components: [appComponent] },
       {
-        name: 'reference-http', description: 'hand-written HAProxy pair, HTTP mode, mTLS, http-reuse always',
-        url: url(refHttpEntry), components: [single('source sidecar', refHttpA), single('destination sidecar', refHttpB), appComponent],
+        name: 'reference-http',
+        description: 'hand-written HAProxy pair, HTTP mode, mTLS, http-reuse always',
+        url: url(refHttpEntry),
+        components: [single('source sidecar', refHttpA), single('destination sidecar', refHttpB), appComponent],
       },
       {
-        name: 'reference-tcp', description: 'hand-written HAProxy pair, TCP mode, mTLS',
-        url: url(refTcpEntry), components: [single('source sidecar', refTcpA), single('destination sidecar', refTcpB), appComponent],
+        name: 'reference-tcp',
+        description: 'hand-written HAProxy pair, TCP mode, mTLS',
+        url: url(refTcpEntry),
+        components: [single('source sidecar', refTcpA), single('destination sidecar', refTcpB), appComponent],
       },
       {
-        name: 'consul-proxy', description: "Consul's built-in proxy pair (L4)",
-        url: url(cpUpstream), components: [single('source sidecar', cpSrc), single('destination sidecar', cpDst), appComponent],
+        name: 'consul-proxy',
+        description: "Consul's built-in proxy pair (L4)",
+        url: url(cpUpstream),
+        components: [single('source sidecar', cpSrc), single('destination sidecar', cpDst), appComponent],
       },
       {
-        name: 'hc-http', description: 'haproxy-connect pair, protocol http',
-        url: url(hcHttpUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstHttp), appComponent],
+        name: 'hc-http',
+        description: 'haproxy-connect pair, protocol http',
+        url: url(hcHttpUpstream),
+        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstHttp), appComponent],
       },
       {
-        name: 'hc-tcp', description: 'haproxy-connect pair, protocol tcp',
-        url: url(hcTcpUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstTcp), appComponent],
+        name: 'hc-tcp',
+        description: 'haproxy-connect pair, protocol tcp',
+        url: url(hcTcpUpstream),
+        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstTcp), appComponent],
       },
       {
-        name: 'hc-tcp-no-intentions', description: 'haproxy-connect pair, protocol tcp, intentions off at the destination',
-        url: url(hcOpenUpstream), components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstOpen), appComponent],
+        name: 'hc-tcp-no-intentions',
+        description: 'haproxy-connect pair, protocol tcp, intentions off at the destination',
+        url: url(hcOpenUpstream),
+        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstOpen), appComponent],
       },
     ];
     const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen];
@@ -201,11 +244,20 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     aborted.catch(() => undefined); // raced below
     for (const path of paths) {
       try {
-        await Promise.race([died, aborted, waitFor(`path ${path.name} (${path.url}) to answer 200`, async () => {
-          const res = await fetch(path.url, { signal: AbortSignal.timeout(2_000) });
-          await res.text();
-          return res.status === 200 ? true : undefined;
-        }, PATH_READY_TIMEOUT_MS, 250)]);
+        await Promise.race([
+          died,
+          aborted,
+          waitFor(
+            `path ${path.name} (${path.url}) to answer 200`,
+            async () => {
+              const res = await fetch(path.url, { signal: AbortSignal.timeout(2_000) });
+              await res.text();
+              return res.status === 200 ? true : undefined;
+            },
+            PATH_READY_TIMEOUT_MS,
+            250,
+          ),
+        ]);
       } catch (err) {
         const outputs = everyProcess.filter((p) => p.output() !== '').map((p) => `--- ${p.name} (pid ${p.pid}):\n${p.output().slice(-OUTPUT_IN_ERRORS_CHARS)}`);
         throw new Error([err instanceof Error ? err.message : String(err), ...outputs].join('\n'));

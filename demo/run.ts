@@ -37,7 +37,11 @@ async function main(): Promise<void> {
   apps.push(await startHttpApp('web', webPort, webToApiPort));
   await registerMeshService(agent, { id: 'api', name: 'api', port: apiPort, sidecarPort: apiSidecarPort, protocol: 'http' });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: webPort, sidecarPort: webSidecarPort, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: webPort,
+    sidecarPort: webSidecarPort,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: webToApiPort, protocol: 'http' }],
   });
   say(`demo: Consul agent at http://${agent.httpAddr}; apps web (:${webPort}) and api (:${apiPort}) registered with sidecars`);
@@ -45,15 +49,22 @@ async function main(): Promise<void> {
   for (const service of ['api', 'web']) {
     const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'info']);
     sidecars.push(sidecar);
-    sidecar.process.stdout?.on('data', (d: Buffer) => { if (!checkOnly) process.stdout.write(d); });
+    sidecar.process.stdout?.on('data', (d: Buffer) => {
+      if (!checkOnly) process.stdout.write(d);
+    });
     await sidecar.waitForLog('sidecar ready');
   }
 
   const url = `http://127.0.0.1:${webToApiPort}/`;
-  const body = await waitFor('a reply from api through the mesh', async () => {
-    const res = await fetch(url);
-    return res.ok ? await res.text() : undefined;
-  }, 60_000, 250);
+  const body = await waitFor(
+    'a reply from api through the mesh',
+    async () => {
+      const res = await fetch(url);
+      return res.ok ? await res.text() : undefined;
+    },
+    60_000,
+    250,
+  );
   say(`demo: mesh is up: web's upstream listener reached api over mTLS and answered '${body}'`);
   say('');
   say('Try it:');

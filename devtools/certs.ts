@@ -48,10 +48,14 @@ export async function rotateConnectCa(agent: ConsulDevAgent, timeoutMs = 30_000)
   const before = await agent.get<RootsAnswer>('/v1/agent/connect/ca/roots');
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1', privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
   await agent.put('/v1/connect/ca/configuration', { Provider: 'consul', Config: { PrivateKey: privateKey, LeafCertTTL: '72h' } });
-  const after = await waitFor('a new active root', async () => {
-    const r = await agent.get<RootsAnswer>('/v1/agent/connect/ca/roots');
-    return r.ActiveRootID !== before.ActiveRootID ? r : undefined;
-  }, timeoutMs);
+  const after = await waitFor(
+    'a new active root',
+    async () => {
+      const r = await agent.get<RootsAnswer>('/v1/agent/connect/ca/roots');
+      return r.ActiveRootID !== before.ActiveRootID ? r : undefined;
+    },
+    timeoutMs,
+  );
   const active = after.Roots.find((r) => r.ID === after.ActiveRootID);
   if (active === undefined) throw new Error(`active root ${after.ActiveRootID} is not among the roots`);
   return { activeRoot: new X509Certificate(active.RootCert), allRoots: after.Roots.map((r) => r.RootCert).join('\n') };

@@ -54,18 +54,44 @@ export class ConsulDevAgent {
     this.dataDir = dataDir;
     this.token = token;
     this.#exited = new Promise((r) => child.once('exit', () => r()));
-    child.stdout?.on('data', (d: Buffer) => { this.output = (this.output + d.toString()).slice(-20_000); });
-    child.stderr?.on('data', (d: Buffer) => { this.output = (this.output + d.toString()).slice(-20_000); });
+    child.stdout?.on('data', (d: Buffer) => {
+      this.output = (this.output + d.toString()).slice(-20_000);
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      this.output = (this.output + d.toString()).slice(-20_000);
+    });
   }
 
   static async start(options: ConsulDevAgentOptions = {}): Promise<ConsulDevAgent> {
     const dataDir = await mkdtemp(join(tmpdir(), 'consul-dev-'));
     const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
     const args = [
-      'agent', '-dev', '-bind', '127.0.0.1', '-client', '127.0.0.1', '-node', 'dev',
-      '-http-port', String(http), '-dns-port', '-1', '-grpc-port', '-1', '-grpc-tls-port', '-1',
-      '-serf-lan-port', String(serfLan), '-serf-wan-port', String(serfWan), '-server-port', String(server),
-      '-data-dir', dataDir, '-log-level', 'warn',
+      'agent',
+      '-dev',
+      '-bind',
+      '127.0.0.1',
+      '-client',
+      '127.0.0.1',
+      '-node',
+      'dev',
+      '-http-port',
+      String(http),
+      '-dns-port',
+      '-1',
+      '-grpc-port',
+      '-1',
+      '-grpc-tls-port',
+      '-1',
+      '-serf-lan-port',
+      String(serfLan),
+      '-serf-wan-port',
+      String(serfWan),
+      '-server-port',
+      String(server),
+      '-data-dir',
+      dataDir,
+      '-log-level',
+      'warn',
     ];
     if (options.extraConfig !== undefined) args.push('-hcl', options.extraConfig);
     const child = spawn(CONSUL_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -76,13 +102,17 @@ export class ConsulDevAgent {
     });
     failed.catch(() => {});
     await Promise.race([
-      waitFor('the consul dev agent to elect a leader and sign leaf certificates', async () => {
-        const res = await agent.fetch('/v1/status/leader');
-        const leader = (await res.json()) as string;
-        if (leader === '') return undefined;
-        const roots = await agent.fetch('/v1/agent/connect/ca/roots');
-        return roots.ok ? true : undefined;
-      }, 60_000),
+      waitFor(
+        'the consul dev agent to elect a leader and sign leaf certificates',
+        async () => {
+          const res = await agent.fetch('/v1/status/leader');
+          const leader = (await res.json()) as string;
+          if (leader === '') return undefined;
+          const roots = await agent.fetch('/v1/agent/connect/ca/roots');
+          return roots.ok ? true : undefined;
+        },
+        60_000,
+      ),
       failed,
     ]);
     return agent;

@@ -65,11 +65,38 @@ export class ConsulServerAgent {
     const dataDir = await mkdtemp(join(tmpdir(), 'consul-server-'));
     const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
     const args = [
-      'agent', '-server', '-bootstrap-expect', '1',
-      '-bind', '127.0.0.1', '-advertise', '127.0.0.1', '-client', '127.0.0.1', '-node', options.node ?? 'server-1',
-      '-http-port', String(http), '-dns-port', '-1', '-grpc-port', '-1', '-grpc-tls-port', '-1',
-      '-serf-lan-port', String(serfLan), '-serf-wan-port', String(serfWan), '-server-port', String(server),
-      '-data-dir', dataDir, '-log-level', options.logLevel ?? 'warn', '-hcl', SERVER_CONFIG,
+      'agent',
+      '-server',
+      '-bootstrap-expect',
+      '1',
+      '-bind',
+      '127.0.0.1',
+      '-advertise',
+      '127.0.0.1',
+      '-client',
+      '127.0.0.1',
+      '-node',
+      options.node ?? 'server-1',
+      '-http-port',
+      String(http),
+      '-dns-port',
+      '-1',
+      '-grpc-port',
+      '-1',
+      '-grpc-tls-port',
+      '-1',
+      '-serf-lan-port',
+      String(serfLan),
+      '-serf-wan-port',
+      String(serfWan),
+      '-server-port',
+      String(server),
+      '-data-dir',
+      dataDir,
+      '-log-level',
+      options.logLevel ?? 'warn',
+      '-hcl',
+      SERVER_CONFIG,
       ...(options.extraConfig !== undefined ? ['-hcl', options.extraConfig] : []),
     ];
     const agent = new ConsulServerAgent(`127.0.0.1:${http}`, dataDir, args);
@@ -123,7 +150,9 @@ export class ConsulServerAgent {
     const child = spawn(CONSUL_BIN, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    const keep = (d: Buffer): void => { this.output = (this.output + d.toString()).slice(-20_000); };
+    const keep = (d: Buffer): void => {
+      this.output = (this.output + d.toString()).slice(-20_000);
+    };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     const failed = new Promise<never>((_, reject) => {
@@ -132,14 +161,19 @@ export class ConsulServerAgent {
     });
     failed.catch(() => {});
     await Promise.race([
-      waitFor('the consul server to elect itself leader and serve CA roots', async () => {
-        const leader = (await (await this.fetch('/v1/status/leader')).json()) as string;
-        if (leader === '') return undefined;
-        const roots = await this.fetch('/v1/agent/connect/ca/roots');
-        if (!roots.ok) return undefined;
-        const { Roots } = (await roots.json()) as { Roots: unknown[] | null };
-        return (Roots ?? []).length > 0 ? true : undefined;
-      }, READY_TIMEOUT_MS, 50),
+      waitFor(
+        'the consul server to elect itself leader and serve CA roots',
+        async () => {
+          const leader = (await (await this.fetch('/v1/status/leader')).json()) as string;
+          if (leader === '') return undefined;
+          const roots = await this.fetch('/v1/agent/connect/ca/roots');
+          if (!roots.ok) return undefined;
+          const { Roots } = (await roots.json()) as { Roots: unknown[] | null };
+          return (Roots ?? []).length > 0 ? true : undefined;
+        },
+        READY_TIMEOUT_MS,
+        50,
+      ),
       failed,
     ]);
   }

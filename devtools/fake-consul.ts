@@ -7,16 +7,7 @@
 import { HaproxyConnectError } from '../src/errors.js';
 import type { IntentionSet } from '../src/domain/intentions.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../src/domain/snapshot.js';
-import type {
-  AgentInfo,
-  ConsulAgentApi,
-  Cursor,
-  IntentionTarget,
-  ProxyServiceSummary,
-  ServiceDefinition,
-  UpstreamQuery,
-  Versioned,
-} from '../src/consul/api.js';
+import type { AgentInfo, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from '../src/consul/api.js';
 
 export type FakeMethod = Exclude<keyof ConsulAgentApi, 'address'>;
 
@@ -156,7 +147,12 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
 
   async proxyRegistration(proxyId: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<ProxyRegistration>> {
     this.#enter('proxyRegistration', proxyId, cursor, signal);
-    const entry = await this.#block(() => this.#registrations.get(proxyId) ?? null, (e) => e !== null && String(e.index) === cursor.hash, cursor.hash !== undefined && cursor.hash !== '', signal);
+    const entry = await this.#block(
+      () => this.#registrations.get(proxyId) ?? null,
+      (e) => e !== null && String(e.index) === cursor.hash,
+      cursor.hash !== undefined && cursor.hash !== '',
+      signal,
+    );
     if (entry === null) {
       throw new HaproxyConnectError('SIDECAR_NOT_FOUND', `No service with ID '${proxyId}' is registered on the Consul agent at ${this.address}`);
     }
@@ -234,7 +230,13 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   /** Blocks while the value is absent (like a leaf or roots not issued yet) or unchanged. */
   async #present<T>(read: () => Entry<T> | undefined, cursor: Cursor, signal: AbortSignal): Promise<Entry<T>> {
     const since = cursor.index ?? 0;
-    const entry = await this.#block(() => read() ?? null, (e) => e === null || e.index <= since, true, signal, true);
+    const entry = await this.#block(
+      () => read() ?? null,
+      (e) => e === null || e.index <= since,
+      true,
+      signal,
+      true,
+    );
     if (entry === null) throw new Error('unreachable: blocked until present');
     return entry;
   }
@@ -243,13 +245,7 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
    * Returns `read()` once `unchanged` is false. Only blocks when `blocking`; an expiry releases
    * the wait with the current value (unless `mustExist` and the value is still absent).
    */
-  #block<E>(
-    read: () => E,
-    unchanged: (e: E) => boolean,
-    blocking: boolean,
-    signal: AbortSignal,
-    mustExist = false,
-  ): Promise<E> {
+  #block<E>(read: () => E, unchanged: (e: E) => boolean, blocking: boolean, signal: AbortSignal, mustExist = false): Promise<E> {
     const first = read();
     if (!blocking || !unchanged(first)) return Promise.resolve(first);
     const startExpiry = this.#expiry;

@@ -43,7 +43,9 @@ export function tlsHttpProbe(opts: TlsProbeOptions): Promise<string> {
     });
     const timer = setTimeout(() => done('refused: timeout'), opts.timeoutMs ?? 5_000);
     socket.on('secureConnect', () => socket.write('GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n'));
-    socket.on('data', (d: Buffer) => { data += d.toString(); });
+    socket.on('data', (d: Buffer) => {
+      data += d.toString();
+    });
     socket.on('error', (err) => done(data !== '' ? data : `refused: ${err.message}`));
     socket.on('close', () => done(data !== '' ? data : 'refused: closed without a response'));
   });
@@ -55,7 +57,10 @@ export function tcpExchange(port: number, line: string, timeoutMs = 5_000): Prom
     const socket = netConnect(port, '127.0.0.1');
     let buffer = '';
     let greeting: string | undefined;
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`tcp exchange on port ${port} timed out (got '${buffer}')`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`tcp exchange on port ${port} timed out (got '${buffer}')`));
+    }, timeoutMs);
     socket.on('data', (d: Buffer) => {
       buffer += d.toString();
       if (greeting === undefined && buffer.includes('\n')) {
@@ -69,8 +74,14 @@ export function tcpExchange(port: number, line: string, timeoutMs = 5_000): Prom
         resolve({ greeting, echo: buffer.slice(0, buffer.indexOf('\n')) });
       }
     });
-    socket.on('error', (err) => { clearTimeout(timer); reject(err); });
-    socket.on('close', () => { clearTimeout(timer); reject(new Error(`connection to port ${port} closed (got '${buffer}')`)); });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error(`connection to port ${port} closed (got '${buffer}')`));
+    });
   });
 }
 
@@ -83,6 +94,9 @@ export function servedCertificate(port: number, client: { ca?: string; cert?: st
       resolve(peer);
     });
     socket.on('error', () => resolve(undefined));
-    setTimeout(() => { socket.destroy(); resolve(undefined); }, timeoutMs).unref();
+    setTimeout(() => {
+      socket.destroy();
+      resolve(undefined);
+    }, timeoutMs).unref();
   });
 }

@@ -35,7 +35,9 @@ export class SidecarProcess {
         }
       }
     });
-    this.process.stderr?.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-20_000); });
+    this.process.stderr?.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-20_000);
+    });
     this.exited = new Promise((resolve) => this.process.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
@@ -48,10 +50,14 @@ export class SidecarProcess {
   }
 
   async waitForLog(msg: string, timeoutMs = 60_000): Promise<Record<string, unknown>> {
-    return waitFor(`log line '${msg}' (stderr: ${this.stderr.slice(-500)})`, async () => {
-      if (this.process.exitCode !== null) throw new Error(`haproxy-connect exited with ${this.process.exitCode}: ${this.stderr}`);
-      return this.find(msg);
-    }, timeoutMs);
+    return waitFor(
+      `log line '${msg}' (stderr: ${this.stderr.slice(-500)})`,
+      async () => {
+        if (this.process.exitCode !== null) throw new Error(`haproxy-connect exited with ${this.process.exitCode}: ${this.stderr}`);
+        return this.find(msg);
+      },
+      timeoutMs,
+    );
   }
 
   /** SIGTERM, then SIGKILL if it does not exit within the timeout. */
@@ -71,7 +77,13 @@ export class SidecarProcess {
  * Starts haproxy-connect for `service` against `httpAddr`, adds it to `into` (a list, or a map by
  * service), and waits until it is ready.
  */
-export async function startReadySidecar(into: SidecarProcess[] | Map<string, SidecarProcess>, service: string, httpAddr: string, baseDir: string, extra: readonly string[] = []): Promise<SidecarProcess> {
+export async function startReadySidecar(
+  into: SidecarProcess[] | Map<string, SidecarProcess>,
+  service: string,
+  httpAddr: string,
+  baseDir: string,
+  extra: readonly string[] = [],
+): Promise<SidecarProcess> {
   const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', ...extra]);
   if (into instanceof Map) into.set(service, sidecar);
   else into.push(sidecar);

@@ -92,7 +92,9 @@ export class Traffic {
       const req = request({ host: '127.0.0.1', port, path: '/', agent: this.#agent, headers, timeout: 5_000 }, (res) => {
         let body = '';
         res.setEncoding('utf8');
-        res.on('data', (d: string) => { body += d; });
+        res.on('data', (d: string) => {
+          body += d;
+        });
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
         res.on('error', reject);
       });
@@ -109,10 +111,15 @@ export class Traffic {
  */
 export async function waitForAnswers(traffic: Traffic, ids: readonly string[], timeoutMs = 30_000): Promise<void> {
   const wanted = new Set(ids.map((id) => `hello from ${id}`));
-  await waitFor(`traffic answered by ${ids.join(', ')}`, async () => {
-    const before = new Map(traffic.report.answers);
-    await new Promise((r) => setTimeout(r, ANSWER_WINDOW_MS));
-    const recent = [...traffic.report.answers].filter(([body, n]) => n > (before.get(body) ?? 0)).map(([body]) => body);
-    return recent.length === wanted.size && recent.every((b) => wanted.has(b)) ? true : undefined;
-  }, timeoutMs, 0);
+  await waitFor(
+    `traffic answered by ${ids.join(', ')}`,
+    async () => {
+      const before = new Map(traffic.report.answers);
+      await new Promise((r) => setTimeout(r, ANSWER_WINDOW_MS));
+      const recent = [...traffic.report.answers].filter(([body, n]) => n > (before.get(body) ?? 0)).map(([body]) => body);
+      return recent.length === wanted.size && recent.every((b) => wanted.has(b)) ? true : undefined;
+    },
+    timeoutMs,
+    0,
+  );
 }

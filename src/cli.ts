@@ -16,7 +16,7 @@ const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 
 async function main(argv: string[]): Promise<number> {
-  let request;
+  let request: Awaited<ReturnType<typeof loadConfig>>;
   try {
     request = await loadConfig({ argv, env: process.env });
   } catch (err) {

@@ -26,7 +26,7 @@ export const ERROR_CODES = {
   ABORTED: 'the operation was cancelled by shutdown',
   ACCESS_LOG_FAILED: 'the access log file (proxy-defaults AccessLogs.Path) could not be opened',
   SPOE_LISTEN_FAILED: 'the intentions agent (SPOE) could not listen on its socket in the run directory',
-  LOG_RECEIVER_FAILED: 'the receiver of HAProxy\'s logs could not listen on its socket in the run directory',
+  LOG_RECEIVER_FAILED: "the receiver of HAProxy's logs could not listen on its socket in the run directory",
   STATS_LISTEN_FAILED: 'the stats server could not listen on the -stats-addr address',
 } as const;
 

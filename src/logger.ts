@@ -50,7 +50,11 @@ export function formatTextLine(jsonLine: string): string {
   const fields = entry as Record<string, unknown>;
   const parts: string[] = [];
   if (fields['time'] !== undefined) parts.push(String(fields['time']));
-  parts.push(String(fields['level'] ?? 'info').toUpperCase().padEnd(LEVEL_COLUMN_WIDTH));
+  parts.push(
+    String(fields['level'] ?? 'info')
+      .toUpperCase()
+      .padEnd(LEVEL_COLUMN_WIDTH),
+  );
   const component = fields['component'];
   const msg = typeof fields['msg'] === 'string' ? escapeControls(fields['msg']) : '';
   parts.push(component === undefined ? msg : `${escapeControls(String(component))}: ${msg}`);

@@ -65,13 +65,14 @@ export async function run(config: Config, signal: AbortSignal, deps: RunDependen
     log.main.warn('intentions are NOT enforced (-enable-intentions=false): every client with a certificate from the Consul CA is accepted');
   }
 
-  const ownClient = deps.consul === undefined
-    ? new ConsulHttpClient({
-      address: config.consul.address,
-      ...(config.consul.token !== undefined && { token: config.consul.token }),
-      ...(config.consul.tls !== undefined && { tls: config.consul.tls }),
-    })
-    : undefined;
+  const ownClient =
+    deps.consul === undefined
+      ? new ConsulHttpClient({
+          address: config.consul.address,
+          ...(config.consul.token !== undefined && { token: config.consul.token }),
+          ...(config.consul.tls !== undefined && { tls: config.consul.tls }),
+        })
+      : undefined;
   const consul = deps.consul ?? (ownClient as ConsulHttpClient);
   try {
     await runSidecar(config, consul, signal, log, deps.driftCheckIntervalMs);
@@ -111,7 +112,10 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const haproxyRelease = await haproxyVersion(config.haproxyBin);
   const agent = await consul.agentSelf(signal);
   const proxy = await findSidecar(consul, { serviceId: config.sidecarFor, tag: config.sidecarForTag }, signal);
-  log.main.info({ version: VERSION, haproxy: haproxyRelease, consul: consul.address, datacenter: agent.datacenter, node: agent.nodeName, proxyId: proxy.id, service: proxy.destinationServiceName }, 'starting sidecar');
+  log.main.info(
+    { version: VERSION, haproxy: haproxyRelease, consul: consul.address, datacenter: agent.datacenter, node: agent.nodeName, proxyId: proxy.id, service: proxy.destinationServiceName },
+    'starting sidecar',
+  );
 
   // Fetch every part once before starting: what cannot work (a bad proxy config, a token without
   // the rights to the leaf) stops the start with a clear error instead of retrying forever.
@@ -120,13 +124,12 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   const first = await consul.proxyRegistration(proxy.id, {}, signal);
   const blockingQueries = first.value.upstreams.length + (enforce ? 4 : 3);
   if (blockingQueries > AGENT_CONNECTIONS_WARNING) {
-    log.consul.warn({ blockingQueries, upstreams: first.value.upstreams.length }, `this sidecar holds ${blockingQueries} blocking queries on the agent; the agent allows limits.http_max_conns_per_client (default 200) connections per client address, shared by every sidecar on the node: raise it, or watches answered 429 keep retrying`);
+    log.consul.warn(
+      { blockingQueries, upstreams: first.value.upstreams.length },
+      `this sidecar holds ${blockingQueries} blocking queries on the agent; the agent allows limits.http_max_conns_per_client (default 200) connections per client address, shared by every sidecar on the node: raise it, or watches answered 429 keep retrying`,
+    );
   }
-  const [leaf, roots, intentions] = await Promise.all([
-    consul.leaf(first.value.serviceName, {}, signal),
-    consul.roots({}, signal),
-    enforce ? firstIntentions(consul, first.value, signal) : undefined,
-  ]);
+  const [leaf, roots, intentions] = await Promise.all([consul.leaf(first.value.serviceName, {}, signal), consul.roots({}, signal), enforce ? firstIntentions(consul, first.value, signal) : undefined]);
   state.apply({ kind: 'registration', value: first.value });
   state.apply({ kind: 'leaf', value: leaf.value });
   state.apply({ kind: 'roots', value: roots.value });
@@ -138,11 +141,20 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   log.main.info({ runDir }, 'created run directory');
   const adminSocket = join(runDir, ADMIN_SOCKET_FILE);
   // -stats-addr: metrics first (the authorizer and the reconciler report into them); the server starts below.
-  const operations = config.stats === undefined ? undefined : new Operations({
-    stats: config.stats, consul, proxy: { id: proxy.id, serviceName: proxy.destinationServiceName },
-    build: { version: VERSION, haproxyVersion: haproxyRelease, nodeVersion: process.versions.node },
-    statsSocket: join(runDir, STATS_SOCKET_FILE), leaf: leaf.value, roots: roots.value, signal, logger: log.main.child({ component: 'stats' }),
-  });
+  const operations =
+    config.stats === undefined
+      ? undefined
+      : new Operations({
+          stats: config.stats,
+          consul,
+          proxy: { id: proxy.id, serviceName: proxy.destinationServiceName },
+          build: { version: VERSION, haproxyVersion: haproxyRelease, nodeVersion: process.versions.node },
+          statsSocket: join(runDir, STATS_SOCKET_FILE),
+          leaf: leaf.value,
+          roots: roots.value,
+          signal,
+          logger: log.main.child({ component: 'stats' }),
+        });
   // The agent listens before HAProxy starts, so the first connection already gets a verdict.
   const authLog = log.main.child({ component: 'intentions' });
   const authorizer = enforce ? new Authorizer({ logger: authLog, ...(operations !== undefined && { onDecision: operations.metrics.intentionDecided }) }) : undefined;
@@ -174,9 +186,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   /** Intentions and the trust domain reach the authorizer before the reconciler moves HAProxy's epoch. */
   const authorize = (event: SnapshotEvent): void => {
     if (authorizer === undefined) return;
-    const revoked = event.kind === 'intentions'
-      ? authorizer.update({ intentions: event.value })
-      : event.kind === 'roots' ? authorizer.update({ trustDomain: event.value.trustDomain }) : [];
+    const revoked = event.kind === 'intentions' ? authorizer.update({ intentions: event.value }) : event.kind === 'roots' ? authorizer.update({ trustDomain: event.value.trustDomain }) : [];
     if (event.kind === 'intentions') {
       authLog.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
     }
@@ -190,7 +200,10 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
    * dropped from the snapshot too (not ready until the new one is there).
    */
   const forgetIdentity = (before: string | undefined): void => {
-    log.main.warn({ before, now: state.serviceIdentity(), missing: state.missing() }, 'the proxy fronts another service now: its old leaf and intentions are dropped; not ready until the new ones arrive');
+    log.main.warn(
+      { before, now: state.serviceIdentity(), missing: state.missing() },
+      'the proxy fronts another service now: its old leaf and intentions are dropped; not ready until the new ones arrive',
+    );
     authorize({ kind: 'intentions', value: { intentions: [], defaultAllow: false } });
   };
   const haproxy = new HaproxyProcess({
@@ -205,7 +218,10 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
   });
   const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: config.haproxyBin, runDir, logger: log.reconcile });
   const reconciler = new Reconciler({
-    state, driver, runDir, logger: log.reconcile,
+    state,
+    driver,
+    runDir,
+    logger: log.reconcile,
     // A soft-stopped worker must not be killed by hard-stop-after before -shutdown-grace ends.
     hardStopAfterMs: Math.max(DEFAULT_HARD_STOP_AFTER_MS, config.shutdownGraceMs),
     ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
@@ -238,7 +254,11 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       operations?.snapshotChanged(event);
       authorize(event);
       if (event.kind === 'registration') {
-        accessLog.configure(event.value.accessLogs).catch((err: unknown) => accessLogLog.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot apply the new access log settings; keeping the previous ones'));
+        accessLog
+          .configure(event.value.accessLogs)
+          .catch((err: unknown) =>
+            accessLogLog.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot apply the new access log settings; keeping the previous ones'),
+          );
       }
       reconciler.notify();
     },
@@ -266,9 +286,15 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
     });
     watches.start();
     const reconciling = reconciler.run(loop.signal);
-    reconciler.firstApplied.then(() => log.main.info({ runDir }, 'sidecar ready'), () => {});
+    reconciler.firstApplied.then(
+      () => log.main.info({ runDir }, 'sidecar ready'),
+      () => {},
+    );
     // The loop ends early only when the first snapshot leaves no safe configuration: a start error.
-    const fatal = reconciling.then(() => undefined, (err: unknown) => toError(err));
+    const fatal = reconciling.then(
+      () => undefined,
+      (err: unknown) => toError(err),
+    );
     const stop = await Promise.race([
       fatal,
       new Promise<undefined>((resolve) => {

@@ -198,7 +198,12 @@ export class Reconciler {
       if (drift.length > 0) {
         this.stats.driftRepairs++;
         this.#opts.logger.warn({ drift }, 'haproxy drifted from the applied configuration; repairing with a reload');
-        await this.#reload(model, text, drift.map((d) => `drift: ${d}`), signal);
+        await this.#reload(
+          model,
+          text,
+          drift.map((d) => `drift: ${d}`),
+          signal,
+        );
         return;
       }
     }
@@ -215,7 +220,12 @@ export class Reconciler {
         this.#applied = { model, text };
         return;
       }
-      await this.#reload(model, text, failures.map((f) => `runtime update failed: ${f}`), signal);
+      await this.#reload(
+        model,
+        text,
+        failures.map((f) => `runtime update failed: ${f}`),
+        signal,
+      );
       return;
     }
     const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
@@ -302,13 +312,16 @@ export class Reconciler {
     this.stats.runtimeBatches++;
     this.stats.runtimeOps += ops.length;
     this.#opts.observer?.runtimeApplied({ results, durationMs: performance.now() - startedAt });
-    this.#opts.logger.info({
-      ops: ops.length,
-      kinds: countKinds(ops),
-      durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
-      pendingDeletions: this.#pendingDeletion.size,
-      failures: failures.length > 0 ? failures : undefined,
-    }, 'applied runtime changes');
+    this.#opts.logger.info(
+      {
+        ops: ops.length,
+        kinds: countKinds(ops),
+        durationMs: Math.round((performance.now() - startedAt) * 100) / 100,
+        pendingDeletions: this.#pendingDeletion.size,
+        failures: failures.length > 0 ? failures : undefined,
+      },
+      'applied runtime changes',
+    );
     this.#schedulePendingRetry();
     return failures;
   }

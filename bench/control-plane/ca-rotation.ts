@@ -45,7 +45,9 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const pair = await startMeshPair(ctx, 'ca');
   const { probe } = pair;
   let probing = true;
-  const background = (async () => { while (probing) await probe.get(); })();
+  const background = (async () => {
+    while (probing) await probe.get();
+  })();
   try {
     const baseline = { requests: probe.requests, failed: probe.failed };
     const samplesMs: number[] = [];
@@ -55,7 +57,12 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       const written = performance.now();
       const { activeRoot } = await rotateConnectCa(agent, CONVERGENCE_TIMEOUT_MS);
       for (const port of [pair.destinationPublicPort, pair.sourcePublicPort]) {
-        await waitFor(`the sidecar on ${port} to serve a leaf of the new CA`, async () => ((await servedCertificate(port))?.issuer === activeRoot.subject ? true : undefined), CONVERGENCE_TIMEOUT_MS, 20);
+        await waitFor(
+          `the sidecar on ${port} to serve a leaf of the new CA`,
+          async () => ((await servedCertificate(port))?.issuer === activeRoot.subject ? true : undefined),
+          CONVERGENCE_TIMEOUT_MS,
+          20,
+        );
       }
       samplesMs.push(performance.now() - written);
       await new Promise((r) => setTimeout(r, SETTLE_MS));

@@ -54,8 +54,13 @@ export function percentile(samples: readonly number[], p: number): number {
 
 export function summarize(name: string, description: string, samplesMs: number[], requests: number, failedRequests: number): ControlPlaneResult {
   return {
-    case: name, description, samplesMs,
-    p50Ms: percentile(samplesMs, 50), p99Ms: percentile(samplesMs, 99), maxMs: Math.max(...samplesMs),
-    requests, failedRequests,
+    case: name,
+    description,
+    samplesMs,
+    p50Ms: percentile(samplesMs, 50),
+    p99Ms: percentile(samplesMs, 99),
+    maxMs: Math.max(...samplesMs),
+    requests,
+    failedRequests,
   };
 }

@@ -44,7 +44,11 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     await registerMeshService(agent, { id: 'ep-2', name: 'ep', port: app2Port, sidecarPort: side2Port, protocol: 'http', ttlCheck: true });
     await agent.put('/v1/agent/check/fail/ep-2-ttl');
     await registerMeshService(agent, {
-      id: 'ep-src', name: 'ep-src', port: app1Port, sidecarPort: srcPublic, protocol: 'http',
+      id: 'ep-src',
+      name: 'ep-src',
+      port: app1Port,
+      sidecarPort: srcPublic,
+      protocol: 'http',
       upstreams: [{ destinationName: 'ep', localBindPort: upstreamPort, protocol: 'http' }],
     });
     started.push(testbed.startHaproxyConnect('ep-1-sidecar', 'ep-1'));
@@ -52,12 +56,17 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     started.push(testbed.startHaproxyConnect('ep-src-sidecar', 'ep-src'));
     await probe.until('ep-1 through the mesh', (b) => b === 'ep-1', SETUP_TIMEOUT_MS);
     // ep-2's sidecar must be ready (serving mTLS) before any measurement: wait for its listener.
-    await waitFor('ep-2 sidecar to listen', async () => {
-      const res = await fetch(`http://127.0.0.1:${side2Port}/`, { signal: AbortSignal.timeout(1_000) }).catch((e: unknown) => e);
-      // Plain HTTP to a TLS listener fails at the protocol level, not with ECONNREFUSED.
-      const refused = res instanceof Error && /ECONNREFUSED/.test(String((res as Error & { cause?: unknown }).cause));
-      return refused ? undefined : true;
-    }, SETUP_TIMEOUT_MS, 250);
+    await waitFor(
+      'ep-2 sidecar to listen',
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${side2Port}/`, { signal: AbortSignal.timeout(1_000) }).catch((e: unknown) => e);
+        // Plain HTTP to a TLS listener fails at the protocol level, not with ECONNREFUSED.
+        const refused = res instanceof Error && /ECONNREFUSED/.test(String((res as Error & { cause?: unknown }).cause));
+        return refused ? undefined : true;
+      },
+      SETUP_TIMEOUT_MS,
+      250,
+    );
     const baseline = { requests: probe.requests, failed: probe.failed };
 
     const samplesMs: number[] = [];
@@ -66,7 +75,11 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       const id = `ep-2-added-${i}`;
       registered.push(id);
       await agent.put('/v1/agent/service/register', {
-        ID: id, Name: 'ep-sidecar-proxy', Kind: 'connect-proxy', Address: '127.0.0.1', Port: side2Port,
+        ID: id,
+        Name: 'ep-sidecar-proxy',
+        Kind: 'connect-proxy',
+        Address: '127.0.0.1',
+        Port: side2Port,
         Proxy: { DestinationServiceName: 'ep', LocalServiceAddress: '127.0.0.1', LocalServicePort: app2Port },
       });
       const written = performance.now();
@@ -77,11 +90,15 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       registered.pop();
       let inARow = 0;
       let streakStart = removed;
-      await probe.until(`ep-1 alone to answer after deregistering ${id}`, (b) => {
-        if (b !== 'ep-1') inARow = 0;
-        else if (++inARow === 1) streakStart = performance.now();
-        return inARow >= CONSECUTIVE_AFTER_REMOVAL;
-      }, CONVERGENCE_TIMEOUT_MS);
+      await probe.until(
+        `ep-1 alone to answer after deregistering ${id}`,
+        (b) => {
+          if (b !== 'ep-1') inARow = 0;
+          else if (++inARow === 1) streakStart = performance.now();
+          return inARow >= CONSECUTIVE_AFTER_REMOVAL;
+        },
+        CONVERGENCE_TIMEOUT_MS,
+      );
       removedMs.push(streakStart - removed);
       ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} added ${samplesMs.at(-1)?.toFixed(1)} ms, removed ${removedMs.at(-1)?.toFixed(1)} ms`);
     }

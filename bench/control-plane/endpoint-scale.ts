@@ -20,7 +20,11 @@ const APPLY_TIMEOUT_MS = 120_000;
 
 function endpoints(count: number, weight: number): Endpoint[] {
   return Array.from({ length: count }, (_, i) => ({
-    id: `node-${i}/api-sidecar-proxy`, node: `node-${i}`, address: `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`, port: 21000, weight,
+    id: `node-${i}/api-sidecar-proxy`,
+    node: `node-${i}`,
+    address: `127.1.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+    port: 21000,
+    weight,
   }));
 }
 
@@ -40,7 +44,9 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     consul.setEndpoints(API, endpoints(count, 2));
     const reweighted = await waitFor(`${count} weights applied`, async () => after('applied runtime changes', t0) ?? after('haproxy reloaded', t0), APPLY_TIMEOUT_MS, 5);
     const reweightedMs = reweighted.at - t0;
-    ctx.log(`${NAME}: ${count} TLS endpoints added in ${addedMs.toFixed(0)} ms (${applied.msg as string}), reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); HAProxy RSS ${haproxyRss.toFixed(1)} MiB`);
+    ctx.log(
+      `${NAME}: ${count} TLS endpoints added in ${addedMs.toFixed(0)} ms (${applied.msg as string}), reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); HAProxy RSS ${haproxyRss.toFixed(1)} MiB`,
+    );
     return [
       summarize(ADDED, `${count} endpoints arrive -> HAProxy serves them (${applied.msg as string}); HAProxy RSS ${haproxyRss.toFixed(0)} MiB`, [addedMs], 0, 0),
       summarize(REWEIGHTED, `${count} endpoint weights change -> applied (${reweighted.msg as string})`, [reweightedMs], 0, 0),

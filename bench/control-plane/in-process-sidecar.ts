@@ -33,7 +33,7 @@ export async function startInProcessSidecar(consul: FakeConsulAgentApi, prefix: 
   const lines: TimedLine[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, cb) {
-      for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...JSON.parse(l) as object, at: performance.now() });
+      for (const l of chunk.toString().split('\n')) if (l !== '') lines.push({ ...(JSON.parse(l) as object), at: performance.now() });
       cb();
     },
   });

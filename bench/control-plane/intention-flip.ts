@@ -36,14 +36,11 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       await agent.put(path, { Action: 'allow' });
       written = performance.now();
       allowedMs.push((await probe.until('the allow to take effect', (b) => b === 'if-dst', CONVERGENCE_TIMEOUT_MS)).at - written);
-      disagreeing += CHECK_REQUESTS - await probe.served(CHECK_REQUESTS);
+      disagreeing += CHECK_REQUESTS - (await probe.served(CHECK_REQUESTS));
       ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} denied ${deniedMs.at(-1)?.toFixed(1)} ms, allowed ${allowedMs.at(-1)?.toFixed(1)} ms`);
     }
     const requests = probe.requests - baseline;
-    return [
-      summarize(DENIED, DENIED_DESCRIPTION, deniedMs, requests, disagreeing),
-      summarize(ALLOWED, ALLOWED_DESCRIPTION, allowedMs, requests, disagreeing),
-    ];
+    return [summarize(DENIED, DENIED_DESCRIPTION, deniedMs, requests, disagreeing), summarize(ALLOWED, ALLOWED_DESCRIPTION, allowedMs, requests, disagreeing)];
   } finally {
     await agent.fetch(path, { method: 'DELETE' }).catch((err: unknown) => ctx.log(`${NAME}: cleanup: ${String(err)}`));
     await pair.close();

@@ -38,7 +38,11 @@ export async function startMeshPair(ctx: ControlPlaneContext, prefix: string): P
     started.push(await testbed.startHaproxyApp(`${dst}-app`, appPort, dst));
     await registerMeshService(agent, { id: dst, name: dst, port: appPort, sidecarPort: dstPublic, protocol: 'http' });
     await registerMeshService(agent, {
-      id: src, name: src, port: appPort, sidecarPort: srcPublic, protocol: 'http',
+      id: src,
+      name: src,
+      port: appPort,
+      sidecarPort: srcPublic,
+      protocol: 'http',
       upstreams: [{ destinationName: dst, localBindPort: upstreamPort, protocol: 'http' }],
     });
     started.push(testbed.startHaproxyConnect(`${dst}-sidecar`, dst));

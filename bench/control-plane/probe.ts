@@ -26,11 +26,16 @@ export class Probe {
   get(): Promise<ProbeAnswer> {
     this.requests++;
     return new Promise((resolve) => {
-      const fail = (): void => { this.failed++; resolve({ body: undefined, at: performance.now() }); };
+      const fail = (): void => {
+        this.failed++;
+        resolve({ body: undefined, at: performance.now() });
+      };
       const req = request({ host: '127.0.0.1', port: this.#port, path: '/', agent: this.#agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
         let body = '';
         res.setEncoding('utf8');
-        res.on('data', (d: string) => { body += d; });
+        res.on('data', (d: string) => {
+          body += d;
+        });
         res.on('end', () => {
           if (res.statusCode === 200) resolve({ body, at: performance.now() });
           else fail();

@@ -41,7 +41,9 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   consul.setRegistration(snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort as number }, upstreams }).registration as ProxyRegistration);
   consul.setLeaf('web', webLeaf());
   consul.setRoots(roots());
-  queries.forEach((q, i) => consul.setEndpoints(q, endpointsOf(i, 1)));
+  queries.forEach((q, i) => {
+    consul.setEndpoints(q, endpointsOf(i, 1));
+  });
 
   let t0 = performance.now();
   const sidecar = await startInProcessSidecar(consul, 'hc-bench-upstreams-');
@@ -54,15 +56,24 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     // came out negative), so the process's whole heap in use is reported, harness included.
     const heapMiB = process.memoryUsage().heapUsed / 1024 / 1024;
     t0 = performance.now();
-    queries.forEach((q, i) => consul.setEndpoints(q, endpointsOf(i, 2)));
-    const reweighted = await waitFor(`${servers} weights applied`, async () => {
-      const batch = lines.filter((l) => l.msg === 'applied runtime changes' && l.at > t0);
-      const ops = batch.reduce((sum, l) => sum + ((l.ops as number | undefined) ?? 0), 0);
-      return ops >= servers ? batch.at(-1) : after('haproxy reloaded', t0);
-    }, APPLY_TIMEOUT_MS, 5);
+    queries.forEach((q, i) => {
+      consul.setEndpoints(q, endpointsOf(i, 2));
+    });
+    const reweighted = await waitFor(
+      `${servers} weights applied`,
+      async () => {
+        const batch = lines.filter((l) => l.msg === 'applied runtime changes' && l.at > t0);
+        const ops = batch.reduce((sum, l) => sum + ((l.ops as number | undefined) ?? 0), 0);
+        return ops >= servers ? batch.at(-1) : after('haproxy reloaded', t0);
+      },
+      APPLY_TIMEOUT_MS,
+      5,
+    );
     const reweightedMs = reweighted.at - t0;
     const memory = `HAProxy RSS ${haproxyRss.toFixed(0)} MiB, heap in use ${heapMiB.toFixed(0)} MiB (daemon + harness)`;
-    ctx.log(`${NAME}: ${upstreamCount} upstreams × ${ENDPOINTS_PER_UPSTREAM} endpoints ready in ${readyMs.toFixed(0)} ms; all ${servers} reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); ${memory}`);
+    ctx.log(
+      `${NAME}: ${upstreamCount} upstreams × ${ENDPOINTS_PER_UPSTREAM} endpoints ready in ${readyMs.toFixed(0)} ms; all ${servers} reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); ${memory}`,
+    );
     return [
       summarize(READY, `daemon start -> ${upstreamCount} upstreams with ${servers} TLS endpoints live; ${memory}`, [readyMs], 0, 0),
       summarize(REWEIGHTED, `weights of all ${servers} endpoints of ${upstreamCount} upstreams change -> live (${reweighted.msg as string})`, [reweightedMs], 0, 0),

@@ -27,13 +27,7 @@ const GLOBAL_AND_DEFAULTS = (mode: 'http' | 'tcp'): string[] => [
 /** The backend app: HAProxy itself returns `200 <body>`, no backend, no files. */
 export function appConfig(port: number, body: string): string {
   if (!/^[\w.-]+$/.test(body)) throw new Error(`app body must be a plain word, got '${body}'`);
-  return [
-    ...GLOBAL_AND_DEFAULTS('http'),
-    'frontend app',
-    `  bind 127.0.0.1:${port}`,
-    `  http-request return status 200 content-type text/plain string ${body}`,
-    '',
-  ].join('\n');
+  return [...GLOBAL_AND_DEFAULTS('http'), 'frontend app', `  bind 127.0.0.1:${port}`, `  http-request return status 200 content-type text/plain string ${body}`, ''].join('\n');
 }
 
 export interface ReferencePorts {

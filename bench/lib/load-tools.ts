@@ -145,9 +145,24 @@ export interface FortioOptions {
 export async function runFortio(options: FortioOptions): Promise<FixedRateResult> {
   if (!existsSync(FORTIO_BIN)) throw new Error(`fortio not found at ${FORTIO_BIN} (run scripts/build-bench-tools.sh)`);
   const args = [
-    'load', '-quiet', '-qps', String(options.qps), '-c', String(options.connections), '-t', `${options.durationS}s`,
-    '-uniform', '-nocatchup', '-r', String(FORTIO_RESOLUTION_S), '-p', '50,99,99.9',
-    ...(options.keepAlive === false ? ['-keepalive=false'] : []), '-json', '-', options.url,
+    'load',
+    '-quiet',
+    '-qps',
+    String(options.qps),
+    '-c',
+    String(options.connections),
+    '-t',
+    `${options.durationS}s`,
+    '-uniform',
+    '-nocatchup',
+    '-r',
+    String(FORTIO_RESOLUTION_S),
+    '-p',
+    '50,99,99.9',
+    ...(options.keepAlive === false ? ['-keepalive=false'] : []),
+    '-json',
+    '-',
+    options.url,
   ];
   return parseFortio(await run(options.core, FORTIO_BIN, args, options.durationS * 1000 + GENERATOR_SLACK_MS, options.signal), options.qps);
 }

@@ -32,7 +32,9 @@ export class ProcessRegistry {
     });
     if (child.pid === undefined) throw new Error(`cannot start ${name}: ${command} ${args.join(' ')}`);
     let tail = '';
-    const keep = (d: Buffer): void => { tail = (tail + d.toString()).slice(-OUTPUT_TAIL_CHARS); };
+    const keep = (d: Buffer): void => {
+      tail = (tail + d.toString()).slice(-OUTPUT_TAIL_CHARS);
+    };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -25,7 +25,13 @@ Transfer/sec:      1.55MB
 describe('parseWrk', () => {
   test('reads rate, totals, errors and percentiles with their units', () => {
     assert.deepEqual(parseWrk(WRK_OUTPUT), {
-      requestsPerSecond: 23116.97, requests: 46234, durationS: 2, socketErrors: 5, non2xx: 7, latencyP50Ms: 2.11, latencyP99Ms: 0.85,
+      requestsPerSecond: 23116.97,
+      requests: 46234,
+      durationS: 2,
+      socketErrors: 5,
+      non2xx: 7,
+      latencyP50Ms: 2.11,
+      latencyP99Ms: 0.85,
     });
   });
   test('a report without errors has zero errors', () => {
@@ -42,8 +48,15 @@ describe('parseFortio', () => {
     ActualQPS: 497.3,
     RetCodes: { 200: 990, 503: 10 },
     DurationHistogram: {
-      Count: 1000, Min: 0.0001, Max: 0.012, Avg: 0.0005,
-      Percentiles: [{ Percentile: 50, Value: 0.000496 }, { Percentile: 99, Value: 0.00467 }, { Percentile: 99.9, Value: 0.009 }],
+      Count: 1000,
+      Min: 0.0001,
+      Max: 0.012,
+      Avg: 0.0005,
+      Percentiles: [
+        { Percentile: 50, Value: 0.000496 },
+        { Percentile: 99, Value: 0.00467 },
+        { Percentile: 99.9, Value: 0.009 },
+      ],
     },
     Unknown: 'ignored',
   };

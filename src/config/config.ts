@@ -17,17 +17,51 @@ const MAX_SHUTDOWN_GRACE_MS = 3_600_000;
 
 export const FLAGS: readonly FlagSpec[] = [
   { name: 'sidecar-for', kind: 'string', valueName: '<service-id>', usage: 'ID of the service (registered on the local agent) whose connect-proxy registration this sidecar serves' },
-  { name: 'sidecar-for-tag', kind: 'string', valueName: '<tag>', usage: 'pick the connect-proxy registration carrying this tag (with -sidecar-for: among that service\'s proxies)' },
-  { name: 'http-addr', kind: 'string', valueName: '<addr>', usage: 'Consul agent HTTP API address: host:port, http://, https:// or unix:///path (env CONSUL_HTTP_ADDR)', defaultText: DEFAULT_CONSUL_ADDR },
+  { name: 'sidecar-for-tag', kind: 'string', valueName: '<tag>', usage: "pick the connect-proxy registration carrying this tag (with -sidecar-for: among that service's proxies)" },
+  {
+    name: 'http-addr',
+    kind: 'string',
+    valueName: '<addr>',
+    usage: 'Consul agent HTTP API address: host:port, http://, https:// or unix:///path (env CONSUL_HTTP_ADDR)',
+    defaultText: DEFAULT_CONSUL_ADDR,
+  },
   { name: 'token', kind: 'string', valueName: '<token>', usage: 'Consul ACL token (env CONSUL_HTTP_TOKEN); prefer -token-file: arguments are visible to other users' },
   { name: 'token-file', kind: 'string', valueName: '<path>', usage: 'file holding the Consul ACL token (env CONSUL_HTTP_TOKEN_FILE)' },
   { name: 'haproxy', kind: 'string', valueName: '<binary>', usage: 'haproxy binary to run', defaultText: 'haproxy from PATH' },
-  { name: 'haproxy-cfg-base-path', kind: 'string', valueName: '<dir>', usage: 'directory under which a private run directory (config, certificates, sockets) is created for each run and removed on clean exit', defaultText: 'the system temp dir' },
+  {
+    name: 'haproxy-cfg-base-path',
+    kind: 'string',
+    valueName: '<dir>',
+    usage: 'directory under which a private run directory (config, certificates, sockets) is created for each run and removed on clean exit',
+    defaultText: 'the system temp dir',
+  },
   { name: 'log-level', kind: 'string', valueName: '<level>', usage: `log level: ${LOG_LEVELS.join(', ')}`, defaultText: 'info' },
-  { name: 'log-format', kind: 'string', valueName: '<format>', usage: 'format of haproxy-connect\'s own log lines on stdout: json (one JSON object per line) or text (time level component: message key=value ...)', defaultText: 'json' },
-  { name: 'enable-intentions', kind: 'boolean', usage: 'enforce Consul intentions on the public listener (fail closed); -enable-intentions=false accepts every client with a certificate from the Consul CA and logs a warning', defaultText: 'true' },
-  { name: 'shutdown-grace', kind: 'string', valueName: '<duration>', usage: 'on SIGTERM/SIGINT, how long in-flight requests and connections may take to finish after the listeners close (Go duration: 30s, 1m); then they are cut', defaultText: '10s' },
-  { name: 'stats-addr', kind: 'string', valueName: '<ip:port>', usage: 'serve /metrics (Prometheus: HAProxy\'s and haproxy-connect\'s own), /ready and /health over HTTP on this address, e.g. 127.0.0.1:9102 or [::1]:9102' },
+  {
+    name: 'log-format',
+    kind: 'string',
+    valueName: '<format>',
+    usage: "format of haproxy-connect's own log lines on stdout: json (one JSON object per line) or text (time level component: message key=value ...)",
+    defaultText: 'json',
+  },
+  {
+    name: 'enable-intentions',
+    kind: 'boolean',
+    usage: 'enforce Consul intentions on the public listener (fail closed); -enable-intentions=false accepts every client with a certificate from the Consul CA and logs a warning',
+    defaultText: 'true',
+  },
+  {
+    name: 'shutdown-grace',
+    kind: 'string',
+    valueName: '<duration>',
+    usage: 'on SIGTERM/SIGINT, how long in-flight requests and connections may take to finish after the listeners close (Go duration: 30s, 1m); then they are cut',
+    defaultText: '10s',
+  },
+  {
+    name: 'stats-addr',
+    kind: 'string',
+    valueName: '<ip:port>',
+    usage: "serve /metrics (Prometheus: HAProxy's and haproxy-connect's own), /ready and /health over HTTP on this address, e.g. 127.0.0.1:9102 or [::1]:9102",
+  },
   { name: 'stats-service-register', kind: 'boolean', usage: 'register a service <service>-connect-stats for -stats-addr on the local agent, with an HTTP check on /health (deregistered on exit)' },
   { name: 'version', kind: 'boolean', usage: 'print the version and exit' },
   { name: 'help', kind: 'boolean', usage: 'print this help and exit' },
@@ -166,11 +200,12 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
   const useTls = sslEnv === undefined ? false : parseBool('CONSUL_HTTP_SSL', sslEnv);
   const addrFlag = nonEmpty(str('http-addr'));
   const addrEnv = nonEmpty(env.CONSUL_HTTP_ADDR);
-  const address = addrFlag !== undefined
-    ? normalizeConsulAddress(addrFlag, '-http-addr', useTls)
-    : addrEnv !== undefined
-      ? normalizeConsulAddress(addrEnv, 'CONSUL_HTTP_ADDR', useTls)
-      : normalizeConsulAddress(DEFAULT_CONSUL_ADDR, 'the default', useTls);
+  const address =
+    addrFlag !== undefined
+      ? normalizeConsulAddress(addrFlag, '-http-addr', useTls)
+      : addrEnv !== undefined
+        ? normalizeConsulAddress(addrEnv, 'CONSUL_HTTP_ADDR', useTls)
+        : normalizeConsulAddress(DEFAULT_CONSUL_ADDR, 'the default', useTls);
 
   let token: string | undefined;
   const tokenFileFlag = nonEmpty(str('token-file'));
@@ -191,9 +226,7 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
     throw invalid('CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together');
   }
   const tlsWanted = address.startsWith('https://') || caFile !== undefined || certFile !== undefined || !verify;
-  const tls = tlsWanted
-    ? { verify, ...(caFile !== undefined && { caFile }), ...(certFile !== undefined && { certFile }), ...(keyFile !== undefined && { keyFile }) }
-    : undefined;
+  const tls = tlsWanted ? { verify, ...(caFile !== undefined && { caFile }), ...(certFile !== undefined && { certFile }), ...(keyFile !== undefined && { keyFile }) } : undefined;
 
   const graceRaw = str('shutdown-grace');
   const shutdownGraceMs = graceRaw === undefined ? DEFAULT_SHUTDOWN_GRACE_MS : parseGoDuration(graceRaw);

@@ -6,16 +6,7 @@ import type { z } from 'zod';
 import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
 import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
-import type {
-  AgentInfo,
-  ConsulAgentApi,
-  Cursor,
-  IntentionTarget,
-  ProxyServiceSummary,
-  ServiceDefinition,
-  UpstreamQuery,
-  Versioned,
-} from './api.js';
+import type { AgentInfo, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from './api.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
 import { parseProxyRegistration } from './registration.js';
 import { leafProblem } from '../domain/certificates.js';
@@ -150,23 +141,21 @@ export class ConsulHttpClient implements ConsulAgentApi {
   async proxyRegistration(proxyId: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<ProxyRegistration>> {
     const path = `/v1/agent/service/${seg(proxyId)}`;
     const blocking = cursor.hash !== undefined && cursor.hash !== '';
-    const query = blocking ? queryString([['hash', cursor.hash], ['wait', this.#wait()]]) : '';
+    const query = blocking
+      ? queryString([
+          ['hash', cursor.hash],
+          ['wait', this.#wait()],
+        ])
+      : '';
     const res = await this.#http.get(path, query, {
       signal,
       blocking,
-      onNotFound: () =>
-        new HaproxyConnectError(
-          'SIDECAR_NOT_FOUND',
-          `No service with ID '${proxyId}' is registered on the Consul agent at ${this.address}`,
-        ),
+      onNotFound: () => new HaproxyConnectError('SIDECAR_NOT_FOUND', `No service with ID '${proxyId}' is registered on the Consul agent at ${this.address}`),
     });
     const body = this.#parse(path, res, agentServiceSchema);
     const hash = headerValue(res, CONTENT_HASH_HEADER);
     if (hash === undefined || hash === '') {
-      throw new HaproxyConnectError(
-        'CONSUL_RESPONSE_INVALID',
-        `Consul agent at ${this.address}: GET ${path} returned no X-Consul-ContentHash header`,
-      );
+      throw new HaproxyConnectError('CONSUL_RESPONSE_INVALID', `Consul agent at ${this.address}: GET ${path} returned no X-Consul-ContentHash header`);
     }
     return { value: parseProxyRegistration(body), cursor: { hash } };
   }
@@ -216,12 +205,7 @@ export class ConsulHttpClient implements ConsulAgentApi {
     const path = `/v1/health/connect/${seg(query.destinationName)}`;
     // `cached` serves the agent's background-refreshed cache (blocking queries included), so the
     // mesh keeps working while the servers are unreachable.
-    const { res, index } = await this.#indexed(
-      path,
-      [['passing', true], ['cached', true], ...this.#scope(query)],
-      cursor,
-      signal,
-    );
+    const { res, index } = await this.#indexed(path, [['passing', true], ['cached', true], ...this.#scope(query)], cursor, signal);
     return { value: toEndpoints(this.#parse(path, res, healthConnectSchema)), cursor: { index } };
   }
 
@@ -239,7 +223,11 @@ export class ConsulHttpClient implements ConsulAgentApi {
     const ns = destination.namespace;
     const { res, index } = await this.#indexed(
       path,
-      [['by', 'destination'], ['name', destination.name], ['ns', ns === '' || ns === DEFAULT_NAMESPACE ? undefined : ns]],
+      [
+        ['by', 'destination'],
+        ['name', destination.name],
+        ['ns', ns === '' || ns === DEFAULT_NAMESPACE ? undefined : ns],
+      ],
       cursor,
       signal,
     );
@@ -252,47 +240,52 @@ export class ConsulHttpClient implements ConsulAgentApi {
       );
     }
     // The body is keyed by the name we asked for; take every list in case of a renamed key.
-    const intentions: Intention[] = Object.values(body).flat().map((i) => ({
-      sourceName: i.SourceName,
-      sourceNamespace: i.SourceNS,
-      sourcePartition: i.SourcePartition,
-      sourcePeer: i.SourcePeer,
-      destinationName: i.DestinationName,
-      destinationNamespace: i.DestinationNS,
-      destinationPartition: i.DestinationPartition,
-      action: i.Action,
-      permissions: i.Permissions,
-      precedence: i.Precedence,
-    }));
+    const intentions: Intention[] = Object.values(body)
+      .flat()
+      .map((i) => ({
+        sourceName: i.SourceName,
+        sourceNamespace: i.SourceNS,
+        sourcePartition: i.SourcePartition,
+        sourcePeer: i.SourcePeer,
+        destinationName: i.DestinationName,
+        destinationNamespace: i.DestinationNS,
+        destinationPartition: i.DestinationPartition,
+        action: i.Action,
+        permissions: i.Permissions,
+        precedence: i.Precedence,
+      }));
     return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
   }
 
   async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {
     const { check } = service;
-    await this.#http.put('/v1/agent/service/register', {
-      ID: service.id,
-      Name: service.name,
-      Address: service.address,
-      Port: service.port,
-      Tags: service.tags,
-      Meta: service.meta,
-      Check: {
-        Name: `${service.name} health`,
-        HTTP: check.http,
-        Method: 'GET',
-        Interval: check.interval,
-        Timeout: check.timeout,
-        DeregisterCriticalServiceAfter: check.deregisterCriticalServiceAfter,
+    await this.#http.put(
+      '/v1/agent/service/register',
+      {
+        ID: service.id,
+        Name: service.name,
+        Address: service.address,
+        Port: service.port,
+        Tags: service.tags,
+        Meta: service.meta,
+        Check: {
+          Name: `${service.name} health`,
+          HTTP: check.http,
+          Method: 'GET',
+          Interval: check.interval,
+          Timeout: check.timeout,
+          DeregisterCriticalServiceAfter: check.deregisterCriticalServiceAfter,
+        },
       },
-    }, { signal });
+      { signal },
+    );
   }
 
   async deregisterService(serviceId: string, signal: AbortSignal): Promise<void> {
     // Gone already (the agent's reaper, an operator): nothing left to do.
-    await this.#http.put(`/v1/agent/service/deregister/${seg(serviceId)}`, undefined, { signal, onNotFound: () => new NotFound() })
-      .catch((err: unknown) => {
-        if (!(err instanceof NotFound)) throw err;
-      });
+    await this.#http.put(`/v1/agent/service/deregister/${seg(serviceId)}`, undefined, { signal, onNotFound: () => new NotFound() }).catch((err: unknown) => {
+      if (!(err instanceof NotFound)) throw err;
+    });
   }
 
   #wait(): string {
@@ -308,16 +301,9 @@ export class ConsulHttpClient implements ConsulAgentApi {
   }
 
   /** An index-based (possibly blocking) GET; returns the response and its X-Consul-Index. */
-  async #indexed(
-    path: string,
-    params: Array<[string, string | true | undefined]>,
-    cursor: Cursor,
-    signal: AbortSignal,
-  ): Promise<{ res: ConsulResponse; index: number }> {
+  async #indexed(path: string, params: Array<[string, string | true | undefined]>, cursor: Cursor, signal: AbortSignal): Promise<{ res: ConsulResponse; index: number }> {
     const blocking = cursor.index !== undefined && cursor.index > 0;
-    const all: Array<[string, string | true | undefined]> = blocking
-      ? [...params, ['index', String(cursor.index)], ['wait', this.#wait()]]
-      : params;
+    const all: Array<[string, string | true | undefined]> = blocking ? [...params, ['index', String(cursor.index)], ['wait', this.#wait()]] : params;
     const res = await this.#http.get(path, queryString(all), { signal, blocking });
     const raw = headerValue(res, INDEX_HEADER);
     const index = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
@@ -335,19 +321,12 @@ export class ConsulHttpClient implements ConsulAgentApi {
     try {
       json = JSON.parse(res.body);
     } catch (err) {
-      throw new HaproxyConnectError(
-        'CONSUL_RESPONSE_INVALID',
-        `Consul agent at ${this.address}: GET ${path} returned invalid JSON: ${(err as Error).message}`,
-        { cause: err },
-      );
+      throw new HaproxyConnectError('CONSUL_RESPONSE_INVALID', `Consul agent at ${this.address}: GET ${path} returned invalid JSON: ${(err as Error).message}`, { cause: err });
     }
     const result = schema.safeParse(json);
     if (!result.success) {
       const detail = describeIssue(result.error.issues[0]);
-      throw new HaproxyConnectError(
-        'CONSUL_RESPONSE_INVALID',
-        `Consul agent at ${this.address}: GET ${path} returned an unexpected response: ${detail}`,
-      );
+      throw new HaproxyConnectError('CONSUL_RESPONSE_INVALID', `Consul agent at ${this.address}: GET ${path} returned an unexpected response: ${detail}`);
     }
     return result.data;
   }

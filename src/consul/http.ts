@@ -64,10 +64,7 @@ export function parseConsulAddress(address: string): ConsulAddress {
     throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' is not a valid address`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new HaproxyConnectError(
-      'CONFIG_INVALID',
-      `Consul address '${address}' has scheme '${url.protocol.slice(0, -1)}'; use http, https or unix`,
-    );
+    throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' has scheme '${url.protocol.slice(0, -1)}'; use http, https or unix`);
   }
   if (url.hostname === '' || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
     throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' must be scheme://host:port only`);
@@ -127,10 +124,7 @@ export class ConsulHttp {
     const parsed = parseConsulAddress(options.address);
     const wait = options.waitSeconds ?? DEFAULT_WAIT_SECONDS;
     if (!Number.isInteger(wait) || wait < 1 || wait > MAX_WAIT_SECONDS) {
-      throw new HaproxyConnectError(
-        'CONFIG_INVALID',
-        `Consul blocking wait ${String(wait)}s is out of range (1..${MAX_WAIT_SECONDS} whole seconds)`,
-      );
+      throw new HaproxyConnectError('CONFIG_INVALID', `Consul blocking wait ${String(wait)}s is out of range (1..${MAX_WAIT_SECONDS} whole seconds)`);
     }
     this.address = parsed.display;
     this.waitSeconds = wait;
@@ -197,17 +191,9 @@ export class ConsulHttp {
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       if (timedOut) {
-        throw new HaproxyConnectError(
-          'CONSUL_UNREACHABLE',
-          `Consul agent at ${this.address} did not answer ${method} ${path} within ${timeoutMs} ms`,
-          { cause: err },
-        );
+        throw new HaproxyConnectError('CONSUL_UNREACHABLE', `Consul agent at ${this.address} did not answer ${method} ${path} within ${timeoutMs} ms`, { cause: err });
       }
-      throw new HaproxyConnectError(
-        'CONSUL_UNREACHABLE',
-        `Cannot reach Consul agent at ${this.address}: ${describeCause(err)}`,
-        { cause: err },
-      );
+      throw new HaproxyConnectError('CONSUL_UNREACHABLE', `Cannot reach Consul agent at ${this.address}: ${describeCause(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
@@ -216,21 +202,16 @@ export class ConsulHttp {
     if (response.status >= 200 && response.status < 300) return response;
     const excerpt = this.#excerpt(response.body);
     if (response.status === 403) {
-      throw new HaproxyConnectError(
-        'CONSUL_FORBIDDEN',
-        `Consul agent at ${this.address} rejected the ACL token for ${method} ${path} (403): ${excerpt}`,
-      );
+      throw new HaproxyConnectError('CONSUL_FORBIDDEN', `Consul agent at ${this.address} rejected the ACL token for ${method} ${path} (403): ${excerpt}`);
     }
     if (response.status === 404 && options.onNotFound !== undefined) throw options.onNotFound();
     // 429: the agent allows limits.http_max_conns_per_client (default 200) connections per client
     // address, shared by every sidecar on the node; each holds one blocking query per upstream.
-    const hint = response.status === 429
-      ? ' (too many connections from this address: every sidecar on the node holds one blocking query per upstream plus four; raise the agent\'s limits.http_max_conns_per_client, default 200)'
-      : '';
-    throw new HaproxyConnectError(
-      'CONSUL_HTTP',
-      `Consul agent at ${this.address} answered ${method} ${path} with HTTP ${response.status}: ${excerpt}${hint}`,
-    );
+    const hint =
+      response.status === 429
+        ? " (too many connections from this address: every sidecar on the node holds one blocking query per upstream plus four; raise the agent's limits.http_max_conns_per_client, default 200)"
+        : '';
+    throw new HaproxyConnectError('CONSUL_HTTP', `Consul agent at ${this.address} answered ${method} ${path} with HTTP ${response.status}: ${excerpt}${hint}`);
   }
 
   #excerpt(body: string): string {

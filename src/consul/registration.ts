@@ -6,14 +6,7 @@
  */
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { AccessLogSink, AccessLogs, DroppedItem, Protocol, ProxyRegistration, PublicListener, Upstream } from '../domain/snapshot.js';
-import {
-  AccessLogTemplateError,
-  checkTemplateHeaders,
-  defaultAccessLogFormat,
-  parseJsonFormat,
-  parseTextFormat,
-  type AccessLogFormat,
-} from '../domain/access-log-template.js';
+import { AccessLogTemplateError, checkTemplateHeaders, defaultAccessLogFormat, parseJsonFormat, parseTextFormat, type AccessLogFormat } from '../domain/access-log-template.js';
 import type { AgentServiceJson, UpstreamJson } from './schemas.js';
 import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
 
@@ -91,8 +84,7 @@ function readSocketMode(ctx: Context, field: string, value: string): number | un
 
 function parsePublicListener(ctx: Context, raw: AgentServiceJson, config: Config, protocol: Protocol): PublicListener {
   const proxy = raw.Proxy;
-  const bindPort =
-    readPort(ctx, 'Config.bind_port', config['bind_port']) ?? (raw.Port > 0 ? readPort(ctx, 'Port', raw.Port) : undefined);
+  const bindPort = readPort(ctx, 'Config.bind_port', config['bind_port']) ?? (raw.Port > 0 ? readPort(ctx, 'Port', raw.Port) : undefined);
   if (bindPort === undefined) throw ctx.fail(`neither Config.bind_port nor Port is set (Port ${raw.Port})`);
   const localServicePort = proxy?.LocalServicePort ?? 0;
   if (localServicePort <= 0) {
@@ -100,16 +92,12 @@ function parsePublicListener(ctx: Context, raw: AgentServiceJson, config: Config
   }
   readPort(ctx, 'Proxy.LocalServicePort', localServicePort);
   return {
-    bindAddress:
-      readString(ctx, 'Config.bind_address', config['bind_address']) ??
-      (raw.Address !== '' ? raw.Address : DEFAULT_PUBLIC_BIND_ADDRESS),
+    bindAddress: readString(ctx, 'Config.bind_address', config['bind_address']) ?? (raw.Address !== '' ? raw.Address : DEFAULT_PUBLIC_BIND_ADDRESS),
     bindPort,
     protocol,
     localServiceAddress: proxy?.LocalServiceAddress || DEFAULT_LOCAL_SERVICE_ADDRESS,
     localServicePort,
-    localConnectTimeoutMs:
-      readTimeoutMs(ctx, 'Config.local_connect_timeout_ms', config['local_connect_timeout_ms']) ??
-      DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    localConnectTimeoutMs: readTimeoutMs(ctx, 'Config.local_connect_timeout_ms', config['local_connect_timeout_ms']) ?? DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
     localRequestTimeoutMs: readTimeoutMs(ctx, 'Config.local_request_timeout_ms', config['local_request_timeout_ms']),
   };
 }
@@ -149,13 +137,10 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
     localBindAddress: raw.LocalBindAddress || DEFAULT_UPSTREAM_BIND_ADDRESS,
     localBindPort: socketPath === undefined ? port : 0,
     localBindSocketPath: socketPath,
-    localBindSocketMode:
-      socketPath === undefined ? undefined : readSocketMode(ctx, `${label} LocalBindSocketMode`, raw.LocalBindSocketMode),
+    localBindSocketMode: socketPath === undefined ? undefined : readSocketMode(ctx, `${label} LocalBindSocketMode`, raw.LocalBindSocketMode),
     // The agent has already merged central config, so an absent protocol means Consul's default.
     protocol: readProtocol(ctx, `${label} Config.protocol`, config['protocol']),
-    connectTimeoutMs:
-      readTimeoutMs(ctx, `${label} Config.connect_timeout_ms`, config['connect_timeout_ms']) ??
-      DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+    connectTimeoutMs: readTimeoutMs(ctx, `${label} Config.connect_timeout_ms`, config['connect_timeout_ms']) ?? DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
   };
 }
 
@@ -176,9 +161,7 @@ function shownTemplate(text: string): string {
 function readAccessLogFormat(ctx: Context, json: string | undefined, text: string | undefined): AccessLogFormat {
   const [field, raw] = json !== undefined ? ['AccessLogs.JSONFormat', json] : ['AccessLogs.TextFormat', text];
   try {
-    const format = json !== undefined
-      ? parseJsonFormat(json)
-      : text !== undefined ? { kind: 'text' as const, parts: parseTextFormat(text) } : defaultAccessLogFormat();
+    const format = json !== undefined ? parseJsonFormat(json) : text !== undefined ? { kind: 'text' as const, parts: parseTextFormat(text) } : defaultAccessLogFormat();
     checkTemplateHeaders(format);
     return format;
   } catch (err) {
@@ -195,7 +178,7 @@ function parseAccessLogs(ctx: Context, raw: Record<string, unknown>): AccessLogs
   const path = readString(ctx, 'AccessLogs.Path', raw['Path']);
   let sink: AccessLogSink;
   if (type === 'file') {
-    if (path === undefined) throw ctx.fail('AccessLogs.Path must be set when AccessLogs.Type is \'file\'');
+    if (path === undefined) throw ctx.fail("AccessLogs.Path must be set when AccessLogs.Type is 'file'");
     sink = { type, path };
   } else {
     if (path !== undefined) throw ctx.fail(`AccessLogs.Path ${show(path)} is only valid with AccessLogs.Type 'file' (Type is ${show(type)})`);

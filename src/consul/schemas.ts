@@ -139,9 +139,7 @@ export const serviceEntrySchema = z.object({
     ID: z.string(),
     Address: optionalString,
     Port: z.number(),
-    Weights: z
-      .object({ Passing: z.number() })
-      .nullish(),
+    Weights: z.object({ Passing: z.number() }).nullish(),
   }),
 });
 

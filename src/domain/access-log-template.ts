@@ -18,14 +18,9 @@ export type TextPart = string | TemplateOperator;
 
 export type JsonConstant = string | number | boolean | null | JsonConstant[] | { [key: string]: JsonConstant };
 
-export type JsonTemplateNode =
-  | { kind: 'format'; parts: TextPart[] }
-  | { kind: 'object'; entries: Array<[string, JsonTemplateNode]> }
-  | { kind: 'constant'; value: JsonConstant };
+export type JsonTemplateNode = { kind: 'format'; parts: TextPart[] } | { kind: 'object'; entries: Array<[string, JsonTemplateNode]> } | { kind: 'constant'; value: JsonConstant };
 
-export type AccessLogFormat =
-  | { kind: 'json'; root: Extract<JsonTemplateNode, { kind: 'object' }> }
-  | { kind: 'text'; parts: TextPart[] };
+export type AccessLogFormat = { kind: 'json'; root: Extract<JsonTemplateNode, { kind: 'object' }> } | { kind: 'text'; parts: TextPart[] };
 
 /**
  * Consul's default access log format (agent/xds/accesslogs): used when neither JSONFormat nor
@@ -60,15 +55,40 @@ export const DEFAULT_JSON_FORMAT = JSON.stringify({
 
 /** Operators haproxy-connect fills from HAProxy's log fields; any other renders as null / `-`. */
 export const SUPPORTED_OPERATORS: readonly string[] = [
-  'START_TIME', 'PROTOCOL', 'RESPONSE_CODE', 'RESPONSE_CODE_DETAILS', 'CONNECTION_TERMINATION_DETAILS',
-  'RESPONSE_FLAGS', 'BYTES_RECEIVED', 'BYTES_SENT', 'DURATION', 'REQUEST_DURATION', 'RESPONSE_DURATION',
-  'UPSTREAM_HOST', 'UPSTREAM_CLUSTER', 'UPSTREAM_LOCAL_ADDRESS', 'UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT',
-  'UPSTREAM_LOCAL_PORT', 'UPSTREAM_REMOTE_ADDRESS', 'UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT', 'UPSTREAM_REMOTE_PORT',
-  'UPSTREAM_TRANSPORT_FAILURE_REASON', 'UPSTREAM_REQUEST_ATTEMPT_COUNT',
-  'DOWNSTREAM_REMOTE_ADDRESS', 'DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT', 'DOWNSTREAM_REMOTE_PORT',
-  'DOWNSTREAM_DIRECT_REMOTE_ADDRESS', 'DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT', 'DOWNSTREAM_DIRECT_REMOTE_PORT',
-  'DOWNSTREAM_LOCAL_ADDRESS', 'DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT', 'DOWNSTREAM_LOCAL_PORT',
-  'REQUESTED_SERVER_NAME', 'HOSTNAME', 'REQ', 'RESP',
+  'START_TIME',
+  'PROTOCOL',
+  'RESPONSE_CODE',
+  'RESPONSE_CODE_DETAILS',
+  'CONNECTION_TERMINATION_DETAILS',
+  'RESPONSE_FLAGS',
+  'BYTES_RECEIVED',
+  'BYTES_SENT',
+  'DURATION',
+  'REQUEST_DURATION',
+  'RESPONSE_DURATION',
+  'UPSTREAM_HOST',
+  'UPSTREAM_CLUSTER',
+  'UPSTREAM_LOCAL_ADDRESS',
+  'UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT',
+  'UPSTREAM_LOCAL_PORT',
+  'UPSTREAM_REMOTE_ADDRESS',
+  'UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT',
+  'UPSTREAM_REMOTE_PORT',
+  'UPSTREAM_TRANSPORT_FAILURE_REASON',
+  'UPSTREAM_REQUEST_ATTEMPT_COUNT',
+  'DOWNSTREAM_REMOTE_ADDRESS',
+  'DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT',
+  'DOWNSTREAM_REMOTE_PORT',
+  'DOWNSTREAM_DIRECT_REMOTE_ADDRESS',
+  'DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT',
+  'DOWNSTREAM_DIRECT_REMOTE_PORT',
+  'DOWNSTREAM_LOCAL_ADDRESS',
+  'DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT',
+  'DOWNSTREAM_LOCAL_PORT',
+  'REQUESTED_SERVER_NAME',
+  'HOSTNAME',
+  'REQ',
+  'RESP',
 ];
 const SUPPORTED: ReadonlySet<string> = new Set(SUPPORTED_OPERATORS);
 
@@ -154,7 +174,10 @@ export function templateOperators(format: AccessLogFormat): TemplateOperator[] {
 
 /** `%REQ(A?B)%` names header A with B as the fallback: both lowercased. */
 export function headerAlternatives(op: TemplateOperator): string[] {
-  return (op.args ?? '').split('?').map((h) => h.trim().toLowerCase()).filter((h) => h !== '');
+  return (op.args ?? '')
+    .split('?')
+    .map((h) => h.trim().toLowerCase())
+    .filter((h) => h !== '');
 }
 
 function capturable(header: string, pseudo: readonly string[]): boolean {

@@ -4,7 +4,7 @@
  * configuration (or serve an identity peers reject), so it never replaces a good one. PURE but for
  * certificate parsing; the clock is an argument.
  */
-import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Leaf } from './snapshot.js';
 
 /** Why `pem` is not one readable X.509 certificate, or undefined when it is. */
@@ -29,7 +29,7 @@ export function leafProblem(leaf: Leaf, nowMs: number): string | undefined {
   } catch (err) {
     return `its CertPEM does not parse as a PEM certificate (${(err as Error).message})`;
   }
-  let key;
+  let key: KeyObject;
   try {
     key = createPrivateKey(leaf.privateKeyPem);
   } catch (err) {

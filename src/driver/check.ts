@@ -29,48 +29,37 @@ interface ExecFailure extends Error {
 /** `timeoutCode`: what a run that does not finish in time means for the caller. */
 function run(bin: string, args: string[], timeoutMs: number, timeoutCode: ErrorCode, signal?: AbortSignal): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    execFile(
-      bin,
-      args,
-      { timeout: timeoutMs, maxBuffer: MAX_OUTPUT_BYTES, encoding: 'utf8', signal, env: haproxyEnv() },
-      (error: ExecFailure | null, stdout: string, stderr: string) => {
-        if (!error) {
-          resolve({ code: 0, stdout, stderr });
-          return;
-        }
-        if (error.name === 'AbortError') {
-          reject(new HaproxyConnectError('ABORTED', `'${bin} ${args.join(' ')}' cancelled`, { cause: signal?.reason }));
-          return;
-        }
-        if (error.code === 'ENOENT' || error.code === 'EACCES') {
-          reject(
-            new HaproxyConnectError('HAPROXY_NOT_FOUND', `Cannot run haproxy binary '${bin}': ${error.code}`, {
-              cause: error,
-            }),
-          );
-          return;
-        }
-        if (typeof error.code === 'number') {
-          resolve({ code: error.code, stdout, stderr });
-          return;
-        }
-        if (error.killed) {
-          reject(
-            new HaproxyConnectError(
-              timeoutCode,
-              `'${bin} ${args.join(' ')}' did not finish within ${timeoutMs} ms (killed with ${error.signal ?? 'a signal'})`,
-              { cause: error },
-            ),
-          );
-          return;
-        }
+    execFile(bin, args, { timeout: timeoutMs, maxBuffer: MAX_OUTPUT_BYTES, encoding: 'utf8', signal, env: haproxyEnv() }, (error: ExecFailure | null, stdout: string, stderr: string) => {
+      if (!error) {
+        resolve({ code: 0, stdout, stderr });
+        return;
+      }
+      if (error.name === 'AbortError') {
+        reject(new HaproxyConnectError('ABORTED', `'${bin} ${args.join(' ')}' cancelled`, { cause: signal?.reason }));
+        return;
+      }
+      if (error.code === 'ENOENT' || error.code === 'EACCES') {
         reject(
-          new HaproxyConnectError('HAPROXY_NOT_FOUND', `Cannot run '${bin} ${args.join(' ')}': ${errorMessage(error)}`, {
+          new HaproxyConnectError('HAPROXY_NOT_FOUND', `Cannot run haproxy binary '${bin}': ${error.code}`, {
             cause: error,
           }),
         );
-      },
-    );
+        return;
+      }
+      if (typeof error.code === 'number') {
+        resolve({ code: error.code, stdout, stderr });
+        return;
+      }
+      if (error.killed) {
+        reject(new HaproxyConnectError(timeoutCode, `'${bin} ${args.join(' ')}' did not finish within ${timeoutMs} ms (killed with ${error.signal ?? 'a signal'})`, { cause: error }));
+        return;
+      }
+      reject(
+        new HaproxyConnectError('HAPROXY_NOT_FOUND', `Cannot run '${bin} ${args.join(' ')}': ${errorMessage(error)}`, {
+          cause: error,
+        }),
+      );
+    });
   });
 }
 
@@ -81,13 +70,13 @@ function run(bin: string, args: string[], timeoutMs: number, timeoutCode: ErrorC
 export async function checkConfig(haproxyBin: string, cfgPath: string, signal?: AbortSignal): Promise<void> {
   const result = await run(haproxyBin, ['-c', '-f', cfgPath], CHECK_TIMEOUT_MS, 'HAPROXY_CONFIG_REJECTED', signal);
   if (result.code === 0) return;
-  const lines = `${result.stderr}\n${result.stdout}`.split('\n').map((l) => l.trimEnd()).filter((l) => l !== '');
+  const lines = `${result.stderr}\n${result.stdout}`
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l !== '');
   const alerts = lines.filter((l) => l.startsWith('[ALERT]'));
   const detail = (alerts.length > 0 ? alerts : lines.slice(-TAIL_LINES)).join('\n');
-  throw new HaproxyConnectError(
-    'HAPROXY_CONFIG_REJECTED',
-    `haproxy -c rejected ${cfgPath} (exit code ${result.code}):\n${detail}`,
-  );
+  throw new HaproxyConnectError('HAPROXY_CONFIG_REJECTED', `haproxy -c rejected ${cfgPath} (exit code ${result.code}):\n${detail}`);
 }
 
 /** The oldest HAProxy haproxy-connect runs on: dynamic servers, runtime certificate updates and SPOP 2.0 as 2.6 has them. */
@@ -101,10 +90,7 @@ export async function haproxyVersion(haproxyBin: string, signal?: AbortSignal): 
   const result = await run(haproxyBin, ['-v'], VERSION_TIMEOUT_MS, 'HAPROXY_NOT_FOUND', signal);
   const version = parseHaproxyVersion(result.stdout);
   if (result.code !== 0 || version === undefined) {
-    throw new HaproxyConnectError(
-      'HAPROXY_NOT_FOUND',
-      `'${haproxyBin} -v' (exit code ${result.code}) printed no HAProxy version: ${JSON.stringify(result.stdout.slice(0, 200))}`,
-    );
+    throw new HaproxyConnectError('HAPROXY_NOT_FOUND', `'${haproxyBin} -v' (exit code ${result.code}) printed no HAProxy version: ${JSON.stringify(result.stdout.slice(0, 200))}`);
   }
   if (compareVersions(version, MIN_HAPROXY_VERSION) < 0) {
     throw new HaproxyConnectError('HAPROXY_UNSUPPORTED', `haproxy binary '${haproxyBin}' is HAProxy ${version}; haproxy-connect needs ${MIN_HAPROXY_VERSION} or later`);

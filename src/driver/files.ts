@@ -61,7 +61,7 @@ async function writeOne(dir: string, file: ManagedFile): Promise<boolean> {
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw fileError('read', target, err);
   }
-  if (existing !== undefined && existing.equals(bytes)) {
+  if (existing?.equals(bytes)) {
     if (existingMode === mode) return false;
     try {
       await fs.chmod(target, mode);

@@ -48,12 +48,8 @@ export function sendCommand(socketPath: string, command: string, options: SendCo
       if (err) reject(err);
       else resolve(Buffer.concat(chunks).toString('utf8'));
     };
-    const onAbort = (): void =>
-      finish(new HaproxyConnectError('ABORTED', `${what} cancelled`, { cause: signal?.reason }));
-    const timer = setTimeout(
-      () => finish(new HaproxyConnectError('HAPROXY_CLI', `${what} got no complete answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const onAbort = (): void => finish(new HaproxyConnectError('ABORTED', `${what} cancelled`, { cause: signal?.reason }));
+    const timer = setTimeout(() => finish(new HaproxyConnectError('HAPROXY_CLI', `${what} got no complete answer within ${timeoutMs} ms`)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
 
     socket.on('connect', () => socket.end(`${command}\n`));
@@ -65,9 +61,7 @@ export function sendCommand(socketPath: string, command: string, options: SendCo
       }
       chunks.push(chunk);
     });
-    socket.on('error', (err) =>
-      finish(new HaproxyConnectError('HAPROXY_CLI', `${what} failed: ${errorMessage(err)}`, { cause: err })),
-    );
+    socket.on('error', (err) => finish(new HaproxyConnectError('HAPROXY_CLI', `${what} failed: ${errorMessage(err)}`, { cause: err })));
     socket.on('close', () => finish(undefined));
   });
 }
@@ -134,9 +128,7 @@ export function parseShowProc(text: string): ShowProc {
     if (!m) {
       throw new HaproxyConnectError('HAPROXY_CLI', `Unexpected line in 'show proc' answer: ${JSON.stringify(rawLine)}`);
     }
-    const [, pid, type, reloads, failed, uptime, version] = m as unknown as [
-      string, string, string, string, string | undefined, string, string,
-    ];
+    const [, pid, type, reloads, failed, uptime, version] = m as unknown as [string, string, string, string, string | undefined, string, string];
     const entry: ProcEntry = { pid: Number(pid), reloads: Number(reloads), uptime, version };
     if (type === 'master') {
       master = { ...entry, failedReloads: failed === undefined ? undefined : Number(failed) };

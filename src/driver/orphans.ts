@@ -15,14 +15,13 @@
  * The claim records the new run directory and every HAProxy master spawned, and removes the record
  * on a clean exit.
  */
+import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { RUN_DIR_PREFIX, createRunDir, removeRunDir } from './files.js';
-import {
-  cmdlineHash, createOwnerRecord, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord,
-} from './owner-record.js';
+import { cmdlineHash, createOwnerRecord, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord } from './owner-record.js';
 import { isAlive, listPids, procCmdline, procStat, signalPid } from './pids.js';
 
 /** An orphaned master gets this long after SIGTERM (it hard-stops its workers and exits in ms). */
@@ -191,7 +190,7 @@ async function removePreviousRunDir(runDir: string, baseDir: string, prefix: str
     logger.warn({ runDir, baseDir }, `not removing the recorded run directory: it is not a '${prefix}*' directory directly under the base path`);
     return;
   }
-  let stat;
+  let stat: Stats;
   try {
     stat = await fs.lstat(runDir);
   } catch (err) {

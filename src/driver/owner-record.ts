@@ -10,7 +10,7 @@
  * directory); mode 0600.
  * It holds no secret: the daemon's command line is kept as a hash (it may carry -token).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -45,10 +45,7 @@ const ownerRecordSchema = z.object({
 export type OwnerRecord = z.infer<typeof ownerRecordSchema>;
 
 /** What is at the record path: nothing, a record, or a file that is not a valid record. */
-export type RecordRead =
-  | { kind: 'absent' }
-  | { kind: 'valid'; record: OwnerRecord; bytes: Buffer }
-  | { kind: 'invalid'; reason: string; bytes: Buffer };
+export type RecordRead = { kind: 'absent' } | { kind: 'valid'; record: OwnerRecord; bytes: Buffer } | { kind: 'invalid'; reason: string; bytes: Buffer };
 
 /** The record's file name: the proxy ID made safe for a file name, plus a hash of the exact ID. */
 export function ownerRecordName(proxyId: string): string {
@@ -63,7 +60,9 @@ export function ownerRecordPath(baseDir: string, proxyId: string): string {
 
 /** sha256 of an argument vector, as /proc/<pid>/cmdline spells it (NUL after each argument). */
 export function cmdlineHash(argv: readonly string[]): string {
-  return createHash('sha256').update(argv.map((a) => `${a}\0`).join('')).digest('hex');
+  return createHash('sha256')
+    .update(argv.map((a) => `${a}\0`).join(''))
+    .digest('hex');
 }
 
 function fileError(action: string, file: string, err: unknown): HaproxyConnectError {

@@ -44,7 +44,9 @@ export function parseCmdline(bytes: Buffer | string): string[] {
 
 /** Pids of every process visible in /proc. */
 export function listPids(): number[] {
-  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number);
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(Number);
 }
 
 /** A zombie has exited; it only waits for its (new) parent to reap it. */

@@ -91,8 +91,6 @@ interface Run {
   workerPids: Set<number>;
 }
 
-
-
 /** Resolves true if the run exits within `ms`, false otherwise. */
 async function waitExit(run: Run, ms: number): Promise<boolean> {
   if (run.exitInfo) return true;
@@ -216,10 +214,7 @@ export class HaproxyProcess extends EventEmitter {
     let lastError: unknown;
     while (Date.now() < deadline) {
       if (!this.#is('reloading')) {
-        throw new HaproxyConnectError(
-          'HAPROXY_RELOAD_FAILED',
-          `haproxy reload of ${this.#opts.cfgPath} interrupted: the supervisor is now ${this.#state}`,
-        );
+        throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `haproxy reload of ${this.#opts.cfgPath} interrupted: the supervisor is now ${this.#state}`);
       }
       try {
         const now = await this.showProc();
@@ -231,10 +226,7 @@ export class HaproxyProcess extends EventEmitter {
             throw failed(`haproxy rejected the reload of ${this.#opts.cfgPath} (failed reloads: ${failedNow}); the old worker keeps serving`);
           }
           if (fresh.length > 0) {
-            this.#log.info(
-              { component: 'haproxy-process', workers: fresh.map((w) => w.pid), reloads: now.master.reloads },
-              'haproxy reloaded',
-            );
+            this.#log.info({ component: 'haproxy-process', workers: fresh.map((w) => w.pid), reloads: now.master.reloads }, 'haproxy reloaded');
             this.#transition('running');
             return;
           }
@@ -311,11 +303,9 @@ export class HaproxyProcess extends EventEmitter {
       });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new HaproxyConnectError(
-        code === 'ENOENT' || code === 'EACCES' ? 'HAPROXY_NOT_FOUND' : 'HAPROXY_START_FAILED',
-        `Cannot run haproxy binary '${haproxyBin}': ${errorMessage(err)}`,
-        { cause: err },
-      );
+      throw new HaproxyConnectError(code === 'ENOENT' || code === 'EACCES' ? 'HAPROXY_NOT_FOUND' : 'HAPROXY_START_FAILED', `Cannot run haproxy binary '${haproxyBin}': ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     child.removeAllListeners('error');
     let resolveExit: (info: ExitInfo) => void = () => undefined;
@@ -325,7 +315,10 @@ export class HaproxyProcess extends EventEmitter {
     const pid = child.pid ?? 0;
     const run: Run = { child, pid, exited, exitInfo: undefined, drained: Promise.resolve(), workerPids: new Set() };
     const streamsClosed: Array<Promise<void>> = [];
-    for (const [name, stream] of [['stdout', child.stdout], ['stderr', child.stderr]] as const) {
+    for (const [name, stream] of [
+      ['stdout', child.stdout],
+      ['stderr', child.stderr],
+    ] as const) {
       if (!stream) continue;
       const lines = createInterface({ input: stream, crlfDelay: Infinity });
       lines.on('line', (line) => this.#output.line(run.pid, name, line));
@@ -389,10 +382,7 @@ export class HaproxyProcess extends EventEmitter {
       if (Date.now() >= deadline) {
         this.#log.error({ component: 'haproxy-process', pid: run.pid }, 'haproxy not ready in time; stopping it');
         await this.#terminate(run);
-        throw new HaproxyConnectError(
-          'HAPROXY_START_FAILED',
-          `haproxy with ${this.#opts.cfgPath} did not report a worker on ${this.#opts.masterSocket} within ${this.#opts.readyTimeoutMs} ms`,
-        );
+        throw new HaproxyConnectError('HAPROXY_START_FAILED', `haproxy with ${this.#opts.cfgPath} did not report a worker on ${this.#opts.masterSocket} within ${this.#opts.readyTimeoutMs} ms`);
       }
       await waitExit(run, POLL_INTERVAL_MS);
     }

@@ -151,7 +151,7 @@ export class RuntimeSession {
     }
     for (;;) {
       // The first answer (to `prompt`) is "\n> ": look for the prompt from the buffer start.
-      const at = ('\n' + this.#buffer).indexOf(PROMPT);
+      const at = `\n${this.#buffer}`.indexOf(PROMPT);
       if (at < 0) return;
       const raw = this.#buffer.slice(0, Math.max(0, at - 1));
       this.#buffer = this.#buffer.slice(at - 1 + PROMPT.length);

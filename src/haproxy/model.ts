@@ -8,9 +8,7 @@
 
 export type Mode = 'tcp' | 'http';
 
-export type Bind =
-  | { kind: 'inet'; address: string; port: number }
-  | { kind: 'unix'; path: string; mode: number | undefined };
+export type Bind = { kind: 'inet'; address: string; port: number } | { kind: 'unix'; path: string; mode: number | undefined };
 
 /** A file HAProxy reads, written by the applier into the run directory. */
 export interface ModelFile {

@@ -70,13 +70,7 @@ function diffAccessLogs(before: readonly Frontend[], after: readonly Frontend[],
 }
 
 /** Reasons for added, removed and changed named items (`frontend x added`, ...). */
-function diffNamed<T extends { name: string }>(
-  kind: string,
-  before: readonly T[],
-  after: readonly T[],
-  same: (a: T, b: T) => boolean,
-  reasons: string[],
-): void {
+function diffNamed<T extends { name: string }>(kind: string, before: readonly T[], after: readonly T[], same: (a: T, b: T) => boolean, reasons: string[]): void {
   const old = byName(before);
   for (const item of after) {
     const prev = old.get(item.name);

@@ -61,8 +61,8 @@ function unquotable(value: string, reason: string): never {
 }
 
 function escapeForDoubleQuotes(char: string): string {
-  const escape = DOUBLE_QUOTED_ESCAPES.get(char);
-  if (escape !== undefined) return escape;
+  const escaped = DOUBLE_QUOTED_ESCAPES.get(char);
+  if (escaped !== undefined) return escaped;
   const code = char.charCodeAt(0);
   if (code < 0x20 || code === 0x7f) return `\\x${code.toString(16).padStart(2, '0')}`;
   return char;
@@ -94,12 +94,7 @@ export function quoteArg(value: string): string {
 export function quoteAddress(address: string): string {
   const hazard = ADDRESS_HAZARDS.exec(address);
   if (hazard !== null) {
-    unquotable(
-      address,
-      hazard[0] === '$'
-        ? "HAProxy expands '$' in addresses even when quoted, and nothing escapes it"
-        : "',' separates listeners in HAProxy addresses even when quoted",
-    );
+    unquotable(address, hazard[0] === '$' ? "HAProxy expands '$' in addresses even when quoted, and nothing escapes it" : "',' separates listeners in HAProxy addresses even when quoted");
   }
   return quoteArg(address);
 }

@@ -9,13 +9,7 @@
  * connects on its own; when the reader comes back the worker reconnects and sends what the ring
  * still holds.
  */
-import {
-  ACCESS_LOG_MAX_LINE_BYTES,
-  accessLogFormat,
-  requestCaptureBytes,
-  requestCaptureSample,
-  HEADER_CAPTURE_BYTES,
-} from '../domain/access-log-wire.js';
+import { ACCESS_LOG_MAX_LINE_BYTES, accessLogFormat, requestCaptureBytes, requestCaptureSample, HEADER_CAPTURE_BYTES } from '../domain/access-log-wire.js';
 import type { Frontend, Global, LogReceiver } from './model.js';
 import { quoteAddress } from './quote.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -68,10 +62,7 @@ export function logRingSection(global: Global, indent: string): string[] {
 export function frontendAccessLogLines(frontend: Frontend, global: Global): string[] {
   const log = frontend.accessLog;
   if (log === undefined || global.logs === undefined) return [];
-  const lines = [
-    'no log',
-    `log ring@${global.logs.ring} len ${ACCESS_LOG_MAX_LINE_BYTES} ${ACCESS_FACILITY} ${ACCESS_LEVEL}`,
-  ];
+  const lines = ['no log', `log ring@${global.logs.ring} len ${ACCESS_LOG_MAX_LINE_BYTES} ${ACCESS_FACILITY} ${ACCESS_LEVEL}`];
   // TCP: one line per connection, also one that sent nothing (a server-speaks-first connection
   // denied by intentions), as Envoy logs them. HTTP keeps dontlognull: a connection without a
   // request is not a request (HAProxy would log it as <BADREQ>).
@@ -81,7 +72,9 @@ export function frontendAccessLogLines(frontend: Frontend, global: Global): stri
       lines.push(`http-request capture ${requestCaptureSample(header)} len ${requestCaptureBytes(header)}`);
     }
     for (const _header of log.responseHeaders) lines.push(`declare capture response len ${HEADER_CAPTURE_BYTES}`);
-    log.responseHeaders.forEach((header, index) => lines.push(`http-response capture res.fhdr(${header}) id ${index}`));
+    log.responseHeaders.forEach((header, index) => {
+      lines.push(`http-response capture res.fhdr(${header}) id ${index}`);
+    });
   }
   lines.push(`log-format ${accessLogFormat(frontend)}`);
   return lines;

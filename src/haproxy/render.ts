@@ -164,12 +164,7 @@ function renderSpoeAgentBackend(frontend: Frontend, runDir: string): string[] {
 }
 
 function renderBackend(backend: Backend): string {
-  const lines = [
-    `mode ${backend.mode}`,
-    `balance ${backend.balance}`,
-    `timeout connect ${formatDuration(backend.timeoutConnectMs)}`,
-    `timeout server ${formatDuration(backend.timeoutServerMs)}`,
-  ];
+  const lines = [`mode ${backend.mode}`, `balance ${backend.balance}`, `timeout connect ${formatDuration(backend.timeoutConnectMs)}`, `timeout server ${formatDuration(backend.timeoutServerMs)}`];
   if (backend.httpReuse !== undefined) lines.push(`http-reuse ${backend.httpReuse}`);
   for (const server of backend.servers) lines.push(serverConfigLine(server, backend));
   return section(`backend ${backend.name}`, lines);

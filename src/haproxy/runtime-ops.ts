@@ -69,7 +69,7 @@ const DELETED: Expect = { kind: 'match', pattern: /^Server deleted\.$/ };
 const ADDR_CHANGED: Expect = { kind: 'match', pattern: /(changed from|no need to change)/ };
 const TRANSACTION: Expect = { kind: 'match', pattern: /^Transaction (created|updated) for /i };
 const COMMITTED: Expect = { kind: 'match', pattern: /Success!$/ };
-const SAFE_PATH = /^\/[A-Za-z0-9_.@+:\/-]+$/;
+const SAFE_PATH = /^\/[A-Za-z0-9_.@+:/-]+$/;
 const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;
 /** Epochs are short hashes (translate/spoe.ts); anything else would be a second map argument. */
 const SAFE_MAP_KEY = /^[A-Za-z0-9_.-]+$/;
@@ -145,11 +145,7 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
       if (!Number.isInteger(op.port) || op.port < 1 || op.port > 65_535) refuse(`port ${op.port} outside 1..65535`);
       // Through maintenance: it closes idle pooled connections to the old address, which
       // `http-reuse always` would otherwise keep reusing.
-      return [
-        command(`disable server ${name}`, EMPTY),
-        command(`set server ${name} addr ${op.address} port ${op.port}`, ADDR_CHANGED),
-        command(`enable server ${name}`, EMPTY),
-      ];
+      return [command(`disable server ${name}`, EMPTY), command(`set server ${name} addr ${op.address} port ${op.port}`, ADDR_CHANGED), command(`enable server ${name}`, EMPTY)];
     }
     case 'set-leaf': {
       const path = checkPath(op.path);

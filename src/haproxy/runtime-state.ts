@@ -48,8 +48,13 @@ export function parseServersState(text: string): LiveServer[] {
     return index;
   };
   const idx = {
-    backend: col('be_name'), name: col('srv_name'), addr: col('srv_addr'), op: col('srv_op_state'),
-    admin: col('srv_admin_state'), weight: col('srv_uweight'), port: col('srv_port'),
+    backend: col('be_name'),
+    name: col('srv_name'),
+    addr: col('srv_addr'),
+    op: col('srv_op_state'),
+    admin: col('srv_admin_state'),
+    weight: col('srv_uweight'),
+    port: col('srv_port'),
   };
   const servers: LiveServer[] = [];
   for (const line of lines.slice(2)) {

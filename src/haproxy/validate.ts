@@ -13,11 +13,11 @@ import { HAPROXY_NAME_PATTERN, runDirPath } from '../domain/haproxy-names.js';
 /** Run-directory file names: one path component, no dot-only names. */
 const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;
 /** Absolute paths rendered unquoted: no whitespace, quotes, '#' or backslashes. */
-const SAFE_ABSOLUTE_PATH_PATTERN = /^\/[A-Za-z0-9_.@+:\/-]*$/;
+const SAFE_ABSOLUTE_PATH_PATTERN = /^\/[A-Za-z0-9_.@+:/-]*$/;
 /** RFC 1123 host name (labels of letters, digits and inner hyphens), optional trailing dot. */
 const HOSTNAME_PATTERN = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** ALPN protocol ids as HAProxy takes them in a comma-separated list, e.g. `h2`, `http/1.1`. */
-const ALPN_PATTERN = /^[A-Za-z0-9._\/-]+$/;
+const ALPN_PATTERN = /^[A-Za-z0-9._/-]+$/;
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
 const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 /** HAProxy stores timeouts as signed 32-bit milliseconds. */
@@ -132,9 +132,7 @@ function checkBindConflicts(frontends: readonly Frontend[]): void {
     const onPort = inetByPort.get(port) ?? [];
     for (const existing of onPort) {
       if (WILDCARD_ADDRESSES.has(existing.address) || WILDCARD_ADDRESSES.has(address)) {
-        invalid(
-          `frontends ${show(existing.frontend)} (${existing.address}) and ${show(frontend.name)} (${address}) overlap on port ${port}`,
-        );
+        invalid(`frontends ${show(existing.frontend)} (${existing.address}) and ${show(frontend.name)} (${address}) overlap on port ${port}`);
       }
     }
     onPort.push({ address, frontend: frontend.name });

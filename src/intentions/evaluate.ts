@@ -5,14 +5,7 @@
  * IntentionMatchSource) decides; an L7 intention (with Permissions) denies an L4 connection; with no
  * match the ACL default policy decides. Pure: no clock, no I/O.
  */
-import {
-  DEFAULT_NAMESPACE,
-  DEFAULT_PARTITION,
-  WILDCARD,
-  type Decision,
-  type Intention,
-  type SourceIdentity,
-} from '../domain/intentions.js';
+import { DEFAULT_NAMESPACE, DEFAULT_PARTITION, WILDCARD, type Decision, type Intention, type SourceIdentity } from '../domain/intentions.js';
 
 function orDefault(value: string | undefined, fallback: string): string {
   return value === undefined || value === '' ? fallback : value;

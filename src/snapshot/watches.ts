@@ -68,7 +68,11 @@ export class SidecarWatches {
         this.#syncTargets(registration.upstreams);
       },
     );
-    this.#startWatch('roots', (cursor, signal) => api.roots(cursor, signal), (roots) => this.#opts.emit({ kind: 'roots', value: roots }));
+    this.#startWatch(
+      'roots',
+      (cursor, signal) => api.roots(cursor, signal),
+      (roots) => this.#opts.emit({ kind: 'roots', value: roots }),
+    );
   }
 
   /** Names of the running watches, for logs and tests. */
@@ -86,7 +90,11 @@ export class SidecarWatches {
     if (this.#leafService !== undefined) this.#stopWatch(`leaf:${this.#leafService}`);
     this.#leafService = serviceName;
     const { api } = this.#opts;
-    this.#startWatch(`leaf:${serviceName}`, (cursor, signal) => api.leaf(serviceName, cursor, signal), (leaf) => this.#opts.emit({ kind: 'leaf', value: leaf }));
+    this.#startWatch(
+      `leaf:${serviceName}`,
+      (cursor, signal) => api.leaf(serviceName, cursor, signal),
+      (leaf) => this.#opts.emit({ kind: 'leaf', value: leaf }),
+    );
   }
 
   #syncIntentions(serviceName: string, namespace: string): void {
@@ -96,7 +104,11 @@ export class SidecarWatches {
     this.#intentionsTarget = name;
     const { api } = this.#opts;
     const target = { name: serviceName, namespace };
-    this.#startWatch(name, (cursor, signal) => api.intentionsMatch(target, cursor, signal), (value) => this.#opts.emit({ kind: 'intentions', value }));
+    this.#startWatch(
+      name,
+      (cursor, signal) => api.intentionsMatch(target, cursor, signal),
+      (value) => this.#opts.emit({ kind: 'intentions', value }),
+    );
   }
 
   /**
@@ -133,12 +145,7 @@ export class SidecarWatches {
     }
   }
 
-  #startWatch<T>(
-    name: string,
-    fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>,
-    onValue: (value: T) => void,
-    pollIntervalMs?: number,
-  ): void {
+  #startWatch<T>(name: string, fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>, onValue: (value: T) => void, pollIntervalMs?: number): void {
     if (this.#running.has(name) || this.#opts.signal.aborted) return;
     const controller = new AbortController();
     const root = this.#opts.signal;

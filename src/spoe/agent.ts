@@ -13,18 +13,7 @@ import { pino } from 'pino';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { FrameSplitter, MIN_FRAME_SIZE, decodeFrame, encodeFrame } from './codec.js';
-import {
-  FLAG_FIN,
-  SPOP_STATUS,
-  SpopFrameError,
-  kvGet,
-  type Frame,
-  type KvPair,
-  type SpoeAction,
-  type SpoeMessage,
-  type SpopStatus,
-  type TypedData,
-} from './types.js';
+import { FLAG_FIN, SPOP_STATUS, SpopFrameError, kvGet, type Frame, type KvPair, type SpoeAction, type SpoeMessage, type SpopStatus, type TypedData } from './types.js';
 
 /** HAProxy's own default max-frame-size (tune.bufsize 16384); certificates fit in it. */
 export const DEFAULT_MAX_FRAME_SIZE = 16_384;
@@ -77,7 +66,10 @@ function stringValue(d: TypedData | undefined): string | undefined {
 }
 
 function list(s: string): string[] {
-  return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
 }
 
 /** Accepts "2.0, 1.5": any announced 2.x covers 2.0 (a major implies its earlier minors). */
@@ -216,9 +208,15 @@ export class SpoeAgent {
       return;
     }
     const conn = new SpoeConnection(socket, this.#options, this.#log, {
-      onNotify: () => { this.#stats.notifies += 1; },
-      onProtocolError: () => { this.#stats.protocolErrors += 1; },
-      onHandlerError: () => { this.#stats.handlerErrors += 1; },
+      onNotify: () => {
+        this.#stats.notifies += 1;
+      },
+      onProtocolError: () => {
+        this.#stats.protocolErrors += 1;
+      },
+      onHandlerError: () => {
+        this.#stats.handlerErrors += 1;
+      },
     });
     this.#connections.add(conn);
     socket.once('close', () => this.#connections.delete(conn));

@@ -3,18 +3,7 @@
  * tests' fake HAProxy share one implementation. Decoding never trusts a length: every malformed
  * input throws SpopFrameError (code SPOP_FRAME_INVALID) naming what was wrong and where.
  */
-import {
-  FRAME_TYPE,
-  SPOP_STATUS,
-  SpopFrameError,
-  VAR_SCOPES,
-  type Frame,
-  type KvPair,
-  type SpoeAction,
-  type SpoeMessage,
-  type TypedData,
-  type VarScope,
-} from './types.js';
+import { FRAME_TYPE, SPOP_STATUS, SpopFrameError, VAR_SCOPES, type Frame, type KvPair, type SpoeAction, type SpoeMessage, type TypedData, type VarScope } from './types.js';
 import { MAX_UINT32, WireReader, WireWriter } from './wire.js';
 
 /** SPOE.txt §3.2: peers must accept frames of at least 256 bytes. */

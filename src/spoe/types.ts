@@ -73,9 +73,7 @@ export interface SpoeMessage {
 export const VAR_SCOPES = ['proc', 'sess', 'txn', 'req', 'res'] as const;
 export type VarScope = (typeof VAR_SCOPES)[number];
 
-export type SpoeAction =
-  | { type: 'set-var'; scope: VarScope; name: string; value: TypedData }
-  | { type: 'unset-var'; scope: VarScope; name: string };
+export type SpoeAction = { type: 'set-var'; scope: VarScope; name: string; value: TypedData } | { type: 'unset-var'; scope: VarScope; name: string };
 
 interface FrameBase {
   /** FLAG_FIN / FLAG_ABORT and reserved bits, as a 32-bit unsigned number. */

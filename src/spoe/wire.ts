@@ -36,9 +36,7 @@ export class WireReader {
 
   #need(n: number, what: string): void {
     if (this.#end - this.#pos < n) {
-      throw new SpopFrameError(
-        `SPOP frame truncated: ${what} needs ${n} byte(s) at offset ${this.#pos}, only ${this.#end - this.#pos} left`,
-      );
+      throw new SpopFrameError(`SPOP frame truncated: ${what} needs ${n} byte(s) at offset ${this.#pos}, only ${this.#end - this.#pos} left`);
     }
   }
 

@@ -7,14 +7,7 @@
  * value is `-`, as in Envoy's typed JSON. Text: a missing value is `-`.
  */
 import type { AccessRecord } from './access-log-record.js';
-import {
-  UPSTREAM_SERVICE_TIME_HEADER,
-  headerAlternatives,
-  type AccessLogFormat,
-  type JsonTemplateNode,
-  type TemplateOperator,
-  type TextPart,
-} from '../domain/access-log-template.js';
+import { UPSTREAM_SERVICE_TIME_HEADER, headerAlternatives, type AccessLogFormat, type JsonTemplateNode, type TemplateOperator, type TextPart } from '../domain/access-log-template.js';
 
 export interface FormatContext {
   hostname: string;
@@ -85,18 +78,30 @@ export function formatStartTime(ms: number, pattern: string): string {
   const d = new Date(ms);
   return pattern.replace(/%([1-9]?f|[YmdHMSszZFT%])/g, (_, spec: string) => {
     switch (spec) {
-      case 'Y': return String(d.getUTCFullYear());
-      case 'm': return pad(d.getUTCMonth() + 1);
-      case 'd': return pad(d.getUTCDate());
-      case 'H': return pad(d.getUTCHours());
-      case 'M': return pad(d.getUTCMinutes());
-      case 'S': return pad(d.getUTCSeconds());
-      case 's': return String(Math.floor(ms / 1000));
-      case 'z': return '+0000';
-      case 'Z': return 'UTC';
-      case 'F': return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
-      case 'T': return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
-      case '%': return '%';
+      case 'Y':
+        return String(d.getUTCFullYear());
+      case 'm':
+        return pad(d.getUTCMonth() + 1);
+      case 'd':
+        return pad(d.getUTCDate());
+      case 'H':
+        return pad(d.getUTCHours());
+      case 'M':
+        return pad(d.getUTCMinutes());
+      case 'S':
+        return pad(d.getUTCSeconds());
+      case 's':
+        return String(Math.floor(ms / 1000));
+      case 'z':
+        return '+0000';
+      case 'Z':
+        return 'UTC';
+      case 'F':
+        return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+      case 'T':
+        return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`;
+      case '%':
+        return '%';
       default: {
         // %f is nanoseconds (9 digits); %3f milliseconds. HAProxy gives milliseconds.
         const digits = spec === 'f' ? 9 : Number(spec[0]);
@@ -115,15 +120,15 @@ const downstreamRemote: Getter = (r) => address(r.clientAddress, r.clientPort);
 const GETTERS: Readonly<Record<string, Getter>> = {
   PROTOCOL: protocol,
   // Envoy logs 0 when there is no HTTP response (TCP, or no response before the end).
-  RESPONSE_CODE: (r) => (r.kind === 'request' ? r.status ?? 0 : 0),
+  RESPONSE_CODE: (r) => (r.kind === 'request' ? (r.status ?? 0) : 0),
   RESPONSE_CODE_DETAILS: (r) => (r.kind === 'request' && r.server !== undefined && r.serverResponseMs !== undefined ? 'via_upstream' : null),
   CONNECTION_TERMINATION_DETAILS: terminationDetails,
   RESPONSE_FLAGS: responseFlags,
   BYTES_RECEIVED: (r) => r.bytesReceived ?? 0,
   BYTES_SENT: (r) => r.bytesSent ?? 0,
   DURATION: (r) => r.durationMs ?? null,
-  REQUEST_DURATION: (r) => (r.kind === 'request' ? r.requestMs ?? null : null),
-  RESPONSE_DURATION: (r) => (r.kind === 'request' ? r.responseStartMs ?? null : null),
+  REQUEST_DURATION: (r) => (r.kind === 'request' ? (r.requestMs ?? null) : null),
+  RESPONSE_DURATION: (r) => (r.kind === 'request' ? (r.responseStartMs ?? null) : null),
   UPSTREAM_HOST: upstreamHost,
   UPSTREAM_REMOTE_ADDRESS: upstreamHost,
   UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT: (r) => r.serverAddress ?? null,
@@ -192,14 +197,14 @@ function limited(op: TemplateOperator): Getter {
   return max === undefined ? get : (r, ctx) => truncated(get(r, ctx), max);
 }
 
-function compileText(parts: readonly TextPart[], escape: boolean): Render {
+function compileText(parts: readonly TextPart[], escapeValues: boolean): Render {
   const pieces = parts.map((part): Render => {
     if (typeof part === 'string') return () => part;
     const get = limited(part);
     return (r, ctx) => {
       const value = get(r, ctx);
       const text = value === null || value === '' ? MISSING : String(value);
-      return escape ? escapeControls(text) : text;
+      return escapeValues ? escapeControls(text) : text;
     };
   });
   return (r, ctx) => {

@@ -98,12 +98,15 @@ export class AccessLogWriter {
     const changed = this.#settings?.enabled !== true || sinkKey(this.#settings) !== key || this.#settings.format !== accessLogs.format;
     this.#settings = accessLogs;
     if (!changed) return;
-    this.#log.info({
-      type: accessLogs.sink.type,
-      ...(accessLogs.sink.type === 'file' && { path: accessLogs.sink.path }),
-      format: accessLogs.format.kind,
-      listenerLogs: !accessLogs.disableListenerLogs,
-    }, 'access logs enabled');
+    this.#log.info(
+      {
+        type: accessLogs.sink.type,
+        ...(accessLogs.sink.type === 'file' && { path: accessLogs.sink.path }),
+        format: accessLogs.format.kind,
+        listenerLogs: !accessLogs.disableListenerLogs,
+      },
+      'access logs enabled',
+    );
     const unsupported = unsupportedOperators(accessLogs.format);
     if (unsupported.length > 0) {
       this.#log.warn({ operators: unsupported }, 'the access log format uses operators HAProxy cannot provide: they are logged as null (JSON) or - (text)');

@@ -20,7 +20,7 @@ import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { ACCESS_LOG_MAX_LINE_BYTES } from '../domain/access-log-wire.js';
 import { AccessLineError, isAccessLine, parseAccessLine, parseListenerLine, type AccessRecord } from './access-log-record.js';
 import type { Logger } from '../logger.js';
-import { OctetCountingDecoder, SyslogParseError, levelOfSeverity, parseSyslogMessage, type SyslogErrorKind } from './syslog.js';
+import { OctetCountingDecoder, SyslogParseError, levelOfSeverity, parseSyslogMessage, type SyslogErrorKind, type SyslogMessage } from './syslog.js';
 
 /** Largest frame accepted: the longest access line plus room for the syslog header. */
 export const MAX_FRAME_BYTES = ACCESS_LOG_MAX_LINE_BYTES * 2;
@@ -63,7 +63,11 @@ export class HaproxyLogReceiver {
   readonly #sockets = new Set<Socket>();
   readonly #lastWarnAt = new Map<ReceiverErrorKind, number>();
   readonly #stats: HaproxyLogStats = {
-    connections: 0, frames: 0, messages: 0, accessRecords: 0, droppedByHaproxy: 0,
+    connections: 0,
+    frames: 0,
+    messages: 0,
+    accessRecords: 0,
+    droppedByHaproxy: 0,
     errors: { framing: 0, oversize: 0, syslog: 0, access: 0 },
   };
 
@@ -135,11 +139,14 @@ export class HaproxyLogReceiver {
 
   #frame(text: string): void {
     this.#stats.frames++;
-    let message;
+    let message: SyslogMessage;
     try {
       message = parseSyslogMessage(text);
     } catch (err) {
-      if (err instanceof SyslogParseError) return this.#error('syslog', err.message);
+      if (err instanceof SyslogParseError) {
+        this.#error('syslog', err.message);
+        return;
+      }
       throw err;
     }
     if (isAccessLine(message.message)) {
@@ -147,7 +154,10 @@ export class HaproxyLogReceiver {
       try {
         record = parseAccessLine(message.message);
       } catch (err) {
-        if (err instanceof AccessLineError) return this.#error('access', `access line ${err.message}`);
+        if (err instanceof AccessLineError) {
+          this.#error('access', `access line ${err.message}`);
+          return;
+        }
         throw err;
       }
       this.#deliver(record);
@@ -155,7 +165,10 @@ export class HaproxyLogReceiver {
     }
     if (message.facility === ACCESS_FACILITY && message.severity === 'info') {
       const listener = parseListenerLine(message.message);
-      if (listener !== undefined) return this.#deliver(listener);
+      if (listener !== undefined) {
+        this.#deliver(listener);
+        return;
+      }
     }
     const dropped = DROPPED.exec(message.message);
     if (dropped !== null) {

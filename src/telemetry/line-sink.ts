@@ -67,9 +67,11 @@ export class LineSink {
     this.#queuedBytes += bytes;
     // Lines arrive one or two per socket read; waiting a few milliseconds turns hundreds of
     // tiny writes into one (measured: a write per line cost more CPU than formatting the line).
-    this.#flushing ??= delay(FLUSH_DELAY_MS).then(() => this.#flush()).finally(() => {
-      this.#flushing = undefined;
-    });
+    this.#flushing ??= delay(FLUSH_DELAY_MS)
+      .then(() => this.#flush())
+      .finally(() => {
+        this.#flushing = undefined;
+      });
     return true;
   }
 
@@ -117,7 +119,9 @@ export class LineSink {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.#flushing ?? Promise.resolve(),
-      new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs); }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
     ]);
     clearTimeout(timer);
     if (this.#owned) await new Promise<void>((resolve) => closeFd(this.fd, () => resolve()));

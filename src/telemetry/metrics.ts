@@ -22,10 +22,22 @@ const WATCH_STATES = ['ok', 'failing', 'pending'] as const;
 
 /** Every supervisor state, so the state gauge keeps one series per state (0 or 1). */
 const HAPROXY_STATES: Record<ProcessState, true> = {
-  stopped: true, starting: true, running: true, reloading: true, stopping: true, crashed: true, backoff: true,
+  stopped: true,
+  starting: true,
+  running: true,
+  reloading: true,
+  stopping: true,
+  crashed: true,
+  backoff: true,
 };
 const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
-  'add-server': true, 'remove-server': true, 'set-weight': true, 'set-address': true, 'set-leaf': true, 'append-roots': true, 'set-intentions-epoch': true,
+  'add-server': true,
+  'remove-server': true,
+  'set-weight': true,
+  'set-address': true,
+  'set-leaf': true,
+  'append-roots': true,
+  'set-intentions-epoch': true,
 };
 const RUNTIME_OP_RESULTS: Record<RuntimeOpStatus, string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
 const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'error'];
@@ -79,9 +91,19 @@ const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint
  * What the reconcile loop tells the metrics (src/reconcile.ts calls these through its
  * ReconcileObserver, which this class fits; defined here so telemetry imports no other layer).
  */
-export interface ActivatedEvent { outcome: 'started' | 'reloaded' | 'deferred' | 'failed'; reasons: readonly string[]; durationMs: number }
-export interface RuntimeAppliedEvent { results: ReadonlyArray<{ op: { kind: RuntimeOpKind }; status: RuntimeOpStatus }>; durationMs: number }
-export interface DroppedEvent { current: readonly DroppedItem[]; added: readonly DroppedItem[] }
+export interface ActivatedEvent {
+  outcome: 'started' | 'reloaded' | 'deferred' | 'failed';
+  reasons: readonly string[];
+  durationMs: number;
+}
+export interface RuntimeAppliedEvent {
+  results: ReadonlyArray<{ op: { kind: RuntimeOpKind }; status: RuntimeOpStatus }>;
+  durationMs: number;
+}
+export interface DroppedEvent {
+  current: readonly DroppedItem[];
+  added: readonly DroppedItem[];
+}
 
 export class SidecarMetrics {
   readonly registry = new Registry();
@@ -117,7 +139,9 @@ export class SidecarMetrics {
       name: name('ready'),
       help: '1 while the sidecar serves with a valid leaf and CA roots (what /ready answers 200 for)',
       registers,
-      collect() { this.set(sources.ready() ? 1 : 0); },
+      collect() {
+        this.set(sources.ready() ? 1 : 0);
+      },
     });
 
     new Gauge({
@@ -158,14 +182,18 @@ export class SidecarMetrics {
       name: name('leaf_certificate_expiry_seconds'),
       help: 'Seconds until the leaf certificate expires (negative once expired)',
       registers,
-      collect() { this.set((Date.parse(sources.leafValidBefore()) - now()) / MS_PER_SECOND); },
+      collect() {
+        this.set((Date.parse(sources.leafValidBefore()) - now()) / MS_PER_SECOND);
+      },
     });
 
     new Gauge({
       name: name('ca_roots'),
       help: 'CA root certificates in the trust bundle',
       registers,
-      collect() { this.set(sources.caRoots()); },
+      collect() {
+        this.set(sources.caRoots());
+      },
     });
 
     const watchFailures = this.#watchFailures;
@@ -244,7 +272,9 @@ export class SidecarMetrics {
       name: name('spoe_connections'),
       help: 'Open SPOE connections from HAProxy to the intentions agent (0 when intentions are not enforced)',
       registers,
-      collect() { this.set(sources.spoe()?.connections ?? 0); },
+      collect() {
+        this.set(sources.spoe()?.connections ?? 0);
+      },
     });
     new Counter({
       name: name('spoe_errors_total'),
@@ -262,26 +292,30 @@ export class SidecarMetrics {
 
     this.#scrapeSuccess = new Gauge({
       name: name('haproxy_scrape_success'),
-      help: '1 when HAProxy\'s own metrics (appended below) could be read for this scrape, else 0',
+      help: "1 when HAProxy's own metrics (appended below) could be read for this scrape, else 0",
       registers,
     });
     this.#scrapeDuration = new Gauge({
       name: name('haproxy_scrape_duration_seconds'),
-      help: 'Time taken to read HAProxy\'s own metrics for this scrape',
+      help: "Time taken to read HAProxy's own metrics for this scrape",
       registers,
     });
 
     new Gauge({
       name: name('process_resident_memory_bytes'),
-      help: 'Resident memory of the haproxy-connect process (not HAProxy\'s)',
+      help: "Resident memory of the haproxy-connect process (not HAProxy's)",
       registers,
-      collect() { this.set(process.memoryUsage.rss()); },
+      collect() {
+        this.set(process.memoryUsage.rss());
+      },
     });
     new Gauge({
       name: name('process_heap_used_bytes'),
       help: 'V8 heap in use by the haproxy-connect process',
       registers,
-      collect() { this.set(process.memoryUsage().heapUsed); },
+      collect() {
+        this.set(process.memoryUsage().heapUsed);
+      },
     });
     new Counter({
       name: name('process_cpu_seconds_total'),

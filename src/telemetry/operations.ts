@@ -92,7 +92,12 @@ export class Operations {
   /** Listens on -stats-addr, then registers the stats service; a failure of either is a start error. */
   async start(sources: OperationsSources): Promise<void> {
     this.#sources = sources;
-    sources.firstApplied.then(() => { this.#firstApplied = true; }, () => {});
+    sources.firstApplied.then(
+      () => {
+        this.#firstApplied = true;
+      },
+      () => {},
+    );
     this.#server = await StatsServer.listen({
       listen: this.#opts.stats.listen,
       metrics: this.metrics,

@@ -54,7 +54,13 @@ export class StatsServer {
     const shown = formatListenAddress(opts.listen);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new HaproxyConnectError('STATS_LISTEN_FAILED', `Cannot serve -stats-addr ${shown}: ${err.code === 'EADDRINUSE' ? 'the address is already in use' : err.code === 'EADDRNOTAVAIL' ? 'the address is not one of this host' : errorMessage(err)}`, { cause: err }));
+        reject(
+          new HaproxyConnectError(
+            'STATS_LISTEN_FAILED',
+            `Cannot serve -stats-addr ${shown}: ${err.code === 'EADDRINUSE' ? 'the address is already in use' : err.code === 'EADDRNOTAVAIL' ? 'the address is not one of this host' : errorMessage(err)}`,
+            { cause: err },
+          ),
+        );
       };
       server.once('error', onError);
       server.listen({ port: opts.listen.port, ...(opts.listen.host !== undefined && { host: opts.listen.host }) }, () => {

@@ -40,13 +40,13 @@ export interface StatsServiceTarget {
 export function statsServiceDefinition(target: StatsServiceTarget): ServiceDefinition {
   const { host, port } = target.listen;
   const wildcard = isWildcardHost(host);
-  const checkHost = !wildcard ? host ?? '' : host === '::' ? '::1' : '127.0.0.1';
+  const checkHost = !wildcard ? (host ?? '') : host === '::' ? '::1' : '127.0.0.1';
   const url = `http://${checkHost.includes(':') ? `[${checkHost}]` : checkHost}:${port}/health`;
   return {
     id: `${target.proxyId}${STATS_SERVICE_ID_SUFFIX}`,
     name: `${target.serviceName}${STATS_SERVICE_NAME_SUFFIX}`,
     // A wildcard listens on every address: let the agent publish its node address.
-    address: wildcard ? '' : host ?? '',
+    address: wildcard ? '' : (host ?? ''),
     port,
     tags: [],
     meta: { proxy_id: target.proxyId, metrics_path: '/metrics', haproxy_connect_version: target.version },
@@ -88,7 +88,10 @@ export class StatsServiceRegistration {
       await this.#consul.deregisterService(this.definition.id, controller.signal);
       this.#log.info({ serviceId: this.definition.id }, 'deregistered the stats service');
     } catch (err) {
-      this.#log.error({ serviceId: this.definition.id, err: errorMessage(err), removedAfterCritical: STATS_DEREGISTER_CRITICAL_AFTER }, 'cannot deregister the stats service; Consul removes it once its check has been critical long enough');
+      this.#log.error(
+        { serviceId: this.definition.id, err: errorMessage(err), removedAfterCritical: STATS_DEREGISTER_CRITICAL_AFTER },
+        'cannot deregister the stats service; Consul removes it once its check has been critical long enough',
+      );
     } finally {
       clearTimeout(timer);
     }

@@ -55,7 +55,7 @@ export class OctetCountingDecoder {
         this.#received += take;
         offset += take;
         if (this.#received === this.#expected) {
-          const body = this.#chunks.length === 1 ? this.#chunks[0] as Buffer : Buffer.concat(this.#chunks);
+          const body = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks);
           out.push({ kind: 'frame', text: this.#decoder.decode(body) });
           this.#reset();
         }

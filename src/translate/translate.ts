@@ -227,7 +227,8 @@ function upstreamFrontend(upstream: Upstream, defaultBackend: string): Frontend 
 function upstreamProxies(upstream: Upstream, snapshot: Snapshot, dropped: DroppedItem[]): { frontend: Frontend; backends: Backend[] } {
   const chain = snapshot.chains.get(upstream.key) ?? trivialChain(upstream, snapshot.datacenter);
   const backends = chain.targets.map((target, index) =>
-    targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, snapshot.targets.get(target.id) ?? [], dropped)));
+    targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, snapshot.targets.get(target.id) ?? [], dropped)),
+  );
   const first = backends[0]?.name ?? upstreamBackendName(upstream.key);
   return { frontend: upstreamFrontend(upstream, first), backends };
 }
@@ -248,24 +249,21 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
   const dropped: DroppedItem[] = [...(registration.droppedUpstreams ?? [])];
   const publicListener = publicListenerProxies(registration.publicListener);
   // Enforced intentions: the public listener asks our SPOE agent about every new connection.
-  const enforcement = snapshot.intentions === undefined
-    ? undefined
-    : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain));
+  const enforcement = snapshot.intentions === undefined ? undefined : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain));
   const accessLogs = registration.accessLogs;
-  const frontends: Frontend[] = [{
-    ...publicListener.frontend,
-    spoe: enforcement?.spoe,
-    accessLog: frontendAccessLog(accessLogs, publicListener.frontend.mode, LOCAL_APP_CLUSTER),
-  }];
+  const frontends: Frontend[] = [
+    {
+      ...publicListener.frontend,
+      spoe: enforcement?.spoe,
+      accessLog: frontendAccessLog(accessLogs, publicListener.frontend.mode, LOCAL_APP_CLUSTER),
+    },
+  ];
   const backends: Backend[] = [publicListener.backend];
   const roots = readableRoots(snapshot.roots, dropped);
   const global = globalSection(options);
-  const files = [
-    leafFile(snapshot.leaf, roots),
-    publicCrtListFile(publicListener.frontend.tls?.alpn),
-    rootsFile(roots, snapshot.leaf),
-    ...(enforcement?.files ?? []),
-  ].sort((a, b) => compareStrings(a.name, b.name));
+  const files = [leafFile(snapshot.leaf, roots), publicCrtListFile(publicListener.frontend.tls?.alpn), rootsFile(roots, snapshot.leaf), ...(enforcement?.files ?? [])].sort((a, b) =>
+    compareStrings(a.name, b.name),
+  );
   const fileMap = new Map(files.map((f) => [f.name, f]));
 
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
@@ -276,14 +274,15 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
     const cluster = upstreamCluster(upstream, snapshot.datacenter, snapshot.roots.trustDomain);
     const frontend = { ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) };
     const taken = frontends.find((f) => bindsConflict(f.bind, frontend.bind));
-    const problem = taken !== undefined
-      ? `its listener ${describeBind(frontend.bind)} overlaps the listener of frontend '${taken.name}'`
-      : modelProblem(() => {
-        for (const backend of proxies.backends) checkBackend(backend, fileMap);
-        checkBind(frontend);
-        checkFrontend(frontend, new Map(proxies.backends.map((b) => [b.name, b])), fileMap);
-        checkAccessLog(frontend, global);
-      });
+    const problem =
+      taken !== undefined
+        ? `its listener ${describeBind(frontend.bind)} overlaps the listener of frontend '${taken.name}'`
+        : modelProblem(() => {
+            for (const backend of proxies.backends) checkBackend(backend, fileMap);
+            checkBind(frontend);
+            checkFrontend(frontend, new Map(proxies.backends.map((b) => [b.name, b])), fileMap);
+            checkAccessLog(frontend, global);
+          });
     if (problem !== undefined) {
       dropped.push({ kind: 'upstream', item: upstream.key, reason: problem });
       continue;
@@ -340,7 +339,10 @@ function readableRoots(roots: Roots, dropped: DroppedItem[]): Roots {
     kept.push(intermediates.length === root.intermediateCertsPem.length ? root : { ...root, intermediateCertsPem: intermediates });
   }
   if (kept.length === 0) {
-    throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: none of the ${roots.roots.length} CA roots from Consul can be read (${roots.roots.map((r) => r.id).join(', ') || 'no roots'})`);
+    throw new HaproxyConnectError(
+      'MODEL_INVALID',
+      `Invalid HAProxy model: none of the ${roots.roots.length} CA roots from Consul can be read (${roots.roots.map((r) => r.id).join(', ') || 'no roots'})`,
+    );
   }
   return changed ? { ...roots, roots: kept } : roots;
 }

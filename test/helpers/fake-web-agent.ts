@@ -27,9 +27,14 @@ export async function fakeWebAgent(apiEndpoints: Endpoint[]): Promise<FakeConsul
 /** The Config of a sidecar for `web` against `consul`, with its run directory under `cfgBasePath`. */
 export function webSidecarConfig(consul: FakeConsulAgentApi, cfgBasePath: string, overrides: Partial<Config> = {}): Config {
   return {
-    sidecarFor: 'web', sidecarForTag: undefined,
+    sidecarFor: 'web',
+    sidecarForTag: undefined,
     consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy', cfgBasePath, logLevel: 'debug', enforceIntentions: false, shutdownGraceMs: 10_000,
+    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy',
+    cfgBasePath,
+    logLevel: 'debug',
+    enforceIntentions: false,
+    shutdownGraceMs: 10_000,
     ...overrides,
   };
 }

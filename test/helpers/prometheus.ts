@@ -65,7 +65,5 @@ export function sampleValue(exposition: Exposition, name: string, labels: Record
 
 /** The sum over every sample named `name` whose labels include `labels` (0 if none). */
 export function sampleSum(exposition: Exposition, name: string, labels: Record<string, string> = {}): number {
-  return exposition.samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
+  return exposition.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((sum, s) => sum + s.value, 0);
 }

@@ -49,7 +49,9 @@ before(async () => {
   await registerMeshService(agent, { id: 'app', name: 'app', port: app, sidecarPort });
   await agent.put('/v1/agent/service/register', { ID: 'plain', Name: 'plain', Port: app });
   await agent.put('/v1/agent/service/register', {
-    ID: 'bad', Name: 'bad', Port: app,
+    ID: 'bad',
+    Name: 'bad',
+    Port: app,
     Connect: { SidecarService: { Port: badPort, Proxy: { Config: { local_connect_timeout_ms: 'soon' } } } },
   });
   await registerMeshService(aclAgent, { id: 'secure', name: 'secure', port: aclApp, sidecarPort: aclSidecar });
@@ -84,12 +86,18 @@ describe('start-up errors name the value', () => {
     await failsWith(['-sidecar-for', 'app', '-http-addr', agent.httpAddr, '-haproxy', '/nonexistent/haproxy'], /\/nonexistent\/haproxy/);
   });
 
-  for (const [what, sub] of [['a space', 'with space'], ['a path too long for a unix socket', 'x'.repeat(90)]] as const) {
+  for (const [what, sub] of [
+    ['a space', 'with space'],
+    ['a path too long for a unix socket', 'x'.repeat(90)],
+  ] as const) {
     test(`a -haproxy-cfg-base-path with ${what}: exit 1 at start, nothing left behind`, async () => {
       const base = join(baseDir, sub);
       await mkdir(base, { recursive: true });
       await failsWith(['-sidecar-for', 'app', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', base], /-haproxy-cfg-base-path '.*' cannot hold HAProxy's run directory: /);
-      assert.deepEqual((await readdir(base)).filter((f) => f.startsWith('haproxy-connect-')), []);
+      assert.deepEqual(
+        (await readdir(base)).filter((f) => f.startsWith('haproxy-connect-')),
+        [],
+      );
     });
   }
 

@@ -20,7 +20,7 @@ import { ConsulServerAgent } from '../../devtools/consul-server-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, servedCertificate } from '../../devtools/probes.js';
 import { isAlive, processGroup } from '../../devtools/proc.js';
-import { SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 
 /**
@@ -64,10 +64,21 @@ const port = (name: string): number => ports[name] as number;
 const since = msSince;
 const web = (): SidecarProcess => sidecars.get('web') as SidecarProcess;
 
-interface Roots { ActiveRootID: string; Roots: Array<{ ID: string; RootCert: string; SerialNumber: number }> }
-interface Leaf { SerialNumber: string; CertPEM: string; PrivateKeyPEM: string; ValidBefore: string }
+interface Roots {
+  ActiveRootID: string;
+  Roots: Array<{ ID: string; RootCert: string; SerialNumber: number }>;
+}
+interface Leaf {
+  SerialNumber: string;
+  CertPEM: string;
+  PrivateKeyPEM: string;
+  ValidBefore: string;
+}
 /** One answer of /v1/health/connect/api?passing: the passing instances, or undefined when the agent did not answer. */
-interface CatalogPoll { at: number; ids: string[] | undefined }
+interface CatalogPoll {
+  at: number;
+  ids: string[] | undefined;
+}
 
 /** Serials compared as hex without separators or leading zeros: Consul prints `0b` or `3a:7f:...`, node `0B`. */
 const serial = (leaf: Leaf): string => leaf.SerialNumber.replaceAll(':', '').toLowerCase().replace(/^0+/, '');
@@ -77,11 +88,16 @@ const startSidecar = (service: string, extra: string[] = []): Promise<SidecarPro
 
 async function waitForAnswers(bodies: string[], timeoutMs = 30_000): Promise<void> {
   const seen = new Set<string>();
-  await waitFor(`answers from ${bodies.join(', ')} through web`, async () => {
-    const res = await httpGet(port('webToApi'), '/', 2_000);
-    if (res.status === 200) seen.add(res.body);
-    return bodies.every((b) => seen.has(b)) ? true : undefined;
-  }, timeoutMs, 20);
+  await waitFor(
+    `answers from ${bodies.join(', ')} through web`,
+    async () => {
+      const res = await httpGet(port('webToApi'), '/', 2_000);
+      if (res.status === 200) seen.add(res.body);
+      return bodies.every((b) => seen.has(b)) ? true : undefined;
+    },
+    timeoutMs,
+    20,
+  );
 }
 
 async function ready(): Promise<string> {
@@ -136,7 +152,11 @@ before(async () => {
   }
   await agent.put('/v1/agent/check/fail/api-2-ttl');
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: port('web'), sidecarPort: port('webSidecar'), protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: port('web'),
+    sidecarPort: port('webSidecar'),
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: port('webToApi'), protocol: 'http' }],
   });
   await Promise.all([startSidecar('api-1'), startSidecar('api-2'), startSidecar('web', ['-stats-addr', `127.0.0.1:${port('webStats')}`])]);
@@ -159,7 +179,7 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
     const leafBefore = await agent.get<Leaf>('/v1/agent/connect/ca/leaf/api');
     const servedBefore = await servedByApi1(bundle(rootsBefore));
     assertValidLeaf(servedBefore, activeRoot(rootsBefore), 'api-1 before the restart');
-    assert.equal(certSerial(servedBefore), serial(leafBefore), 'api-1 serves the agent\'s leaf');
+    assert.equal(certSerial(servedBefore), serial(leafBefore), "api-1 serves the agent's leaf");
 
     const traffic = new Traffic(port('webToApi'), 2, 120_000, { pauseAfterFailureMs: PAUSE_AFTER_FAILURE_MS });
     const readiness: string[] = [];
@@ -176,7 +196,7 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
       (async () => {
         while (probing) {
           const res = await agent.fetch('/v1/health/connect/api?passing&cached', { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
-          const entries = res?.ok === true ? (await res.json().catch(() => undefined)) as Array<{ Service: { Proxy: { DestinationServiceID: string } } }> | undefined : undefined;
+          const entries = res?.ok === true ? ((await res.json().catch(() => undefined)) as Array<{ Service: { Proxy: { DestinationServiceID: string } } }> | undefined) : undefined;
           catalog.push({ at: performance.now(), ids: entries?.map((e) => e.Service.Proxy.DestinationServiceID).sort() });
           await new Promise((r) => setTimeout(r, 50));
         }
@@ -194,7 +214,7 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
 
       // Registrations survived (services and sidecars registered through the agent API).
       const servicesAfter = Object.keys(await agent.get<Record<string, unknown>>('/v1/agent/services')).sort();
-      assert.deepEqual(servicesAfter, servicesBefore, 'the agent\'s services after the restart');
+      assert.deepEqual(servicesAfter, servicesBefore, "the agent's services after the restart");
 
       // A change written as soon as the agent serves again: api-2 turns passing; web must send it traffic.
       const writtenAt = performance.now();
@@ -206,17 +226,27 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
       const rootsAfter = await agent.get<Roots>('/v1/agent/connect/ca/roots');
       const leafAfter = await agent.get<Leaf>('/v1/agent/connect/ca/leaf/api');
       const followStart = performance.now();
-      const servedAfter = await waitFor('api-1 to serve the agent\'s current leaf', async () => {
-        const cert = await servedByApi1(bundle(rootsAfter));
-        return certSerial(cert) === serial(leafAfter) ? cert : undefined;
-      }, LEAF_FOLLOW_BOUND_MS, 100);
+      const servedAfter = await waitFor(
+        "api-1 to serve the agent's current leaf",
+        async () => {
+          const cert = await servedByApi1(bundle(rootsAfter));
+          return certSerial(cert) === serial(leafAfter) ? cert : undefined;
+        },
+        LEAF_FOLLOW_BOUND_MS,
+        100,
+      );
       const leafFollowMs = since(followStart);
       assertValidLeaf(servedAfter, activeRoot(rootsAfter), 'api-1 after the restart');
       const webLeaf = await agent.get<Leaf>('/v1/agent/connect/ca/leaf/web');
-      const webServed = await waitFor('web to serve the agent\'s current leaf', async () => {
-        const cert = await servedCertificate(port('webSidecar'), { ca: bundle(rootsAfter), cert: leafAfter.CertPEM, key: leafAfter.PrivateKeyPEM });
-        return certSerial(cert) === serial(webLeaf) ? cert : undefined;
-      }, LEAF_FOLLOW_BOUND_MS, 100);
+      const webServed = await waitFor(
+        "web to serve the agent's current leaf",
+        async () => {
+          const cert = await servedCertificate(port('webSidecar'), { ca: bundle(rootsAfter), cert: leafAfter.CertPEM, key: leafAfter.PrivateKeyPEM });
+          return certSerial(cert) === serial(webLeaf) ? cert : undefined;
+        },
+        LEAF_FOLLOW_BOUND_MS,
+        100,
+      );
       assertValidLeaf(webServed, activeRoot(rootsAfter), 'web after the restart');
 
       const steady = traffic.report.ok + 200;
@@ -230,7 +260,9 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
 
       const rel = (t: number | undefined): string => (t === undefined ? '-' : `${t >= restart.readyAt ? '+' : ''}${Math.round(t - restart.readyAt)} ms`);
       // web's HAProxy had no api server while the agent answered that none passed.
-      const batches = web().logs.slice(marks.get('web')).filter((l) => l.msg === 'applied runtime changes')
+      const batches = web()
+        .logs.slice(marks.get('web'))
+        .filter((l) => l.msg === 'applied runtime changes')
         .map((l) => ({ at: Date.parse(String(l.time)) - performance.timeOrigin, kinds: l.kinds as Record<string, number> }));
       const removedAt = batches.find((b) => (b.kinds['remove-server'] ?? 0) > 0)?.at;
       const leafApplied = [...sidecars].map(([name, s]) => {
@@ -240,17 +272,25 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
       const noPassing = catalog.filter((c) => c.at >= restart.stoppingAt && c.ids !== undefined && c.ids.length === 0);
       const failures = [...sidecars].map(([name, s]) => `${name}: ${watchFailures(s, marks.get(name) ?? 0).summary}`);
       const errorSamples = new Map([...sidecars].flatMap(([name, s]) => [...watchFailures(s, marks.get(name) ?? 0).messages]));
-      note(`consul agent restarted: SIGTERM -> exit ${Math.round(restart.stopMs)} ms, start -> leader and CA roots ${Math.round(restart.startMs)} ms ` +
-        `(times below are relative to that moment); the agent answered 'no passing api instance' from ${rel(noPassing[0]?.at)} to ${rel(noPassing.at(-1)?.at)} (${noPassing.length} polls: checks registered through the API come back critical)`);
+      note(
+        `consul agent restarted: SIGTERM -> exit ${Math.round(restart.stopMs)} ms, start -> leader and CA roots ${Math.round(restart.startMs)} ms ` +
+          `(times below are relative to that moment); the agent answered 'no passing api instance' from ${rel(noPassing[0]?.at)} to ${rel(noPassing.at(-1)?.at)} (${noPassing.length} polls: checks registered through the API come back critical)`,
+      );
       note(`web's runtime batches: ${batches.map((b) => `${rel(b.at)} ${JSON.stringify(b.kinds)}`).join(', ')}`);
-      note(`traffic: ${report.ok} requests, ${report.failed} failed from ${rel(report.firstFailedAt)} to ${rel(report.lastFailedAt)} ` +
-        `(2 loops, ${PAUSE_AFTER_FAILURE_MS} ms pause after a failure)${report.failed > 0 ? `: ${report.failures[0]?.split('\n')[0] ?? ''}` : ''}; ` +
-        `/ready ${JSON.stringify([...new Set(readiness)])} over ${readiness.length} probes`);
+      note(
+        `traffic: ${report.ok} requests, ${report.failed} failed from ${rel(report.firstFailedAt)} to ${rel(report.lastFailedAt)} ` +
+          `(2 loops, ${PAUSE_AFTER_FAILURE_MS} ms pause after a failure)${report.failed > 0 ? `: ${report.failures[0]?.split('\n')[0] ?? ''}` : ''}; ` +
+          `/ready ${JSON.stringify([...new Set(readiness)])} over ${readiness.length} probes`,
+      );
       note(`watch failures while the agent restarted: ${failures.join(' || ')}; e.g. ${JSON.stringify(Object.fromEntries(errorSamples))}`);
-      note(`a change written once the agent served again (api-2's TTL check passing): the agent listed api-2 as passing ${consulChangeMs === undefined ? '(not seen by the 50 ms poller)' : `after ${consulChangeMs} ms`}, web served it after ${changeMs} ms`);
-      note(`CA: active root ${rootsAfter.ActiveRootID === rootsBefore.ActiveRootID ? 'unchanged' : `changed ${rootsBefore.ActiveRootID} -> ${rootsAfter.ActiveRootID}`} (${rootsAfter.Roots.length} root(s)); ` +
-        `api leaf serial ${leafBefore.SerialNumber} -> ${leafAfter.SerialNumber} (${serial(leafBefore) === serial(leafAfter) ? 'same leaf' : 're-issued by the restarted agent'}), ` +
-        `applied at runtime (set-leaf) by ${leafApplied.join(', ')}; api-1 served it ${leafFollowMs} ms after the change above was served`);
+      note(
+        `a change written once the agent served again (api-2's TTL check passing): the agent listed api-2 as passing ${consulChangeMs === undefined ? '(not seen by the 50 ms poller)' : `after ${consulChangeMs} ms`}, web served it after ${changeMs} ms`,
+      );
+      note(
+        `CA: active root ${rootsAfter.ActiveRootID === rootsBefore.ActiveRootID ? 'unchanged' : `changed ${rootsBefore.ActiveRootID} -> ${rootsAfter.ActiveRootID}`} (${rootsAfter.Roots.length} root(s)); ` +
+          `api leaf serial ${leafBefore.SerialNumber} -> ${leafAfter.SerialNumber} (${serial(leafBefore) === serial(leafAfter) ? 'same leaf' : 're-issued by the restarted agent'}), ` +
+          `applied at runtime (set-leaf) by ${leafApplied.join(', ')}; api-1 served it ${leafFollowMs} ms after the change above was served`,
+      );
 
       assert.deepEqual([...new Set(readiness)], ['200 ready'], 'readiness across the restart');
       assert.equal(rootsAfter.ActiveRootID, rootsBefore.ActiveRootID, 'the CA persists in the data dir');
@@ -261,9 +301,15 @@ describe('the Consul agent restarted (persistent data dir) under traffic', () =>
         assert.ok(first !== undefined && last !== undefined && removedAt !== undefined, `requests failed although the agent listed api-1 as passing throughout: ${report.failures.join('\n')}`);
         assert.ok((report.firstFailedAt as number) >= first - FAILURE_SLACK_MS, `a request failed before the agent said no api instance passes (${rel(report.firstFailedAt)} < ${rel(first)})`);
         assert.ok((report.lastFailedAt as number) <= last + FAILURE_SLACK_MS, `a request failed after the agent listed a passing api instance again (${rel(report.lastFailedAt)} > ${rel(last)})`);
-        assert.ok(report.failures.every((f) => f.includes('status 503')), report.failures.join('\n'));
+        assert.ok(
+          report.failures.every((f) => f.includes('status 503')),
+          report.failures.join('\n'),
+        );
       }
-      assert.ok(noPassing.length === 0 || (noPassing.at(-1)?.at as number) - (noPassing[0]?.at as number) <= NO_SERVER_WINDOW_BOUND_MS, `no passing api instance from ${rel(noPassing[0]?.at)} to ${rel(noPassing.at(-1)?.at)}`);
+      assert.ok(
+        noPassing.length === 0 || (noPassing.at(-1)?.at as number) - (noPassing[0]?.at as number) <= NO_SERVER_WINDOW_BOUND_MS,
+        `no passing api instance from ${rel(noPassing[0]?.at)} to ${rel(noPassing.at(-1)?.at)}`,
+      );
       assert.ok(changeMs <= CHANGE_AFTER_RESTART_BOUND_MS);
       assert.ok(consulChangeMs === undefined || changeMs - consulChangeMs <= WATCH_LAG_BOUND_MS, `web served api-2 ${changeMs - (consulChangeMs ?? 0)} ms after the agent listed it`);
       for (const [name, s] of sidecars) {

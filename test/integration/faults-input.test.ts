@@ -58,7 +58,11 @@ before(async () => {
   for (const n of [1, 2, 3]) apps.push(await startHttpApp(`api-${n}`, ports[`api${n}`] as number));
   await registerMeshService(agent, apiSpec(1));
   webSpec = {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' }],
   };
   await registerMeshService(agent, webSpec);
@@ -87,10 +91,19 @@ describe('bad input and a full disk, with real Consul and HAProxy', () => {
       await waitForAnswers(traffic, ['api-1']);
       // The agent takes the address as given; no sidecar can ever be reached there.
       await agent.put('/v1/agent/service/register', {
-        Kind: 'connect-proxy', ID: 'api-bad-sidecar-proxy', Name: 'api-sidecar-proxy', Address: 'bad host#1', Port: ports.bad,
+        Kind: 'connect-proxy',
+        ID: 'api-bad-sidecar-proxy',
+        Name: 'api-sidecar-proxy',
+        Address: 'bad host#1',
+        Port: ports.bad,
         Proxy: { DestinationServiceName: 'api', DestinationServiceID: 'api-bad', LocalServicePort: ports.bad },
       });
-      const leftOut = await waitFor('web to leave the bad instance out', async () => web.logs.find((l) => l.msg === 'endpoint left out of the configuration; everything else keeps updating' && String(l.item).includes('api-bad-sidecar-proxy')), 30_000, 50);
+      const leftOut = await waitFor(
+        'web to leave the bad instance out',
+        async () => web.logs.find((l) => l.msg === 'endpoint left out of the configuration; everything else keeps updating' && String(l.item).includes('api-bad-sidecar-proxy')),
+        30_000,
+        50,
+      );
       assert.match(String(leftOut.reason), /"bad host#1" is not an IPv4 or IPv6 address or a host name/);
       // Everything else keeps updating: a good instance registered afterwards is served.
       await registerMeshService(agent, apiSpec(2));
@@ -128,7 +141,15 @@ describe('bad input and a full disk, with real Consul and HAProxy', () => {
       const traffic = new Traffic(ports.webToApi as number, 4);
       try {
         proxy.arm('/v1/agent/connect/ca/leaf/', rewrite);
-        const failure = await waitFor('web to reject the bad leaf', async () => logs(web, 'watch failed; keeping the last good value and retrying').slice(failuresBefore).find((l) => l.watch === 'leaf:web'), 30_000, 50);
+        const failure = await waitFor(
+          'web to reject the bad leaf',
+          async () =>
+            logs(web, 'watch failed; keeping the last good value and retrying')
+              .slice(failuresBefore)
+              .find((l) => l.watch === 'leaf:web'),
+          30_000,
+          50,
+        );
         assert.equal(failure.code, 'CERTIFICATE_INVALID');
         assert.match(String(failure.err), reason);
         assert.ok(!JSON.stringify(web.logs).includes('PRIVATE KEY'), 'no key material in the logs');
@@ -149,7 +170,7 @@ describe('bad input and a full disk, with real Consul and HAProxy', () => {
     });
   }
 
-  test('the run directory\'s disk full: the last good configuration serves, and the change lands when space is back', async () => {
+  test("the run directory's disk full: the last good configuration serves, and the change lands when space is back", async () => {
     const runDir = join(diskDir, (await readdir(diskDir)).find((d) => d.startsWith('haproxy-connect-')) as string);
     const filler = join(diskDir, 'filler');
     const traffic = new Traffic(ports.webToApi as number, 4);
@@ -167,8 +188,16 @@ describe('bad input and a full disk, with real Consul and HAProxy', () => {
         await handle.close();
       }
       // A change that needs a reload (a new upstream listener) cannot be written...
-      await registerMeshService(agent, { ...webSpec, upstreams: [...(webSpec.upstreams ?? []), { destinationName: 'api', localBindPort: ports.webToApiDc1 as number, protocol: 'http', datacenter: 'dc1' }] });
-      const failed = await waitFor('the apply to fail on the full disk', async () => web.logs.find((l) => l.msg === 'applying the configuration failed; the last good configuration keeps serving'), 30_000, 50);
+      await registerMeshService(agent, {
+        ...webSpec,
+        upstreams: [...(webSpec.upstreams ?? []), { destinationName: 'api', localBindPort: ports.webToApiDc1 as number, protocol: 'http', datacenter: 'dc1' }],
+      });
+      const failed = await waitFor(
+        'the apply to fail on the full disk',
+        async () => web.logs.find((l) => l.msg === 'applying the configuration failed; the last good configuration keeps serving'),
+        30_000,
+        50,
+      );
       assert.equal(failed.code, 'FILE_WRITE_FAILED', JSON.stringify(failed));
       assert.match(String(failed.err), /ENOSPC/);
       // ...while a runtime change still applies (api-2 out and back), and the old config on disk is whole.

@@ -79,28 +79,37 @@ async function requestsThroughMesh(count: number, parallel = 1): Promise<{ ok: n
 }
 
 function environ(pid: number): string[] {
-  return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((e) => e !== '');
+  return readFileSync(`/proc/${pid}/environ`, 'utf8')
+    .split('\0')
+    .filter((e) => e !== '');
 }
 
 /** A plain HAProxy (not ours: SO_REUSEPORT as by default) listening on `port`. */
 async function foreignHaproxy(port: number, dir: string): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
   const cfg = join(dir, `foreign-${port}.cfg`);
-  await writeFile(cfg, [
-    'defaults',
-    '    mode http',
-    '    timeout connect 1s',
-    '    timeout client 5s',
-    '    timeout server 5s',
-    'frontend foreign',
-    `    bind 127.0.0.1:${port}`,
-    '    http-request return status 200 content-type text/plain string foreign',
-    '',
-  ].join('\n'));
+  await writeFile(
+    cfg,
+    [
+      'defaults',
+      '    mode http',
+      '    timeout connect 1s',
+      '    timeout client 5s',
+      '    timeout server 5s',
+      'frontend foreign',
+      `    bind 127.0.0.1:${port}`,
+      '    http-request return status 200 content-type text/plain string foreign',
+      '',
+    ].join('\n'),
+  );
   const child = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
   strays.add(child.pid as number);
   let output = '';
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
-  child.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, output: () => output, exited };
 }
@@ -114,7 +123,11 @@ before(async () => {
   app = await startHttpApp('api', ports.api as number);
   await registerMeshService(agent, { id: 'api', name: 'api', port: ports.api as number, sidecarPort: ports.apiSidecar as number, protocol: 'http' });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' }],
   });
   await startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir);
@@ -159,7 +172,7 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     assert.equal((await requestsThroughMesh(5)).ok, 5);
   });
 
-  test('haproxy runs without the daemon\'s CONSUL_* variables (/proc/<pid>/environ)', async () => {
+  test("haproxy runs without the daemon's CONSUL_* variables (/proc/<pid>/environ)", async () => {
     const api = runningApi();
     assert.ok(environ(api.pid).includes(`CONSUL_HTTP_TOKEN=${TOKEN}`), 'the daemon itself has the token (test set-up)');
     const { master, workers } = await haproxyOf(api);
@@ -167,7 +180,10 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
       const env = environ(pid);
       const leaked = env.filter((e) => e.startsWith('CONSUL_') || e.includes(TOKEN));
       assert.deepEqual(leaked, [], `haproxy pid ${pid} inherited ${leaked.join(', ')}`);
-      assert.ok(env.some((e) => e.startsWith('PATH=')), `haproxy pid ${pid}: ${env.join(' ')}`);
+      assert.ok(
+        env.some((e) => e.startsWith('PATH=')),
+        `haproxy pid ${pid}: ${env.join(' ')}`,
+      );
     }
   });
 
@@ -226,7 +242,7 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     assert.equal(gone?.haproxyMasterPid, old.master);
     const stopping = api.find('stopping the haproxy left running by the previous haproxy-connect (SIGTERM)');
     assert.deepEqual(stopping?.masters, [old.master], JSON.stringify(stopping));
-    assert.deepEqual([...(stopping?.workers as number[])].sort(), [...old.workers].sort());
+    assert.deepEqual([...((stopping?.workers ?? []) as number[])].sort(), [...old.workers].sort());
     assert.ok(api.find('stopped the orphaned haproxy'));
     assert.ok(api.logs.some((l) => l.msg === 'removed the run directory of the previous run' && l.runDir === old.runDir));
 
@@ -238,8 +254,10 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
 
     const after = await requestsThroughMesh(REQUESTS, PARALLEL);
     assert.equal(after.ok, REQUESTS, after.failures.join('\n'));
-    process.stdout.write(`# SIGKILL recovery: restart -> orphan stopped ${recovery.orphanStoppedMs} ms, -> daemon ready ${recovery.readyMs} ms, -> first success through the new haproxy ${recovery.firstSuccessMs} ms; `
-      + `probes: ${recovery.beforeStop} answered by the orphan before it was stopped, ${recovery.failed.length} failed of ${samples.length} ${JSON.stringify(recovery.failed)}; ${after.ok}/${REQUESTS} requests ok afterwards (${PARALLEL} at a time)\n`);
+    process.stdout.write(
+      `# SIGKILL recovery: restart -> orphan stopped ${recovery.orphanStoppedMs} ms, -> daemon ready ${recovery.readyMs} ms, -> first success through the new haproxy ${recovery.firstSuccessMs} ms; ` +
+        `probes: ${recovery.beforeStop} answered by the orphan before it was stopped, ${recovery.failed.length} failed of ${samples.length} ${JSON.stringify(recovery.failed)}; ${after.ok}/${REQUESTS} requests ok afterwards (${PARALLEL} at a time)\n`,
+    );
   });
 
   test('a second HAProxy on our port fails to bind (noreuseport) instead of sharing it', async () => {
@@ -250,7 +268,13 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     assert.match(foreign.output(), /cannot bind socket \(Address already in use\)/);
     assert.equal(tcpListeners(ports.apiSidecar as number).length, 1);
     assert.equal(api.process.exitCode, null);
-    process.stdout.write(`# second haproxy on the port: ${foreign.output().split('\n').filter((l) => l.includes('[ALERT]')).join(' | ')}\n`);
+    process.stdout.write(
+      `# second haproxy on the port: ${foreign
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('[ALERT]'))
+        .join(' | ')}\n`,
+    );
   });
 
   test('a daemon whose port another HAProxy holds logs the bind failure, retries, and serves once the port is free', async () => {
@@ -272,10 +296,15 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     foreign.child.kill('SIGTERM');
     await foreign.exited;
     await api.waitForLog('sidecar ready');
-    const after = await waitFor('api through the mesh again', async () => {
-      const result = await requestsThroughMesh(REQUESTS);
-      return result.ok === REQUESTS ? result : undefined;
-    }, 30_000, 200);
+    const after = await waitFor(
+      'api through the mesh again',
+      async () => {
+        const result = await requestsThroughMesh(REQUESTS);
+        return result.ok === REQUESTS ? result : undefined;
+      },
+      30_000,
+      200,
+    );
     assert.equal(after.ok, REQUESTS);
   });
 });

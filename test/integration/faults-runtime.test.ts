@@ -18,7 +18,7 @@ import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../..
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet } from '../../devtools/probes.js';
 import { commandName, descendants, isAlive, processGroup } from '../../devtools/proc.js';
-import { SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, msSince, note, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, type TrafficReport } from '../../devtools/traffic.js';
 import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../../src/main.js';
@@ -71,20 +71,27 @@ async function currentWorkers(sidecar: SidecarProcess): Promise<number[]> {
 
 /** Log lines of `sidecar` from index `from` on, for failure messages. */
 function logsSince(sidecar: SidecarProcess, from: number): string {
-  return sidecar.logs.slice(from)
+  return sidecar.logs
+    .slice(from)
     .filter((l) => l.level !== 'debug' && l.component !== 'access-log')
     .map((l) => `${String(l.time)} ${String(l.component)} ${String(l.msg)} ${JSON.stringify({ pid: l.pid, signal: l.signal, code: l.code, delayMs: l.delayMs, err: l.err, watch: l.watch })}`)
-    .slice(-60).join('\n');
+    .slice(-60)
+    .join('\n');
 }
 
 /** Sequential GETs through web until every one of `bodies` has answered. */
 async function waitForAnswers(bodies: string[], timeoutMs = 30_000): Promise<void> {
   const seen = new Set<string>();
-  await waitFor(`answers from ${bodies.join(', ')} through web`, async () => {
-    const res = await httpGet(port('webToApi'), '/', 2_000);
-    if (res.status === 200) seen.add(res.body);
-    return bodies.every((b) => seen.has(b)) ? true : undefined;
-  }, timeoutMs, 20);
+  await waitFor(
+    `answers from ${bodies.join(', ')} through web`,
+    async () => {
+      const res = await httpGet(port('webToApi'), '/', 2_000);
+      if (res.status === 200) seen.add(res.body);
+      return bodies.every((b) => seen.has(b)) ? true : undefined;
+    },
+    timeoutMs,
+    20,
+  );
 }
 
 async function statsStatus(path: '/ready' | '/health'): Promise<string> {
@@ -121,7 +128,11 @@ before(async () => {
   // api-2 starts out critical: it reaches web's HAProxy later, through the runtime API only.
   await agent.put('/v1/agent/check/fail/api-2-ttl');
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: port('web'), sidecarPort: port('webSidecar'), protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: port('web'),
+    sidecarPort: port('webSidecar'),
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: port('webToApi'), protocol: 'http' }],
   });
   await Promise.all([startSidecar('api-1'), startSidecar('api-2'), startSidecar('web', ['-stats-addr', `127.0.0.1:${port('webStats')}`])]);
@@ -145,11 +156,16 @@ describe('runtime faults with real Consul and HAProxy', () => {
     await agent.put('/v1/agent/check/pass/api-2-ttl');
     await waitForAnswers(['hello from api-1', 'hello from api-2']);
     assert.equal(count(sidecar, 'reloading haproxy'), 0, 'api-2 must have been added at runtime');
-    const persisted = await waitFor('haproxy.cfg on disk to list api-1 and api-2', async () => {
-      const cfg = await readFile(join(runDirOf(sidecar), 'haproxy.cfg'), 'utf8');
-      const servers = cfg.split('\n').filter((l) => /^\s+server \S*api-[12]-sidecar-proxy/.test(l));
-      return servers.length === 2 ? servers : undefined;
-    }, PERSIST_BOUND_MS, 100);
+    const persisted = await waitFor(
+      'haproxy.cfg on disk to list api-1 and api-2',
+      async () => {
+        const cfg = await readFile(join(runDirOf(sidecar), 'haproxy.cfg'), 'utf8');
+        const servers = cfg.split('\n').filter((l) => /^\s+server \S*api-[12]-sidecar-proxy/.test(l));
+        return servers.length === 2 ? servers : undefined;
+      },
+      PERSIST_BOUND_MS,
+      100,
+    );
 
     const master = currentMaster(sidecar);
     assert.ok(master !== undefined, 'no running haproxy master in the logs');
@@ -170,11 +186,16 @@ describe('runtime faults with real Consul and HAProxy', () => {
       await waitFor('the old workers to exit', async () => (workers.every((w) => !isAlive(w)) ? true : undefined), 5_000, 5);
       const workersGoneMs = since(killedAt);
       let newMaster: number | undefined;
-      await waitFor('a request answered through a new haproxy master', async () => {
-        newMaster = currentMaster(sidecar);
-        if (newMaster === undefined || newMaster === master) return undefined;
-        return (await httpGet(port('webToApi'), '/', 1_000)).status === 200 ? true : undefined;
-      }, RESTART_BOUND_MS, 20);
+      await waitFor(
+        'a request answered through a new haproxy master',
+        async () => {
+          newMaster = currentMaster(sidecar);
+          if (newMaster === undefined || newMaster === master) return undefined;
+          return (await httpGet(port('webToApi'), '/', 1_000)).status === 200 ? true : undefined;
+        },
+        RESTART_BOUND_MS,
+        20,
+      );
       const recoveredAt = performance.now();
       const recoveryMs = Math.round(recoveredAt - killedAt);
       // The live state, including the runtime-added api-2, from the file rewritten after each runtime batch.
@@ -186,10 +207,12 @@ describe('runtime faults with real Consul and HAProxy', () => {
       const exited = sidecar.logs.slice(mark).find((l) => l.msg === 'haproxy master exited unexpectedly');
       const backoff = sidecar.logs.slice(mark).find((l) => l.msg === 'restarting haproxy after backoff');
       const repaired = sidecar.logs.slice(mark).find((l) => l.msg === 'haproxy drifted from the applied configuration; repairing with a reload');
-      note(`haproxy master ${master} SIGKILLed under load: its worker(s) exited within ${workersGoneMs} ms, restart after a backoff of ${String(backoff?.delayMs)} ms, ` +
-        `a request answered by new master ${String(newMaster)} ${recoveryMs} ms after the kill, api-1 and api-2 both answering after ${liveStateMs} ms` +
-        `${repaired === undefined ? '' : ` (after a drift repair: ${JSON.stringify(repaired.drift)})`}; failed requests: ${describeFailures(report, killedAt)} of ${report.ok + report.failed} ` +
-        `(4 loops, ${PAUSE_AFTER_FAILURE_MS} ms pause after a failure); first failures: ${report.failures.slice(0, 3).join(' | ')}`);
+      note(
+        `haproxy master ${master} SIGKILLed under load: its worker(s) exited within ${workersGoneMs} ms, restart after a backoff of ${String(backoff?.delayMs)} ms, ` +
+          `a request answered by new master ${String(newMaster)} ${recoveryMs} ms after the kill, api-1 and api-2 both answering after ${liveStateMs} ms` +
+          `${repaired === undefined ? '' : ` (after a drift repair: ${JSON.stringify(repaired.drift)})`}; failed requests: ${describeFailures(report, killedAt)} of ${report.ok + report.failed} ` +
+          `(4 loops, ${PAUSE_AFTER_FAILURE_MS} ms pause after a failure); first failures: ${report.failures.slice(0, 3).join(' | ')}`,
+      );
 
       assert.equal(sidecar.process.exitCode, null, `the daemon exited: ${sidecar.stderr}`);
       assert.equal(exited?.pid, master, logsSince(sidecar, mark));
@@ -199,8 +222,10 @@ describe('runtime faults with real Consul and HAProxy', () => {
       assert.equal(repaired, undefined, `the restarted master did not run the live state from disk (${persisted.length} servers were on disk)`);
       // Requests fail only during the outage: from the kill until the new master serves.
       assert.ok(report.firstFailedAt === undefined || report.firstFailedAt >= killedAt, describeFailures(report, killedAt));
-      assert.ok(report.lastFailedAt === undefined || report.lastFailedAt <= recoveredAt + FAILURE_TAIL_MS,
-        `a request failed after the recovery: ${describeFailures(report, killedAt)}\n${report.failures.join('\n')}\n${logsSince(sidecar, mark)}`);
+      assert.ok(
+        report.lastFailedAt === undefined || report.lastFailedAt <= recoveredAt + FAILURE_TAIL_MS,
+        `a request failed after the recovery: ${describeFailures(report, killedAt)}\n${report.failures.join('\n')}\n${logsSince(sidecar, mark)}`,
+      );
       // Nothing left behind: no process of the killed master's group, and the daemon's only descendants are the new master and its workers.
       await waitFor('no process of the old haproxy group', async () => (processGroup(master).length === 0 ? true : undefined), 5_000, 20);
       const newGroup = processGroup(newMaster as number);
@@ -234,14 +259,19 @@ describe('runtime faults with real Consul and HAProxy', () => {
 
       let masterGoneMs: number | undefined;
       let newMaster: number | undefined;
-      await waitFor('a request answered by another haproxy worker', async () => {
-        if (masterGoneMs === undefined && !isAlive(master)) masterGoneMs = since(killedAt);
-        newMaster = currentMaster(sidecar);
-        if (newMaster === undefined) return undefined;
-        const workers = await currentWorkers(sidecar).catch(() => [] as number[]);
-        if (workers.length === 0 || workers.includes(worker)) return undefined;
-        return (await httpGet(port('webToApi'), '/', 1_000)).status === 200 ? true : undefined;
-      }, RESTART_BOUND_MS, 20);
+      await waitFor(
+        'a request answered by another haproxy worker',
+        async () => {
+          if (masterGoneMs === undefined && !isAlive(master)) masterGoneMs = since(killedAt);
+          newMaster = currentMaster(sidecar);
+          if (newMaster === undefined) return undefined;
+          const workers = await currentWorkers(sidecar).catch(() => [] as number[]);
+          if (workers.length === 0 || workers.includes(worker)) return undefined;
+          return (await httpGet(port('webToApi'), '/', 1_000)).status === 200 ? true : undefined;
+        },
+        RESTART_BOUND_MS,
+        20,
+      );
       const recoveredAt = performance.now();
       const recoveryMs = Math.round(recoveredAt - killedAt);
       await waitForAnswers(['hello from api-1', 'hello from api-2'], 10_000);
@@ -252,23 +282,30 @@ describe('runtime faults with real Consul and HAProxy', () => {
       const stderr = lines.filter((l) => l.component === 'haproxy' && l.stream === 'stderr').map((l) => String(l.msg));
       const exited = lines.find((l) => l.msg === 'haproxy master exited unexpectedly');
       const backoff = lines.find((l) => l.msg === 'restarting haproxy after backoff');
-      note(`haproxy worker ${worker} SIGKILLed under load: master ${master} ${masterGoneMs === undefined ? 'stayed alive' : `exited ${masterGoneMs} ms later`} ` +
-        `(${exited === undefined ? 'no unexpected exit logged' : `exit code ${String(exited.code)}, signal ${String(exited.signal)}`}), ` +
-        `restart backoff ${String(backoff?.delayMs)} ms, a request answered by a new worker (master ${String(newMaster)}) ${recoveryMs} ms after the kill; ` +
-        `failed requests: ${describeFailures(report, killedAt)} of ${report.ok + report.failed}`);
+      note(
+        `haproxy worker ${worker} SIGKILLed under load: master ${master} ${masterGoneMs === undefined ? 'stayed alive' : `exited ${masterGoneMs} ms later`} ` +
+          `(${exited === undefined ? 'no unexpected exit logged' : `exit code ${String(exited.code)}, signal ${String(exited.signal)}`}), ` +
+          `restart backoff ${String(backoff?.delayMs)} ms, a request answered by a new worker (master ${String(newMaster)}) ${recoveryMs} ms after the kill; ` +
+          `failed requests: ${describeFailures(report, killedAt)} of ${report.ok + report.failed}`,
+      );
       note(`haproxy's stderr after the worker kill: ${JSON.stringify(stderr.slice(0, 8))}`);
 
       assert.equal(sidecar.process.exitCode, null, `the daemon exited: ${sidecar.stderr}`);
       assert.ok(masterGoneMs !== undefined && masterGoneMs <= MASTER_FOLLOWS_WORKER_MS, `master ${master} still alive ${String(masterGoneMs)} ms after its worker died`);
       assert.equal(exited?.pid, master, logsSince(sidecar, mark));
       assert.equal(exited?.code, 137, logsSince(sidecar, mark));
-      assert.ok(stderr.some((l) => l.includes(`Current worker (${worker}) exited with code 137`)), JSON.stringify(stderr));
+      assert.ok(
+        stderr.some((l) => l.includes(`Current worker (${worker}) exited with code 137`)),
+        JSON.stringify(stderr),
+      );
       assert.ok(typeof backoff?.delayMs === 'number', logsSince(sidecar, mark));
       assert.notEqual(newMaster, master);
       assert.ok(recoveryMs <= RESTART_BOUND_MS);
       assert.ok(report.firstFailedAt === undefined || report.firstFailedAt >= killedAt, describeFailures(report, killedAt));
-      assert.ok(report.lastFailedAt === undefined || report.lastFailedAt <= recoveredAt + FAILURE_TAIL_MS,
-        `a request failed after the recovery: ${describeFailures(report, killedAt)}\n${report.failures.join('\n')}\n${logsSince(sidecar, mark)}`);
+      assert.ok(
+        report.lastFailedAt === undefined || report.lastFailedAt <= recoveredAt + FAILURE_TAIL_MS,
+        `a request failed after the recovery: ${describeFailures(report, killedAt)}\n${report.failures.join('\n')}\n${logsSince(sidecar, mark)}`,
+      );
       await waitFor('no process of the old haproxy group', async () => (processGroup(master).length === 0 ? true : undefined), 5_000, 20);
       assert.equal(await statsStatus('/ready'), '200 ready');
     } finally {
@@ -301,9 +338,12 @@ describe('runtime faults with real Consul and HAProxy', () => {
       const stopMs = since(stoppedAt);
       const duringStop = { ...traffic.report, answers: new Map(traffic.report.answers) };
       // What the sidecars logged while the agent was stopped (warnings and errors).
-      const complaints = [...sidecars].flatMap(([name, s]) => s.logs.slice(marks.get(name))
-        .filter((l) => l.level === 'warn' || l.level === 'error')
-        .map((l) => `${name}: ${String(l.component)} ${String(l.msg)} ${JSON.stringify({ watch: l.watch, code: l.code, err: l.err })}`));
+      const complaints = [...sidecars].flatMap(([name, s]) =>
+        s.logs
+          .slice(marks.get(name))
+          .filter((l) => l.level === 'warn' || l.level === 'error')
+          .map((l) => `${name}: ${String(l.component)} ${String(l.msg)} ${JSON.stringify({ watch: l.watch, code: l.code, err: l.err })}`),
+      );
 
       const contAt = performance.now();
       await waitFor('the agent to answer after SIGCONT', async () => ((await agent.fetch('/v1/status/leader', { signal: AbortSignal.timeout(1_000) })).ok ? true : undefined), 10_000, 20);
@@ -312,25 +352,38 @@ describe('runtime faults with real Consul and HAProxy', () => {
       const mark = sidecar.logs.length;
       const writtenAt = performance.now();
       await agent.put('/v1/agent/service/deregister/api-2');
-      const applied = await waitFor('web to apply the removal of api-2', async () =>
-        sidecar.logs.slice(mark).find((l) => l.msg === 'applied runtime changes' || l.msg === 'reloading haproxy'), CHANGE_AFTER_CONT_BOUND_MS, 10);
+      const applied = await waitFor(
+        'web to apply the removal of api-2',
+        async () => sidecar.logs.slice(mark).find((l) => l.msg === 'applied runtime changes' || l.msg === 'reloading haproxy'),
+        CHANGE_AFTER_CONT_BOUND_MS,
+        10,
+      );
       const appliedMs = since(writtenAt);
       // End to end: api-2 answers nothing more (a 1 s window with api-1 answering).
-      await waitFor('traffic on api-1 only', async () => {
-        const before = traffic.report.answers.get('hello from api-2') ?? 0;
-        const api1 = traffic.report.answers.get('hello from api-1') ?? 0;
-        await new Promise((r) => setTimeout(r, 1_000));
-        return (traffic.report.answers.get('hello from api-2') ?? 0) === before && (traffic.report.answers.get('hello from api-1') ?? 0) > api1 ? true : undefined;
-      }, CHANGE_AFTER_CONT_BOUND_MS, 0);
+      await waitFor(
+        'traffic on api-1 only',
+        async () => {
+          const before = traffic.report.answers.get('hello from api-2') ?? 0;
+          const api1 = traffic.report.answers.get('hello from api-1') ?? 0;
+          await new Promise((r) => setTimeout(r, 1_000));
+          return (traffic.report.answers.get('hello from api-2') ?? 0) === before && (traffic.report.answers.get('hello from api-1') ?? 0) > api1 ? true : undefined;
+        },
+        CHANGE_AFTER_CONT_BOUND_MS,
+        0,
+      );
       const lastApi2 = traffic.report.lastAnswerAt.get('hello from api-2') ?? writtenAt;
       const report = await traffic.stop();
 
-      note(`Consul agent SIGSTOPped for ${stopMs} ms: ${duringStop.ok} requests, ${duringStop.failed} failed during the stop; ` +
-        `/ready ${[...new Set(ready)].join(', ')} (${ready.length} probes), /health ${[...new Set(health)].join(', ')}; ` +
-        `sidecar warnings/errors during the stop: ${complaints.length === 0 ? 'none' : complaints.slice(0, 5).join(' | ')}`);
-      note(`after SIGCONT: the agent answered in ${agentBackMs} ms; api-2 deregistered -> web's sidecar logged '${String(applied.msg)}' ${appliedMs} ms after the write ` +
-        `(${JSON.stringify(applied.kinds ?? applied.reasons)}); the last answer from api-2 ended ${Math.round(lastApi2 - writtenAt)} ms after the write; ` +
-        `${report.ok} requests, ${report.failed} failed in all`);
+      note(
+        `Consul agent SIGSTOPped for ${stopMs} ms: ${duringStop.ok} requests, ${duringStop.failed} failed during the stop; ` +
+          `/ready ${[...new Set(ready)].join(', ')} (${ready.length} probes), /health ${[...new Set(health)].join(', ')}; ` +
+          `sidecar warnings/errors during the stop: ${complaints.length === 0 ? 'none' : complaints.slice(0, 5).join(' | ')}`,
+      );
+      note(
+        `after SIGCONT: the agent answered in ${agentBackMs} ms; api-2 deregistered -> web's sidecar logged '${String(applied.msg)}' ${appliedMs} ms after the write ` +
+          `(${JSON.stringify(applied.kinds ?? applied.reasons)}); the last answer from api-2 ended ${Math.round(lastApi2 - writtenAt)} ms after the write; ` +
+          `${report.ok} requests, ${report.failed} failed in all`,
+      );
 
       assert.equal(duringStop.failed, 0, `failed during the stop: ${duringStop.failures.join('\n')}`);
       assert.ok(duringStop.ok > 100, `only ${duringStop.ok} requests during the stop`);

@@ -106,14 +106,7 @@ async function runDifferential(agent: ConsulDevAgent, client: ConsulHttpClient, 
 }
 
 /** The agent's authorize endpoint reads its intention cache: poll until it matches, with a deadline. */
-async function authorizeSettles(
-  agent: ConsulDevAgent,
-  trustDomain: string,
-  src: string,
-  dest: string,
-  expected: boolean,
-  context: string,
-): Promise<{ stale: number; ms: number }> {
+async function authorizeSettles(agent: ConsulDevAgent, trustDomain: string, src: string, dest: string, expected: boolean, context: string): Promise<{ stale: number; ms: number }> {
   const started = Date.now();
   const deadline = started + AUTHORIZE_SETTLE_MS;
   let last: { Authorized: boolean; Reason: string } | undefined;

@@ -16,7 +16,7 @@ import { foreignLeaf } from '../../devtools/certs.js';
 import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, tlsHttpProbe } from '../../devtools/probes.js';
-import { SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 import { RuntimeSession } from '../../src/driver/runtime.js';
 
@@ -61,7 +61,10 @@ function openGreeted(port: number, greeting: string): Promise<Socket | undefined
   return new Promise((resolve) => {
     const socket = netConnect(port, '127.0.0.1');
     let received = '';
-    const timer = setTimeout(() => { socket.destroy(); resolve(undefined); }, PROBE_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(undefined);
+    }, PROBE_TIMEOUT_MS);
     const onData = (d: Buffer): void => {
       received += d.toString();
       if (!received.includes(`${greeting}\n`)) return;
@@ -71,7 +74,10 @@ function openGreeted(port: number, greeting: string): Promise<Socket | undefined
     };
     socket.on('data', onData);
     socket.on('error', () => {});
-    socket.once('close', () => { clearTimeout(timer); resolve(undefined); });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
   });
 }
 
@@ -92,7 +98,11 @@ before(async () => {
   await registerMeshService(agent, { id: 'api', name: 'api', port: ports.api as number, sidecarPort: ports.apiSidecar as number, protocol: 'http' });
   await registerMeshService(agent, { id: 'echo', name: 'echo', port: ports.echo as number, sidecarPort: ports.echoSidecar as number });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [
       { destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' },
       { destinationName: 'echo', localBindPort: ports.webToEcho as number },
@@ -116,10 +126,15 @@ after(async () => {
 
 describe('intentions with real Consul and HAProxy', () => {
   test('allowed: a call through the mesh succeeds; a source without an allow is refused', async () => {
-    const res = await waitFor('web -> api', async () => {
-      const r = await httpGet(ports.webToApi as number, '/', PROBE_TIMEOUT_MS);
-      return r.status === 200 ? r : undefined;
-    }, 30_000, 100);
+    const res = await waitFor(
+      'web -> api',
+      async () => {
+        const r = await httpGet(ports.webToApi as number, '/', PROBE_TIMEOUT_MS);
+        return r.status === 200 ? r : undefined;
+      },
+      30_000,
+      100,
+    );
     assert.equal(res.body, 'hello from api');
     assert.equal(await probe(ports.apiSidecar as number, 'web'), 'allowed');
     // No intention for batch -> api, and the dev agent's default is allow.
@@ -171,7 +186,9 @@ describe('intentions with real Consul and HAProxy', () => {
     const okAtAllow = traffic.report.ok;
     const pooledAllowMs = await convergence('allow through the mesh', since, async () => traffic.report.ok > okAtAllow);
     const report = await traffic.stop();
-    console.log(`convergence: deny ${denyMs} ms (new connections), ${pooledDenyMs} ms (pooled keep-alive); allow ${allowMs} ms (new), ${pooledAllowMs} ms (mesh traffic); requests ok ${report.ok}, failed ${report.failed}, ok while denied ${okAtAllow - okAtDeny}`);
+    console.log(
+      `convergence: deny ${denyMs} ms (new connections), ${pooledDenyMs} ms (pooled keep-alive); allow ${allowMs} ms (new), ${pooledAllowMs} ms (mesh traffic); requests ok ${report.ok}, failed ${report.failed}, ok while denied ${okAtAllow - okAtDeny}`,
+    );
   });
 
   test('an open TCP connection from a source that becomes denied is closed', async () => {
@@ -179,7 +196,11 @@ describe('intentions with real Consul and HAProxy', () => {
     const socket = await waitFor('a long-lived connection to echo', () => openGreeted(ports.webToEcho as number, 'echo'), 30_000, 200);
     const closed = new Promise<void>((r) => socket.once('close', () => r()));
     try {
-      const echoed = new Promise<void>((r) => socket.on('data', (d: Buffer) => { if (d.toString().includes('still here')) r(); }));
+      const echoed = new Promise<void>((r) =>
+        socket.on('data', (d: Buffer) => {
+          if (d.toString().includes('still here')) r();
+        }),
+      );
       socket.write('still here\n');
       await echoed;
       const since = performance.now();
@@ -198,7 +219,10 @@ describe('intentions with real Consul and HAProxy', () => {
     await setIntentions(agent, 'api', [{ name: '*', action: 'deny' }]);
     await convergence('wildcard deny', performance.now(), async () => (await probe(ports.apiSidecar as number, 'web')) === 'refused');
     assert.equal(await probe(ports.apiSidecar as number, 'batch'), 'refused');
-    await setIntentions(agent, 'api', [{ name: 'web', action: 'allow' }, { name: '*', action: 'deny' }]);
+    await setIntentions(agent, 'api', [
+      { name: 'web', action: 'allow' },
+      { name: '*', action: 'deny' },
+    ]);
     await convergence('exact allow over wildcard deny', performance.now(), async () => (await probe(ports.apiSidecar as number, 'web')) === 'allowed');
     assert.equal(await probe(ports.apiSidecar as number, 'batch'), 'refused');
   });
@@ -216,7 +240,10 @@ describe('intentions with real Consul and HAProxy', () => {
   });
 
   test(`Consul paused for ${CONSUL_PAUSE_MS / 1000} s: decisions stay correct from the cache, nothing hangs, watching resumes`, async () => {
-    await setIntentions(agent, 'api', [{ name: 'web', action: 'allow' }, { name: 'batch', action: 'deny' }]);
+    await setIntentions(agent, 'api', [
+      { name: 'web', action: 'allow' },
+      { name: 'batch', action: 'deny' },
+    ]);
     await convergence('batch denied', performance.now(), async () => (await probe(ports.apiSidecar as number, 'batch')) === 'refused');
     assert.equal(await probe(ports.apiSidecar as number, 'web'), 'allowed');
 
@@ -237,7 +264,10 @@ describe('intentions with real Consul and HAProxy', () => {
     }
     console.log(`Consul paused ${Math.round(performance.now() - pausedAt)} ms: ${rounds} rounds of probes, all correct`);
     const since = performance.now();
-    await setIntentions(agent, 'api', [{ name: 'web', action: 'allow' }, { name: 'batch', action: 'allow' }]);
+    await setIntentions(agent, 'api', [
+      { name: 'web', action: 'allow' },
+      { name: 'batch', action: 'allow' },
+    ]);
     await waitFor('a change after SIGCONT to take effect', async () => ((await probe(ports.apiSidecar as number, 'batch')) === 'allowed' ? true : undefined), 60_000, 50);
     console.log(`after SIGCONT, a change took effect in ${Math.round(performance.now() - since)} ms`);
   });

@@ -15,7 +15,7 @@ import { ConsulDevAgent, registerMeshService, type MeshServiceSpec } from '../..
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { rotateConnectCa } from '../../devtools/certs.js';
 import { httpGet, servedCertificate } from '../../devtools/probes.js';
-import { SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 
 const CHURN_CYCLES = 6;
@@ -27,7 +27,12 @@ const sidecars = new Map<string, SidecarProcess>();
 let ports: Record<string, number>;
 let webSpec: MeshServiceSpec;
 const apiSpec = (n: number): MeshServiceSpec => ({
-  id: `api-${n}`, name: 'api', port: ports[`api${n}`] as number, sidecarPort: ports[`api${n}Sidecar`] as number, protocol: 'http', ttlCheck: true,
+  id: `api-${n}`,
+  name: 'api',
+  port: ports[`api${n}`] as number,
+  sidecarPort: ports[`api${n}Sidecar`] as number,
+  protocol: 'http',
+  ttlCheck: true,
 });
 
 const startSidecar = (service: string): Promise<SidecarProcess> => startReadySidecar(sidecars, service, agent.httpAddr, baseDir);
@@ -50,11 +55,16 @@ const count = (sidecar: SidecarProcess, msg: string): number => sidecar.logs.fil
 
 /** Waits until the passing instances of `api` are exactly `ids`, and web's sidecar has applied it. */
 async function waitForInstances(ids: string[], traffic: Traffic): Promise<void> {
-  await waitFor(`api instances ${ids.join(',')}`, async () => {
-    const entries = await agent.get<Array<{ Service: { Proxy: { DestinationServiceID: string } } }>>('/v1/health/connect/api?passing');
-    const live = entries.map((e) => e.Service.Proxy.DestinationServiceID).sort();
-    return JSON.stringify(live) === JSON.stringify([...ids].sort()) ? true : undefined;
-  }, 30_000, 50);
+  await waitFor(
+    `api instances ${ids.join(',')}`,
+    async () => {
+      const entries = await agent.get<Array<{ Service: { Proxy: { DestinationServiceID: string } } }>>('/v1/health/connect/api?passing');
+      const live = entries.map((e) => e.Service.Proxy.DestinationServiceID).sort();
+      return JSON.stringify(live) === JSON.stringify([...ids].sort()) ? true : undefined;
+    },
+    30_000,
+    50,
+  );
   // Traffic shows the shift: every wanted instance answers, and no other.
   await waitForAnswers(traffic, ids);
 }
@@ -70,7 +80,11 @@ before(async () => {
     await registerMeshService(agent, apiSpec(n));
   }
   webSpec = {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' }],
   };
   await registerMeshService(agent, webSpec);
@@ -87,11 +101,16 @@ after(async () => {
 describe('live updates with real Consul and HAProxy', () => {
   test('endpoint churn and health flips under traffic: 0 failed requests, 0 reloads', async () => {
     // Count from a mesh that already serves: at start-up web may not know api's instances yet.
-    await waitFor('all api instances answering through web', async () => {
-      const seen = new Set<string>();
-      for (let i = 0; i < 12; i++) seen.add((await httpGet(ports.webToApi as number)).body);
-      return seen.size === 3 ? true : undefined;
-    }, 30_000, 100);
+    await waitFor(
+      'all api instances answering through web',
+      async () => {
+        const seen = new Set<string>();
+        for (let i = 0; i < 12; i++) seen.add((await httpGet(ports.webToApi as number)).body);
+        return seen.size === 3 ? true : undefined;
+      },
+      30_000,
+      100,
+    );
     const traffic = new Traffic(ports.webToApi as number, 4);
     try {
       await waitForInstances(['api-1', 'api-2', 'api-3'], traffic);
@@ -125,12 +144,22 @@ describe('live updates with real Consul and HAProxy', () => {
       const fromNewCa = (cert: X509Certificate | undefined): boolean => cert !== undefined && cert.issuer === activeRoot.subject && cert.serialNumber !== '';
       // The public side: api-1 serves a leaf of the new CA, to a client presenting a leaf of the new CA...
       const webLeaf = await agent.get<{ CertPEM: string; PrivateKeyPEM: string }>('/v1/agent/connect/ca/leaf/web');
-      await waitFor('api-1 serving a leaf of the new CA', async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM })) ? true : undefined), 60_000, 250);
+      await waitFor(
+        'api-1 serving a leaf of the new CA',
+        async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM })) ? true : undefined),
+        60_000,
+        250,
+      );
       // ...and the upstream side: web's sidecar presents a leaf of the new CA (HAProxy reports it in use).
-      await waitFor('web presenting a leaf of the new CA', async () => {
-        const served = await servedCertificate(ports.webSidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM });
-        return fromNewCa(served) ? true : undefined;
-      }, 60_000, 250);
+      await waitFor(
+        'web presenting a leaf of the new CA',
+        async () => {
+          const served = await servedCertificate(ports.webSidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM });
+          return fromNewCa(served) ? true : undefined;
+        },
+        60_000,
+        250,
+      );
       await new Promise((r) => setTimeout(r, 1_000));
       const report = await traffic.stop();
       for (const [name, sidecar] of sidecars) {
@@ -148,13 +177,26 @@ describe('live updates with real Consul and HAProxy', () => {
 
   test('a new upstream costs exactly one reload, with its reason logged', async () => {
     const reloadsBefore = count(web(), 'reloading haproxy');
-    await registerMeshService(agent, { ...webSpec, upstreams: [...(webSpec.upstreams ?? []), { destinationName: 'api', localBindPort: ports.webToApi2 as number, protocol: 'http', datacenter: 'dc1' }] });
-    await waitFor('the second upstream listener', async () => {
-      const res = await fetch(`http://127.0.0.1:${ports.webToApi2}/`).catch(() => undefined);
-      return res?.ok ? true : undefined;
-    }, 30_000, 200);
-    const reloads = web().logs.filter((l) => l.msg === 'reloading haproxy').slice(reloadsBefore);
+    await registerMeshService(agent, {
+      ...webSpec,
+      upstreams: [...(webSpec.upstreams ?? []), { destinationName: 'api', localBindPort: ports.webToApi2 as number, protocol: 'http', datacenter: 'dc1' }],
+    });
+    await waitFor(
+      'the second upstream listener',
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${ports.webToApi2}/`).catch(() => undefined);
+        return res?.ok ? true : undefined;
+      },
+      30_000,
+      200,
+    );
+    const reloads = web()
+      .logs.filter((l) => l.msg === 'reloading haproxy')
+      .slice(reloadsBefore);
     assert.equal(reloads.length, 1, JSON.stringify(reloads));
-    assert.ok((reloads[0]?.reasons as string[]).some((r) => /frontend .* added/.test(r)), JSON.stringify(reloads[0]));
+    assert.ok(
+      ((reloads[0]?.reasons ?? []) as string[]).some((r) => /frontend .* added/.test(r)),
+      JSON.stringify(reloads[0]),
+    );
   });
 });

@@ -14,7 +14,7 @@ import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-a
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, tcpExchange, tlsHttpProbe } from '../../devtools/probes.js';
 import { descendants, isAlive } from '../../devtools/proc.js';
-import { SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
 
 let agent: ConsulDevAgent;
 let baseDir: string;
@@ -47,7 +47,11 @@ before(async () => {
   await registerMeshService(agent, { id: 'api-1', name: 'api', port: ports.api1 as number, sidecarPort: ports.api1Sidecar as number, protocol: 'http', ttlCheck: true });
   await registerMeshService(agent, { id: 'echo', name: 'echo', port: ports.echo as number, sidecarPort: ports.echoSidecar as number });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [
       { destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' },
       { destinationName: 'echo', localBindPort: ports.webToEcho as number },
@@ -67,10 +71,15 @@ after(async () => {
 
 describe('mesh with real Consul and HAProxy', () => {
   test('a request to the upstream port reaches the target app over mTLS', async () => {
-    const body = await waitFor('api-1 through the mesh', async () => {
-      const res = await httpGet(ports.webToApi as number);
-      return res.status === 200 ? res.body : undefined;
-    }, 30_000, 200);
+    const body = await waitFor(
+      'api-1 through the mesh',
+      async () => {
+        const res = await httpGet(ports.webToApi as number);
+        return res.status === 200 ? res.body : undefined;
+      },
+      30_000,
+      200,
+    );
     assert.equal(body, 'hello from api-1');
   });
 
@@ -104,10 +113,15 @@ describe('mesh with real Consul and HAProxy', () => {
 
   test('an instance whose check turns critical stops receiving traffic', async () => {
     await agent.put('/v1/agent/check/fail/api-1-ttl?note=test');
-    await waitFor('api-1 to leave the load balancing', async () => {
-      const seen = await answers(6);
-      return seen.size === 1 && seen.has('hello from api-2') ? true : undefined;
-    }, 30_000, 200);
+    await waitFor(
+      'api-1 to leave the load balancing',
+      async () => {
+        const seen = await answers(6);
+        return seen.size === 1 && seen.has('hello from api-2') ? true : undefined;
+      },
+      30_000,
+      200,
+    );
     assert.deepEqual([...(await answers(20))], ['hello from api-2']);
     await agent.put('/v1/agent/check/pass/api-1-ttl');
     await waitFor('api-1 to come back', async () => ((await answers(6)).has('hello from api-1') ? true : undefined), 30_000, 200);
@@ -116,7 +130,11 @@ describe('mesh with real Consul and HAProxy', () => {
   test('a bad registration update is logged and the last good configuration keeps serving', async () => {
     const web = sidecarOf('web');
     const webSpec = {
-      id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+      id: 'web',
+      name: 'web',
+      port: ports.web as number,
+      sidecarPort: ports.webSidecar as number,
+      protocol: 'http',
       upstreams: [
         { destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' },
         { destinationName: 'echo', localBindPort: ports.webToEcho as number },
@@ -124,7 +142,8 @@ describe('mesh with real Consul and HAProxy', () => {
     };
     await registerMeshService(agent, { ...webSpec, proxyConfig: { local_connect_timeout_ms: 'soon' } });
     const failure = await waitFor('the bad update to be logged', async () =>
-      web.logs.find((l) => l.msg === 'watch failed; keeping the last good value and retrying' && l.code === 'PROXY_CONFIG_INVALID'));
+      web.logs.find((l) => l.msg === 'watch failed; keeping the last good value and retrying' && l.code === 'PROXY_CONFIG_INVALID'),
+    );
     assert.match(String(failure.err), /local_connect_timeout_ms.*'soon'/);
     assert.equal((await httpGet(ports.webToApi as number)).status, 200);
     assert.equal(web.process.exitCode, null);
@@ -136,10 +155,15 @@ describe('mesh with real Consul and HAProxy', () => {
     const [master] = descendants(web.pid);
     assert.ok(master !== undefined);
     process.kill(master, 'SIGKILL');
-    await waitFor('traffic through a restarted haproxy', async () => {
-      const restarted = descendants(web.pid).length > 0 && !descendants(web.pid).includes(master);
-      return restarted && (await httpGet(ports.webToApi as number)).status === 200 ? true : undefined;
-    }, 30_000, 200);
+    await waitFor(
+      'traffic through a restarted haproxy',
+      async () => {
+        const restarted = descendants(web.pid).length > 0 && !descendants(web.pid).includes(master);
+        return restarted && (await httpGet(ports.webToApi as number)).status === 200 ? true : undefined;
+      },
+      30_000,
+      200,
+    );
   });
 
   test('SIGTERM stops haproxy-connect with exit 0 and leaves no haproxy process or run directory behind', async () => {

@@ -46,7 +46,9 @@ function get(port: number, path: string, headers: Record<string, string>): Promi
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path, headers: { connection: 'close', ...headers } }, (res) => {
       let body = '';
-      res.on('data', (d: Buffer) => { body += d.toString(); });
+      res.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
@@ -76,7 +78,11 @@ before(async () => {
   await registerMeshService(agent, { id: 'api', name: 'api', port: ports.api, sidecarPort: ports.apiSidecar, protocol: 'http', ttlCheck: true });
   await registerMeshService(agent, { id: 'echo', name: 'echo', port: ports.echo, sidecarPort: ports.echoSidecar });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web, sidecarPort: ports.webSidecar, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web,
+    sidecarPort: ports.webSidecar,
+    protocol: 'http',
     upstreams: [
       { destinationName: 'api', localBindPort: ports.webToApi, protocol: 'http' },
       { destinationName: 'echo', localBindPort: ports.webToEcho },
@@ -84,24 +90,31 @@ before(async () => {
   });
   // The agent merges proxy-defaults into the registrations asynchronously.
   for (const id of ['api', 'echo', 'web']) {
-    await waitFor(`AccessLogs merged into ${id}-sidecar-proxy`, async () => {
-      const svc = await agent.get<{ Proxy?: { AccessLogs?: { Enabled?: boolean } } }>(`/v1/agent/service/${id}-sidecar-proxy`);
-      return svc.Proxy?.AccessLogs?.Enabled === true ? true : undefined;
-    }, 30_000, 100);
+    await waitFor(
+      `AccessLogs merged into ${id}-sidecar-proxy`,
+      async () => {
+        const svc = await agent.get<{ Proxy?: { AccessLogs?: { Enabled?: boolean } } }>(`/v1/agent/service/${id}-sidecar-proxy`);
+        return svc.Proxy?.AccessLogs?.Enabled === true ? true : undefined;
+      },
+      30_000,
+      100,
+    );
   }
   trustDomain = (await agent.get<{ TrustDomain: string }>('/v1/agent/connect/ca/roots')).TrustDomain;
 
   const tokenArgs = ['-token-file', tokenFile];
-  [api, web] = await Promise.all([
-    startReadySidecar(sidecars, 'api', agent.httpAddr, baseDir, tokenArgs),
-    startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir, tokenArgs),
-  ]);
+  [api, web] = await Promise.all([startReadySidecar(sidecars, 'api', agent.httpAddr, baseDir, tokenArgs), startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir, tokenArgs)]);
   echo = new SidecarProcess(['-sidecar-for', 'echo', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug', '-log-format', 'text', ...tokenArgs]);
   sidecars.push(echo);
-  await waitFor(`the text-format sidecar to be ready (stderr: ${echo.stderr.slice(-300)})`, async () => {
-    if (echo.process.exitCode !== null) throw new Error(`echo sidecar exited: ${echo.stderr}`);
-    return rawLines(echo).some((l) => / INFO  main: sidecar ready /.test(l)) ? true : undefined;
-  }, 60_000, 100);
+  await waitFor(
+    `the text-format sidecar to be ready (stderr: ${echo.stderr.slice(-300)})`,
+    async () => {
+      if (echo.process.exitCode !== null) throw new Error(`echo sidecar exited: ${echo.stderr}`);
+      return rawLines(echo).some((l) => / INFO {2}main: sidecar ready /.test(l)) ? true : undefined;
+    },
+    60_000,
+    100,
+  );
 });
 
 after(async () => {
@@ -113,10 +126,15 @@ after(async () => {
 
 describe('logs with real Consul and HAProxy', () => {
   test('an HTTP upstream request: one JSON access line on the upstream and on the public listener', async () => {
-    await waitFor('api through the mesh', async () => {
-      const res = await get(ports.webToApi, '/warmup', {});
-      return res.status === 200 ? true : undefined;
-    }, 30_000, 200);
+    await waitFor(
+      'api through the mesh',
+      async () => {
+        const res = await get(ports.webToApi, '/warmup', {});
+        return res.status === 200 ? true : undefined;
+      },
+      30_000,
+      200,
+    );
     const res = await get(ports.webToApi, '/logs?x=1', { 'user-agent': USER_AGENT, 'x-request-id': 'req-42' });
     assert.equal(res.status, 200);
 
@@ -167,15 +185,24 @@ describe('logs with real Consul and HAProxy', () => {
 
   test('a TCP upstream connection: one line per connection on both sides', async () => {
     const countBefore = accessLines(web).length;
-    const { greeting, echo: answer } = await waitFor('echo through the mesh', async () => {
-      try {
-        return await tcpExchange(ports.webToEcho, 'ping');
-      } catch {
-        return undefined;
-      }
-    }, 30_000, 200);
+    const { greeting, echo: answer } = await waitFor(
+      'echo through the mesh',
+      async () => {
+        try {
+          return await tcpExchange(ports.webToEcho, 'ping');
+        } catch {
+          return undefined;
+        }
+      },
+      30_000,
+      200,
+    );
     assert.deepEqual([greeting, answer], ['echo', 'ping']);
-    const line = await waitForLine(web, 'the TCP upstream access line', (l) => l.upstream_cluster === `echo.default.dc1.internal.${trustDomain}` && accessLines(web).indexOf(l) >= countBefore && l.bytes_sent !== 0);
+    const line = await waitForLine(
+      web,
+      'the TCP upstream access line',
+      (l) => l.upstream_cluster === `echo.default.dc1.internal.${trustDomain}` && accessLines(web).indexOf(l) >= countBefore && l.bytes_sent !== 0,
+    );
     assert.equal(line.response_code, 0);
     assert.equal(line.protocol, '-');
     assert.equal(line.method, null);
@@ -218,20 +245,29 @@ describe('logs with real Consul and HAProxy', () => {
     try {
       const seen = echo.logs.length;
       const webSeen = web.logs.length;
-      await waitFor('the denial to take effect', async () => {
-        try {
-          await tcpExchange(ports.webToEcho, 'denied?', 2_000);
-          return undefined;
-        } catch {
-          return true;
-        }
-      }, 30_000, 200);
+      await waitFor(
+        'the denial to take effect',
+        async () => {
+          try {
+            await tcpExchange(ports.webToEcho, 'denied?', 2_000);
+            return undefined;
+          } catch {
+            return true;
+          }
+        },
+        30_000,
+        200,
+      );
       // The echo app speaks first, so the denied client never sent a byte: logged all the same.
       const line = await waitForLine(echo, 'the denied connection', (l) => echo.logs.indexOf(l) >= seen && l.upstream_cluster === 'local_app' && l.connection_termination_details !== null);
       assert.equal(line.upstream_host, null, 'no server was connected');
       assert.match(String(line.connection_termination_details), /^P/, 'HAProxy: denied by the proxy');
       // On the calling side the refused connection just ends: logged with nothing sent either way.
-      const upstreamLine = await waitForLine(web, 'the denied connection on the upstream side', (l) => web.logs.indexOf(l) >= webSeen && l.upstream_cluster === `echo.default.dc1.internal.${trustDomain}`);
+      const upstreamLine = await waitForLine(
+        web,
+        'the denied connection on the upstream side',
+        (l) => web.logs.indexOf(l) >= webSeen && l.upstream_cluster === `echo.default.dc1.internal.${trustDomain}`,
+      );
       assert.equal(upstreamLine.bytes_sent, 0);
       assert.equal(upstreamLine.bytes_received, 0);
     } finally {
@@ -254,8 +290,11 @@ describe('logs with real Consul and HAProxy', () => {
 
   test('the text log format: one readable line per entry', () => {
     const lines = rawLines(echo);
-    assert.ok(lines.some((l) => /^\d{4}-\d{2}-\d{2}T\S+Z INFO  main: starting sidecar .*proxyId=echo-sidecar-proxy/.test(l)), lines.slice(0, 5).join('\n'));
-    assert.ok(lines.some((l) => /^\S+Z INFO  reconcile: starting haproxy reasons=/.test(l)));
+    assert.ok(
+      lines.some((l) => /^\d{4}-\d{2}-\d{2}T\S+Z INFO {2}main: starting sidecar .*proxyId=echo-sidecar-proxy/.test(l)),
+      lines.slice(0, 5).join('\n'),
+    );
+    assert.ok(lines.some((l) => /^\S+Z INFO {2}reconcile: starting haproxy reasons=/.test(l)));
   });
 
   test('a change of AccessLogs reloads with a reason; Type file, a custom JSON format', async () => {
@@ -267,14 +306,27 @@ describe('logs with real Consul and HAProxy', () => {
       Path: path,
       JSONFormat: JSON.stringify({ ua: '%REQ(USER-AGENT)%', test: '%REQ(X-TEST):4%', code: '%RESPONSE_CODE%', epoch: '%START_TIME(%s)%', cluster: '%UPSTREAM_CLUSTER%', route: '%ROUTE_NAME%' }),
     });
-    const reload = await waitForLine(web, 'a reload for the access log', (l) => l.msg === 'reloading haproxy' && Array.isArray(l.reasons) && l.reasons.some((r) => /access log changed/.test(String(r))));
+    const reload = await waitForLine(
+      web,
+      'a reload for the access log',
+      (l) => l.msg === 'reloading haproxy' && Array.isArray(l.reasons) && l.reasons.some((r) => /access log changed/.test(String(r))),
+    );
     assert.ok(reload);
-    const line = await waitFor('a line in the access log file', async () => {
-      await get(ports.webToApi, '/file', { 'user-agent': 'file-probe', 'x-test': 'abcdefgh' });
-      const text = await readFile(path, 'utf8').catch(() => '');
-      // The daemon applies the new format at once; HAProxy captures X-Test once its reload is done.
-      return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Line).find((l) => l.ua === 'file-probe' && l.cluster !== 'local_app' && l.test !== null);
-    }, 30_000, 200);
+    const line = await waitFor(
+      'a line in the access log file',
+      async () => {
+        await get(ports.webToApi, '/file', { 'user-agent': 'file-probe', 'x-test': 'abcdefgh' });
+        const text = await readFile(path, 'utf8').catch(() => '');
+        // The daemon applies the new format at once; HAProxy captures X-Test once its reload is done.
+        return text
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as Line)
+          .find((l) => l.ua === 'file-probe' && l.cluster !== 'local_app' && l.test !== null);
+      },
+      30_000,
+      200,
+    );
     assert.equal(line.test, 'abcd');
     assert.equal(line.code, 200);
     assert.match(String(line.epoch), /^\d{10}$/);

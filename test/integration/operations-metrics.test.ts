@@ -73,11 +73,22 @@ before(async () => {
   apiSpec = { id: 'api', name: 'api', port: ports.api as number, sidecarPort: ports.apiSidecar as number, protocol: 'http' };
   await registerMeshService(agent, apiSpec);
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' }],
   });
   await registerMeshService(agent, { id: 'batch', name: 'batch', port: ports.batch as number, sidecarPort: ports.batchSidecar as number });
-  await agent.put('/v1/config', { Kind: 'service-intentions', Name: 'api', Sources: [{ Name: 'web', Action: 'allow' }, { Name: 'batch', Action: 'deny' }] });
+  await agent.put('/v1/config', {
+    Kind: 'service-intentions',
+    Name: 'api',
+    Sources: [
+      { Name: 'web', Action: 'allow' },
+      { Name: 'batch', Action: 'deny' },
+    ],
+  });
   await startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir);
 });
 
@@ -92,18 +103,34 @@ describe('-stats-addr with real Consul and HAProxy', () => {
   test('/ready is 503 from the start until the first configuration is live, then 200 while HAProxy serves', async () => {
     const startedAt = performance.now();
     api = new SidecarProcess([
-      '-sidecar-for', 'api', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'debug',
-      '-stats-addr', `127.0.0.1:${ports.apiStats as number}`, '-stats-service-register', '-shutdown-grace', '3s',
+      '-sidecar-for',
+      'api',
+      '-http-addr',
+      agent.httpAddr,
+      '-haproxy-cfg-base-path',
+      baseDir,
+      '-log-level',
+      'debug',
+      '-stats-addr',
+      `127.0.0.1:${ports.apiStats as number}`,
+      '-stats-service-register',
+      '-shutdown-grace',
+      '3s',
     ]);
     sidecars.push(api);
     const answers: Array<{ status: number; body: string; ms: number }> = [];
-    await waitFor('/ready 200', async () => {
-      if (api?.process.exitCode !== null) throw new Error(`sidecar exited: ${api?.stderr ?? ''}`);
-      const answer = await statsGet('/ready');
-      if (answer === undefined) return undefined;
-      answers.push({ ...answer, ms: Math.round(performance.now() - startedAt) });
-      return answer.status === 200 ? true : undefined;
-    }, 30_000, 5);
+    await waitFor(
+      '/ready 200',
+      async () => {
+        if (api?.process.exitCode !== null) throw new Error(`sidecar exited: ${api?.stderr ?? ''}`);
+        const answer = await statsGet('/ready');
+        if (answer === undefined) return undefined;
+        answers.push({ ...answer, ms: Math.round(performance.now() - startedAt) });
+        return answer.status === 200 ? true : undefined;
+      },
+      30_000,
+      5,
+    );
     // HAProxy serves the moment /ready says so: the public listener accepts a connection.
     const socket = await tcpConnect(ports.apiSidecar as number);
     socket.destroy();
@@ -121,10 +148,7 @@ describe('-stats-addr with real Consul and HAProxy', () => {
   });
 
   test('a -stats-addr in use stops the start with a clear error, and the run directory is removed', async () => {
-    const taken = new SidecarProcess([
-      '-sidecar-for', 'batch', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir,
-      '-stats-addr', `127.0.0.1:${ports.apiStats as number}`,
-    ]);
+    const taken = new SidecarProcess(['-sidecar-for', 'batch', '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-stats-addr', `127.0.0.1:${ports.apiStats as number}`]);
     sidecars.push(taken);
     const exit = await taken.exited;
     assert.equal(exit.code, 1);
@@ -134,13 +158,13 @@ describe('-stats-addr with real Consul and HAProxy', () => {
     assert.equal(existsSync(runDir), false, 'the run directory was removed');
   });
 
-  test('/metrics: HAProxy\'s request and connection counters move with traffic, next to ours', async () => {
+  test("/metrics: HAProxy's request and connection counters move with traffic, next to ours", async () => {
     const before = await scrape();
     assert.equal(sampleValue(before, 'haproxy_connect_haproxy_scrape_success'), 1);
     assert.equal(sampleValue(before, 'haproxy_connect_ready'), 1);
     assert.equal(sampleValue(before, 'haproxy_connect_haproxy_state', { state: 'running' }), 1);
     assert.ok((sampleValue(before, 'haproxy_connect_leaf_certificate_expiry_seconds') ?? 0) > 3_600, 'a fresh leaf is valid for hours');
-    assert.ok(before.types.has('haproxy_process_build_info'), 'HAProxy\'s own families are there');
+    assert.ok(before.types.has('haproxy_process_build_info'), "HAProxy's own families are there");
     // Through web's sidecar: web → api over mTLS, into api's public listener.
     await waitFor('web -> api', async () => ((await httpGet(ports.webToApi as number, '/', PROBE_TIMEOUT_MS)).status === 200 ? true : undefined), 30_000, 100);
     const mid = await scrape();
@@ -162,18 +186,31 @@ describe('-stats-addr with real Consul and HAProxy', () => {
     const batch = await leafOf('batch');
     const rootsJson = await agent.get<{ Roots: Array<{ RootCert: string }> }>('/v1/agent/connect/ca/roots');
     const answer = await tlsHttpProbe({
-      port: ports.apiSidecar as number, ca: rootsJson.Roots.map((r) => r.RootCert).join('\n'),
-      cert: batch.CertPEM, key: batch.PrivateKeyPEM, timeoutMs: PROBE_TIMEOUT_MS,
+      port: ports.apiSidecar as number,
+      ca: rootsJson.Roots.map((r) => r.RootCert).join('\n'),
+      cert: batch.CertPEM,
+      key: batch.PrivateKeyPEM,
+      timeoutMs: PROBE_TIMEOUT_MS,
     });
     assert.ok(answer.startsWith('refused'), `batch must be refused, got ${answer.slice(0, 80)}`);
-    const after = await waitFor('the denial counted', async () => {
-      const e = await scrape();
-      return (sampleValue(e, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0) > (sampleValue(before, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0) ? e : undefined;
-    }, 10_000, 50);
-    assert.equal((sampleValue(after, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0) - (sampleValue(before, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0), 1);
+    const after = await waitFor(
+      'the denial counted',
+      async () => {
+        const e = await scrape();
+        return (sampleValue(e, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0) > (sampleValue(before, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0)
+          ? e
+          : undefined;
+      },
+      10_000,
+      50,
+    );
+    assert.equal(
+      (sampleValue(after, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0) - (sampleValue(before, 'haproxy_connect_intention_decisions_total', { result: 'deny' }) ?? 0),
+      1,
+    );
     const count = sampleValue(after, 'haproxy_connect_intention_decision_duration_seconds_count') ?? 0;
     const sum = sampleValue(after, 'haproxy_connect_intention_decision_duration_seconds_sum') ?? 0;
-    console.log(`intention decisions: ${count}, mean ${(sum / count * 1e6).toFixed(1)} µs`);
+    console.log(`intention decisions: ${count}, mean ${((sum / count) * 1e6).toFixed(1)} µs`);
     assert.ok(count >= 2);
     assert.equal(sampleValue(after, 'haproxy_connect_intention_decisions_total', { result: 'error' }), 0);
   });
@@ -184,26 +221,36 @@ describe('-stats-addr with real Consul and HAProxy', () => {
     const reloadsBefore = api?.logs.filter((l) => l.msg === 'reloading haproxy').length ?? 0;
     await registerMeshService(agent, { ...apiSpec, upstreams: [{ destinationName: 'web', localBindPort: ports.apiToWeb as number, protocol: 'http' }] });
     const log = await waitFor('the reload', async () => api?.logs.filter((l) => l.msg === 'reloading haproxy')[reloadsBefore], 30_000, 50);
-    const after = await waitFor('the reload counted', async () => {
-      const e = await scrape();
-      return sampleValue(e, 'haproxy_connect_haproxy_reloads_total', { reason: 'upstream' }) === 1 ? e : undefined;
-    }, 10_000, 50);
+    const after = await waitFor(
+      'the reload counted',
+      async () => {
+        const e = await scrape();
+        return sampleValue(e, 'haproxy_connect_haproxy_reloads_total', { reason: 'upstream' }) === 1 ? e : undefined;
+      },
+      10_000,
+      50,
+    );
     console.log(`reload reasons ${JSON.stringify(log.reasons)} → counted under reason="upstream"`);
     assert.equal(sampleSum(after, 'haproxy_connect_haproxy_reloads_total') - sampleSum(before, 'haproxy_connect_haproxy_reloads_total'), 1);
     assert.equal(
-      (sampleValue(after, 'haproxy_connect_config_applies_total', { method: 'reload', result: 'ok' }) ?? 0)
-        - (sampleValue(before, 'haproxy_connect_config_applies_total', { method: 'reload', result: 'ok' }) ?? 0),
+      (sampleValue(after, 'haproxy_connect_config_applies_total', { method: 'reload', result: 'ok' }) ?? 0) -
+        (sampleValue(before, 'haproxy_connect_config_applies_total', { method: 'reload', result: 'ok' }) ?? 0),
       1,
     );
-    assert.equal(sampleValue(after, 'haproxy_connect_consul_watches', { watch: 'upstream', state: 'ok' }), 1, 'the new upstream\'s watch answered');
+    assert.equal(sampleValue(after, 'haproxy_connect_consul_watches', { watch: 'upstream', state: 'ok' }), 1, "the new upstream's watch answered");
     assert.ok((sampleValue(after, 'haproxy_connect_consul_watch_updates_total', { watch: 'registration' }) ?? 0) >= 1);
   });
 
   test('the stats service is in Consul with a passing check, /ready turns 503 at shutdown, and the service is gone after exit', async () => {
-    const check = await waitFor('a passing check on api-connect-stats', async () => {
-      const checks = await agent.get<Array<{ Status: string; Output: string; ServiceID: string }>>('/v1/health/checks/api-connect-stats');
-      return checks.find((c) => c.Status === 'passing');
-    }, 40_000, 500);
+    const check = await waitFor(
+      'a passing check on api-connect-stats',
+      async () => {
+        const checks = await agent.get<Array<{ Status: string; Output: string; ServiceID: string }>>('/v1/health/checks/api-connect-stats');
+        return checks.find((c) => c.Status === 'passing');
+      },
+      40_000,
+      500,
+    );
     assert.equal(check.ServiceID, 'api-sidecar-proxy-stats');
     assert.match(check.Output, /alive/);
     const services = await agent.get<Record<string, { Service: string; Port: number; Address: string }>>('/v1/agent/services');
@@ -218,18 +265,26 @@ describe('-stats-addr with real Consul and HAProxy', () => {
     const sidecar = api as SidecarProcess;
     sidecar.process.kill('SIGTERM');
     const seen: number[] = [];
-    await waitFor('the stats server closed', async () => {
-      const answer = await statsGet('/ready');
-      if (answer !== undefined) seen.push(answer.status);
-      return answer === undefined ? true : undefined;
-    }, 30_000, 10);
+    await waitFor(
+      'the stats server closed',
+      async () => {
+        const answer = await statsGet('/ready');
+        if (answer !== undefined) seen.push(answer.status);
+        return answer === undefined ? true : undefined;
+      },
+      30_000,
+      10,
+    );
     held.destroy();
     const exit = await sidecar.exited;
     assert.equal(exit.code, 0, sidecar.stderr);
     const first503 = seen.indexOf(503);
     console.log(`/ready after SIGTERM: ${seen.filter((s) => s === 200).length} x 200 (in flight), then ${seen.filter((s) => s === 503).length} x 503 until it closed`);
     assert.ok(first503 >= 0, `no 503 during shutdown: ${seen.join(',')}`);
-    assert.ok(seen.slice(first503).every((s) => s === 503), `200 after 503: ${seen.join(',')}`);
+    assert.ok(
+      seen.slice(first503).every((s) => s === 503),
+      `200 after 503: ${seen.join(',')}`,
+    );
     assert.ok(sidecar.find('deregistered the stats service'));
 
     const after = await agent.get<Record<string, unknown>>('/v1/agent/services');

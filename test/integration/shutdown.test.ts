@@ -16,7 +16,7 @@ import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-a
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet } from '../../devtools/probes.js';
 import { descendants, isAlive } from '../../devtools/proc.js';
-import { SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 
 let agent: ConsulDevAgent;
 let baseDir: string;
@@ -38,7 +38,7 @@ function refused(port: number): Promise<boolean> {
 }
 
 /** Starts a request that the app holds for `ms`, and resolves once the app has it. */
-async function slowRequest(ms: number): Promise<{ result: Promise<{ status: number; body: string } | Error>; }> {
+async function slowRequest(ms: number): Promise<{ result: Promise<{ status: number; body: string } | Error> }> {
   const before = arrived;
   const result = httpGet(ports.webToApi as number, `/slow/${ms}`, ms + 30_000).catch((err: unknown) => err as Error);
   await waitFor('the slow request to reach the app', async () => (arrived > before ? true : undefined), 20_000, 20);
@@ -59,7 +59,11 @@ before(async () => {
   await new Promise<void>((resolve) => app.listen(ports.api, '127.0.0.1', resolve));
   await registerMeshService(agent, { id: 'api', name: 'api', port: ports.api as number, sidecarPort: ports.apiSidecar as number, protocol: 'http' });
   await registerMeshService(agent, {
-    id: 'web', name: 'web', port: ports.web as number, sidecarPort: ports.webSidecar as number, protocol: 'http',
+    id: 'web',
+    name: 'web',
+    port: ports.web as number,
+    sidecarPort: ports.webSidecar as number,
+    protocol: 'http',
     upstreams: [{ destinationName: 'api', localBindPort: ports.webToApi as number, protocol: 'http' }],
   });
   await startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir);

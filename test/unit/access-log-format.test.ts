@@ -19,9 +19,12 @@ import {
 } from '../../src/domain/access-log-template.js';
 
 /** Lines as HAProxy 2.6.12 wrote them for the layout of access-log-wire.ts (captured from a real run). */
-const HTTP_LINE = 'HCAL1 {"f":"upstream_service_default_api_c227a598","ts":"1795486671","ms":"059","th":"0","tw":"1","tc":"2","tt":"9","ci":"127.0.0.1","cp":"50112","fi":"127.0.0.1","fp":"9191","b":"upstream_service_default_api_c227a598_be","s":"node-1_api-sidecar-proxy_1a2b","si":"10.0.0.1","sp":"21000","bi":"10.0.0.9","bp":"40222","rx":"120","tx":"245","st":"----","rc":"0","be":"Success","fe":"Success","cl":"api.default.dc1.internal.example.consul","ti":"3","tR":"1","tr":"4","ta":"8","sc":"200","v":"HTTP\\/1.1","q":{":authority":"api",":method":"GET",":path":"\\/x?y=\\"1\\"","user-agent":"a\\tb \\"c\\" \\u00e9","x-forwarded-for":"-","x-request-id":"req-1"},"r":{}}';
-const TCP_LINE = 'HCAL1 {"f":"upstream_service_default_db_774214e6","ts":"1795486671","ms":"007","th":"0","tw":"0","tc":"1","tt":"1503","ci":"::1","cp":"40000","fi":"::1","fp":"9192","b":"upstream_service_default_db_774214e6_be","s":"node-3_db","si":"10.0.0.3","sp":"21000","bi":"10.0.0.9","bp":"40224","rx":"5","tx":"10000","st":"--","rc":"0","be":"Success","fe":"Success","cl":"db.default.dc1.internal.example.consul"}';
-const NOSRV_LINE = 'HCAL1 {"f":"upstream_x","ts":"1795486671","ms":"100","th":"0","tw":"-1","tc":"-1","tt":"0","ci":"127.0.0.1","cp":"1","fi":"127.0.0.1","fp":"9191","b":"upstream_x_be","s":"<NOSRV>","si":"-","sp":"-","bi":"-","bp":"-","rx":"0","tx":"0","st":"SC","rc":"0","be":"-","fe":"Success","cl":"x.default.dc1.internal.example.consul","ti":"0","tR":"0","tr":"-1","ta":"0","sc":"503","v":"HTTP\\/2.0","q":{},"r":{}}';
+const HTTP_LINE =
+  'HCAL1 {"f":"upstream_service_default_api_c227a598","ts":"1795486671","ms":"059","th":"0","tw":"1","tc":"2","tt":"9","ci":"127.0.0.1","cp":"50112","fi":"127.0.0.1","fp":"9191","b":"upstream_service_default_api_c227a598_be","s":"node-1_api-sidecar-proxy_1a2b","si":"10.0.0.1","sp":"21000","bi":"10.0.0.9","bp":"40222","rx":"120","tx":"245","st":"----","rc":"0","be":"Success","fe":"Success","cl":"api.default.dc1.internal.example.consul","ti":"3","tR":"1","tr":"4","ta":"8","sc":"200","v":"HTTP\\/1.1","q":{":authority":"api",":method":"GET",":path":"\\/x?y=\\"1\\"","user-agent":"a\\tb \\"c\\" \\u00e9","x-forwarded-for":"-","x-request-id":"req-1"},"r":{}}';
+const TCP_LINE =
+  'HCAL1 {"f":"upstream_service_default_db_774214e6","ts":"1795486671","ms":"007","th":"0","tw":"0","tc":"1","tt":"1503","ci":"::1","cp":"40000","fi":"::1","fp":"9192","b":"upstream_service_default_db_774214e6_be","s":"node-3_db","si":"10.0.0.3","sp":"21000","bi":"10.0.0.9","bp":"40224","rx":"5","tx":"10000","st":"--","rc":"0","be":"Success","fe":"Success","cl":"db.default.dc1.internal.example.consul"}';
+const NOSRV_LINE =
+  'HCAL1 {"f":"upstream_x","ts":"1795486671","ms":"100","th":"0","tw":"-1","tc":"-1","tt":"0","ci":"127.0.0.1","cp":"1","fi":"127.0.0.1","fp":"9191","b":"upstream_x_be","s":"<NOSRV>","si":"-","sp":"-","bi":"-","bp":"-","rx":"0","tx":"0","st":"SC","rc":"0","be":"-","fe":"Success","cl":"x.default.dc1.internal.example.consul","ti":"0","tR":"0","tr":"-1","ta":"0","sc":"503","v":"HTTP\\/2.0","q":{},"r":{}}';
 
 const HOST = { hostname: 'host-1' };
 
@@ -146,10 +149,30 @@ describe('formatAccessRecord', () => {
   test("Consul's default JSON: keys in order, typed values, null where HAProxy has no value", () => {
     const line = JSON.parse(formatAccessRecord(defaultAccessLogFormat(), parseAccessLine(HTTP_LINE), HOST)) as Record<string, unknown>;
     assert.deepEqual(Object.keys(line), [
-      'start_time', 'route_name', 'method', 'path', 'protocol', 'response_code', 'response_flags', 'response_code_details',
-      'connection_termination_details', 'bytes_received', 'bytes_sent', 'duration', 'upstream_service_time', 'x_forwarded_for',
-      'user_agent', 'request_id', 'authority', 'upstream_host', 'upstream_cluster', 'upstream_local_address',
-      'downstream_local_address', 'downstream_remote_address', 'requested_server_name', 'upstream_transport_failure_reason',
+      'start_time',
+      'route_name',
+      'method',
+      'path',
+      'protocol',
+      'response_code',
+      'response_flags',
+      'response_code_details',
+      'connection_termination_details',
+      'bytes_received',
+      'bytes_sent',
+      'duration',
+      'upstream_service_time',
+      'x_forwarded_for',
+      'user_agent',
+      'request_id',
+      'authority',
+      'upstream_host',
+      'upstream_cluster',
+      'upstream_local_address',
+      'downstream_local_address',
+      'downstream_remote_address',
+      'requested_server_name',
+      'upstream_transport_failure_reason',
     ]);
     assert.deepEqual(line, {
       start_time: new Date(1_795_486_671_062).toISOString(),
@@ -223,7 +246,7 @@ describe('formatAccessRecord', () => {
     assert.equal(parseAccessLine('HCAL1 {"f":"x","rc":"+3"}').retries, 3, "a redispatch's + is dropped");
   });
 
-  test('listener lines: termination details carry HAProxy\'s message', () => {
+  test("listener lines: termination details carry HAProxy's message", () => {
     const r = parseListenerLine('127.0.0.1:60834 [24/Nov/2026:02:18:12.256] public_listener/1: SSL handshake failure');
     assert.ok(r);
     const line = JSON.parse(formatAccessRecord(defaultAccessLogFormat(), r, HOST)) as Record<string, unknown>;
@@ -234,7 +257,9 @@ describe('formatAccessRecord', () => {
 
   test('NOSRV: no upstream host, UH, attempt count 0, HTTP/2 named as Envoy does', () => {
     const r = parseAccessLine(NOSRV_LINE);
-    const line = JSON.parse(formatAccessRecord(parseJsonFormat('{"h":"%UPSTREAM_HOST%","f":"%RESPONSE_FLAGS%","a":"%UPSTREAM_REQUEST_ATTEMPT_COUNT%","p":"%PROTOCOL%","d":"%CONNECTION_TERMINATION_DETAILS%"}'), r, HOST)) as Record<string, unknown>;
+    const line = JSON.parse(
+      formatAccessRecord(parseJsonFormat('{"h":"%UPSTREAM_HOST%","f":"%RESPONSE_FLAGS%","a":"%UPSTREAM_REQUEST_ATTEMPT_COUNT%","p":"%PROTOCOL%","d":"%CONNECTION_TERMINATION_DETAILS%"}'), r, HOST),
+    ) as Record<string, unknown>;
     assert.deepEqual(line, { h: null, f: 'UH', a: 0, p: 'HTTP/2', d: 'SC' });
   });
 });

@@ -17,14 +17,23 @@ import { translate } from '../../src/translate/translate.js';
 import { endpoint, snapshot, upstream } from '../helpers/fixtures.js';
 
 function parse(accessLogs: unknown): ProxyRegistration {
-  return parseProxyRegistration(agentServiceSchema.parse({
-    Kind: 'connect-proxy', ID: 'web-sidecar-proxy', Service: 'web-sidecar-proxy', Port: 21000,
-    Proxy: { DestinationServiceName: 'web', LocalServicePort: 8080, AccessLogs: accessLogs },
-  }));
+  return parseProxyRegistration(
+    agentServiceSchema.parse({
+      Kind: 'connect-proxy',
+      ID: 'web-sidecar-proxy',
+      Service: 'web-sidecar-proxy',
+      Port: 21000,
+      Proxy: { DestinationServiceName: 'web', LocalServicePort: 8080, AccessLogs: accessLogs },
+    }),
+  );
 }
 
 function rejects(accessLogs: unknown, message: RegExp): void {
-  assert.throws(() => parse(accessLogs), (err: unknown) => isHaproxyConnectError(err, 'PROXY_CONFIG_INVALID') && message.test(err.message), JSON.stringify(accessLogs));
+  assert.throws(
+    () => parse(accessLogs),
+    (err: unknown) => isHaproxyConnectError(err, 'PROXY_CONFIG_INVALID') && message.test(err.message),
+    JSON.stringify(accessLogs),
+  );
 }
 
 describe('Proxy.AccessLogs', () => {
@@ -35,7 +44,10 @@ describe('Proxy.AccessLogs', () => {
 
   test("Consul's defaults: stdout, the default JSON format, listener logs on", () => {
     assert.deepEqual(parse({ Enabled: true }).accessLogs, {
-      enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat(),
+      enabled: true,
+      disableListenerLogs: false,
+      sink: { type: 'stdout' },
+      format: defaultAccessLogFormat(),
     });
   });
 
@@ -63,21 +75,31 @@ describe('translate and render', () => {
   const api = upstream('api', { protocol: 'http', localBindPort: 9191 });
   const db = upstream('db', { localBindPort: 9192 });
   function model(accessLogs: AccessLogs | undefined) {
-    return translate(snapshot({
-      listener: { protocol: 'http' }, upstreams: [api, db],
-      endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]], [db.key, [endpoint('node-2', '10.0.0.2')]]],
-      ...(accessLogs !== undefined && { accessLogs }),
-    }), { runDir: '/run/hc' }).model;
+    return translate(
+      snapshot({
+        listener: { protocol: 'http' },
+        upstreams: [api, db],
+        endpoints: [
+          [api.key, [endpoint('node-1', '10.0.0.1')]],
+          [db.key, [endpoint('node-2', '10.0.0.2')]],
+        ],
+        ...(accessLogs !== undefined && { accessLogs }),
+      }),
+      { runDir: '/run/hc' },
+    ).model;
   }
   const on: AccessLogs = { enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat() };
 
   test('every frontend gets an access log; only HTTP ones capture headers', () => {
     const m = model(on);
-    assert.deepEqual(m.frontends.map((f) => [f.name.replace(/_[0-9a-f]{8}$/, ''), f.accessLog?.cluster, f.accessLog?.requestHeaders.length]), [
-      ['public_listener', 'local_app', 6],
-      ['upstream_service_default_api', 'api.default.dc1.internal.11111111-2222-3333-4444-555555555555.consul', 6],
-      ['upstream_service_default_db', 'db.default.dc1.internal.11111111-2222-3333-4444-555555555555.consul', 0],
-    ]);
+    assert.deepEqual(
+      m.frontends.map((f) => [f.name.replace(/_[0-9a-f]{8}$/, ''), f.accessLog?.cluster, f.accessLog?.requestHeaders.length]),
+      [
+        ['public_listener', 'local_app', 6],
+        ['upstream_service_default_api', 'api.default.dc1.internal.11111111-2222-3333-4444-555555555555.consul', 6],
+        ['upstream_service_default_db', 'db.default.dc1.internal.11111111-2222-3333-4444-555555555555.consul', 0],
+      ],
+    );
     assert.equal(m.global.logs?.socket, 'log.sock');
   });
 

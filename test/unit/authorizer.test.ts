@@ -21,9 +21,16 @@ const EPOCH = '123456789';
 
 function intention(sourceName: string, action: 'allow' | 'deny', precedence = 9): Intention {
   return {
-    sourceName, sourceNamespace: 'default', sourcePartition: 'default', sourcePeer: '',
-    destinationName: 'api', destinationNamespace: 'default', destinationPartition: 'default',
-    action, permissions: [], precedence,
+    sourceName,
+    sourceNamespace: 'default',
+    sourcePartition: 'default',
+    sourcePeer: '',
+    destinationName: 'api',
+    destinationNamespace: 'default',
+    destinationPartition: 'default',
+    action,
+    permissions: [],
+    precedence,
   };
 }
 

@@ -48,7 +48,9 @@ after(async () => {
 
 /** NAME=value entries of /proc/<pid>/environ. */
 function environ(pid: number): Map<string, string> {
-  const entries = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((e) => e !== '');
+  const entries = readFileSync(`/proc/${pid}/environ`, 'utf8')
+    .split('\0')
+    .filter((e) => e !== '');
   return new Map(entries.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
 }
 
@@ -71,7 +73,9 @@ describe('the environment of haproxy child processes', () => {
     assert.equal(await haproxyVersion(bin), '2.6.12');
     await checkConfig(bin, path.join(dir, 'none.cfg'));
     for (const flag of ['-v', '-c']) {
-      const lines = readFileSync(path.join(dir, `env.${flag}`), 'utf8').split('\n').filter((l) => l !== '');
+      const lines = readFileSync(path.join(dir, `env.${flag}`), 'utf8')
+        .split('\n')
+        .filter((l) => l !== '');
       const env = new Map(lines.map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
       assertClean(env, `haproxy ${flag}`);
       assert.equal(env.get('PATH'), process.env.PATH);
@@ -84,8 +88,14 @@ describe('the environment of haproxy child processes', () => {
     await fs.writeFile(cfgPath, tinyHaproxyConfig(runDir, { global: [`stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`] }));
     const spawned: number[] = [];
     const proc = new HaproxyProcess({
-      haproxyBin: HAPROXY, runDir, cfgPath, masterSocket: path.join(runDir, 'master.sock'), logger: captureLogs('debug').logger,
-      killTimeoutMs: 2_000, autoRestart: false, onSpawn: (pid) => spawned.push(pid),
+      haproxyBin: HAPROXY,
+      runDir,
+      cfgPath,
+      masterSocket: path.join(runDir, 'master.sock'),
+      logger: captureLogs('debug').logger,
+      killTimeoutMs: 2_000,
+      autoRestart: false,
+      onSpawn: (pid) => spawned.push(pid),
     });
     try {
       await proc.start();

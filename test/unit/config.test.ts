@@ -79,7 +79,14 @@ describe('config from flags and environment', () => {
   });
   test('-shutdown-grace takes a Go duration (default 10s)', async () => {
     assert.equal((await config(['-sidecar-for', 'web'])).shutdownGraceMs, 10_000);
-    for (const [raw, ms] of [['30s', 30_000], ['1m30s', 90_000], ['250ms', 250], ['0', 0], ['1.5s', 1_500], ['1h', 3_600_000]] as const) {
+    for (const [raw, ms] of [
+      ['30s', 30_000],
+      ['1m30s', 90_000],
+      ['250ms', 250],
+      ['0', 0],
+      ['1.5s', 1_500],
+      ['1h', 3_600_000],
+    ] as const) {
       assert.equal((await config(['-sidecar-for', 'web', '-shutdown-grace', raw])).shutdownGraceMs, ms, raw);
     }
     for (const raw of ['10', '-5s', 'soon', '2h', '5 s']) {
@@ -90,8 +97,22 @@ describe('config from flags and environment', () => {
     assert.deepEqual(await loadConfig({ argv: ['-help'], env: {} }), { kind: 'help' });
     assert.deepEqual(await loadConfig({ argv: ['--version'], env: {} }), { kind: 'version' });
   });
-  test('the original tool\'s flags are accepted', async () => {
-    const c = await config(['-sidecar-for', 'web', '-enable-intentions', '-haproxy', '/usr/sbin/haproxy', '-haproxy-cfg-base-path', dir, '-http-addr', '10.0.0.1:8501', '-token', 't', '-log-level', 'debug']);
+  test("the original tool's flags are accepted", async () => {
+    const c = await config([
+      '-sidecar-for',
+      'web',
+      '-enable-intentions',
+      '-haproxy',
+      '/usr/sbin/haproxy',
+      '-haproxy-cfg-base-path',
+      dir,
+      '-http-addr',
+      '10.0.0.1:8501',
+      '-token',
+      't',
+      '-log-level',
+      'debug',
+    ]);
     assert.equal(c.haproxyBin, '/usr/sbin/haproxy');
     assert.equal(c.cfgBasePath, dir);
     assert.equal(c.consul.address, 'http://10.0.0.1:8501');
@@ -107,8 +128,14 @@ describe('config from flags and environment', () => {
   });
   test('environment conventions', async () => {
     const c = await config(['-sidecar-for', 'web'], {
-      CONSUL_HTTP_ADDR: 'consul.example:8501', CONSUL_HTTP_SSL: 'true', CONSUL_HTTP_TOKEN_FILE: join(dir, 'token'), CONSUL_HTTP_TOKEN: 'ignored',
-      CONSUL_CACERT: '/ca.pem', CONSUL_CLIENT_CERT: '/c.pem', CONSUL_CLIENT_KEY: '/k.pem', CONSUL_HTTP_SSL_VERIFY: 'false',
+      CONSUL_HTTP_ADDR: 'consul.example:8501',
+      CONSUL_HTTP_SSL: 'true',
+      CONSUL_HTTP_TOKEN_FILE: join(dir, 'token'),
+      CONSUL_HTTP_TOKEN: 'ignored',
+      CONSUL_CACERT: '/ca.pem',
+      CONSUL_CLIENT_CERT: '/c.pem',
+      CONSUL_CLIENT_KEY: '/k.pem',
+      CONSUL_HTTP_SSL_VERIFY: 'false',
     });
     assert.equal(c.consul.address, 'https://consul.example:8501');
     assert.equal(c.consul.token, 'file-token');

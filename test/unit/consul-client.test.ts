@@ -118,9 +118,7 @@ describe('ConsulHttpClient over TCP', () => {
         Proxy: { DestinationServiceName: 'web', DestinationServiceID: 'web' },
       },
     });
-    assert.deepEqual(await client.listProxyServices(signal()), [
-      { id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' },
-    ]);
+    assert.deepEqual(await client.listProxyServices(signal()), [{ id: 'web-sidecar-proxy', name: 'web-sidecar-proxy', tags: [], destinationServiceId: 'web', destinationServiceName: 'web' }]);
   });
 
   test('proxyRegistration: hash-based blocking, id escaped, registration parsed', async () => {
@@ -144,7 +142,10 @@ describe('ConsulHttpClient over TCP', () => {
   });
 
   test('proxyRegistration: 404 is SIDECAR_NOT_FOUND', async () => {
-    await assert.rejects(client.proxyRegistration('nope', {}, signal()), rejectsWith('SIDECAR_NOT_FOUND', (m) => assert.match(m, /'nope'/)));
+    await assert.rejects(
+      client.proxyRegistration('nope', {}, signal()),
+      rejectsWith('SIDECAR_NOT_FOUND', (m) => assert.match(m, /'nope'/)),
+    );
   });
 
   test('leaf: index-based blocking sends index and wait, reads X-Consul-Index', async () => {
@@ -172,11 +173,14 @@ describe('ConsulHttpClient over TCP', () => {
     ];
     for (const [what, pems, message] of cases) {
       agent.json('/v1/agent/connect/ca/leaf/web', { SerialNumber: '0b', ValidBefore: '2030-01-01T00:00:00Z', ModifyIndex: 43, ...pems }, { 'X-Consul-Index': '43' });
-      await assert.rejects(client.leaf('web', {}, signal()), rejectsWith('CERTIFICATE_INVALID', (m) => {
-        assert.match(m, message, what);
-        assert.match(m, /serial 0b/, what);
-        assert.ok(!m.includes('PRIVATE KEY'), `${what}: the message must not carry the key`);
-      }));
+      await assert.rejects(
+        client.leaf('web', {}, signal()),
+        rejectsWith('CERTIFICATE_INVALID', (m) => {
+          assert.match(m, message, what);
+          assert.match(m, /serial 0b/, what);
+          assert.ok(!m.includes('PRIVATE KEY'), `${what}: the message must not carry the key`);
+        }),
+      );
     }
   });
 
@@ -195,11 +199,7 @@ describe('ConsulHttpClient over TCP', () => {
   });
 
   test('garbage shape is CONSUL_RESPONSE_INVALID naming the path and the field', async () => {
-    agent.json(
-      '/v1/agent/connect/ca/roots',
-      { TrustDomain: 'td', ActiveRootID: 'r1', Roots: [{ ID: 'r1', RootCert: 12, Active: true }] },
-      { 'X-Consul-Index': '7' },
-    );
+    agent.json('/v1/agent/connect/ca/roots', { TrustDomain: 'td', ActiveRootID: 'r1', Roots: [{ ID: 'r1', RootCert: 12, Active: true }] }, { 'X-Consul-Index': '7' });
     await assert.rejects(
       client.roots({}, signal()),
       rejectsWith('CONSUL_RESPONSE_INVALID', (m) => {
@@ -211,18 +211,22 @@ describe('ConsulHttpClient over TCP', () => {
 
   test('invalid JSON is CONSUL_RESPONSE_INVALID', async () => {
     agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(200).end('{not json'));
-    await assert.rejects(client.agentSelf(signal()), rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /\/v1\/agent\/self returned invalid JSON/)));
+    await assert.rejects(
+      client.agentSelf(signal()),
+      rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /\/v1\/agent\/self returned invalid JSON/)),
+    );
   });
 
   test('a missing X-Consul-Index is CONSUL_RESPONSE_INVALID', async () => {
     agent.json('/v1/agent/connect/ca/roots', { TrustDomain: 'td', ActiveRootID: '', Roots: [] });
-    await assert.rejects(client.roots({}, signal()), rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /X-Consul-Index \(missing\)/)));
+    await assert.rejects(
+      client.roots({}, signal()),
+      rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /X-Consul-Index \(missing\)/)),
+    );
   });
 
   test('403 is CONSUL_FORBIDDEN naming the path, never the token', async () => {
-    agent.routes.set('/v1/agent/connect/ca/leaf/web', (_req, res) =>
-      res.writeHead(403).end(`Permission denied: token with AccessorID 'a1' lacks permission 'service:write' (echo ${TOKEN})`),
-    );
+    agent.routes.set('/v1/agent/connect/ca/leaf/web', (_req, res) => res.writeHead(403).end(`Permission denied: token with AccessorID 'a1' lacks permission 'service:write' (echo ${TOKEN})`));
     await assert.rejects(
       client.leaf('web', {}, signal()),
       rejectsWith('CONSUL_FORBIDDEN', (m) => {
@@ -241,7 +245,7 @@ describe('ConsulHttpClient over TCP', () => {
       rejectsWith('CONSUL_HTTP', (m) => assert.match(m, /GET \/v1\/agent\/self with HTTP 500: rpc error: No cluster leader/)),
     );
   });
-  test('429 (the agent\'s per-client connection limit) names the agent setting to raise', async () => {
+  test("429 (the agent's per-client connection limit) names the agent setting to raise", async () => {
     // Consul 1.16.2 answers the 201st concurrent connection from one address like this (measured).
     agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(429).end('Your IP is issuing too many concurrent connections, please rate limit your calls'));
     await assert.rejects(
@@ -253,10 +257,7 @@ describe('ConsulHttpClient over TCP', () => {
   test('upstreamEndpoints: passing, cached, dc, ns; address fallback, weights, sorted', async () => {
     agent.json(
       '/v1/health/connect/db',
-      [
-        entry('node-b', '10.0.0.2', 'db-sidecar-proxy', '', 21000, { Passing: 3, Warning: 1 }),
-        entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '192.168.0.1', 21001),
-      ],
+      [entry('node-b', '10.0.0.2', 'db-sidecar-proxy', '', 21000, { Passing: 3, Warning: 1 }), entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '192.168.0.1', 21001)],
       { 'X-Consul-Index': '100' },
     );
     const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'team', datacenter: 'dc2' }, { index: 99 }, signal());
@@ -276,7 +277,14 @@ describe('ConsulHttpClient over TCP', () => {
     const bad = { Node: { Node: 'node-c', Address: '10.0.0.3' }, Service: { ID: 'db-sidecar-proxy', Port: '21000' } };
     agent.json('/v1/health/connect/db', [entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '', 21000), bad, { nonsense: true }], { 'X-Consul-Index': '5' });
     const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: '', datacenter: '' }, {}, signal());
-    assert.deepEqual(got.value.map((e) => [e.id, e.invalid === undefined]), [['entry 2', false], ['node-a/db-sidecar-proxy', true], ['node-c/db-sidecar-proxy', false]]);
+    assert.deepEqual(
+      got.value.map((e) => [e.id, e.invalid === undefined]),
+      [
+        ['entry 2', false],
+        ['node-a/db-sidecar-proxy', true],
+        ['node-c/db-sidecar-proxy', false],
+      ],
+    );
     assert.match(got.value.find((e) => e.id === 'node-c/db-sidecar-proxy')?.invalid ?? '', /Service\.Port: .*expected number/);
   });
 
@@ -360,7 +368,10 @@ describe('ConsulHttpClient failures and transports', () => {
   test('a missing unix socket is CONSUL_UNREACHABLE', async () => {
     const client = new ConsulHttpClient({ address: 'unix:///nonexistent/dir/agent.sock' });
     try {
-      await assert.rejects(client.agentSelf(signal()), rejectsWith('CONSUL_UNREACHABLE', (m) => assert.match(m, /unix:\/\/\/nonexistent\/dir\/agent\.sock/)));
+      await assert.rejects(
+        client.agentSelf(signal()),
+        rejectsWith('CONSUL_UNREACHABLE', (m) => assert.match(m, /unix:\/\/\/nonexistent\/dir\/agent\.sock/)),
+      );
     } finally {
       await client.close();
     }

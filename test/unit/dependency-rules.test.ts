@@ -40,6 +40,9 @@ describe('the folder graph', () => {
     const found = await violations(scratch);
     assert.ok(found.includes('not-in-allowed: src/haproxy/render.ts -> src/telemetry/metrics.ts'), found.join('\n'));
     assert.ok(found.includes('not-in-allowed: src/domain/types.ts -> src/haproxy/render.ts'), found.join('\n'));
-    assert.ok(found.some((v) => v.startsWith('no-circular:')), found.join('\n'));
+    assert.ok(
+      found.some((v) => v.startsWith('no-circular:')),
+      found.join('\n'),
+    );
   });
 });

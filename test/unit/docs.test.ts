@@ -18,11 +18,14 @@ test('every error code is in the README with its meaning', () => {
   }
 });
 
-test('the README\'s layout table names every folder and top-level file of src/', () => {
+test("the README's layout table names every folder and top-level file of src/", () => {
   const src = new URL('../../src/', import.meta.url);
   const rows = readme.split('\n').filter((line) => line.startsWith('| `src/'));
   for (const entry of readdirSync(src, { withFileTypes: true })) {
     const name = entry.isDirectory() ? `\`src/${entry.name}/\`` : `\`src/${entry.name}\``;
-    assert.ok(rows.some((row) => row.split('|')[1]?.includes(name)), `README layout table lacks ${name}`);
+    assert.ok(
+      rows.some((row) => row.split('|')[1]?.includes(name)),
+      `README layout table lacks ${name}`,
+    );
   }
 });

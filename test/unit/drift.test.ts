@@ -9,7 +9,8 @@ const api = upstream('api');
 const model = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2', 21000, 3)]]] }), { runDir: '/run/hc' }).model;
 const backend = model.backends.find((b) => b.tls !== undefined);
 assert.ok(backend !== undefined);
-const live = (): LiveServer[] => backend.servers.map((s) => ({ backend: backend.name, name: s.name, address: s.address, port: s.port, weight: s.weight, maintenance: false, adminState: 0, opState: 'running' }));
+const live = (): LiveServer[] =>
+  backend.servers.map((s) => ({ backend: backend.name, name: s.name, address: s.address, port: s.port, weight: s.weight, maintenance: false, adminState: 0, opState: 'running' }));
 const serial = leafSerial(model);
 
 describe('findDrift', () => {

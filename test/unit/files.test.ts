@@ -106,19 +106,14 @@ describe('files', () => {
   test('concurrent writes are serialized and the last one wins', async () => {
     const dir = await createRunDir(base);
     const managed = new ManagedFiles(dir);
-    await Promise.all([
-      managed.write([{ name: 'a', content: '1', mode: 0o600 }]),
-      managed.write([{ name: 'b', content: '2', mode: 0o600 }]),
-    ]);
+    await Promise.all([managed.write([{ name: 'a', content: '1', mode: 0o600 }]), managed.write([{ name: 'b', content: '2', mode: 0o600 }])]);
     assert.deepEqual(await fs.readdir(dir), ['b']);
   });
 
   test('names with separators, dot names and duplicates are refused', async () => {
     const dir = await createRunDir(base);
     for (const name of ['../x', 'a/b', '.', '..', '']) {
-      await assert.rejects(writeFilesAtomic(dir, [{ name, content: 'x', mode: 0o600 }]), (e) =>
-        isHaproxyConnectError(e, 'CONFIG_INVALID'),
-      );
+      await assert.rejects(writeFilesAtomic(dir, [{ name, content: 'x', mode: 0o600 }]), (e) => isHaproxyConnectError(e, 'CONFIG_INVALID'));
     }
     await assert.rejects(
       writeFilesAtomic(dir, [

@@ -48,51 +48,67 @@ describe('OctetCountingDecoder', () => {
   test('frames split anywhere across chunks come out whole, in order', () => {
     const texts = ['a', 'é and more', 'x'.repeat(1000), MESSAGE];
     const stream = Buffer.concat(texts.map(frame));
-    fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: stream.length }), { maxLength: 20 }), (cuts) => {
-      const decoder = new OctetCountingDecoder(MAX_FRAME_BYTES);
-      const points = [...new Set(cuts)].sort((a, b) => a - b);
-      const out: DecodedItem[] = [];
-      let last = 0;
-      for (const p of [...points, stream.length]) {
-        out.push(...decoder.push(stream.subarray(last, p)));
-        last = p;
-      }
-      assert.deepEqual(frames(out), texts);
-    }));
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: stream.length }), { maxLength: 20 }), (cuts) => {
+        const decoder = new OctetCountingDecoder(MAX_FRAME_BYTES);
+        const points = [...new Set(cuts)].sort((a, b) => a - b);
+        const out: DecodedItem[] = [];
+        let last = 0;
+        for (const p of [...points, stream.length]) {
+          out.push(...decoder.push(stream.subarray(last, p)));
+          last = p;
+        }
+        assert.deepEqual(frames(out), texts);
+      }),
+    );
   });
 
   test('garbage where a length belongs is a framing error; the decoder stays broken', () => {
     const decoder = new OctetCountingDecoder(MAX_FRAME_BYTES);
     const out = decoder.push(Buffer.from('GET / HTTP/1.1\r\n'));
-    assert.deepEqual(out.map((i) => i.kind === 'error' && i.error), ['framing']);
+    assert.deepEqual(
+      out.map((i) => i.kind === 'error' && i.error),
+      ['framing'],
+    );
     assert.ok(decoder.broken);
     assert.deepEqual(decoder.push(frame('later')), []);
     for (const bad of ['0 x', '012 abc', `${'9'.repeat(MAX_LENGTH_DIGITS + 1)} x`]) {
-      assert.ok(new OctetCountingDecoder(MAX_FRAME_BYTES).push(Buffer.from(bad)).some((i) => i.kind === 'error' && i.error === 'framing'), bad);
+      assert.ok(
+        new OctetCountingDecoder(MAX_FRAME_BYTES).push(Buffer.from(bad)).some((i) => i.kind === 'error' && i.error === 'framing'),
+        bad,
+      );
     }
   });
 
   test('an oversize frame is skipped without buffering, and the next frame is read', () => {
     const decoder = new OctetCountingDecoder(16);
     const out = decoder.push(Buffer.concat([frame('x'.repeat(100)), frame('ok')]));
-    assert.deepEqual(out.map((i) => (i.kind === 'frame' ? i.text : i.error)), ['oversize', 'ok']);
+    assert.deepEqual(
+      out.map((i) => (i.kind === 'frame' ? i.text : i.error)),
+      ['oversize', 'ok'],
+    );
   });
 
   test('any byte string decodes or yields typed errors, never throws', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), fc.integer({ min: 1, max: 64 }), (bytes, max) => {
-      const decoder = new OctetCountingDecoder(max);
-      for (const item of decoder.push(Buffer.from(bytes))) {
-        if (item.kind === 'frame') assert.ok(Buffer.byteLength(item.text) <= max * 3);
-        else assert.ok(['framing', 'oversize'].includes(item.error));
-      }
-    }));
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), fc.integer({ min: 1, max: 64 }), (bytes, max) => {
+        const decoder = new OctetCountingDecoder(max);
+        for (const item of decoder.push(Buffer.from(bytes))) {
+          if (item.kind === 'frame') assert.ok(Buffer.byteLength(item.text) <= max * 3);
+          else assert.ok(['framing', 'oversize'].includes(item.error));
+        }
+      }),
+    );
   });
 });
 
 describe('parseSyslogMessage', () => {
   test('RFC 5424 from HAProxy: facility, severity, pid, message', () => {
     assert.deepEqual(parseSyslogMessage(MESSAGE), {
-      facility: 16, severity: 'alert', timestamp: '2026-11-24T02:17:30.195302+00:00', pid: 15700,
+      facility: 16,
+      severity: 'alert',
+      timestamp: '2026-11-24T02:17:30.195302+00:00',
+      pid: 15700,
       message: 'Server be/s1 is DOWN, reason: Layer4 connection problem.',
     });
     assert.equal(parseSyslogMessage('<141>1 2026-11-24T02:18:40.466927+00:00 - haproxy 16686 - - 2060 events dropped\n').message, '2060 events dropped');
@@ -105,10 +121,7 @@ describe('parseSyslogMessage', () => {
   });
 
   test('severities map to our levels', () => {
-    assert.deepEqual(
-      (['emerg', 'alert', 'crit', 'err', 'warning', 'notice', 'info', 'debug'] as const).map(levelOfSeverity),
-      ['error', 'error', 'error', 'error', 'warn', 'info', 'info', 'debug'],
-    );
+    assert.deepEqual((['emerg', 'alert', 'crit', 'err', 'warning', 'notice', 'info', 'debug'] as const).map(levelOfSeverity), ['error', 'error', 'error', 'error', 'warn', 'info', 'info', 'debug']);
   });
 });
 
@@ -141,7 +154,10 @@ describe('HaproxyLogReceiver', () => {
       assert.equal(down['level'], 'error');
       assert.equal(down['severity'], 'alert');
       assert.equal(down['pid'], 15700);
-      assert.deepEqual(records.map((r) => r.kind), ['connection', 'listener']);
+      assert.deepEqual(
+        records.map((r) => r.kind),
+        ['connection', 'listener'],
+      );
       assert.equal(receiver.stats.droppedByHaproxy, 12);
       socket.destroy();
     } finally {
@@ -158,12 +174,9 @@ describe('HaproxyLogReceiver', () => {
       bad.on('error', () => {});
       bad.write('\u0000\u0001 not syslog at all');
       await closed;
-      good.write(Buffer.concat([
-        frame('not rfc5424'),
-        frame('<142>1 - - haproxy 1 - - HCAL1 {"f":"fe", truncated'),
-        frame(`<142>1 - - haproxy 1 - - HCAL1 ${'x'.repeat(MAX_FRAME_BYTES)}`),
-        frame(ACCESS),
-      ]));
+      good.write(
+        Buffer.concat([frame('not rfc5424'), frame('<142>1 - - haproxy 1 - - HCAL1 {"f":"fe", truncated'), frame(`<142>1 - - haproxy 1 - - HCAL1 ${'x'.repeat(MAX_FRAME_BYTES)}`), frame(ACCESS)]),
+      );
       await waitFor('the access record', async () => (records.length === 1 ? true : undefined), 5_000, 10);
       assert.deepEqual(receiver.stats.errors, { framing: 1, oversize: 1, syslog: 1, access: 1 });
       assert.ok(logs.find((l) => l['msg'] === 'ignored a malformed log line from haproxy' && l['error'] === 'framing'));
@@ -196,7 +209,10 @@ describe('HaproxyLogReceiver', () => {
 
   test('a socket path that cannot be bound is LOG_RECEIVER_FAILED', async () => {
     const path = join(tempDir(), 'missing-dir', 'log.sock');
-    await assert.rejects(HaproxyLogReceiver.listen({ socketPath: path, logger: captureLogs().logger, onAccess: () => {} }), (err: unknown) => isHaproxyConnectError(err, 'LOG_RECEIVER_FAILED') && err.message.includes(path));
+    await assert.rejects(
+      HaproxyLogReceiver.listen({ socketPath: path, logger: captureLogs().logger, onAccess: () => {} }),
+      (err: unknown) => isHaproxyConnectError(err, 'LOG_RECEIVER_FAILED') && err.message.includes(path),
+    );
   });
 });
 
@@ -222,7 +238,10 @@ describe('AccessLogWriter', () => {
     await writer.configure(settings({ enabled: false }));
     writer.write(record);
     await writer.close();
-    const lines = readFileSync(path, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = readFileSync(path, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(lines.length, 2);
     assert.equal(lines[0]?.['upstream_cluster'], 'local_app');
     assert.equal(lines[1]?.['connection_termination_details'], 'SSL handshake failure');
@@ -246,7 +265,10 @@ describe('AccessLogWriter', () => {
     const bad = join(tempDir(), 'no-such-dir', 'access.log');
     const writer = new AccessLogWriter({ logger: captureLogs().logger });
     await writer.configure(settings({ sink: { type: 'file', path: good } }));
-    await assert.rejects(writer.configure(settings({ sink: { type: 'file', path: bad } })), (err: unknown) => isHaproxyConnectError(err, 'ACCESS_LOG_FAILED') && err.message.includes(bad) && err.message.includes('ENOENT'));
+    await assert.rejects(
+      writer.configure(settings({ sink: { type: 'file', path: bad } })),
+      (err: unknown) => isHaproxyConnectError(err, 'ACCESS_LOG_FAILED') && err.message.includes(bad) && err.message.includes('ENOENT'),
+    );
     writer.write(record);
     await writer.close();
     assert.equal(readFileSync(good, 'utf8').split('\n').length, 2);
@@ -263,17 +285,37 @@ describe('AccessLogWriter', () => {
 
 describe('text log format', () => {
   test('time LEVEL component: msg key=value, quoted when needed, one line', () => {
-    const line = formatTextLine(JSON.stringify({ level: 'warn', time: '2026-01-01T00:00:00.000Z', app: 'haproxy-connect', component: 'haproxy', msg: 'Server a/b is DOWN\nsecond', pid: 7, reason: 'Layer4 timeout', ok: true, list: [1, 2] }));
+    const line = formatTextLine(
+      JSON.stringify({
+        level: 'warn',
+        time: '2026-01-01T00:00:00.000Z',
+        app: 'haproxy-connect',
+        component: 'haproxy',
+        msg: 'Server a/b is DOWN\nsecond',
+        pid: 7,
+        reason: 'Layer4 timeout',
+        ok: true,
+        list: [1, 2],
+      }),
+    );
     assert.equal(line, '2026-01-01T00:00:00.000Z WARN  haproxy: Server a/b is DOWN\\nsecond pid=7 reason="Layer4 timeout" ok=true list=[1,2]');
     assert.equal(formatTextLine('not json'), 'not json');
   });
 
   test('the logger writes text lines (secrets stay redacted)', () => {
     const out: string[] = [];
-    const log = createLogger('info', { write: (s: string) => { out.push(s); } }, 'text').child({ component: 'consul' });
+    const log = createLogger(
+      'info',
+      {
+        write: (s: string) => {
+          out.push(s);
+        },
+      },
+      'text',
+    ).child({ component: 'consul' });
     log.info({ token: 'secret-token', watch: 'leaf' }, 'watch started');
     assert.equal(out.length, 1);
-    assert.match(out[0] ?? '', /^\S+Z INFO  consul: watch started token=\[redacted\] watch=leaf\n$/);
+    assert.match(out[0] ?? '', /^\S+Z INFO {2}consul: watch started token=\[redacted\] watch=leaf\n$/);
   });
 });
 
@@ -281,10 +323,21 @@ describe('log lines have unique keys', () => {
   for (const format of ['json', 'text'] as const) {
     test(`${format}: a field that repeats a child's binding appears once, with the call's value`, () => {
       const out: string[] = [];
-      const log = createLogger('info', { write: (s: string) => { out.push(s); } }, format).child({ component: 'haproxy' });
+      const log = createLogger(
+        'info',
+        {
+          write: (s: string) => {
+            out.push(s);
+          },
+        },
+        format,
+      ).child({ component: 'haproxy' });
       log.info({ component: 'haproxy-process', pid: 7 }, 'running -> reloading');
       log.child({ component: 'stats' }).warn('nested');
-      const lines = out.join('').split('\n').filter((l) => l !== '');
+      const lines = out
+        .join('')
+        .split('\n')
+        .filter((l) => l !== '');
       assert.equal(lines.length, 2);
       if (format === 'json') {
         for (const line of lines) {

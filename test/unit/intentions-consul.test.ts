@@ -35,7 +35,17 @@ after(async () => {
 const CONSUL_BODY = JSON.stringify({
   api: [
     { SourceNS: 'default', SourceName: 'web', DestinationNS: 'default', DestinationName: 'api', SourceType: 'consul', Action: 'allow', Precedence: 9, CreateIndex: 18, ModifyIndex: 18 },
-    { SourceNS: 'default', SourceName: 'db', DestinationNS: 'default', DestinationName: 'api', SourceType: 'consul', Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/x' } }], Precedence: 9, CreateIndex: 20, ModifyIndex: 20 },
+    {
+      SourceNS: 'default',
+      SourceName: 'db',
+      DestinationNS: 'default',
+      DestinationName: 'api',
+      SourceType: 'consul',
+      Permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/x' } }],
+      Precedence: 9,
+      CreateIndex: 20,
+      ModifyIndex: 20,
+    },
     { SourceNS: 'default', SourceName: '*', DestinationNS: 'default', DestinationName: 'api', SourceType: 'consul', Action: 'deny', Precedence: 8, CreateIndex: 18, ModifyIndex: 18 },
   ],
 });
@@ -47,15 +57,25 @@ describe('ConsulHttpClient.intentionsMatch', () => {
     const first = await client.intentionsMatch({ name: 'api', namespace: '' }, {}, signal);
     assert.equal(first.cursor.index, 20);
     assert.equal(first.value.defaultAllow, false);
-    assert.deepEqual(first.value.intentions.map((i) => [i.sourceName, i.action, i.permissions.length, i.precedence]), [
-      ['web', 'allow', 0, 9],
-      ['db', '', 1, 9],
-      ['*', 'deny', 0, 8],
-    ]);
+    assert.deepEqual(
+      first.value.intentions.map((i) => [i.sourceName, i.action, i.permissions.length, i.precedence]),
+      [
+        ['web', 'allow', 0, 9],
+        ['db', '', 1, 9],
+        ['*', 'deny', 0, 8],
+      ],
+    );
     assert.deepEqual(first.value.intentions[0], {
-      sourceName: 'web', sourceNamespace: 'default', sourcePartition: '', sourcePeer: '',
-      destinationName: 'api', destinationNamespace: 'default', destinationPartition: '',
-      action: 'allow', permissions: [], precedence: 9,
+      sourceName: 'web',
+      sourceNamespace: 'default',
+      sourcePartition: '',
+      sourcePeer: '',
+      destinationName: 'api',
+      destinationNamespace: 'default',
+      destinationPartition: '',
+      action: 'allow',
+      permissions: [],
+      precedence: 9,
     });
     const q = seen.at(-1)?.searchParams;
     assert.equal(seen.at(-1)?.pathname, '/v1/connect/intentions/match');
@@ -74,12 +94,19 @@ describe('ConsulHttpClient.intentionsMatch', () => {
   const bad: Array<[string, Reply, RegExp]> = [
     ['a missing default policy header', { headers: { 'X-Consul-Index': '3' }, body: '{"api": []}' }, /X-Consul-Default-ACL-Policy \(missing\)/],
     ['an unknown default policy', { headers: { 'X-Consul-Index': '3', 'X-Consul-Default-Acl-Policy': 'maybe' }, body: '{"api": []}' }, /'maybe'/],
-    ['an unknown action', { headers: { 'X-Consul-Index': '3', 'X-Consul-Default-Acl-Policy': 'allow' }, body: '{"api": [{"SourceName":"a","DestinationName":"api","Action":"perhaps","Precedence":9}]}' }, /api\[0\]\.Action/],
+    [
+      'an unknown action',
+      { headers: { 'X-Consul-Index': '3', 'X-Consul-Default-Acl-Policy': 'allow' }, body: '{"api": [{"SourceName":"a","DestinationName":"api","Action":"perhaps","Precedence":9}]}' },
+      /api\[0\]\.Action/,
+    ],
   ];
   for (const [what, r, message] of bad) {
     test(`${what} is CONSUL_RESPONSE_INVALID`, async () => {
       reply = r;
-      await assert.rejects(client.intentionsMatch({ name: 'api', namespace: '' }, {}, new AbortController().signal), (e) => isHaproxyConnectError(e, 'CONSUL_RESPONSE_INVALID') && message.test(e.message));
+      await assert.rejects(
+        client.intentionsMatch({ name: 'api', namespace: '' }, {}, new AbortController().signal),
+        (e) => isHaproxyConnectError(e, 'CONSUL_RESPONSE_INVALID') && message.test(e.message),
+      );
     });
   }
 });
@@ -102,7 +129,10 @@ describe('FakeConsulAgentApi.intentionsMatch', () => {
     });
     const next = await blocked;
     assert.equal(next.value.defaultAllow, false);
-    assert.deepEqual(next.value.intentions.map((i) => i.sourceName), ['web', '*']);
+    assert.deepEqual(
+      next.value.intentions.map((i) => i.sourceName),
+      ['web', '*'],
+    );
     assert.ok((next.cursor.index ?? 0) > (first.cursor.index ?? 0));
     assert.equal(fake.callsOf('intentionsMatch'), 2);
   });

@@ -41,9 +41,7 @@ describe('parseShowProc', () => {
       uptime: '0d00h10m18s',
       version: '2.6.12-1+deb12u4',
     });
-    assert.deepEqual(proc.workers, [
-      { pid: 15090, reloads: 1, uptime: '0d00h00m02s', version: '2.6.12-1+deb12u4', old: false },
-    ]);
+    assert.deepEqual(proc.workers, [{ pid: 15090, reloads: 1, uptime: '0d00h00m02s', version: '2.6.12-1+deb12u4', old: false }]);
   });
 
   test('old workers are flagged, programs are ignored', () => {
@@ -65,8 +63,14 @@ describe('parseShowProc', () => {
   });
 
   test('garbage and missing master are HAPROXY_CLI errors', () => {
-    assert.throws(() => parseShowProc('Unknown command\n'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
-    assert.throws(() => parseShowProc('# workers\n'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
+    assert.throws(
+      () => parseShowProc('Unknown command\n'),
+      (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'),
+    );
+    assert.throws(
+      () => parseShowProc('# workers\n'),
+      (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'),
+    );
   });
 });
 
@@ -123,10 +127,7 @@ describe('sendCommand', () => {
   });
 
   test('abort rejects with ABORTED, before and during the call', async () => {
-    await assert.rejects(
-      sendCommand(path.join(dir, 'answer.sock'), 'x', { signal: AbortSignal.abort() }),
-      (e) => isHaproxyConnectError(e, 'ABORTED'),
-    );
+    await assert.rejects(sendCommand(path.join(dir, 'answer.sock'), 'x', { signal: AbortSignal.abort() }), (e) => isHaproxyConnectError(e, 'ABORTED'));
     const ac = new AbortController();
     const pending = sendCommand(path.join(dir, 'silent.sock'), 'x', { signal: ac.signal, timeoutMs: 5_000 });
     ac.abort();
@@ -134,8 +135,6 @@ describe('sendCommand', () => {
   });
 
   test('a command containing a newline is refused', async () => {
-    await assert.rejects(sendCommand(path.join(dir, 'answer.sock'), 'show proc\nreload'), (e) =>
-      isHaproxyConnectError(e, 'HAPROXY_CLI'),
-    );
+    await assert.rejects(sendCommand(path.join(dir, 'answer.sock'), 'show proc\nreload'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
   });
 });

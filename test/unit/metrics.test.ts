@@ -29,11 +29,19 @@ function fixture(): Fixture {
     watches: ['registration:web-sidecar-proxy', 'roots', 'leaf:web'],
     validBefore: new Date(NOW + 3_600_000).toISOString(),
     isReady: true,
-    ready(): boolean { return this.isReady; },
-    haproxyState(): ProcessState { return this.state; },
-    leafValidBefore(): string { return this.validBefore; },
+    ready(): boolean {
+      return this.isReady;
+    },
+    haproxyState(): ProcessState {
+      return this.state;
+    },
+    leafValidBefore(): string {
+      return this.validBefore;
+    },
     caRoots: () => 2,
-    runningWatches(): readonly string[] { return this.watches; },
+    runningWatches(): readonly string[] {
+      return this.watches;
+    },
     spoe: () => ({ connections: 3, protocolErrors: 1, handlerErrors: 0 }),
   };
   const metrics = new SidecarMetrics(BUILD, sources, () => NOW);
@@ -41,9 +49,7 @@ function fixture(): Fixture {
 }
 
 const op = (kind: 'add-server' | 'remove-server', status: OpResult['status']): OpResult => ({
-  op: kind === 'add-server'
-    ? { kind, backend: 'b', server: { name: 's', address: '10.0.0.1', port: 1, weight: 1 }, spec: 's 10.0.0.1:1' }
-    : { kind, backend: 'b', server: 's' },
+  op: kind === 'add-server' ? { kind, backend: 'b', server: { name: 's', address: '10.0.0.1', port: 1, weight: 1 }, spec: 's 10.0.0.1:1' } : { kind, backend: 'b', server: 's' },
   status,
   error: undefined,
 });
@@ -202,17 +208,28 @@ describe('SidecarMetrics', () => {
       trustDomain: TRUST_DOMAIN,
       intentions: {
         defaultAllow: false,
-        intentions: [{
-          sourceName: 'web', sourceNamespace: 'default', sourcePartition: 'default', sourcePeer: '',
-          destinationName: 'api', destinationNamespace: 'default', destinationPartition: 'default',
-          action: 'allow', permissions: [], precedence: 9,
-        }],
+        intentions: [
+          {
+            sourceName: 'web',
+            sourceNamespace: 'default',
+            sourcePartition: 'default',
+            sourcePeer: '',
+            destinationName: 'api',
+            destinationNamespace: 'default',
+            destinationPartition: 'default',
+            action: 'allow',
+            permissions: [],
+            precedence: 9,
+          },
+        ],
       },
     });
-    const message = (pem: string | undefined): SpoeMessage[] => [{
-      name: 'authorize',
-      args: pem === undefined ? [] : [{ name: 'cert', value: { type: 'binary', value: Buffer.from(new X509Certificate(pem).raw) } }],
-    }];
+    const message = (pem: string | undefined): SpoeMessage[] => [
+      {
+        name: 'authorize',
+        args: pem === undefined ? [] : [{ name: 'cert', value: { type: 'binary', value: Buffer.from(new X509Certificate(pem).raw) } }],
+      },
+    ];
     authorizer.handle(message(PEM.webCert));
     authorizer.handle(message(PEM.webCert));
     authorizer.handle(message(PEM.apiCert));

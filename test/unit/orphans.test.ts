@@ -15,12 +15,8 @@ import { waitFor } from '../../devtools/ports.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { RUN_DIR_PREFIX } from '../../src/driver/files.js';
 import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
-import {
-  claimSidecar, findRunDirHaproxy, haproxyPaths, isHaproxyOfRunDir, isRecordedDaemon, isRunDirUnder,
-} from '../../src/driver/orphans.js';
-import {
-  cmdlineHash, createOwnerRecord, ownerRecordName, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord,
-} from '../../src/driver/owner-record.js';
+import { claimSidecar, findRunDirHaproxy, haproxyPaths, isHaproxyOfRunDir, isRecordedDaemon, isRunDirUnder } from '../../src/driver/orphans.js';
+import { cmdlineHash, createOwnerRecord, ownerRecordName, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord } from '../../src/driver/owner-record.js';
 import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/driver/pids.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
@@ -30,7 +26,9 @@ const RUN = '/var/lib/hc/haproxy-connect-Ab12Cd';
 const started = new Set<number>();
 let base: string;
 
-before(async () => { base = await fs.mkdtemp(path.join(os.tmpdir(), 'hc-orphans-')); });
+before(async () => {
+  base = await fs.mkdtemp(path.join(os.tmpdir(), 'hc-orphans-'));
+});
 after(async () => {
   for (const pid of started) {
     try {
@@ -128,7 +126,11 @@ describe('the owner record file', () => {
     assert.ok(second.kind === 'valid' && second.record.haproxyMasterPid === 7);
     assert.equal(await removeOwnerRecordIf(file, first.kind === 'valid' ? first.bytes : Buffer.alloc(0)), false, 'changed since read: kept');
     assert.equal(await removeOwnerRecordIf(file, second.kind === 'valid' ? second.bytes : Buffer.alloc(0)), true);
-    assert.deepEqual((await fs.readdir(dir)).filter((n) => n.includes('.tmp-')), [], 'no temp file left');
+    assert.deepEqual(
+      (await fs.readdir(dir)).filter((n) => n.includes('.tmp-')),
+      [],
+      'no temp file left',
+    );
   });
 
   test('garbage is reported as invalid; a symlink is refused', async () => {
@@ -166,10 +168,15 @@ async function orphanHaproxy(baseDir: string, reload = false): Promise<{ runDir:
   if (reload) {
     const before = new Set(pids);
     await sendCommand(masterSocket, 'reload', { timeoutMs: 2_000 }).catch(() => '');
-    pids = await waitFor('a new worker after the reload', async () => {
-      const now = await workers();
-      return now?.some((p) => !before.has(p)) ? now : undefined;
-    }, 10_000, 25);
+    pids = await waitFor(
+      'a new worker after the reload',
+      async () => {
+        const now = await workers();
+        return now?.some((p) => !before.has(p)) ? now : undefined;
+      },
+      10_000,
+      25,
+    );
   }
   for (const pid of pids) started.add(pid);
   return { runDir, master, workers: pids };
@@ -222,16 +229,21 @@ describe('claiming a proxy with real processes', () => {
     const pid = daemon.pid as number;
     started.add(pid);
     try {
-      const argv = await waitFor('the daemon stand-in to exec', async () => {
-        const cmd = procCmdline(pid);
-        return cmd?.includes('haproxy-connect') ? cmd : undefined;
-      }, 5_000, 10);
+      const argv = await waitFor(
+        'the daemon stand-in to exec',
+        async () => {
+          const cmd = procCmdline(pid);
+          return cmd?.includes('haproxy-connect') ? cmd : undefined;
+        },
+        5_000,
+        10,
+      );
       const orphan = await orphanHaproxy(baseDir);
       const daemonRecord = { pid, startTime: procStat(pid)?.startTime as string, cmdlineSha256: cmdlineHash(argv) };
       await writeRecord(baseDir, 'web', { daemon: daemonRecord, runDir: orphan.runDir, haproxyMasterPid: orphan.master });
       const logs = captureLogs('debug');
       await assert.rejects(claimSidecar({ baseDir, proxyId: 'web', logger: logs.logger }), (err) => isHaproxyConnectError(err, 'SIDECAR_ALREADY_RUNNING') && err.message.includes(`pid ${pid} `));
-      assert.ok(isAlive(orphan.master) && orphan.workers.every(isAlive), 'the live daemon\'s haproxy keeps running');
+      assert.ok(isAlive(orphan.master) && orphan.workers.every(isAlive), "the live daemon's haproxy keeps running");
       assert.ok(existsSync(orphan.runDir));
 
       // The same pid with another command line is a reused pid: the record is stale.
@@ -245,16 +257,31 @@ describe('claiming a proxy with real processes', () => {
     }
   });
 
-  test('a dead daemon\'s reloaded haproxy is stopped (master and workers, by pid), its run directory removed, a bystander untouched', async () => {
+  test("a dead daemon's reloaded haproxy is stopped (master and workers, by pid), its run directory removed, a bystander untouched", async () => {
     const baseDir = await fs.mkdtemp(path.join(base, 'dead-'));
     const orphan = await orphanHaproxy(baseDir, true);
     const bystander = await orphanHaproxy(baseDir);
     // As the supervisor spawns it, and as 2.6.12 re-executes it: the workers carry -sf/-x.
     const found = findRunDirHaproxy(orphan.runDir, orphan.master);
-    assert.deepEqual(found.filter((p) => p.role === 'master').map((p) => p.pid), [orphan.master]);
-    assert.deepEqual(found.filter((p) => p.role === 'worker').map((p) => p.pid).sort(), [...orphan.workers].sort());
-    assert.ok(found.every((p) => p.pgrp === orphan.master), 'all in the master\'s process group');
-    assert.ok(orphan.workers.every((w) => procCmdline(w)?.includes('-sf')), `reloaded worker cmdline: ${procCmdline(orphan.workers[0] as number)?.join(' ')}`);
+    assert.deepEqual(
+      found.filter((p) => p.role === 'master').map((p) => p.pid),
+      [orphan.master],
+    );
+    assert.deepEqual(
+      found
+        .filter((p) => p.role === 'worker')
+        .map((p) => p.pid)
+        .sort(),
+      [...orphan.workers].sort(),
+    );
+    assert.ok(
+      found.every((p) => p.pgrp === orphan.master),
+      "all in the master's process group",
+    );
+    assert.ok(
+      orphan.workers.every((w) => procCmdline(w)?.includes('-sf')),
+      `reloaded worker cmdline: ${procCmdline(orphan.workers[0] as number)?.join(' ')}`,
+    );
 
     const file = await writeRecord(baseDir, 'web-sidecar-proxy', { daemon: { pid: await deadPid(), startTime: '1', cmdlineSha256: 'x' }, runDir: orphan.runDir, haproxyMasterPid: orphan.master });
     const logs = captureLogs('debug');

@@ -15,10 +15,25 @@ const E1 = endpoint('node-1', '10.0.0.1');
 const E2 = endpoint('node-2', '10.0.0.2');
 
 function model(parts: SnapshotParts = {}): HaproxyModel {
-  return translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]], ...parts }), { runDir: RUN_DIR }).model;
+  return translate(
+    snapshot({
+      upstreams: [api, db],
+      endpoints: [
+        [api.key, [E1, E2]],
+        [db.key, [E1]],
+      ],
+      ...parts,
+    }),
+    { runDir: RUN_DIR },
+  ).model;
 }
 function withApi(endpoints: ReturnType<typeof endpoint>[]): HaproxyModel {
-  return model({ endpoints: [[api.key, endpoints], [db.key, [E1]]] });
+  return model({
+    endpoints: [
+      [api.key, endpoints],
+      [db.key, [E1]],
+    ],
+  });
 }
 const twoRoots = roots({
   roots: [
@@ -47,7 +62,20 @@ describe('plan', () => {
     ['an upstream removed', model({ upstreams: [api] }), /backend upstream_service_default_db_\w+_be removed/],
     ['an upstream protocol changed', model({ upstreams: [{ ...api, protocol: 'tcp' }, db] }), /backend upstream_service_default_api_\w+_be changed/],
     ['the public port changed', model({ listener: { bindPort: 21001 } }), /frontend public_listener changed/],
-    ['global changed', translate(snapshot({ upstreams: [api, db], endpoints: [[api.key, [E1, E2]], [db.key, [E1]]] }), { runDir: RUN_DIR, maxconn: 99 }).model, /global settings changed/],
+    [
+      'global changed',
+      translate(
+        snapshot({
+          upstreams: [api, db],
+          endpoints: [
+            [api.key, [E1, E2]],
+            [db.key, [E1]],
+          ],
+        }),
+        { runDir: RUN_DIR, maxconn: 99 },
+      ).model,
+      /global settings changed/,
+    ],
     ['the crt-list changed (alpn)', model({ listener: { protocol: 'http' } }), /file public\.crtlist changed/],
     ['a root removed', model({ roots: roots() }), /CA roots changed \(0 added, 1 removed\)/],
     ['a root added', model({ roots: twoRoots }), /CA roots changed \(1 added, 0 removed\)/],
@@ -56,7 +84,10 @@ describe('plan', () => {
   for (const [name, after, reason] of reloads) {
     test(`reload: ${name}`, () => {
       const before = name === 'a root removed' ? model({ roots: twoRoots }) : model();
-      assert.ok(reloadReasons(before, after).some((r) => reason.test(r)), `expected a reason matching ${reason}`);
+      assert.ok(
+        reloadReasons(before, after).some((r) => reason.test(r)),
+        `expected a reason matching ${reason}`,
+      );
     });
   }
 
@@ -69,7 +100,10 @@ describe('plan', () => {
     const backend = after.backends.find((b) => b.name === op.backend);
     assert.ok(backend);
     assert.equal(op.spec, serverSpec(op.server, backend));
-    assert.match(op.spec, /^node-3_api-sidecar-proxy_\w+ 10\.0\.0\.3:21000 weight 1 ssl verify required crt leaf\.pem ca-file roots\.pem ssl-min-ver TLSv1\.2 alpn http\/1\.1 pool-max-conn -1 pool-purge-delay 5s$/);
+    assert.match(
+      op.spec,
+      /^node-3_api-sidecar-proxy_\w+ 10\.0\.0\.3:21000 weight 1 ssl verify required crt leaf\.pem ca-file roots\.pem ssl-min-ver TLSv1\.2 alpn http\/1\.1 pool-max-conn -1 pool-purge-delay 5s$/,
+    );
   });
 
   test('endpoint removed, moved, reweighted → ordered adds, moves, weights, removals', () => {
@@ -80,7 +114,9 @@ describe('plan', () => {
   test('more servers to add than the runtime limit → reload', () => {
     const many = (n: number) => withApi(Array.from({ length: n }, (_, i) => endpoint(`node-${i}`, `10.1.${Math.floor(i / 250)}.${i % 250}`)));
     assert.equal(plan(withApi([]), many(MAX_RUNTIME_SERVER_ADDS)).kind, 'runtime');
-    assert.deepEqual(reloadReasons(withApi([]), many(MAX_RUNTIME_SERVER_ADDS + 1)), [`${MAX_RUNTIME_SERVER_ADDS + 1} servers to add (more than ${MAX_RUNTIME_SERVER_ADDS}: a reload is faster than runtime adds)`]);
+    assert.deepEqual(reloadReasons(withApi([]), many(MAX_RUNTIME_SERVER_ADDS + 1)), [
+      `${MAX_RUNTIME_SERVER_ADDS + 1} servers to add (more than ${MAX_RUNTIME_SERVER_ADDS}: a reload is faster than runtime adds)`,
+    ]);
   });
 
   test('a backend going from 0 to N and N to 0 servers is runtime', () => {
@@ -90,11 +126,21 @@ describe('plan', () => {
 
   test('leaf rotation → set-leaf with the absolute path', () => {
     const ops = runtimeOps(model(), model({ leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }) }));
-    assert.deepEqual(ops.map((op) => op.kind === 'set-leaf' && op.path), [`${RUN_DIR}/leaf.pem`]);
+    assert.deepEqual(
+      ops.map((op) => op.kind === 'set-leaf' && op.path),
+      [`${RUN_DIR}/leaf.pem`],
+    );
   });
 
   test('roots appended together with a leaf change and an endpoint → one reload that carries all', () => {
-    const after = model({ roots: twoRoots, leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }), endpoints: [[api.key, [E1]], [db.key, [E1]]] });
+    const after = model({
+      roots: twoRoots,
+      leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }),
+      endpoints: [
+        [api.key, [E1]],
+        [db.key, [E1]],
+      ],
+    });
     assert.deepEqual(reloadReasons(model(), after), ['CA roots changed (1 added, 0 removed)']);
   });
 
@@ -106,11 +152,10 @@ describe('plan', () => {
     const [op] = ops;
     assert.ok(op?.kind === 'set-intentions-epoch');
     assert.equal(op.path, `${RUN_DIR}/intentions-epoch.map`);
-    assert.deepEqual(opCommands(op).map((c) => c.line), [
-      `add map ${RUN_DIR}/intentions-epoch.map ${op.epoch} 1`,
-      `set map ${RUN_DIR}/intentions-epoch.map current ${op.epoch}`,
-      `del map ${RUN_DIR}/intentions-epoch.map ${op.previous[0]}`,
-    ]);
+    assert.deepEqual(
+      opCommands(op).map((c) => c.line),
+      [`add map ${RUN_DIR}/intentions-epoch.map ${op.epoch} 1`, `set map ${RUN_DIR}/intentions-epoch.map current ${op.epoch}`, `del map ${RUN_DIR}/intentions-epoch.map ${op.previous[0]}`],
+    );
     assert.deepEqual(plan(model({ intentions: allowAll }), model({ intentions: { ...allowAll } })), { kind: 'none' });
     assert.ok(reloadReasons(model(), model({ intentions: allowAll })).includes('frontend public_listener changed'));
   });
@@ -154,11 +199,26 @@ describe('runtimeSubset: what goes live when a reload cannot', () => {
   test('servers of unchanged backends and the leaf follow desired; a new upstream and new roots wait', () => {
     const applied = withApi([E1]);
     const newLeaf = webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey, serialNumber: 'ff' });
-    const desired = model({ upstreams: [api, db, cache], endpoints: [[api.key, [E1, E2]], [db.key, [E1]], [cache.key, [E1]]], leaf: newLeaf, roots: twoRoots });
+    const desired = model({
+      upstreams: [api, db, cache],
+      endpoints: [
+        [api.key, [E1, E2]],
+        [db.key, [E1]],
+        [cache.key, [E1]],
+      ],
+      leaf: newLeaf,
+      roots: twoRoots,
+    });
     assert.equal(plan(applied, desired).kind, 'reload');
     const partial = runtimeSubset(applied, desired);
-    assert.deepEqual(partial.frontends.map((f) => f.name), applied.frontends.map((f) => f.name));
-    assert.deepEqual(partial.files.find((f) => f.name === 'roots.pem'), applied.files.find((f) => f.name === 'roots.pem'));
+    assert.deepEqual(
+      partial.frontends.map((f) => f.name),
+      applied.frontends.map((f) => f.name),
+    );
+    assert.deepEqual(
+      partial.files.find((f) => f.name === 'roots.pem'),
+      applied.files.find((f) => f.name === 'roots.pem'),
+    );
     const decision = plan(applied, partial);
     assert.equal(decision.kind, 'runtime');
     if (decision.kind !== 'runtime') return;
@@ -172,7 +232,10 @@ describe('runtimeSubset: what goes live when a reload cannot', () => {
     const desired = withApi([{ ...E1, address: 'api.internal' }, E2]);
     const partial = runtimeSubset(applied, desired);
     const servers = partial.backends.find((b) => b.servers.some((s) => s.address === '10.0.0.2'))?.servers ?? [];
-    assert.deepEqual(servers.map((s) => s.address), ['10.0.0.1', '10.0.0.2']);
+    assert.deepEqual(
+      servers.map((s) => s.address),
+      ['10.0.0.1', '10.0.0.2'],
+    );
     assert.equal(plan(applied, partial).kind, 'runtime');
   });
 });

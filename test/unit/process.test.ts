@@ -23,10 +23,15 @@ const WAIT_MS = 10_000;
 
 /** Polls `probe` until it returns something other than undefined or false. */
 const until = <T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = WAIT_MS): Promise<T> =>
-  waitFor(what, async () => {
-    const value = await probe();
-    return value === false ? undefined : value;
-  }, timeoutMs, 20);
+  waitFor(
+    what,
+    async () => {
+      const value = await probe();
+      return value === false ? undefined : value;
+    },
+    timeoutMs,
+    20,
+  );
 
 function config(dir: string, backend: 'a' | 'b', extra = ''): string {
   return tinyHaproxyConfig(dir, { global: ['log stderr format raw local0'], server: `${dir}/echo-${backend}.sock`, extra });
@@ -162,9 +167,7 @@ describe('checkConfig / haproxyVersion', () => {
   });
 
   test('a missing binary is HAPROXY_NOT_FOUND naming it', async () => {
-    await assert.rejects(checkConfig('/nonexistent/haproxy', '/tmp/x.cfg'), (e) =>
-      isHaproxyConnectError(e, 'HAPROXY_NOT_FOUND') && e.message.includes('/nonexistent/haproxy'),
-    );
+    await assert.rejects(checkConfig('/nonexistent/haproxy', '/tmp/x.cfg'), (e) => isHaproxyConnectError(e, 'HAPROXY_NOT_FOUND') && e.message.includes('/nonexistent/haproxy'));
     await assert.rejects(haproxyVersion('/nonexistent/haproxy'), (e) => isHaproxyConnectError(e, 'HAPROXY_NOT_FOUND'));
   });
 
@@ -190,7 +193,10 @@ describe('checkConfig / haproxyVersion', () => {
         writeFileSync(bin, `#!/bin/sh\necho "HAProxy version ${version} 2024/01/01 - https://haproxy.org/"\n`, { mode: 0o755 });
         return bin;
       };
-      await assert.rejects(haproxyVersion(fake('old', '2.4.22-1')), (e) => isHaproxyConnectError(e, 'HAPROXY_UNSUPPORTED') && e.message.includes('HAProxy 2.4.22') && e.message.includes('2.6 or later'));
+      await assert.rejects(
+        haproxyVersion(fake('old', '2.4.22-1')),
+        (e) => isHaproxyConnectError(e, 'HAPROXY_UNSUPPORTED') && e.message.includes('HAProxy 2.4.22') && e.message.includes('2.6 or later'),
+      );
       assert.equal(await haproxyVersion(fake('new', '3.0.11-1+deb13u4')), '3.0.11');
       assert.equal(await haproxyVersion(fake('ten', '2.10.1')), '2.10.1');
     } finally {
@@ -296,7 +302,10 @@ describe('HaproxyProcess against real haproxy', () => {
     const second = f.proc.pid!;
     process.kill(second, 'SIGKILL');
     await until('a third master', () => (f.proc.state === 'running' && f.proc.pid !== second ? true : undefined));
-    assert.deepEqual(f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').map((l) => l['delayMs']), [0, 100]);
+    assert.deepEqual(
+      f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').map((l) => l['delayMs']),
+      [0, 100],
+    );
 
     const pids = [...f.seenPids];
     await f.proc.stop();

@@ -62,7 +62,7 @@ describe('quoteArg renderings', () => {
     // Double quotes: for a single quote or a control character; `\ " $` escaped there.
     ["'", `"'"`],
     ["it's", `"it's"`],
-    ["it's $5 \\ \"x\" #1", `"it's \\$5 \\\\ \\"x\\" #1"`],
+    ['it\'s $5 \\ "x" #1', `"it's \\$5 \\\\ \\"x\\" #1"`],
     ["'${X}'", `"'\\\${X}'"`],
     ['a\nb', '"a\\nb"'],
     ['a\r\nb', '"a\\r\\nb"'],
@@ -112,11 +112,17 @@ describe('quoteArg renderings', () => {
         (err: unknown) => isHaproxyConnectError(err, 'MODEL_INVALID') && err.message.includes(address) && err.message.includes(reason),
       );
     }
-    assert.throws(() => quoteAddress(''), (err: unknown) => isHaproxyConnectError(err, 'MODEL_INVALID'));
+    assert.throws(
+      () => quoteAddress(''),
+      (err: unknown) => isHaproxyConnectError(err, 'MODEL_INVALID'),
+    );
   });
 
   test('a long refused value is shown shortened', () => {
-    assert.throws(() => quoteArg(`${'a'.repeat(500)}\0`), (err: unknown) => err instanceof Error && err.message.length < 300);
+    assert.throws(
+      () => quoteArg(`${'a'.repeat(500)}\0`),
+      (err: unknown) => err instanceof Error && err.message.length < 300,
+    );
   });
 
   test('any carryable string gives one word on one line, bare exactly when it is safe', () => {
@@ -156,11 +162,9 @@ describe('quoteArg against real HAProxy (return-string sink on a hostile unix so
     const cfgPath = join(dir, 'haproxy.cfg');
     writeFileSync(cfgPath, sinkConfig(socketPath, values, marker));
     const env = { ...process.env, [ENV_NAME]: ENV_VALUE };
-    const check = await execFileAsync(HAPROXY_BIN, ['-c', '-f', cfgPath], { env, encoding: 'latin1' }).catch(
-      (err: { stdout?: string; stderr?: string }) => {
-        throw new Error(`haproxy -c rejected the config:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
-      },
-    );
+    const check = await execFileAsync(HAPROXY_BIN, ['-c', '-f', cfgPath], { env, encoding: 'latin1' }).catch((err: { stdout?: string; stderr?: string }) => {
+      throw new Error(`haproxy -c rejected the config:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+    });
     assert.doesNotMatch(`${check.stdout}${check.stderr}`, /\[(WARNING|ALERT)\]/);
 
     const haproxy = startHaproxy(cfgPath, env, running);
@@ -172,9 +176,7 @@ describe('quoteArg against real HAProxy (return-string sink on a hostile unix so
         const body = await get(agent, socketPath, `/v${index}`);
         const expected = Buffer.from(value, 'utf8');
         if (!body.equals(expected)) {
-          mismatches.push(
-            `${JSON.stringify(value)} written as ${quoteArg(value)} came back as ${JSON.stringify(body.toString('latin1'))}`,
-          );
+          mismatches.push(`${JSON.stringify(value)} written as ${quoteArg(value)} came back as ${JSON.stringify(body.toString('latin1'))}`);
         }
       }
       assert.equal((await get(agent, socketPath, MARKER_PATH)).toString(), marker, 'the rule after the values was not parsed');
@@ -192,10 +194,36 @@ describe('quoteArg against real HAProxy (return-string sink on a hostile unix so
       values.push(char, `a${char}b`, `${char}${char}`);
     }
     values.push(
-      'é', '\u00a0', '\u0085', '\u2028', '\ufeff', '\ufffd', '€', '😀', 'naïve café', '\u00ff\u0080',
-      '$HOME', '${HOME}', `$${ENV_NAME}`, `\${${ENV_NAME}}`, `\${${ENV_NAME}[*]}`, `"\${${ENV_NAME}-x}"`,
-      "it's $5 \\ \"x\" #1", "'\n'", '\\x41\\n\\t\\\\', '\\', '\\\\', ' leading', 'trailing ', '# comment',
-      '"unbalanced', "'unbalanced", 'a\r\nb', '\\\n', 'if { path /v0 }', '\n    http-request return status 500',
+      'é',
+      '\u00a0',
+      '\u0085',
+      '\u2028',
+      '\ufeff',
+      '\ufffd',
+      '€',
+      '😀',
+      'naïve café',
+      '\u00ff\u0080',
+      '$HOME',
+      '${HOME}',
+      `$${ENV_NAME}`,
+      `\${${ENV_NAME}}`,
+      `\${${ENV_NAME}[*]}`,
+      `"\${${ENV_NAME}-x}"`,
+      'it\'s $5 \\ "x" #1',
+      "'\n'",
+      '\\x41\\n\\t\\\\',
+      '\\',
+      '\\\\',
+      ' leading',
+      'trailing ',
+      '# comment',
+      '"unbalanced',
+      "'unbalanced",
+      'a\r\nb',
+      '\\\n',
+      'if { path /v0 }',
+      '\n    http-request return status 500',
     );
     assert.deepEqual(await roundTrip(values), []);
   });
@@ -207,7 +235,17 @@ describe('quoteArg against real HAProxy (return-string sink on a hostile unix so
     const written = `unix@${plain}$${ENV_NAME}_UNSET/fe.sock`;
     writeFileSync(
       cfgPath,
-      ['defaults', '    mode tcp', '    timeout connect 1s', '    timeout client 5s', '    timeout server 5s', 'frontend f', `    bind ${quoteArg(written)}`, '    tcp-request connection reject', ''].join('\n'),
+      [
+        'defaults',
+        '    mode tcp',
+        '    timeout connect 1s',
+        '    timeout client 5s',
+        '    timeout server 5s',
+        'frontend f',
+        `    bind ${quoteArg(written)}`,
+        '    tcp-request connection reject',
+        '',
+      ].join('\n'),
     );
     const haproxy = startHaproxy(cfgPath, process.env, running);
     try {
@@ -231,18 +269,50 @@ describe('quoteArg against real HAProxy (return-string sink on a hostile unix so
 
 /** Characters that have a meaning somewhere in haproxy.cfg, mixed with any code point. */
 const HOSTILE_UNITS = [
-  ' ', '\t', '\n', '\r', '\v', '\f', '"', "'", '\\', '#', '$', '{', '}', '[', ']', '(', ')', ',', '%', '`', '-', '\x01',
-  '\x1b', '\x7f', 'é', '\u00a0', '\u0085', '\u2028', '😀', '$HOME', `\${${ENV_NAME}}`, `$${ENV_NAME}`, '\\x41', '\\n',
-  '\\"', "\\'", '\\$', '\\#', '\\ ',
+  ' ',
+  '\t',
+  '\n',
+  '\r',
+  '\v',
+  '\f',
+  '"',
+  "'",
+  '\\',
+  '#',
+  '$',
+  '{',
+  '}',
+  '[',
+  ']',
+  '(',
+  ')',
+  ',',
+  '%',
+  '`',
+  '-',
+  '\x01',
+  '\x1b',
+  '\x7f',
+  'é',
+  '\u00a0',
+  '\u0085',
+  '\u2028',
+  '😀',
+  '$HOME',
+  `\${${ENV_NAME}}`,
+  `$${ENV_NAME}`,
+  '\\x41',
+  '\\n',
+  '\\"',
+  "\\'",
+  '\\$',
+  '\\#',
+  '\\ ',
 ];
 
 /** Non-empty strings without NUL and without lone surrogates: everything quoteArg accepts. */
 function carryableValue(maxLength: number): fc.Arbitrary<string> {
-  const unit = fc.oneof(
-    fc.constantFrom(...HOSTILE_UNITS),
-    fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 }),
-    fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
-  );
+  const unit = fc.oneof(fc.constantFrom(...HOSTILE_UNITS), fc.string({ unit: 'binary-ascii', minLength: 1, maxLength: 1 }), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
   return fc.string({ unit, minLength: 1, maxLength }).filter((value) => !value.includes('\0'));
 }
 
@@ -257,10 +327,7 @@ function sinkConfig(socketPath: string, values: readonly string[], marker: strin
     '    timeout server 5s',
     'frontend sink',
     `    bind ${quoteArg(`unix@${socketPath}`)}`,
-    ...values.map(
-      (value, index) =>
-        `    http-request return status 200 content-type application/octet-stream string ${quoteArg(value)} if { path /v${index} }`,
-    ),
+    ...values.map((value, index) => `    http-request return status 200 content-type application/octet-stream string ${quoteArg(value)} if { path /v${index} }`),
     `    http-request return status 200 content-type text/plain string ${marker} if { path ${MARKER_PATH} }`,
     '    http-request return status 404',
     '',

@@ -246,12 +246,12 @@ const droppedUpstreamCases: Array<{ name: string; json: unknown; message: string
   },
   {
     name: 'duplicate socket',
-    json: agentJson({}, {
-      Upstreams: [
-        upstream({ LocalBindPort: 0, LocalBindSocketPath: '/s' }),
-        upstream({ DestinationName: 'cache', LocalBindPort: 0, LocalBindSocketPath: '/s' }),
-      ],
-    }),
+    json: agentJson(
+      {},
+      {
+        Upstreams: [upstream({ LocalBindPort: 0, LocalBindSocketPath: '/s' }), upstream({ DestinationName: 'cache', LocalBindPort: 0, LocalBindSocketPath: '/s' })],
+      },
+    ),
     message: `${P}Upstreams[0] and Upstreams[1] both bind unix:/s; Upstreams[1] is left out`,
   },
   {
@@ -281,7 +281,7 @@ describe('parseProxyRegistration: errors', () => {
       assert.equal(reg.droppedUpstreams?.length, 1, JSON.stringify(reg.droppedUpstreams));
       assert.equal(reg.droppedUpstreams?.[0]?.kind, 'upstream');
       assert.equal(reg.droppedUpstreams?.[0]?.reason, c.message);
-      const total = ((c.json as { Proxy: { Upstreams: unknown[] } }).Proxy.Upstreams).length;
+      const total = (c.json as { Proxy: { Upstreams: unknown[] } }).Proxy.Upstreams.length;
       assert.equal(reg.upstreams.length, total - 1);
     });
   }

@@ -47,7 +47,7 @@ describe('reloadReasonCategory', () => {
   });
 });
 
-describe('the planner\'s reasons fall into named categories', () => {
+describe("the planner's reasons fall into named categories", () => {
   const base = translate(snapshot(), { runDir: RUN_DIR }).model;
   const cases: Array<{ what: string; desired: ReturnType<typeof translate>['model']; category: string }> = [
     {

@@ -41,7 +41,10 @@ function assertInvalid(mutate: (model: HaproxyModel) => void, mentions: string):
       return true;
     },
   );
-  assert.throws(() => render(model), (err: unknown) => isHaproxyConnectError(err, 'MODEL_INVALID'));
+  assert.throws(
+    () => render(model),
+    (err: unknown) => isHaproxyConnectError(err, 'MODEL_INVALID'),
+  );
 }
 
 describe('render helpers', () => {
@@ -265,10 +268,7 @@ describe('public listener against real HAProxy (crt-list with SNI filter)', () =
     await new Promise<void>((resolve) => app!.listen(0, '127.0.0.1', resolve));
     const appPort = (app.address() as AddressInfo).port;
     publicPort = await freePort();
-    const model = translate(
-      snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort, localServicePort: appPort } }),
-      { runDir },
-    ).model;
+    const model = translate(snapshot({ listener: { bindAddress: '127.0.0.1', bindPort: publicPort, localServicePort: appPort } }), { runDir }).model;
     for (const file of model.files) writeFileSync(join(runDir, file.name), file.content, { mode: file.mode });
     const cfgPath = join(runDir, 'haproxy.cfg');
     writeFileSync(cfgPath, render(model));

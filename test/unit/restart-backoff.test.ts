@@ -6,7 +6,10 @@ import { RestartBackoff, STABLE_RUN_MS } from '../../src/driver/restart-backoff.
 test('at once after a stable run; crashes in a row back off, doubling up to the cap; a stable run starts over', () => {
   const backoff = new RestartBackoff({ baseMs: 500, maxMs: 3_000 });
   assert.equal(backoff.next(STABLE_RUN_MS), 0);
-  assert.deepEqual([1, 2, 3, 4, 5].map(() => backoff.next(1_000)), [500, 1_000, 2_000, 3_000, 3_000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map(() => backoff.next(1_000)),
+    [500, 1_000, 2_000, 3_000, 3_000],
+  );
   assert.equal(backoff.attempts, 6);
   assert.equal(backoff.next(STABLE_RUN_MS + 1), 0);
   assert.equal(backoff.next(10), 500);

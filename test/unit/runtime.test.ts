@@ -91,26 +91,25 @@ async function applyTo(desired: HaproxyModel): Promise<OpResult[]> {
 /** One request through the upstream listener; answers `<index>` of the server reached. */
 function viaUpstream(): Promise<string> {
   return new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: upstreamPort, path: '/', agent: false }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port: upstreamPort, path: '/', agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
   });
 }
 
 /** A TLS request to the public listener; resolves with the served certificate's serial and the body. */
 function viaPublic(client: { cert: string; key: string }): Promise<{ serial: string; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = https.get(
-      { host: '127.0.0.1', port: publicPort, path: '/', agent: false, ca: [PEM.ca, PEM.ca2], ...client, checkServerIdentity: () => undefined },
-      (res) => {
-        const peer = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve({ serial: peer.serialNumber.toUpperCase(), body }));
-      },
-    );
+    const req = https.get({ host: '127.0.0.1', port: publicPort, path: '/', agent: false, ca: [PEM.ca, PEM.ca2], ...client, checkServerIdentity: () => undefined }, (res) => {
+      const peer = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ serial: peer.serialNumber.toUpperCase(), body }));
+    });
     req.on('error', reject);
   });
 }
@@ -136,7 +135,30 @@ before(async () => {
   const crt = join(dir, 'ca2-client.pem');
   execFileSync('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', key]);
   execFileSync('openssl', ['req', '-new', '-key', key, '-subj', '/', '-out', csr]);
-  execFileSync('openssl', ['x509', '-req', '-in', csr, '-CA', join(CERTS_DIR, 'ca2.pem'), '-CAkey', join(CERTS_DIR, 'ca2.key'), '-CAcreateserial', '-CAserial', join(dir, 'ca2.srl'), '-days', '2', '-sha256', '-extfile', join(CERTS_DIR, 'web.ext'), '-out', crt], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      join(CERTS_DIR, 'ca2.pem'),
+      '-CAkey',
+      join(CERTS_DIR, 'ca2.key'),
+      '-CAcreateserial',
+      '-CAserial',
+      join(dir, 'ca2.srl'),
+      '-days',
+      '2',
+      '-sha256',
+      '-extfile',
+      join(CERTS_DIR, 'web.ext'),
+      '-out',
+      crt,
+    ],
+    { stdio: 'ignore' },
+  );
   ca2Client = { cert: execFileSync('cat', [crt]).toString(), key: execFileSync('cat', [key]).toString() };
 
   for (let i = 0; i < 4; i += 1) {
@@ -159,7 +181,15 @@ before(async () => {
   for (const file of applied.files) writeFileSync(join(dir, file.name), file.content, { mode: file.mode });
   writeFileSync(join(dir, 'haproxy.cfg'), render(applied));
   adminSocket = join(dir, applied.global.adminSocket);
-  proc = new HaproxyProcess({ haproxyBin: HAPROXY_BIN, runDir: dir, cfgPath: join(dir, 'haproxy.cfg'), masterSocket: join(dir, 'master.sock'), logger: captureLogs().logger, autoRestart: false, killTimeoutMs: 2_000 });
+  proc = new HaproxyProcess({
+    haproxyBin: HAPROXY_BIN,
+    runDir: dir,
+    cfgPath: join(dir, 'haproxy.cfg'),
+    masterSocket: join(dir, 'master.sock'),
+    logger: captureLogs().logger,
+    autoRestart: false,
+    killTimeoutMs: 2_000,
+  });
   await proc.start();
   await eventually('the upstream listener answers', async () => ((await viaUpstream()) !== '' ? true : undefined));
 });
@@ -176,9 +206,14 @@ describe('runtime API on haproxy 2.6.12', () => {
     await applyTo(modelWith(endpoints(0, 1, 2)));
     await eventually('server 2 gets traffic', async () => ((await viaUpstream()) === '2' ? true : undefined));
     const live = await liveServers();
-    assert.deepEqual(live.map((s) => [s.port, s.weight, s.maintenance, s.opState]).sort(), [
-      [upstreams[0]?.port, 1, false, 'running'], [upstreams[1]?.port, 1, false, 'running'], [upstreams[2]?.port, 1, false, 'running'],
-    ].sort());
+    assert.deepEqual(
+      live.map((s) => [s.port, s.weight, s.maintenance, s.opState]).sort(),
+      [
+        [upstreams[0]?.port, 1, false, 'running'],
+        [upstreams[1]?.port, 1, false, 'running'],
+        [upstreams[2]?.port, 1, false, 'running'],
+      ].sort(),
+    );
   });
 
   test('remove server: no traffic reaches it', async () => {
@@ -218,10 +253,12 @@ describe('runtime API on haproxy 2.6.12', () => {
 
   test('append a root: a client signed by the new root is accepted on the public listener', async () => {
     await assert.rejects(viaPublic(ca2Client));
-    const twoRoots = roots({ roots: [
-      { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
-      { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
-    ] });
+    const twoRoots = roots({
+      roots: [
+        { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+        { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+      ],
+    });
     const desired = modelWith(currentEndpoints(), { roots: twoRoots, leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }) });
     // The planner reloads for roots changes because of what the next test shows; the runtime
     // append itself works, and is kept as an op to document (and re-test) that behaviour.
@@ -263,7 +300,10 @@ describe('runtime API on haproxy 2.6.12', () => {
       { kind: 'set-weight', backend, server: 'no-such-server', weight: 2 },
     ];
     const results = await applyOps(adminSocket, ops);
-    assert.deepEqual(results.map((r) => r.status), ['failed', 'failed']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['failed', 'failed'],
+    );
     const err = results[0]?.error;
     assert.ok(err instanceof RuntimeCommandError && isHaproxyConnectError(err, 'HAPROXY_CLI'));
     assert.equal(err.command, `disable server ${backend}/no-such-server`);
@@ -289,9 +329,11 @@ function currentEndpoints(): Endpoint[] {
 function rootsOf(model: HaproxyModel): ReturnType<typeof roots> {
   const pem = model.files.find((f) => f.name === 'roots.pem')?.content ?? '';
   return pem.includes(PEM.ca2.trim())
-    ? roots({ roots: [
-      { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
-      { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
-    ] })
+    ? roots({
+        roots: [
+          { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+          { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+        ],
+      })
     : roots();
 }

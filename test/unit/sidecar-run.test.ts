@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freePort, waitFor } from '../../devtools/ports.js';
 import { tlsHttpProbe } from '../../devtools/probes.js';
-import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
+import type { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { HaproxyConnectError } from '../../src/errors.js';
 import { RuntimeSession } from '../../src/driver/runtime.js';
 import { parseServersState } from '../../src/haproxy/runtime-state.js';
@@ -19,7 +19,9 @@ import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots, webLeaf } from 
 import { API, fakeWebAgent, webSidecarConfig } from '../helpers/fake-web-agent.js';
 
 let base: string;
-before(async () => { base = await mkdtemp(join(tmpdir(), 'hc-run-')); });
+before(async () => {
+  base = await mkdtemp(join(tmpdir(), 'hc-run-'));
+});
 after(async () => rm(base, { recursive: true, force: true }));
 
 interface Running {
@@ -30,7 +32,6 @@ interface Running {
   runDir(): string;
   messages(msg: string): Array<Record<string, unknown>>;
 }
-
 
 async function startSidecar(enforceIntentions = false, driftCheckIntervalMs?: number): Promise<Running> {
   const consul = await fakeWebAgent([endpoint('node-1', '127.0.0.1', 1)]);
@@ -62,7 +63,10 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       const batches = (): Array<Record<string, unknown>> => sidecar.messages('applied runtime changes');
       await waitFor('100 servers added at runtime', async () => (batches().reduce((n, b) => n + (b.ops as number), 0) >= 100 ? true : undefined), 20_000);
       assert.ok(batches().length <= 2, JSON.stringify(batches()));
-      assert.ok(batches().every((b) => Object.keys(b.kinds as object).join() === 'add-server'), JSON.stringify(batches()));
+      assert.ok(
+        batches().every((b) => Object.keys(b.kinds as object).join() === 'add-server'),
+        JSON.stringify(batches()),
+      );
       const firstBurstBatches = batches().length;
       assert.equal(sidecar.messages('reloading haproxy').length, 0);
       const servers = async (): Promise<number> => (await readFile(join(sidecar.runDir(), 'haproxy.cfg'), 'utf8')).match(/^ {4}server node-/gm)?.length ?? 0;
@@ -86,10 +90,14 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       sidecar.consul.setLeaf('web', { ...webLeaf(), certPem: PEM.apiCert, privateKeyPem: PEM.apiKey, serialNumber: 'cafe', modifyIndex: 99 });
       sidecar.consul.setEndpoints(API, [endpoint('node-1', '127.0.0.1', 1), endpoint('node-2', 'bad host#1', 2), endpoint('node-3', '127.0.0.1', 3)]);
       const batches = (): Array<Record<string, unknown>> => sidecar.messages('applied runtime changes');
-      await waitFor('the leaf and node-3 applied at runtime', async () => {
-        const kinds = batches().map((b) => Object.keys(b.kinds as object)).flat();
-        return kinds.includes('set-leaf') && kinds.includes('add-server') ? true : undefined;
-      }, 10_000);
+      await waitFor(
+        'the leaf and node-3 applied at runtime',
+        async () => {
+          const kinds = batches().flatMap((b) => Object.keys(b.kinds as object));
+          return kinds.includes('set-leaf') && kinds.includes('add-server') ? true : undefined;
+        },
+        10_000,
+      );
       assert.equal(sidecar.messages('endpoint left out of the configuration; everything else keeps updating').length, 1, 'logged once while it stays bad');
       assert.equal(sidecar.messages('cannot translate the snapshot; keeping the last good configuration').length, 0);
       assert.equal(sidecar.messages('reloading haproxy').length, 0);
@@ -107,7 +115,10 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       run(webSidecarConfig(consul, dir), new AbortController().signal, { logger: logs.logger, consul }),
       (err: unknown) => err instanceof HaproxyConnectError && err.code === 'MODEL_INVALID' && /none of the 1 CA roots/.test(err.message),
     );
-    assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('haproxy-connect-')), []);
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.startsWith('haproxy-connect-')),
+      [],
+    );
   });
 
   test('the registration switched to another service: its callers are judged by the new intentions at once, not ready until its leaf arrives', async () => {
@@ -134,7 +145,7 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
         return `${res.status} ${(await res.text()).trim()}`;
       };
       await probe();
-      assert.equal(await decisions('allow'), 1, 'api is allowed by web\'s intentions');
+      assert.equal(await decisions('allow'), 1, "api is allowed by web's intentions");
       assert.equal(await ready(), '200 ready');
 
       consul.setRegistration({ ...registration, serviceName: 'billing', serviceId: 'billing' });
@@ -204,15 +215,19 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       }
       const repaired = await waitFor('the drift repair', async () => sidecar.messages('haproxy drifted from the applied configuration; repairing with a reload')[0], 10_000);
       assert.match(JSON.stringify(repaired.drift), /is in maintenance/);
-      await waitFor('the server back in service', async () => {
-        const again = await RuntimeSession.open(join(sidecar.runDir(), 'admin.sock'));
-        try {
-          const live = parseServersState(await again.send('show servers state')).find((s) => s.name.startsWith('node-1'));
-          return live !== undefined && !live.maintenance ? true : undefined;
-        } finally {
-          again.close();
-        }
-      }, 10_000);
+      await waitFor(
+        'the server back in service',
+        async () => {
+          const again = await RuntimeSession.open(join(sidecar.runDir(), 'admin.sock'));
+          try {
+            const live = parseServersState(await again.send('show servers state')).find((s) => s.name.startsWith('node-1'));
+            return live !== undefined && !live.maintenance ? true : undefined;
+          } finally {
+            again.close();
+          }
+        },
+        10_000,
+      );
     } finally {
       await stop(sidecar);
     }
@@ -221,10 +236,12 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
   test('a CA root dropped by Consul is removed through one reload', async () => {
     const sidecar = await startSidecar();
     try {
-      const both = roots({ roots: [
-        { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
-        { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
-      ] });
+      const both = roots({
+        roots: [
+          { id: ACTIVE_ROOT_ID, rootCertPem: PEM.ca, intermediateCertsPem: [], active: true },
+          { id: PREVIOUS_ROOT_ID, rootCertPem: PEM.ca2, intermediateCertsPem: [], active: false },
+        ],
+      });
       sidecar.consul.setRoots(both);
       await waitFor('the root added', async () => sidecar.messages('reloading haproxy').find((l) => JSON.stringify(l.reasons).includes('1 added, 0 removed')), 10_000);
       sidecar.consul.setRoots(roots());

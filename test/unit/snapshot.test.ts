@@ -6,11 +6,25 @@ import { SnapshotState } from '../../src/snapshot/fold.js';
 import type { Leaf, ProxyRegistration, Roots, Upstream } from '../../src/domain/snapshot.js';
 
 const upstream = (name: string): Upstream => ({
-  key: `service:default/${name}@`, destinationType: 'service', destinationName: name, destinationNamespace: 'default', datacenter: '',
-  localBindAddress: '127.0.0.1', localBindPort: 9000, localBindSocketPath: undefined, localBindSocketMode: undefined, protocol: 'tcp', connectTimeoutMs: 5000,
+  key: `service:default/${name}@`,
+  destinationType: 'service',
+  destinationName: name,
+  destinationNamespace: 'default',
+  datacenter: '',
+  localBindAddress: '127.0.0.1',
+  localBindPort: 9000,
+  localBindSocketPath: undefined,
+  localBindSocketMode: undefined,
+  protocol: 'tcp',
+  connectTimeoutMs: 5000,
 });
 const registration = (upstreams: Upstream[]): ProxyRegistration => ({
-  proxyId: 'web-sidecar-proxy', proxyName: 'web-sidecar-proxy', serviceName: 'web', serviceId: 'web', namespace: 'default', partition: 'default',
+  proxyId: 'web-sidecar-proxy',
+  proxyName: 'web-sidecar-proxy',
+  serviceName: 'web',
+  serviceId: 'web',
+  namespace: 'default',
+  partition: 'default',
   publicListener: { bindAddress: '0.0.0.0', bindPort: 21000, protocol: 'tcp', localServiceAddress: '127.0.0.1', localServicePort: 8080, localConnectTimeoutMs: 5000, localRequestTimeoutMs: undefined },
   upstreams,
 });
@@ -84,7 +98,13 @@ describe('SnapshotState', () => {
     state.apply({ kind: 'leaf', value: leaf });
     state.apply({ kind: 'roots', value: roots });
     assert.deepEqual(state.targetsWithoutAnswer(), [target]);
-    assert.deepEqual(state.snapshot()?.chains.get(api.key)?.targets.map((t) => t.id), [target]);
+    assert.deepEqual(
+      state
+        .snapshot()
+        ?.chains.get(api.key)
+        ?.targets.map((t) => t.id),
+      [target],
+    );
     assert.equal(state.apply({ kind: 'target-endpoints', targetId: target, value: ep }), true);
     assert.deepEqual(state.targetsWithoutAnswer(), []);
     assert.deepEqual(state.snapshot()?.targets.get(target), ep);
@@ -97,7 +117,13 @@ describe('SnapshotState', () => {
     const named = { ...upstream('api'), key: 'service:default/api@dc1', datacenter: 'dc1', localBindPort: 9001 };
     const other = { ...upstream('api'), key: 'service:default/api@dc2', datacenter: 'dc2', localBindPort: 9002 };
     state.apply({ kind: 'registration', value: registration([local, named, other]) });
-    assert.deepEqual(state.usedTargets().map((t) => t.id).sort(), ['api.default.default.dc1', 'api.default.default.dc2']);
+    assert.deepEqual(
+      state
+        .usedTargets()
+        .map((t) => t.id)
+        .sort(),
+      ['api.default.default.dc1', 'api.default.default.dc2'],
+    );
   });
   test('the snapshot is an immutable copy', () => {
     const state = new SnapshotState('dc1');
@@ -107,7 +133,9 @@ describe('SnapshotState', () => {
     state.apply({ kind: 'roots', value: roots });
     const snap = state.snapshot();
     assert.ok(snap !== undefined);
-    assert.throws(() => { (snap.registration.upstreams as Upstream[]).push(upstream('x')); });
+    assert.throws(() => {
+      (snap.registration.upstreams as Upstream[]).push(upstream('x'));
+    });
     reg.upstreams.push(upstream('y'));
     assert.equal(state.snapshot()?.registration.upstreams.length, 1);
   });
@@ -120,11 +148,15 @@ describe('selectSidecar', () => {
   test('by service id and tag', () => assert.equal(selectSidecar(proxies, { serviceId: 'api', tag: 'green' }, 'a').id, 'api-green'));
   test('by tag alone', () => assert.equal(selectSidecar(proxies, { serviceId: undefined, tag: 'blue' }, 'a').id, 'api-blue'));
   test('none names the service and the agent', () => {
-    assert.throws(() => selectSidecar(proxies, { serviceId: 'db', tag: undefined }, 'http://127.0.0.1:8500'), (err: unknown) =>
-      isHaproxyConnectError(err, 'SIDECAR_NOT_FOUND') && err.message === "Cannot start sidecar: service 'db' has no connect-proxy registered on agent http://127.0.0.1:8500");
+    assert.throws(
+      () => selectSidecar(proxies, { serviceId: 'db', tag: undefined }, 'http://127.0.0.1:8500'),
+      (err: unknown) => isHaproxyConnectError(err, 'SIDECAR_NOT_FOUND') && err.message === "Cannot start sidecar: service 'db' has no connect-proxy registered on agent http://127.0.0.1:8500",
+    );
   });
   test('several name the candidates', () => {
-    assert.throws(() => selectSidecar(proxies, { serviceId: 'api', tag: undefined }, 'a'), (err: unknown) =>
-      isHaproxyConnectError(err, 'SIDECAR_AMBIGUOUS') && /'api-blue', 'api-green'/.test(err.message));
+    assert.throws(
+      () => selectSidecar(proxies, { serviceId: 'api', tag: undefined }, 'a'),
+      (err: unknown) => isHaproxyConnectError(err, 'SIDECAR_AMBIGUOUS') && /'api-blue', 'api-green'/.test(err.message),
+    );
   });
 });

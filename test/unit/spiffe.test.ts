@@ -8,33 +8,17 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { spiffeIdOfCertificate, splitSubjectAltName, uriSansOf } from '../../src/spiffe/san.js';
-import {
-  agentSpiffeId,
-  escapeSegment,
-  formatSpiffeId,
-  parseSpiffeId,
-  serviceSpiffeId,
-  type SpiffeId,
-} from '../../src/spiffe/spiffe-id.js';
+import { agentSpiffeId, escapeSegment, formatSpiffeId, parseSpiffeId, serviceSpiffeId, type SpiffeId } from '../../src/spiffe/spiffe-id.js';
 
 const TD = '11111111-2222-3333-4444-555555555555.consul';
 
 describe('parseSpiffeId', () => {
   const valid: Array<[string, SpiffeId]> = [
-    [
-      `spiffe://${TD}/ns/default/dc/dc1/svc/web`,
-      { kind: 'service', trustDomain: TD, partition: 'default', namespace: 'default', datacenter: 'dc1', service: 'web' },
-    ],
-    [
-      `spiffe://${TD}/ap/part1/ns/team/dc/dc-2/svc/api_v2`,
-      { kind: 'service', trustDomain: TD, partition: 'part1', namespace: 'team', datacenter: 'dc-2', service: 'api_v2' },
-    ],
+    [`spiffe://${TD}/ns/default/dc/dc1/svc/web`, { kind: 'service', trustDomain: TD, partition: 'default', namespace: 'default', datacenter: 'dc1', service: 'web' }],
+    [`spiffe://${TD}/ap/part1/ns/team/dc/dc-2/svc/api_v2`, { kind: 'service', trustDomain: TD, partition: 'part1', namespace: 'team', datacenter: 'dc-2', service: 'api_v2' }],
     [`spiffe://${TD}/agent/client/dc/dc1/id/node-1`, { kind: 'agent', trustDomain: TD, datacenter: 'dc1', node: 'node-1' }],
     // Segments are path-unescaped, as Consul's ParseCertURI does.
-    [
-      `spiffe://${TD}/ns/default/dc/dc1/svc/we%20b%2Fx`,
-      { kind: 'service', trustDomain: TD, partition: 'default', namespace: 'default', datacenter: 'dc1', service: 'we b/x' },
-    ],
+    [`spiffe://${TD}/ns/default/dc/dc1/svc/we%20b%2Fx`, { kind: 'service', trustDomain: TD, partition: 'default', namespace: 'default', datacenter: 'dc1', service: 'we b/x' }],
   ];
   for (const [uri, expected] of valid) {
     test(`accepts ${uri}`, () => assert.deepEqual(parseSpiffeId(uri), expected));
@@ -80,14 +64,8 @@ describe('parseSpiffeId', () => {
 describe('formatting', () => {
   test('service IDs as Consul writes them', () => {
     assert.equal(serviceSpiffeId({ trustDomain: TD, datacenter: 'dc1', service: 'web' }), `spiffe://${TD}/ns/default/dc/dc1/svc/web`);
-    assert.equal(
-      serviceSpiffeId({ trustDomain: TD, partition: 'default', namespace: 'ns1', datacenter: 'dc1', service: 'web' }),
-      `spiffe://${TD}/ns/ns1/dc/dc1/svc/web`,
-    );
-    assert.equal(
-      serviceSpiffeId({ trustDomain: TD, partition: 'p1', namespace: 'default', datacenter: 'dc1', service: 'web' }),
-      `spiffe://${TD}/ap/p1/ns/default/dc/dc1/svc/web`,
-    );
+    assert.equal(serviceSpiffeId({ trustDomain: TD, partition: 'default', namespace: 'ns1', datacenter: 'dc1', service: 'web' }), `spiffe://${TD}/ns/ns1/dc/dc1/svc/web`);
+    assert.equal(serviceSpiffeId({ trustDomain: TD, partition: 'p1', namespace: 'default', datacenter: 'dc1', service: 'web' }), `spiffe://${TD}/ap/p1/ns/default/dc/dc1/svc/web`);
     assert.equal(agentSpiffeId({ trustDomain: TD, datacenter: 'dc1', node: 'n1' }), `spiffe://${TD}/agent/client/dc/dc1/id/n1`);
   });
 
@@ -101,14 +79,17 @@ describe('formatting', () => {
   const segment = fc.string({ minLength: 1, maxLength: 12, unit: 'grapheme' });
   const trustDomain = fc.stringMatching(/^[a-z0-9._-]{1,20}$/);
   const spiffeId: fc.Arbitrary<SpiffeId> = fc.oneof(
-    fc.record({
-      kind: fc.constant('service' as const),
-      trustDomain,
-      partition: fc.oneof(fc.constant('default'), segment),
-      namespace: segment,
-      datacenter: segment,
-      service: segment,
-    }, { noNullPrototype: true }),
+    fc.record(
+      {
+        kind: fc.constant('service' as const),
+        trustDomain,
+        partition: fc.oneof(fc.constant('default'), segment),
+        namespace: segment,
+        datacenter: segment,
+        service: segment,
+      },
+      { noNullPrototype: true },
+    ),
     fc.record({ kind: fc.constant('agent' as const), trustDomain, datacenter: segment, node: segment }, { noNullPrototype: true }),
   );
 
@@ -124,17 +105,13 @@ describe('formatting', () => {
 
 describe('subjectAltName tokenizer', () => {
   test('plain and quoted entries', () => {
-    assert.deepEqual(splitSubjectAltName('URI:spiffe://a/ns/d/dc/x/svc/y, DNS:x.y, IP Address:127.0.0.1'), [
-      'URI:spiffe://a/ns/d/dc/x/svc/y',
-      'DNS:x.y',
-      'IP Address:127.0.0.1',
-    ]);
-    assert.deepEqual(splitSubjectAltName('URI:"spiffe://a\\u002c URI:spiffe://evil", DNS:x'), [
-      'URI:spiffe://a, URI:spiffe://evil',
-      'DNS:x',
-    ]);
+    assert.deepEqual(splitSubjectAltName('URI:spiffe://a/ns/d/dc/x/svc/y, DNS:x.y, IP Address:127.0.0.1'), ['URI:spiffe://a/ns/d/dc/x/svc/y', 'DNS:x.y', 'IP Address:127.0.0.1']);
+    assert.deepEqual(splitSubjectAltName('URI:"spiffe://a\\u002c URI:spiffe://evil", DNS:x'), ['URI:spiffe://a, URI:spiffe://evil', 'DNS:x']);
     assert.deepEqual(splitSubjectAltName(''), []);
-    assert.throws(() => splitSubjectAltName('URI:"unterminated'), (e: unknown) => isHaproxyConnectError(e, 'SPIFFE_ID_INVALID'));
+    assert.throws(
+      () => splitSubjectAltName('URI:"unterminated'),
+      (e: unknown) => isHaproxyConnectError(e, 'SPIFFE_ID_INVALID'),
+    );
   });
 
   test('property: values quoted the way Node quotes them never split', () => {
@@ -148,7 +125,10 @@ describe('subjectAltName tokenizer', () => {
       fc.property(fc.array(entry, { minLength: 1, maxLength: 5 }), (entries) => {
         fc.pre(entries.every((e) => !e.printed.includes(', ') || /"/.test(e.printed)));
         const text = entries.map((e) => e.printed).join(', ');
-        assert.deepEqual(splitSubjectAltName(text), entries.map((e) => e.raw));
+        assert.deepEqual(
+          splitSubjectAltName(text),
+          entries.map((e) => e.raw),
+        );
       }),
       { numRuns: 1000 },
     );
@@ -176,11 +156,7 @@ describe('certificates (openssl)', () => {
     const escaped = lines.map((l) => l.replace(/["'\\]/g, (c) => `\\${c}`));
     const sanSection = lines.length > 0 ? `subjectAltName = @alt\n[alt]\n${escaped.join('\n')}\n` : '';
     writeFileSync(cfg, `[req]\ndistinguished_name = dn\n[dn]\n[ext]\nbasicConstraints = CA:FALSE\n${sanSection}`);
-    execFileSync(
-      'openssl',
-      ['req', '-x509', '-key', keyFile, '-out', out, '-subj', '/', '-days', '1', '-config', cfg, '-extensions', 'ext'],
-      { stdio: 'pipe' },
-    );
+    execFileSync('openssl', ['req', '-x509', '-key', keyFile, '-out', out, '-subj', '/', '-days', '1', '-config', cfg, '-extensions', 'ext'], { stdio: 'pipe' });
     return new X509Certificate(readFileSync(out));
   }
 
@@ -202,14 +178,20 @@ describe('certificates (openssl)', () => {
   });
 
   test('garbage PEM is CERTIFICATE_INVALID', () => {
-    assert.throws(() => spiffeIdOfCertificate('not a cert'), (e: unknown) => isHaproxyConnectError(e, 'CERTIFICATE_INVALID'));
+    assert.throws(
+      () => spiffeIdOfCertificate('not a cert'),
+      (e: unknown) => isHaproxyConnectError(e, 'CERTIFICATE_INVALID'),
+    );
   });
 
   test('a crafted URI containing ", URI:spiffe://evil/..." stays one (invalid) URI', () => {
     const crafted = `spiffe://${TD}/ns/default/dc/dc1/svc/web, URI:spiffe://evil/ns/default/dc/dc1/svc/admin`;
     const cert = certWithSans([`URI.1 = ${crafted}`]);
     assert.deepEqual(uriSansOf(cert), [crafted]);
-    assert.throws(() => spiffeIdOfCertificate(cert), (e: unknown) => isHaproxyConnectError(e, 'SPIFFE_ID_INVALID'));
+    assert.throws(
+      () => spiffeIdOfCertificate(cert),
+      (e: unknown) => isHaproxyConnectError(e, 'SPIFFE_ID_INVALID'),
+    );
   });
 
   test('property: a crafted single URI SAN is never split into two', () => {

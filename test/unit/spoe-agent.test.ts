@@ -25,9 +25,7 @@ afterEach(async () => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const allowAll = (): ReturnType<SpoeAgentOptions['handle']> => [
-  { type: 'set-var', scope: 'sess', name: 'auth', value: { type: 'int32', value: 1 } },
-];
+const allowAll = (): ReturnType<SpoeAgentOptions['handle']> => [{ type: 'set-var', scope: 'sess', name: 'auth', value: { type: 'int32', value: 1 } }];
 
 async function startAgent(options: Partial<SpoeAgentOptions> = {}): Promise<SpoeAgent> {
   const agent = await SpoeAgent.listen({ socketPath: join(dir, `a${counter++}.sock`), handle: allowAll, ...options });
@@ -343,7 +341,9 @@ describe('errors, timeouts and shutdown', () => {
     const many = Array.from({ length: 50 }, () => new FakeHaproxy(agent.socketPath));
     for (const c of many) c.hello();
     await Promise.all(many.map((c) => c.frame(0)));
-    many.forEach((c, i) => c.notify(BigInt(i), 1n, [certMessage(Buffer.from([i]))]));
+    many.forEach((c, i) => {
+      c.notify(BigInt(i), 1n, [certMessage(Buffer.from([i]))]);
+    });
     await Promise.all(many.map(async (c) => assert.equal((await c.frame(1)).type, 'ack')));
     assert.equal(agent.stats.connections, 50);
     await agent.close();

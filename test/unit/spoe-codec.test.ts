@@ -13,8 +13,7 @@ const MAX_FRAME = 16_384;
 
 // --- arbitraries --------------------------------------------------------------------------------
 
-const bytes = (min: number, max: number): fc.Arbitrary<Buffer> =>
-  fc.uint8Array({ minLength: min, maxLength: max }).map((a) => Buffer.from(a));
+const bytes = (min: number, max: number): fc.Arbitrary<Buffer> => fc.uint8Array({ minLength: min, maxLength: max }).map((a) => Buffer.from(a));
 
 const typedData: fc.Arbitrary<TypedData> = fc.oneof(
   fc.constant<TypedData>({ type: 'null' }),
@@ -39,16 +38,16 @@ const action: fc.Arbitrary<SpoeAction> = fc.oneof(
 );
 
 const frame: fc.Arbitrary<Frame> = fc.oneof(
-  ...(['haproxy-hello', 'haproxy-disconnect', 'agent-hello', 'agent-disconnect'] as const).map((type) =>
-    fc.tuple(base, kvList).map(([b, items]): Frame => ({ type, ...b, items })),
-  ),
-  fc
-    .tuple(base, fc.array(fc.record({ name, args: kvList }, { noNullPrototype: true }), { maxLength: 4 }))
-    .map(([b, messages]): Frame => ({ type: 'notify', ...b, messages })),
+  ...(['haproxy-hello', 'haproxy-disconnect', 'agent-hello', 'agent-disconnect'] as const).map((type) => fc.tuple(base, kvList).map(([b, items]): Frame => ({ type, ...b, items }))),
+  fc.tuple(base, fc.array(fc.record({ name, args: kvList }, { noNullPrototype: true }), { maxLength: 4 })).map(([b, messages]): Frame => ({ type: 'notify', ...b, messages })),
   fc.tuple(base, fc.array(action, { maxLength: 5 })).map(([b, actions]): Frame => ({ type: 'ack', ...b, actions })),
   fc.tuple(base, bytes(0, 50)).map(([b, payload]): Frame => ({ type: 'unset', ...b, payload })),
   fc
-    .tuple(base, fc.integer({ min: 4, max: 255 }).filter((t) => t < 101 || t > 103), bytes(0, 50))
+    .tuple(
+      base,
+      fc.integer({ min: 4, max: 255 }).filter((t) => t < 101 || t > 103),
+      bytes(0, 50),
+    )
     .map(([b, frameType, payload]): Frame => ({ type: 'unknown', frameType, ...b, payload })),
 );
 
@@ -115,7 +114,10 @@ describe('varint (HAProxy peers encoding)', () => {
   });
 
   test('values above 2^64 and endless continuation bytes are rejected', () => {
-    assert.throws(() => new WireReader(Buffer.alloc(64, 0xff)).varint('v'), (e) => e instanceof SpopFrameError && /longer than 64 bits/.test(e.message));
+    assert.throws(
+      () => new WireReader(Buffer.alloc(64, 0xff)).varint('v'),
+      (e) => e instanceof SpopFrameError && /longer than 64 bits/.test(e.message),
+    );
     assert.throws(() => new WireReader(Buffer.from([0xf0, 0x80])).varint('stream-id'), /truncated: stream-id/);
     assert.throws(() => new WireReader(Buffer.alloc(64, 0xff)).varintUpTo(1000, 'length'), /above the limit 1000/);
   });
@@ -239,8 +241,7 @@ describe('fuzzing', () => {
         else if (op === 1 && buf.length > 4) {
           const at = 4 + rand(Math.min(12, buf.length - 4));
           buf[at] = (buf[at] as number) ^ (1 << rand(8));
-        }
-        else if (buf.length > 0) buf[rand(buf.length)] = [0x00, 0x7f, 0x80, 0xef, 0xf0, 0xff][rand(6)] as number;
+        } else if (buf.length > 0) buf[rand(buf.length)] = [0x00, 0x7f, 0x80, 0xef, 0xf0, 0xff][rand(6)] as number;
       }
       const cut = rand(5) === 0 ? buf.subarray(0, rand(buf.length + 1)) : buf;
       try {

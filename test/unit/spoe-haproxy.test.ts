@@ -134,11 +134,11 @@ test('allow: traffic passes, and the agent sees the message and its argument', a
   verdict = 'allow';
   received.length = 0;
   const results = await Promise.all(Array.from({ length: ROUNDS }, (_, i) => roundTrip(`hello ${i}\n`)));
-  results.forEach((r, i) => assert.equal(r, `hello ${i}\n`));
+  results.forEach((r, i) => {
+    assert.equal(r, `hello ${i}\n`);
+  });
   assert.ok(received.length >= ROUNDS);
-  assert.deepEqual(received[0], [
-    { name: 'check-client', args: [{ name: 'cert', value: { type: 'string', value: 'not-a-real-certificate' } }] },
-  ]);
+  assert.deepEqual(received[0], [{ name: 'check-client', args: [{ name: 'cert', value: { type: 'string', value: 'not-a-real-certificate' } }] }]);
 });
 
 test('deny: the connection is rejected', async () => {

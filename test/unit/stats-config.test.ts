@@ -32,7 +32,22 @@ describe('parseListenAddress', () => {
   for (const [raw, host, port] of good) {
     test(`accepts '${raw}'`, () => assert.deepEqual(parseListenAddress(raw), { host, port }));
   }
-  const bad = ['', '9102', '127.0.0.1', '127.0.0.1:', '127.0.0.1:0', '127.0.0.1:65536', '::1:9102', '[127.0.0.1]:9102', '[::1]', 'localhost:9102', '300.1.1.1:80', '127.0.0.1:80x', '[::1]:9102/metrics', 'http://127.0.0.1:9102'];
+  const bad = [
+    '',
+    '9102',
+    '127.0.0.1',
+    '127.0.0.1:',
+    '127.0.0.1:0',
+    '127.0.0.1:65536',
+    '::1:9102',
+    '[127.0.0.1]:9102',
+    '[::1]',
+    'localhost:9102',
+    '300.1.1.1:80',
+    '127.0.0.1:80x',
+    '[::1]:9102/metrics',
+    'http://127.0.0.1:9102',
+  ];
   for (const raw of bad) test(`rejects '${raw}'`, () => assert.equal(parseListenAddress(raw), undefined));
 
   test('formats IPv6 with brackets', () => {
@@ -109,7 +124,9 @@ describe('the stats service registration', () => {
     await registration.register(new AbortController().signal);
     consul.failNext(1, new Error('agent gone'), 'deregisterService');
     await registration.deregister();
-    assert.ok(logs.find((l) => l.msg === 'cannot deregister the stats service; Consul removes it once its check has been critical long enough' && l.err === 'agent gone' && l.removedAfterCritical === '10m'));
+    assert.ok(
+      logs.find((l) => l.msg === 'cannot deregister the stats service; Consul removes it once its check has been critical long enough' && l.err === 'agent gone' && l.removedAfterCritical === '10m'),
+    );
   });
 });
 

@@ -66,14 +66,17 @@ before(async () => {
   });
   await listen(haproxy, { path: join(dir, 'stats.sock') });
   logs = captureLogs();
-  const metrics = new SidecarMetrics({ version: 't', haproxyVersion: '2.6.12', nodeVersion: process.versions.node }, {
-    ready: () => false,
-    haproxyState: () => view.haproxyState,
-    leafValidBefore: () => view.leafValidBefore ?? '',
-    caRoots: () => view.caRoots,
-    runningWatches: () => [],
-    spoe: () => undefined,
-  });
+  const metrics = new SidecarMetrics(
+    { version: 't', haproxyVersion: '2.6.12', nodeVersion: process.versions.node },
+    {
+      ready: () => false,
+      haproxyState: () => view.haproxyState,
+      leafValidBefore: () => view.leafValidBefore ?? '',
+      caRoots: () => view.caRoots,
+      runningWatches: () => [],
+      spoe: () => undefined,
+    },
+  );
   statsClient = new HaproxyStatsClient({ socketPath: join(dir, 'stats.sock'), scrapeTimeoutMs: 1_000, probeTimeoutMs: 500 });
   server = await StatsServer.listen({ listen: { host: '127.0.0.1', port: 0 }, metrics, haproxy: statsClient, view: () => ({ ...view }), logger: logs.logger });
 });
@@ -101,7 +104,7 @@ describe('the stats server', () => {
     view.shuttingDown = false;
   });
 
-  test('/metrics: ours first, then HAProxy\'s, as one valid exposition', async () => {
+  test("/metrics: ours first, then HAProxy's, as one valid exposition", async () => {
     view.haproxyState = 'running';
     const res = await get('/metrics');
     assert.equal(res.status, 200);
@@ -124,7 +127,10 @@ describe('the stats server', () => {
       assert.equal(res.status, 200);
       const exposition = parseExposition(res.body);
       assert.equal(sampleValue(exposition, 'haproxy_connect_haproxy_scrape_success'), 0);
-      assert.equal(exposition.samples.some((s) => s.name.startsWith('haproxy_frontend_')), false);
+      assert.equal(
+        exposition.samples.some((s) => s.name.startsWith('haproxy_frontend_')),
+        false,
+      );
     }
     assert.equal(logs.lines.filter((l) => l.msg === 'cannot read haproxy metrics; serving our own only').length, 1);
     assert.equal(logs.lines.filter((l) => l.msg === 'cannot read haproxy metrics; serving our own only')[0]?.err, 'haproxy is crashed');
@@ -189,7 +195,9 @@ describe('ConsulHttpClient register/deregister', () => {
   before(async () => {
     agent = createServer((req: IncomingMessage, res) => {
       let text = '';
-      req.on('data', (d: Buffer) => { text += d.toString(); });
+      req.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
       req.on('end', () => {
         seen.push({ method: req.method ?? '', path: req.url ?? '', token: req.headers['x-consul-token'] as string | undefined, body: text === '' ? undefined : JSON.parse(text) });
         res.writeHead(status).end(status === 200 ? '' : `denied for token ${TOKEN}`);
@@ -202,7 +210,7 @@ describe('ConsulHttpClient register/deregister', () => {
   const client = (): ConsulHttpClient => new ConsulHttpClient({ address: `127.0.0.1:${(agent.address() as AddressInfo).port}`, token: TOKEN });
   const definition = statsServiceDefinition({ proxyId: 'web-sidecar-proxy', serviceName: 'web', version: 't', listen: { host: '127.0.0.1', port: 9102 } });
 
-  test('PUT /v1/agent/service/register with Consul\'s field names and the token header', async () => {
+  test("PUT /v1/agent/service/register with Consul's field names and the token header", async () => {
     const c = client();
     try {
       status = 200;
@@ -212,7 +220,11 @@ describe('ConsulHttpClient register/deregister', () => {
       assert.equal(request?.path, '/v1/agent/service/register');
       assert.equal(request?.token, TOKEN);
       assert.deepEqual(request?.body, {
-        ID: 'web-sidecar-proxy-stats', Name: 'web-connect-stats', Address: '127.0.0.1', Port: 9102, Tags: [],
+        ID: 'web-sidecar-proxy-stats',
+        Name: 'web-connect-stats',
+        Address: '127.0.0.1',
+        Port: 9102,
+        Tags: [],
         Meta: { proxy_id: 'web-sidecar-proxy', metrics_path: '/metrics', haproxy_connect_version: 't' },
         Check: { Name: 'web-connect-stats health', HTTP: 'http://127.0.0.1:9102/health', Method: 'GET', Interval: '10s', Timeout: '5s', DeregisterCriticalServiceAfter: '10m' },
       });

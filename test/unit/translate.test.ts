@@ -19,15 +19,7 @@ import type { CaRoot, Endpoint, Snapshot } from '../../src/domain/snapshot.js';
 import { isValidAddress } from '../../src/haproxy/validate.js';
 import { upstreamFrontendName } from '../../src/domain/haproxy-names.js';
 import fc from 'fast-check';
-import {
-  ACTIVE_ROOT_ID,
-  PEM,
-  PREVIOUS_ROOT_ID,
-  endpoint,
-  roots,
-  snapshot,
-  upstream,
-} from '../helpers/fixtures.js';
+import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream } from '../helpers/fixtures.js';
 
 const GOLDEN_DIR = fileURLToPath(new URL('../golden/', import.meta.url));
 const GOLDEN_RUN_DIR = '/run/haproxy-connect';
@@ -44,11 +36,20 @@ interface Case {
 const api = upstream('api', { localBindPort: 9191 });
 const INTENTIONS: IntentionSet = {
   defaultAllow: false,
-  intentions: [{
-    sourceName: 'web', sourceNamespace: 'default', sourcePartition: 'default', sourcePeer: '',
-    destinationName: 'web', destinationNamespace: 'default', destinationPartition: 'default',
-    action: 'allow', permissions: [], precedence: 9,
-  }],
+  intentions: [
+    {
+      sourceName: 'web',
+      sourceNamespace: 'default',
+      sourcePartition: 'default',
+      sourcePeer: '',
+      destinationName: 'web',
+      destinationNamespace: 'default',
+      destinationPartition: 'default',
+      action: 'allow',
+      permissions: [],
+      precedence: 9,
+    },
+  ],
 };
 const db = upstream('db', { localBindPort: 9192 });
 
@@ -130,11 +131,7 @@ const CASES: Case[] = [
     name: 'mixed-protocols',
     snapshot: snapshot({
       listener: { protocol: 'http2' },
-      upstreams: [
-        upstream('api', { protocol: 'http', localBindPort: 9191 }),
-        upstream('billing', { protocol: 'grpc', localBindPort: 9192 }),
-        upstream('db', { protocol: 'tcp', localBindPort: 9193 }),
-      ],
+      upstreams: [upstream('api', { protocol: 'http', localBindPort: 9191 }), upstream('billing', { protocol: 'grpc', localBindPort: 9192 }), upstream('db', { protocol: 'tcp', localBindPort: 9193 })],
       endpoints: [
         [upstream('api').key, [endpoint('node-1', '10.0.0.1')]],
         [upstream('billing').key, [endpoint('node-2', '10.0.0.2', 21000, 1, 'billing-sidecar-proxy')]],
@@ -148,14 +145,17 @@ const CASES: Case[] = [
     snapshot: snapshot({
       upstreams: [api, db, upstream('cache', { localBindPort: 21000, localBindAddress: '0.0.0.0' })],
       endpoints: [
-        [api.key, [
-          endpoint('node-1', '10.0.0.1'),
-          endpoint('node-2', 'bad host#1'),
-          endpoint('node-3', '10.0.0.3', 0),
-          endpoint('node-4', '10.0.0.4', 70000),
-          endpoint('node-5', '10.0.0.5\n    server evil 6.6.6.6:1'),
-          { ...endpoint('node-6', ''), invalid: 'unexpected instance in the answer: Service.Port: expected number, received string' },
-        ]],
+        [
+          api.key,
+          [
+            endpoint('node-1', '10.0.0.1'),
+            endpoint('node-2', 'bad host#1'),
+            endpoint('node-3', '10.0.0.3', 0),
+            endpoint('node-4', '10.0.0.4', 70000),
+            endpoint('node-5', '10.0.0.5\n    server evil 6.6.6.6:1'),
+            { ...endpoint('node-6', ''), invalid: 'unexpected instance in the answer: Service.Port: expected number, received string' },
+          ],
+        ],
         [db.key, [endpoint('node-7', '10.0.0.7', 21000, 1, 'db-sidecar-proxy')]],
       ],
       roots: roots({ roots: [...roots().roots, { id: 'garbage', rootCertPem: '-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n', intermediateCertsPem: [], active: false }] }),
@@ -169,7 +169,10 @@ const CASES: Case[] = [
       listener: { protocol: 'http' },
       intentions: INTENTIONS,
       upstreams: [upstream('api', { protocol: 'http2', localBindPort: 9191 }), upstream('db', { localBindPort: 9192 })],
-      endpoints: [[upstream('api').key, [endpoint('node-1', '10.0.0.1')]], [upstream('db').key, [endpoint('node-3', '10.0.0.3')]]],
+      endpoints: [
+        [upstream('api').key, [endpoint('node-1', '10.0.0.1')]],
+        [upstream('db').key, [endpoint('node-3', '10.0.0.3')]],
+      ],
       accessLogs: { enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat() },
     }),
   },
@@ -315,8 +318,20 @@ describe('translate', () => {
 
   test('is deterministic: shuffled upstreams and endpoints give the same model and text', () => {
     const endpoints = [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2'), endpoint('node-3', '10.0.0.3')];
-    const a = snapshot({ upstreams: [api, db], endpoints: [[api.key, endpoints], [db.key, []]] });
-    const b = snapshot({ upstreams: [db, api], endpoints: [[db.key, []], [api.key, [...endpoints].reverse()]] });
+    const a = snapshot({
+      upstreams: [api, db],
+      endpoints: [
+        [api.key, endpoints],
+        [db.key, []],
+      ],
+    });
+    const b = snapshot({
+      upstreams: [db, api],
+      endpoints: [
+        [db.key, []],
+        [api.key, [...endpoints].reverse()],
+      ],
+    });
     assert.deepEqual(translate(a, options).model, translate(b, options).model);
     assert.equal(render(translate(a, options).model), render(translate(b, options).model));
   });
@@ -330,10 +345,7 @@ describe('translate', () => {
   });
 
   test('duplicate endpoint ids collapse to one server', () => {
-    const model = translate(
-      snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-1', '10.0.0.9')]]] }),
-      options,
-    ).model;
+    const model = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1'), endpoint('node-1', '10.0.0.9')]]] }), options).model;
     assert.equal(model.backends[1]?.servers.length, 1);
   });
 
@@ -352,10 +364,7 @@ describe('translate', () => {
   });
 
   test('server names are stable, unique and valid HAProxy names', () => {
-    const model = translate(
-      snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node 1', '10.0.0.1'), endpoint('node_1', '10.0.0.2')]]] }),
-      options,
-    ).model;
+    const model = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [endpoint('node 1', '10.0.0.1'), endpoint('node_1', '10.0.0.2')]]] }), options).model;
     const names = model.backends[1]?.servers.map((server) => server.name) ?? [];
     assert.equal(new Set(names).size, 2);
     for (const name of names) assert.match(name, /^[A-Za-z0-9_.:-]+$/);
@@ -375,7 +384,10 @@ describe('translate: one bad item never stops the others', () => {
 
   test('a malformed instance is left out and reported; the good ones are served', () => {
     const { model, dropped } = translate(snapshot({ upstreams: [api], endpoints: [[api.key, [good, endpoint('node-2', 'bad host#1')]]] }), options);
-    assert.deepEqual(model.backends[1]?.servers.map((s) => s.address), ['10.0.0.1']);
+    assert.deepEqual(
+      model.backends[1]?.servers.map((s) => s.address),
+      ['10.0.0.1'],
+    );
     assert.equal(dropped.length, 1);
     assert.equal(dropped[0]?.kind, 'endpoint');
     assert.equal(dropped[0]?.item, `${api.key} node-2/api-sidecar-proxy`);
@@ -383,27 +395,35 @@ describe('translate: one bad item never stops the others', () => {
   });
 
   test('ports out of range and instances Consul described badly are left out, naming the value', () => {
-    const { model, dropped } = translate(snapshot({
-      upstreams: [api],
-      endpoints: [[api.key, [good, endpoint('node-2', '10.0.0.2', 0), endpoint('node-3', '10.0.0.3', 65536), { ...endpoint('node-4', ''), invalid: 'unexpected instance' }]]],
-    }), options);
+    const { model, dropped } = translate(
+      snapshot({
+        upstreams: [api],
+        endpoints: [[api.key, [good, endpoint('node-2', '10.0.0.2', 0), endpoint('node-3', '10.0.0.3', 65536), { ...endpoint('node-4', ''), invalid: 'unexpected instance' }]]],
+      }),
+      options,
+    );
     assert.equal(model.backends[1]?.servers.length, 1);
-    assert.deepEqual(dropped.map((d) => d.reason.match(/port must be an integer in 1\.\.65535, got \d+|unexpected instance/)?.[0]), [
-      'port must be an integer in 1..65535, got 0',
-      'port must be an integer in 1..65535, got 65536',
-      'unexpected instance',
-    ]);
+    assert.deepEqual(
+      dropped.map((d) => d.reason.match(/port must be an integer in 1\.\.65535, got \d+|unexpected instance/)?.[0]),
+      ['port must be an integer in 1..65535, got 0', 'port must be an integer in 1..65535, got 65536', 'unexpected instance'],
+    );
   });
 
   test('an upstream whose listener cannot be rendered is left out; the other upstreams and the listener stay', () => {
     const bad = upstream('cache', { localBindAddress: 'not an address', localBindPort: 9300 });
     const { model, dropped } = translate(snapshot({ upstreams: [api, bad], endpoints: [[api.key, [good]]] }), options);
-    assert.deepEqual(model.frontends.map((f) => f.name), ['public_listener', upstreamFrontendName(api.key)]);
-    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['upstream', bad.key]]);
+    assert.deepEqual(
+      model.frontends.map((f) => f.name),
+      ['public_listener', upstreamFrontendName(api.key)],
+    );
+    assert.deepEqual(
+      dropped.map((d) => [d.kind, d.item]),
+      [['upstream', bad.key]],
+    );
     assert.match(dropped[0]?.reason ?? '', /"not an address"/);
   });
 
-  test('an upstream listener on the public listener\'s port is left out', () => {
+  test("an upstream listener on the public listener's port is left out", () => {
     const clash = upstream('cache', { localBindAddress: '0.0.0.0', localBindPort: 21000 });
     const { model, dropped } = translate(snapshot({ upstreams: [clash] }), options);
     assert.equal(model.frontends.length, 1);
@@ -412,15 +432,21 @@ describe('translate: one bad item never stops the others', () => {
 
   test('upstreams the registration already left out are reported with the rest', () => {
     const s = snapshot({ upstreams: [api] });
-    const withDropped = { ...s, registration: { ...s.registration, droppedUpstreams: [{ kind: 'upstream' as const, item: 'Upstreams[1]', reason: 'Config.protocol \'udp\'' }] } };
-    assert.deepEqual(translate(withDropped, options).dropped.map((d) => d.item), ['Upstreams[1]']);
+    const withDropped = { ...s, registration: { ...s.registration, droppedUpstreams: [{ kind: 'upstream' as const, item: 'Upstreams[1]', reason: "Config.protocol 'udp'" }] } };
+    assert.deepEqual(
+      translate(withDropped, options).dropped.map((d) => d.item),
+      ['Upstreams[1]'],
+    );
   });
 
   test('a root that does not parse is left out of the bundle; no readable root at all is fatal', () => {
     const garbage = { id: 'garbage', rootCertPem: 'not a certificate', intermediateCertsPem: [], active: false };
     const { model, dropped } = translate(snapshot({ roots: roots({ roots: [...roots().roots, garbage] }) }), options);
     assert.equal(model.files.find((f) => f.name === 'roots.pem')?.content, translate(snapshot(), options).model.files.find((f) => f.name === 'roots.pem')?.content);
-    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['root', 'garbage']]);
+    assert.deepEqual(
+      dropped.map((d) => [d.kind, d.item]),
+      [['root', 'garbage']],
+    );
     assert.throws(
       () => translate(snapshot({ roots: roots({ roots: [garbage] }) }), options),
       (err: unknown) => err instanceof Error && 'code' in err && err.code === 'MODEL_INVALID' && err.message.includes('garbage'),
@@ -428,27 +454,33 @@ describe('translate: one bad item never stops the others', () => {
   });
 
   test('an intermediate that does not parse is left out of leaf.pem; the root stays', () => {
-    const withBad = roots({ roots: [{ ...roots().roots[0] as CaRoot, intermediateCertsPem: ['garbage'] }] });
+    const withBad = roots({ roots: [{ ...(roots().roots[0] as CaRoot), intermediateCertsPem: ['garbage'] }] });
     const { model, dropped } = translate(snapshot({ roots: withBad }), options);
-    assert.deepEqual(dropped.map((d) => [d.kind, d.item]), [['root', `${ACTIVE_ROOT_ID} IntermediateCerts[0]`]]);
+    assert.deepEqual(
+      dropped.map((d) => [d.kind, d.item]),
+      [['root', `${ACTIVE_ROOT_ID} IntermediateCerts[0]`]],
+    );
     assert.equal(model.files.find((f) => f.name === 'leaf.pem')?.content, translate(snapshot(), options).model.files.find((f) => f.name === 'leaf.pem')?.content);
   });
 
   test('property: any instance values never break the model, and the good instance is always served', () => {
     const value = fc.oneof(fc.string(), fc.constantFrom('10.0.0.9', '::1', 'api.internal', 'bad host#1', '1.2.3.4 backup', '', 'a\nb', '"q"', '#'));
     const port = fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.double(), fc.constantFrom(Number.NaN, Infinity));
-    fc.assert(fc.property(fc.array(fc.record({ id: fc.string(), address: value, port, weight: fc.oneof(fc.double(), fc.integer()) }), { maxLength: 8 }), (raw) => {
-      const endpoints: Endpoint[] = [good, ...raw.map((r) => ({ id: `x/${r.id}`, node: 'x', address: r.address, port: r.port, weight: r.weight }))];
-      const { model, dropped } = translate(snapshot({ upstreams: [api], endpoints: [[api.key, endpoints]] }), options);
-      const servers = model.backends[1]?.servers ?? [];
-      assert.ok(servers.some((s) => s.address === '10.0.0.1'));
-      // Every instance is either served or reported (a bad one does not hide a good one with its id).
-      assert.ok(servers.length + dropped.length >= new Set(endpoints.map((e) => e.id)).size);
-      assert.ok(servers.length + dropped.length <= endpoints.length);
-      const text = render(model);
-      for (const s of servers) assert.ok(isValidAddress(s.address), s.address);
-      assert.ok(!/server evil/.test(text));
-    }), { numRuns: 300 });
+    fc.assert(
+      fc.property(fc.array(fc.record({ id: fc.string(), address: value, port, weight: fc.oneof(fc.double(), fc.integer()) }), { maxLength: 8 }), (raw) => {
+        const endpoints: Endpoint[] = [good, ...raw.map((r) => ({ id: `x/${r.id}`, node: 'x', address: r.address, port: r.port, weight: r.weight }))];
+        const { model, dropped } = translate(snapshot({ upstreams: [api], endpoints: [[api.key, endpoints]] }), options);
+        const servers = model.backends[1]?.servers ?? [];
+        assert.ok(servers.some((s) => s.address === '10.0.0.1'));
+        // Every instance is either served or reported (a bad one does not hide a good one with its id).
+        assert.ok(servers.length + dropped.length >= new Set(endpoints.map((e) => e.id)).size);
+        assert.ok(servers.length + dropped.length <= endpoints.length);
+        const text = render(model);
+        for (const s of servers) assert.ok(isValidAddress(s.address), s.address);
+        assert.ok(!/server evil/.test(text));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
@@ -472,7 +504,7 @@ describe('purity of the domain, translate and haproxy/', () => {
         .replace(/\bDate\.(parse|UTC)\(/g, '')
         .replace(/new Date\((?=[^)])/g, '')
         .replace(/\):?\s*Date\b|:\s*Date;/g, '')
-        .replace(/import \{ X509Certificate(, createPrivateKey)? \} from 'node:crypto';/g, '');
+        .replace(/import \{ X509Certificate(, createPrivateKey)?(, type KeyObject)? \} from 'node:crypto';/g, '');
       assert.doesNotMatch(allowed, /\bDate\b|Math\.random|\bprocess\.|performance\.|'node:(fs|fs\/promises|child_process|crypto|os|http|https|dgram)'/);
     });
   }

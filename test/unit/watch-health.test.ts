@@ -21,19 +21,23 @@ describe('watch health', () => {
     consul.setRoots(roots());
     const root = new AbortController();
     let watches: SidecarWatches | undefined;
-    const metrics = new SidecarMetrics({ version: 't', haproxyVersion: 'h', nodeVersion: 'n' }, {
-      ready: () => true,
-      haproxyState: () => 'running',
-      leafValidBefore: () => webLeaf().validBefore,
-      caRoots: () => 1,
-      runningWatches: () => watches?.running() ?? [],
-      spoe: () => undefined,
-    });
+    const metrics = new SidecarMetrics(
+      { version: 't', haproxyVersion: 'h', nodeVersion: 'n' },
+      {
+        ready: () => true,
+        haproxyState: () => 'running',
+        leafValidBefore: () => webLeaf().validBefore,
+        caRoots: () => 1,
+        runningWatches: () => watches?.running() ?? [],
+        spoe: () => undefined,
+      },
+    );
     const answered: string[] = [];
     consul.failNext(2, new HaproxyConnectError('CONSUL_UNREACHABLE', 'agent down'), 'roots');
     watches = new SidecarWatches({
       api: consul,
-      proxyId: 'web-sidecar-proxy', datacenter: 'dc1',
+      proxyId: 'web-sidecar-proxy',
+      datacenter: 'dc1',
       signal: root.signal,
       emit: () => {},
       onError: ({ watch, attempt }) => metrics.watchFailed(watch, attempt),

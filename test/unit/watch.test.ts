@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Cursor, Versioned } from '../../src/consul/api.js';
-import {
-  BACKOFF_BASE_MS,
-  BACKOFF_MAX_MS,
-  MIN_BLOCKING_INTERVAL_MS,
-  abortableDelay,
-  backoffMs,
-  runWatch,
-} from '../../src/consul/watch.js';
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, MIN_BLOCKING_INTERVAL_MS, abortableDelay, backoffMs, runWatch } from '../../src/consul/watch.js';
 import { waitFor } from '../../devtools/ports.js';
 
 const DEADLINE_MS = 2000;
@@ -33,7 +26,14 @@ function scripted<T>(steps: Array<Step<T>>) {
     }
     return step instanceof Error ? Promise.reject(step) : Promise.resolve(step);
   };
-  return { fetch, cursors, signals, get exhausted() { return i > steps.length; } };
+  return {
+    fetch,
+    cursors,
+    signals,
+    get exhausted() {
+      return i > steps.length;
+    },
+  };
 }
 
 function harness<T>(steps: Array<Step<T>>, extra: { random?: () => number; pollIntervalMs?: number } = {}) {
@@ -95,8 +95,13 @@ describe('runWatch', () => {
     const errors: Array<[string, number]> = [];
     const controller = new AbortController();
     const done = runWatch<number>({
-      name: 'test', fetch: source.fetch, signal: controller.signal, delay: async () => {},
-      onValue: () => { throw new Error('boom'); },
+      name: 'test',
+      fetch: source.fetch,
+      signal: controller.signal,
+      delay: async () => {},
+      onValue: () => {
+        throw new Error('boom');
+      },
       onError: (err, attempt) => errors.push([err.message, attempt]),
     });
     await until('script to be consumed', () => source.exhausted);
@@ -182,9 +187,18 @@ describe('runWatch', () => {
   });
 
   test('backoffMs: bounds', () => {
-    assert.equal(backoffMs(1, () => 0), 0);
-    assert.equal(backoffMs(1, () => 0.999999), BACKOFF_BASE_MS - 1);
-    assert.equal(backoffMs(1000, () => 0.999999), BACKOFF_MAX_MS - 1);
+    assert.equal(
+      backoffMs(1, () => 0),
+      0,
+    );
+    assert.equal(
+      backoffMs(1, () => 0.999999),
+      BACKOFF_BASE_MS - 1,
+    );
+    assert.equal(
+      backoffMs(1000, () => 0.999999),
+      BACKOFF_MAX_MS - 1,
+    );
     assert.ok(Number.isFinite(backoffMs(Number.MAX_SAFE_INTEGER, () => 1)));
   });
 
@@ -234,8 +248,7 @@ describe('runWatch', () => {
       onValue: () => undefined,
       onError: () => undefined,
       signal: controller.signal,
-      delay: (_ms, signal) =>
-        new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true })),
+      delay: (_ms, signal) => new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true })),
     });
     await until('fetch', () => source.cursors.length === 1);
     controller.abort();

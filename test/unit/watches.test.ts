@@ -21,7 +21,10 @@ describe('SidecarWatches', () => {
     const events: SnapshotEvent[] = [];
     const root = new AbortController();
     const watches = new SidecarWatches({
-      api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', signal: root.signal,
+      api: consul,
+      proxyId: 'web-sidecar-proxy',
+      datacenter: 'dc1',
+      signal: root.signal,
       emit: (e) => {
         if (e.kind === 'roots' && !events.some((x) => x.kind === 'roots')) {
           events.push(e);
@@ -56,7 +59,12 @@ describe('SidecarWatches', () => {
     await waitFor('api endpoints', async () => events.find((e) => e.kind === 'target-endpoints' && e.targetId === 'api.default.default.dc1'), 5_000, 10);
 
     consul.setRegistration(registration('api', 'cache'));
-    await waitFor('db replaced by cache', async () => (watches.running().includes('target:cache.default.default.dc1') && !watches.running().includes('target:db.default.default.dc1') ? true : undefined), 5_000, 10);
+    await waitFor(
+      'db replaced by cache',
+      async () => (watches.running().includes('target:cache.default.default.dc1') && !watches.running().includes('target:db.default.default.dc1') ? true : undefined),
+      5_000,
+      10,
+    );
     assert.ok(events.some((e) => e.kind === 'target-removed' && e.targetId === 'db.default.default.dc1'));
     const apiWatchStarts = consul.calls.filter((c) => c.method === 'upstreamEndpoints' && c.arg.includes('api') && c.cursor?.index === undefined).length;
     assert.equal(apiWatchStarts, 1, 'a watch that runs is not started again');
@@ -67,11 +75,9 @@ describe('SidecarWatches', () => {
 
   test('two upstreams that reach the same target share one watch; another datacenter is its own target', async () => {
     const consul = new FakeConsulAgentApi();
-    const s = snapshot({ upstreams: [
-      upstream('api', { localBindPort: 9000 }),
-      upstream('api', { localBindPort: 9001, datacenter: 'dc1' }),
-      upstream('api', { localBindPort: 9002, datacenter: 'dc2' }),
-    ] });
+    const s = snapshot({
+      upstreams: [upstream('api', { localBindPort: 9000 }), upstream('api', { localBindPort: 9001, datacenter: 'dc1' }), upstream('api', { localBindPort: 9002, datacenter: 'dc2' })],
+    });
     consul.setRegistration(s.registration as ProxyRegistration);
     consul.setLeaf('web', webLeaf());
     consul.setRoots(roots());
@@ -79,7 +85,10 @@ describe('SidecarWatches', () => {
     const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: () => {}, onError: () => {}, signal: root.signal });
     watches.start();
     await waitFor('target watches', async () => (watches.running().length === 5 ? true : undefined), 5_000, 10);
-    assert.deepEqual(watches.running().filter((w) => w.startsWith('target:')), ['target:api.default.default.dc1', 'target:api.default.default.dc2']);
+    assert.deepEqual(
+      watches.running().filter((w) => w.startsWith('target:')),
+      ['target:api.default.default.dc1', 'target:api.default.default.dc2'],
+    );
     // The local datacenter is asked without naming it, another one by name.
     const asked = consul.calls.filter((c) => c.method === 'upstreamEndpoints').map((c) => c.arg);
     assert.equal(new Set(asked).size, 2, JSON.stringify(asked));
