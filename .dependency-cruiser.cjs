@@ -3,7 +3,7 @@
  *
  *   config ─▶ consul (client, watch loop) ─▶ snapshot (fold, watch set) ─▶ translate (pure)
  *     ─▶ haproxy (model, validate, render, plan: pure) ─▶ driver (process, runtime API, master
- *     CLI, files: I/O) ─▶ reconcile.ts
+ *     CLI, files: I/O) ─▶ reconcile (the loop)
  *
  * with the leaves beside it: domain (plain types and pure rules every layer shares; imports
  * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
@@ -38,7 +38,7 @@ module.exports = {
     layer('driver', ['haproxy']),
     layer('translate', ['haproxy']),
     layer('telemetry', ['config']),
-    { comment: 'the reconcile loop: translate, plan, apply', from: { path: '^src/reconcile[.]ts$' }, to: { path: ['^src/(translate|haproxy|driver|snapshot|domain)/', shared] } },
+    layer('reconcile', ['translate', 'haproxy', 'driver', 'snapshot']),
     { comment: 'the composition root knows every part', from: { path: '^src/(main|cli)[.]ts$' }, to: { path: '^src/' } },
     { comment: 'tests, the harness, the bench and the demo may use anything', from: { path: '^(test|devtools|bench|demo)/' }, to: {} },
   ],

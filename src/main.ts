@@ -24,7 +24,7 @@ import { closeSessionsFrom } from './driver/sessions.js';
 import { Authorizer, type RevokedConnection } from './intentions/authorizer.js';
 import type { IntentionSet } from './domain/intentions.js';
 import { CONFIG_FILE } from './driver/config-writer.js';
-import { Reconciler } from './reconcile.js';
+import { Reconciler } from './reconcile/reconciler.js';
 import type { SnapshotEvent } from './snapshot/fold.js';
 import { SnapshotState } from './snapshot/fold.js';
 import type { ProxyRegistration } from './domain/snapshot.js';

@@ -9,18 +9,19 @@
  * snapshot leaves no safe configuration at all (a start error).
  */
 import { performance } from 'node:perf_hooks';
-import { errorMessage, isHaproxyConnectError } from './errors.js';
-import { findDrift } from './haproxy/drift.js';
-import type { ActivateOutcome, HaproxyDriver } from './driver/driver.js';
-import type { HaproxyModel } from './haproxy/model.js';
-import { plan, runtimeSubset } from './haproxy/plan.js';
-import { render } from './haproxy/render.js';
-import { describeOp, type RuntimeOp } from './haproxy/runtime-ops.js';
-import type { OpResult } from './driver/runtime.js';
-import type { SnapshotState } from './snapshot/fold.js';
-import type { DroppedItem } from './domain/snapshot.js';
-import type { Logger } from './logger.js';
-import { translate } from './translate/translate.js';
+import { errorMessage, isHaproxyConnectError } from '../errors.js';
+import { findDrift } from '../haproxy/drift.js';
+import type { ActivateOutcome, HaproxyDriver } from '../driver/driver.js';
+import type { HaproxyModel } from '../haproxy/model.js';
+import { plan, runtimeSubset } from '../haproxy/plan.js';
+import { render } from '../haproxy/render.js';
+import { describeOp, type RuntimeOp } from '../haproxy/runtime-ops.js';
+import type { OpResult } from '../driver/runtime.js';
+import type { SnapshotState } from '../snapshot/fold.js';
+import type { DroppedItem } from '../domain/snapshot.js';
+import type { Logger } from '../logger.js';
+import { translate } from '../translate/translate.js';
+import { DroppedItemLog } from './dropped-items.js';
 
 /** After a failed apply that may be transient (HAProxy start/reload), try again after this delay. */
 export const RETRY_APPLY_MS = 2_000;
@@ -33,12 +34,6 @@ export const PENDING_DELETE_RETRY_MS = 1_000;
 export const UPSTREAM_FIRST_ANSWER_WAIT_MS = 3_000;
 /** How often the live state is read back and compared with what was applied. */
 export const DRIFT_CHECK_INTERVAL_MS = 30_000;
-/**
- * Items left out of the configuration are logged once when they are first left out (or their
- * reason changes) and once when they are back, at most this many lines per change; the rest is
- * summed up in one line. A flapping instance cannot flood the logs beyond that.
- */
-export const MAX_DROPPED_ITEM_LOG_LINES = 20;
 
 export interface ReconcilerOptions {
   state: SnapshotState;
@@ -94,10 +89,11 @@ export class Reconciler {
   /** `backend/server` names in maintenance that HAProxy would not delete yet. */
   readonly #pendingDeletion = new Map<string, RuntimeOp>();
   /** Items left out of the last translation, by `<kind> <item>`, with their reason. */
-  #dropped = new Map<string, DroppedItem>();
+  readonly #droppedLog: DroppedItemLog;
 
   constructor(opts: ReconcilerOptions) {
     this.#opts = opts;
+    this.#droppedLog = new DroppedItemLog(opts.logger);
     let resolve = (): void => {};
     const promise = new Promise<void>((r) => (resolve = r));
     this.#firstApplied = { promise, resolve };
@@ -158,7 +154,8 @@ export class Reconciler {
     let text: string;
     try {
       const translation = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
-      this.#reportDropped(translation.dropped);
+      const added = this.#droppedLog.report(translation.dropped);
+      if (added !== undefined) this.#opts.observer?.dropped({ current: translation.dropped, added });
       model = translation.model;
       // translate returns a validated model; render validates again before it writes anything.
       text = render(model);
@@ -230,29 +227,6 @@ export class Reconciler {
     }
     const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
     await this.#reload(model, text, reasons, signal);
-  }
-
-  /** Logs what is newly left out of the configuration and what is back (bounded), and tells the observer. */
-  #reportDropped(dropped: readonly DroppedItem[]): void {
-    const { logger, observer } = this.#opts;
-    const current = new Map(dropped.map((d) => [`${d.kind} ${d.item}`, d]));
-    const added = [...current].filter(([key, d]) => this.#dropped.get(key)?.reason !== d.reason).map(([, d]) => d);
-    const back = [...this.#dropped].filter(([key]) => !current.has(key)).map(([, d]) => d);
-    this.#dropped = current;
-    if (added.length === 0 && back.length === 0) return;
-    observer?.dropped({ current: dropped, added });
-    let lines = 0;
-    for (const d of added) {
-      if (lines++ >= MAX_DROPPED_ITEM_LOG_LINES) break;
-      logger.warn({ kind: d.kind, item: d.item, reason: d.reason }, `${d.kind} left out of the configuration; everything else keeps updating`);
-    }
-    for (const d of back) {
-      if (lines++ >= MAX_DROPPED_ITEM_LOG_LINES) break;
-      logger.info({ kind: d.kind, item: d.item }, `${d.kind} no longer left out of the configuration`);
-    }
-    if (lines > MAX_DROPPED_ITEM_LOG_LINES) {
-      logger.warn({ leftOut: added.length, back: back.length, total: current.size, logged: MAX_DROPPED_ITEM_LOG_LINES }, 'more items changed than logged one by one');
-    }
   }
 
   /**
