@@ -15,6 +15,7 @@
  * The claim records the new run directory and every HAProxy master spawned, and removes the record
  * on a clean exit.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -118,8 +119,6 @@ export function findRunDirHaproxy(runDir: string, recordedMaster?: number): RunD
   const pids = new Set(found.map((p) => p.pid));
   return found.map((p) => ({ ...p, role: p.pid === recordedMaster || !pids.has(p.ppid) ? 'master' : 'worker' }));
 }
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Still the process we found: alive and still an haproxy of the run directory (pids get reused). */
 function stillOrphan(pid: number, runDir: string): boolean {

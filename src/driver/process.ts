@@ -15,6 +15,7 @@
  * what was left (src/haproxy/orphans.ts, told of each master through onSpawn). Measured on
  * 2.6.12: workers exit by themselves when the master dies.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
@@ -23,7 +24,7 @@ import { haproxyEnv } from './child-env.js';
 import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
 import { HaproxyOutput, type ProcessLogger } from './haproxy-output.js';
 import { signalPid } from './pids.js';
-import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, delay, reapWorkers } from './reap.js';
+import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, reapWorkers } from './reap.js';
 import { DEFAULT_RESTART_BACKOFF, RestartBackoff } from './restart-backoff.js';
 
 export { DEFAULT_RESTART_BACKOFF } from './restart-backoff.js';

@@ -2,6 +2,7 @@
  * Making sure no HAProxy worker outlives its master: wait for the known workers to exit, then
  * SIGKILL those still in the master's process group (only those: pids get reused).
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { isAlive, procStat, signalPid } from './pids.js';
 import type { ProcessLogger } from './haproxy-output.js';
 
@@ -10,8 +11,6 @@ const WORKER_EXIT_TIMEOUT_MS = 3_000;
 /** How long a SIGKILLed worker gets to go. */
 export const SIGKILL_WAIT_MS = 2_000;
 export const POLL_INTERVAL_MS = 25;
-
-export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Waits for `workerPids` to exit; SIGKILLs those still in the process group of `masterPid`. */
 export async function reapWorkers(workerPids: Iterable<number>, masterPid: number, log: ProcessLogger): Promise<void> {

@@ -8,6 +8,7 @@
  * the prompt is the delimiter. A payload line is answered with a `+ ` continuation prompt
  * (without newline) before the command's own answer.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
@@ -183,8 +184,6 @@ export interface OpResult {
   /** For `failed`: the command HAProxy refused (or the session error). */
   error: HaproxyConnectError | undefined;
 }
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function applyOne(session: RuntimeSession, op: RuntimeOp): Promise<OpResult> {
   try {

@@ -7,6 +7,7 @@
  * Each write holds whole lines and at most `chunkBytes` (4 KiB for stdout/stderr: PIPE_BUF, so a
  * write to a pipe is atomic and never interleaves with the logger's own synchronous lines).
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { close as closeFd, write as writeFd } from 'node:fs';
 
 /** Per sink: about 10,000 typical access lines waiting for a slow reader. */
@@ -32,8 +33,6 @@ function writeOnce(fd: number, buffer: Buffer, offset: number): Promise<number> 
     writeFd(fd, buffer, offset, buffer.length - offset, null, (err, written) => (err ? reject(err) : resolve(written)));
   });
 }
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class LineSink {
   readonly fd: number;
