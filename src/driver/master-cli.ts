@@ -143,3 +143,26 @@ export function parseShowProc(text: string): ShowProc {
   workers.sort((a, b) => Number(a.old) - Number(b.old));
   return { master, workers };
 }
+
+/** What two `show proc` answers, before and after a `reload`, say about it. */
+export type ReloadOutcome =
+  | { kind: 'pending' }
+  | { kind: 'reloaded'; workers: number[]; reloads: number }
+  | { kind: 'rejected'; failedReloads: number }
+  | { kind: 'no-new-worker' };
+
+/**
+ * PURE. Pending until the master's reload counter moves; then rejected when `[failed: N]` went up
+ * (the old worker keeps serving), reloaded when a worker that was not there before is current, and
+ * no-new-worker when a version without `[failed: N]` moved its counter but forked nothing.
+ */
+export function reloadOutcome(before: ShowProc, now: ShowProc): ReloadOutcome {
+  if (now.master.reloads <= before.master.reloads) return { kind: 'pending' };
+  const failedBefore = before.master.failedReloads;
+  const failedNow = now.master.failedReloads;
+  if (failedBefore !== undefined && failedNow !== undefined && failedNow > failedBefore) return { kind: 'rejected', failedReloads: failedNow };
+  const oldPids = new Set(before.workers.map((w) => w.pid));
+  const fresh = now.workers.filter((w) => !w.old && !oldPids.has(w.pid));
+  if (fresh.length > 0) return { kind: 'reloaded', workers: fresh.map((w) => w.pid), reloads: now.master.reloads };
+  return failedNow === undefined ? { kind: 'no-new-worker' } : { kind: 'pending' };
+}

@@ -21,7 +21,7 @@ import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { haproxyEnv } from './child-env.js';
-import { parseShowProc, sendCommand, type ShowProc } from './master-cli.js';
+import { parseShowProc, reloadOutcome, sendCommand, type ShowProc } from './master-cli.js';
 import { HaproxyOutput, type ProcessLogger } from './haproxy-output.js';
 import { signalPid } from './pids.js';
 import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, reapWorkers } from './reap.js';
@@ -210,7 +210,6 @@ export class HaproxyProcess extends EventEmitter {
     } catch (err) {
       throw failed(`Cannot reload haproxy with ${this.#opts.cfgPath}: ${errorMessage(err)}`, err);
     }
-    const oldPids = new Set(before.workers.map((w) => w.pid));
     const deadline = Date.now() + this.#opts.reloadTimeoutMs;
     let lastError: unknown;
     while (Date.now() < deadline) {
@@ -218,23 +217,17 @@ export class HaproxyProcess extends EventEmitter {
         throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `haproxy reload of ${this.#opts.cfgPath} interrupted: the supervisor is now ${this.#state}`);
       }
       try {
-        const now = await this.showProc();
-        if (now.master.reloads > before.master.reloads) {
-          const failedBefore = before.master.failedReloads;
-          const failedNow = now.master.failedReloads;
-          const fresh = now.workers.filter((w) => !w.old && !oldPids.has(w.pid));
-          if (failedBefore !== undefined && failedNow !== undefined && failedNow > failedBefore) {
-            throw failed(`haproxy rejected the reload of ${this.#opts.cfgPath} (failed reloads: ${failedNow}); the old worker keeps serving`);
-          }
-          if (fresh.length > 0) {
-            this.#log.info({ component: 'haproxy-process', workers: fresh.map((w) => w.pid), reloads: now.master.reloads }, 'haproxy reloaded');
-            this.#transition('running');
-            return;
-          }
-          if (failedNow === undefined) {
-            // A version without `[failed: N]`: the counter moved but no new worker was forked.
-            throw failed(`haproxy reloaded ${this.#opts.cfgPath} but forked no new worker; the old worker keeps serving`);
-          }
+        const outcome = reloadOutcome(before, await this.showProc());
+        if (outcome.kind === 'rejected') {
+          throw failed(`haproxy rejected the reload of ${this.#opts.cfgPath} (failed reloads: ${outcome.failedReloads}); the old worker keeps serving`);
+        }
+        if (outcome.kind === 'no-new-worker') {
+          throw failed(`haproxy reloaded ${this.#opts.cfgPath} but forked no new worker; the old worker keeps serving`);
+        }
+        if (outcome.kind === 'reloaded') {
+          this.#log.info({ component: 'haproxy-process', workers: outcome.workers, reloads: outcome.reloads }, 'haproxy reloaded');
+          this.#transition('running');
+          return;
         }
       } catch (err) {
         if (err instanceof HaproxyConnectError && err.code === 'HAPROXY_RELOAD_FAILED') throw err;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
+import { parseShowProc, reloadOutcome, sendCommand, type ShowProc } from '../../src/driver/master-cli.js';
 
 // Captured from HAProxy 2.6.12 (show proc after one good and one failed reload).
 const SHOW_PROC_FAILED = [
@@ -136,5 +136,45 @@ describe('sendCommand', () => {
 
   test('a command containing a newline is refused', async () => {
     await assert.rejects(sendCommand(path.join(dir, 'answer.sock'), 'show proc\nreload'), (e) => isHaproxyConnectError(e, 'HAPROXY_CLI'));
+  });
+});
+
+describe('reloadOutcome', () => {
+  const proc = (reloads: number, failed: number | undefined, workers: Array<[number, boolean]>): ShowProc =>
+    parseShowProc(
+      [
+        '#<PID>          <type>          <reloads>       <uptime>        <version>',
+        `100             master          ${reloads}${failed === undefined ? '' : ` [failed: ${failed}]`}     0d00h00m10s     2.6.12`,
+        '# workers',
+        ...workers.filter(([, old]) => !old).map(([pid]) => `${pid}             worker          0               0d00h00m01s     2.6.12`),
+        '# old workers',
+        ...workers.filter(([, old]) => old).map(([pid]) => `${pid}             worker          1               0d00h00m09s     2.6.12`),
+        '# programs',
+        '',
+      ].join('\n'),
+    );
+  const before = proc(1, 0, [[200, false]]);
+
+  test('pending until the reload counter moves', () => {
+    assert.deepEqual(reloadOutcome(before, proc(1, 0, [[200, false]])), { kind: 'pending' });
+  });
+  test('reloaded when a new current worker is there (the old one finishing)', () => {
+    assert.deepEqual(
+      reloadOutcome(
+        before,
+        proc(2, 0, [
+          [300, false],
+          [200, true],
+        ]),
+      ),
+      { kind: 'reloaded', workers: [300], reloads: 2 },
+    );
+  });
+  test('rejected when [failed: N] went up, even if the counter moved', () => {
+    assert.deepEqual(reloadOutcome(before, proc(2, 1, [[200, false]])), { kind: 'rejected', failedReloads: 1 });
+  });
+  test('counter moved, no new worker yet: pending with [failed: N], no-new-worker without it', () => {
+    assert.deepEqual(reloadOutcome(before, proc(2, 0, [[200, false]])), { kind: 'pending' });
+    assert.deepEqual(reloadOutcome(proc(1, undefined, [[200, false]]), proc(2, undefined, [[200, false]])), { kind: 'no-new-worker' });
   });
 });
