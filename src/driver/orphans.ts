@@ -1,12 +1,12 @@
 /**
  * One daemon per proxy, and nothing left behind by one that was SIGKILLed.
  *
- * HAProxy runs detached (its own session, src/haproxy/process.ts), so a daemon killed with
+ * HAProxy runs detached (its own session, src/driver/process.ts), so a daemon killed with
  * SIGKILL leaves its master and workers serving, and its run directory (with the leaf's private
  * key) on disk. With SO_REUSEPORT a new HAProxy would then share the ports with the stale one.
  *
  * claimSidecar(), called before the run directory is made, reads the proxy's owner record
- * (src/haproxy/owner-record.ts) under -haproxy-cfg-base-path:
+ * (src/driver/owner-record.ts) under -haproxy-cfg-base-path:
  *  - its daemon is alive (same pid, start time and command line): refuse, SIDECAR_ALREADY_RUNNING;
  *  - otherwise stop the HAProxy processes of the recorded run directory — only processes whose
  *    command line is an haproxy with its `-f` / `-S` paths inside that directory — with SIGTERM,

@@ -2,7 +2,7 @@
  * The owner record: one small JSON file per proxy ID under -haproxy-cfg-base-path that says which
  * daemon serves that proxy, which run directory it made and which HAProxy master it started. It
  * outlives a daemon that was SIGKILLed, so the next daemon for the proxy can find what was left
- * behind (src/haproxy/orphans.ts).
+ * behind (src/driver/orphans.ts).
  *
  * The file is created with link(2) of a complete temp file, which fails if the record exists (two
  * daemons cannot both create it, and no reader sees it half written; O_EXCL where the file system

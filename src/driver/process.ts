@@ -12,7 +12,7 @@
  * The master runs in its own session (spawn `detached`): a Ctrl-C on our terminal reaches only us,
  * so shutdown happens in our order; a `process.on('exit')` hook hard-stops the group if we die
  * without calling stop(). After a SIGKILL nothing of ours runs: the next daemon for the proxy stops
- * what was left (src/haproxy/orphans.ts, told of each master through onSpawn). Measured on
+ * what was left (src/driver/orphans.ts, told of each master through onSpawn). Measured on
  * 2.6.12: workers exit by themselves when the master dies.
  */
 import { setTimeout as delay } from 'node:timers/promises';

@@ -1,5 +1,5 @@
 /**
- * HAProxy's access lines (the layout of src/haproxy/access-log-wire.ts) and its listener-level
+ * HAProxy's access lines (the layout of src/domain/access-log-wire.ts) and its listener-level
  * lines (a connection that failed before it was proxied, e.g. a TLS handshake) → AccessRecord,
  * the plain data access-log-format.ts renders. PURE. A line that does not parse throws
  * AccessLineError; a field that is missing, `-` or malformed is simply absent from the record.

@@ -88,7 +88,7 @@ const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> = {
 const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'root'];
 
 /**
- * What the reconcile loop tells the metrics (src/reconcile.ts calls these through its
+ * What the reconcile loop tells the metrics (src/reconcile/reconciler.ts calls these through its
  * ReconcileObserver, which this class fits; defined here so telemetry imports no other layer).
  */
 export interface ActivatedEvent {

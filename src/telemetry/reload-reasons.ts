@@ -1,5 +1,5 @@
 /**
- * Reload reasons (free text from plan.ts and reconcile.ts, naming proxies, files and servers) →
+ * Reload reasons (free text from plan.ts and the reconciler, naming proxies, files and servers) →
  * a small fixed set of categories, so the `reason` label of the reload counter stays bounded.
  * PURE. A reason this does not know is `other`: add a category when plan.ts grows one.
  */

@@ -31,7 +31,7 @@ import { MASTER_SOCKET } from '../../src/main.js';
  * after a worker kill. The bound leaves room for a loaded 2-core machine.
  */
 const RESTART_BOUND_MS = 10_000;
-/** A runtime change reaches haproxy.cfg within this (src/haproxy/config-writer.ts: 1 s of quiet, at most 5 s, then `haproxy -c`). */
+/** A runtime change reaches haproxy.cfg within this (src/driver/config-writer.ts: 1 s of quiet, at most 5 s, then `haproxy -c`). */
 const PERSIST_BOUND_MS = 10_000;
 /** After a request served by the new master, the last failed request may end this much later (requests in flight). */
 const FAILURE_TAIL_MS = 1_000;

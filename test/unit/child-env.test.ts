@@ -1,5 +1,5 @@
 /**
- * HAProxy and `haproxy -c` / `haproxy -v` run with a minimal environment (src/haproxy/child-env.ts):
+ * HAProxy and `haproxy -c` / `haproxy -v` run with a minimal environment (src/driver/child-env.ts):
  * nothing of the daemon's CONSUL_* variables, tokens or key paths reaches them. Checked on the
  * helper, on a stand-in binary that records its environment, and on a real HAProxy 2.6.12 master
  * and worker through /proc/<pid>/environ, before and after a reload (the master re-executes itself).

@@ -1,5 +1,5 @@
 /**
- * One daemon per proxy and no orphans (src/haproxy/orphans.ts, src/haproxy/owner-record.ts): the
+ * One daemon per proxy and no orphans (src/driver/orphans.ts, src/driver/owner-record.ts): the
  * pure matchers as tables, the owner record's file rules, and claims against real processes — a
  * real HAProxy 2.6.12 master-worker left behind in a run directory, a live "daemon", a bystander
  * HAProxy in another run directory. Every process is started here and killed by pid in `after`.
