@@ -204,3 +204,12 @@ export function runtimeSubset(applied: HaproxyModel, desired: HaproxyModel): Hap
   });
   return { ...applied, backends, files };
 }
+
+/** Whether two models hold the same files (names, bytes and modes, in order). PURE. */
+export function sameModelFiles(a: HaproxyModel, b: HaproxyModel): boolean {
+  if (a.files.length !== b.files.length) return false;
+  return a.files.every((f, i) => {
+    const g = b.files[i];
+    return g !== undefined && f.name === g.name && f.content === g.content && f.mode === g.mode;
+  });
+}

@@ -13,7 +13,7 @@ import { errorMessage, isHaproxyConnectError } from '../errors.js';
 import { findDrift } from '../haproxy/drift.js';
 import type { ActivateOutcome, HaproxyDriver } from '../driver/driver.js';
 import type { HaproxyModel } from '../haproxy/model.js';
-import { plan, runtimeSubset } from '../haproxy/plan.js';
+import { plan, runtimeSubset, sameModelFiles } from '../haproxy/plan.js';
 import { render } from '../haproxy/render.js';
 import { describeOp, type RuntimeOp } from '../haproxy/runtime-ops.js';
 import type { OpResult } from '../driver/runtime.js';
@@ -206,7 +206,7 @@ export class Reconciler {
     }
     const decision = plan(previous.model, model);
     if (decision.kind === 'none') {
-      if (previous.text !== text || !sameFiles(previous.model, model)) this.#opts.driver.persist(model, text);
+      if (previous.text !== text || !sameModelFiles(previous.model, model)) this.#opts.driver.persist(model, text);
       this.#applied = { model, text };
       return;
     }
@@ -388,14 +388,6 @@ export class Reconciler {
   async diskFlushed(): Promise<void> {
     await this.#opts.driver.flushed();
   }
-}
-
-function sameFiles(a: HaproxyModel, b: HaproxyModel): boolean {
-  if (a.files.length !== b.files.length) return false;
-  return a.files.every((f, i) => {
-    const g = b.files[i];
-    return g !== undefined && f.name === g.name && f.content === g.content && f.mode === g.mode;
-  });
 }
 
 function countKinds(ops: readonly RuntimeOp[]): Record<string, number> {

@@ -1,7 +1,7 @@
 /** Planner table tests: which model changes reload, which become runtime ops, in which order. */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MAX_RUNTIME_SERVER_ADDS, plan, pemCertificates, runtimeSubset } from '../../src/haproxy/plan.js';
+import { MAX_RUNTIME_SERVER_ADDS, plan, pemCertificates, runtimeSubset, sameModelFiles } from '../../src/haproxy/plan.js';
 import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { commandText, opCommands, pemPayload, type RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { serverSpec } from '../../src/haproxy/server-line.js';
@@ -237,5 +237,15 @@ describe('runtimeSubset: what goes live when a reload cannot', () => {
       ['10.0.0.1', '10.0.0.2'],
     );
     assert.equal(plan(applied, partial).kind, 'runtime');
+  });
+});
+
+describe('sameModelFiles', () => {
+  test('same names, bytes and modes; any difference counts', () => {
+    const a = withApi([E1]);
+    assert.equal(sameModelFiles(a, withApi([E1, E2])), true, 'servers are not files');
+    assert.equal(sameModelFiles(a, model({ leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }) })), false);
+    assert.equal(sameModelFiles(a, { ...a, files: a.files.map((f) => ({ ...f, mode: 0o640 })) }), false);
+    assert.equal(sameModelFiles(a, { ...a, files: a.files.slice(1) }), false);
   });
 });
