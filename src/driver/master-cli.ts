@@ -145,11 +145,7 @@ export function parseShowProc(text: string): ShowProc {
 }
 
 /** What two `show proc` answers, before and after a `reload`, say about it. */
-export type ReloadOutcome =
-  | { kind: 'pending' }
-  | { kind: 'reloaded'; workers: number[]; reloads: number }
-  | { kind: 'rejected'; failedReloads: number }
-  | { kind: 'no-new-worker' };
+export type ReloadOutcome = { kind: 'pending' } | { kind: 'reloaded'; workers: number[]; reloads: number } | { kind: 'rejected'; failedReloads: number } | { kind: 'no-new-worker' };
 
 /**
  * PURE. Pending until the master's reload counter moves; then rejected when `[failed: N]` went up
