@@ -6,7 +6,7 @@
  * drift repair); only the I/O differs.
  */
 import type { HaproxyModel } from '../haproxy/model.js';
-import type { OpResult } from './runtime.js';
+import type { OpResult } from './runtime-apply.js';
 import type { LiveServer } from '../haproxy/runtime-state.js';
 import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 

@@ -10,7 +10,8 @@ import type { ManagedFiles } from './files.js';
 import type { HaproxyModel } from '../haproxy/model.js';
 import { ADMIN_SOCKET_FILE, LEAF_FILE } from '../domain/haproxy-names.js';
 import type { HaproxyProcess } from './process.js';
-import { applyOps, RuntimeSession, type OpResult } from './runtime.js';
+import { applyOps, type OpResult } from './runtime-apply.js';
+import { RuntimeSession } from './runtime-session.js';
 import { parseServersState, parseShowSslCert } from '../haproxy/runtime-state.js';
 import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 

@@ -8,7 +8,7 @@
  * source. An idle HTTP keep-alive connection has no stream and is not listed: those are asked
  * again on their next request through the intentions epoch (translate/spoe.ts) instead.
  */
-import { RuntimeSession, type SessionOptions } from './runtime.js';
+import { RuntimeSession, type SessionOptions } from './runtime-session.js';
 
 export interface LiveStream {
   /** The pointer `show sess` prints, which `shutdown session` takes. */

@@ -1,6 +1,6 @@
 /**
  * Runtime operations (what the planner decides) → exact runtime API commands, and how to tell a
- * success answer from a failure. PURE: no sockets here (runtime.ts sends the commands).
+ * success answer from a failure. PURE: no sockets here (src/driver/runtime-apply.ts sends the commands).
  *
  * Answers measured on HAProxy 2.6.12 (interactive mode, text before the `> ` prompt):
  *   add server      → "New server registered." | "Already exists a server with the same name in

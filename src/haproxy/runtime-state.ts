@@ -1,6 +1,6 @@
 /**
  * The live state HAProxy reports on its runtime API, parsed: `show servers state`, `show ssl
- * cert`, `show ssl ca-file`. PURE (text in, data out); the session that asks is src/driver/runtime.ts.
+ * cert`, `show ssl ca-file`. PURE (text in, data out); the session that asks is src/driver/runtime-session.ts.
  */
 import { HaproxyConnectError } from '../errors.js';
 

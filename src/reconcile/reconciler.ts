@@ -16,7 +16,7 @@ import type { HaproxyModel } from '../haproxy/model.js';
 import { plan, runtimeSubset, sameModelFiles } from '../haproxy/plan.js';
 import { render } from '../haproxy/render.js';
 import { describeOp, type RuntimeOp } from '../haproxy/runtime-ops.js';
-import type { OpResult } from '../driver/runtime.js';
+import type { OpResult } from '../driver/runtime-apply.js';
 import type { SnapshotState } from '../snapshot/fold.js';
 import type { DroppedItem } from '../domain/snapshot.js';
 import type { Logger } from '../logger.js';

@@ -18,7 +18,7 @@ import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet, tlsHttpProbe } from '../../devtools/probes.js';
 import { type SidecarProcess, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
-import { RuntimeSession } from '../../src/driver/runtime.js';
+import { RuntimeSession } from '../../src/driver/runtime-session.js';
 
 const ROOT_TOKEN = '5e0c7a1d-2b3c-4d5e-8f90-a1b2c3d4e5f6';
 /** Every probe has its own bound, so a hanging connection fails the test instead of stalling it. */

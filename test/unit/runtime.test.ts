@@ -18,7 +18,8 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { plan } from '../../src/haproxy/plan.js';
 import { HaproxyProcess } from '../../src/driver/process.js';
 import { render } from '../../src/haproxy/render.js';
-import { RuntimeSession, applyOps, type OpResult, RuntimeCommandError } from '../../src/driver/runtime.js';
+import { applyOps, type OpResult } from '../../src/driver/runtime-apply.js';
+import { RuntimeCommandError, RuntimeSession } from '../../src/driver/runtime-session.js';
 import { parseServersState, parseShowSslCaFile, parseShowSslCert } from '../../src/haproxy/runtime-state.js';
 import type { RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { translate } from '../../src/translate/translate.js';
@@ -187,7 +188,6 @@ before(async () => {
     cfgPath: join(dir, 'haproxy.cfg'),
     masterSocket: join(dir, 'master.sock'),
     logger: captureLogs().logger,
-    autoRestart: false,
     killTimeoutMs: 2_000,
   });
   await proc.start();

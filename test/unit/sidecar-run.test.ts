@@ -11,7 +11,7 @@ import { freePort, waitFor } from '../../devtools/ports.js';
 import { tlsHttpProbe } from '../../devtools/probes.js';
 import type { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import { HaproxyConnectError } from '../../src/errors.js';
-import { RuntimeSession } from '../../src/driver/runtime.js';
+import { RuntimeSession } from '../../src/driver/runtime-session.js';
 import { parseServersState } from '../../src/haproxy/runtime-state.js';
 import { run } from '../../src/main.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
