@@ -3,8 +3,8 @@
  * states and the kinds and outcomes of runtime API operations. Bounded sets: they become label values.
  */
 
-/** The states of the HAProxy master-worker supervisor (HaproxyProcess in src/haproxy/). */
-export type ProcessState = 'stopped' | 'starting' | 'running' | 'reloading' | 'stopping' | 'crashed' | 'backoff';
+/** The states of the HAProxy master-worker supervisor (HaproxyProcess, in src/driver/). */
+export type ProcessState = 'stopped' | 'starting' | 'running' | 'reloading' | 'stopping' | 'crashed';
 
 /** The kinds of runtime API operations the planner emits (RuntimeOp in src/haproxy/runtime-ops). */
 export type RuntimeOpKind = 'add-server' | 'remove-server' | 'set-weight' | 'set-address' | 'set-leaf' | 'append-roots' | 'set-intentions-epoch';

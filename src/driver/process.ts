@@ -1,13 +1,14 @@
 /**
  * The HAProxy master-worker supervisor: starts `haproxy -W -S <master socket> -f <cfg>` as our
- * child, reloads it through the master CLI, stops it without leaving a process behind, and (if
- * asked) restarts a master that died with exponential backoff.
+ * child, reloads it through the master CLI, stops it without leaving a process behind, and reports
+ * a master that died on its own (`crashed`, once its workers are reaped).
  *
  *   stopped → starting → running → reloading → running … → stopping → stopped
- *   running|reloading → crashed → backoff → starting (autoRestart) | stopped
+ *   running|reloading → crashed → starting (start() again) | stopped
  *
- * Every transition is checked against TRANSITIONS and logged as `OLD -> NEW`. The reconcile loop
- * decides policy (when to reload, whether to give up); this module only carries it out.
+ * Every transition is checked against TRANSITIONS and logged as `OLD -> NEW`. Policy lives with
+ * the reconcile loop: when to reload, and whether and when to restart after a crash
+ * (src/reconcile/restart-policy.ts). This module only carries it out.
  *
  * The master runs in its own session (spawn `detached`): a Ctrl-C on our terminal reaches only us,
  * so shutdown happens in our order; a `process.on('exit')` hook hard-stops the group if we die
@@ -16,18 +17,13 @@
  * 2.6.12: workers exit by themselves when the master dies.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createInterface } from 'node:readline';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import { haproxyEnv } from './child-env.js';
+import { type ExitInfo, type Run, spawnMaster, waitExit } from './master-child.js';
 import { parseShowProc, reloadOutcome, sendCommand, type ShowProc } from './master-cli.js';
 import { HaproxyOutput, type ProcessLogger } from './haproxy-output.js';
 import { signalPid } from './pids.js';
 import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, reapWorkers } from './reap.js';
-import { DEFAULT_RESTART_BACKOFF, RestartBackoff } from './restart-backoff.js';
-
-export { DEFAULT_RESTART_BACKOFF } from './restart-backoff.js';
 
 /** How long start() waits for the master CLI to list a worker. */
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
@@ -37,9 +33,8 @@ export const DEFAULT_RELOAD_TIMEOUT_MS = 10_000;
 export const DEFAULT_KILL_TIMEOUT_MS = 10_000;
 /** After SIGTERM (hard stop of the workers), wait this long before SIGKILL of the whole group. */
 const TERM_TIMEOUT_MS = 3_000;
-/** A master that ran this long before crashing restarts from the base backoff again. */
+/** Bound for one master CLI command. */
 const CLI_TIMEOUT_MS = 2_000;
-/** HAProxy's stderr copy of an event it also sends to its log targets (server/proxy state changes). */
 
 import type { ProcessState } from '../domain/haproxy.js';
 
@@ -50,17 +45,11 @@ const TRANSITIONS: Readonly<Record<ProcessState, readonly ProcessState[]>> = {
   starting: ['running', 'stopping', 'stopped', 'crashed'],
   running: ['reloading', 'stopping', 'crashed'],
   reloading: ['running', 'stopping', 'crashed'],
-  crashed: ['backoff', 'starting', 'stopping', 'stopped'],
-  backoff: ['starting', 'stopped'],
+  crashed: ['starting', 'stopping', 'stopped'],
   stopping: ['stopped'],
 };
 
 export type { ProcessLogger } from './haproxy-output.js';
-
-export interface ExitInfo {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
 
 export interface HaproxyProcessOptions {
   haproxyBin: string;
@@ -73,49 +62,18 @@ export interface HaproxyProcessOptions {
   killTimeoutMs?: number;
   readyTimeoutMs?: number;
   reloadTimeoutMs?: number;
-  restartBackoff?: { baseMs: number; maxMs: number };
-  /** Restart a master that died on its own (default true). */
-  autoRestart?: boolean;
-  /** Called when the master exits on its own (not through stop()). */
-  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
   /** Called with the pid of every master spawned (the first start and each restart). */
   onSpawn?: (pid: number) => void;
 }
 
-interface Run {
-  child: ChildProcess;
-  pid: number;
-  exited: Promise<ExitInfo>;
-  exitInfo: ExitInfo | undefined;
-  /** Resolves when stdout/stderr have closed (or shortly after exit if workers hold them). */
-  drained: Promise<void>;
-  workerPids: Set<number>;
-}
-
-/** Resolves true if the run exits within `ms`, false otherwise. */
-async function waitExit(run: Run, ms: number): Promise<boolean> {
-  if (run.exitInfo) return true;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([run.exited.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 export class HaproxyProcess extends EventEmitter {
-  readonly #opts: Required<Omit<HaproxyProcessOptions, 'onExit' | 'onSpawn'>> & Pick<HaproxyProcessOptions, 'onExit' | 'onSpawn'>;
+  readonly #opts: Required<Omit<HaproxyProcessOptions, 'onSpawn'>> & Pick<HaproxyProcessOptions, 'onSpawn'>;
   readonly #log: ProcessLogger;
   #state: ProcessState = 'stopped';
   #run: Run | undefined;
   #stopping: Promise<void> | undefined;
   /** The spawn-and-wait-for-ready in flight; stop() waits for it to notice and clean up. */
   #launching: Promise<void> | undefined;
-  #restartTimer: NodeJS.Timeout | undefined;
-  readonly #backoff: RestartBackoff;
   #runningSince = 0;
   readonly #output: HaproxyOutput;
   readonly #exitHook = (): void => {
@@ -136,12 +94,9 @@ export class HaproxyProcess extends EventEmitter {
       killTimeoutMs: DEFAULT_KILL_TIMEOUT_MS,
       readyTimeoutMs: DEFAULT_READY_TIMEOUT_MS,
       reloadTimeoutMs: DEFAULT_RELOAD_TIMEOUT_MS,
-      restartBackoff: DEFAULT_RESTART_BACKOFF,
-      autoRestart: true,
       ...options,
     };
     this.#log = options.logger;
-    this.#backoff = new RestartBackoff(this.#opts.restartBackoff);
     this.#output = new HaproxyOutput(options.logger);
   }
 
@@ -169,16 +124,18 @@ export class HaproxyProcess extends EventEmitter {
     return (await this.showProc()).workers.map((w) => w.pid);
   }
 
+  /** Starts the master (from `stopped`, or again after a crash); a failed start after a crash stays `crashed`. */
   async start(): Promise<void> {
     if (this.#is('running')) return;
     if (!this.#is('stopped') && !this.#is('crashed')) {
       throw new HaproxyConnectError('HAPROXY_START_FAILED', `Cannot start haproxy while it is ${this.#state}`);
     }
+    const from = this.#state;
     this.#transition('starting');
     try {
       await this.#launch();
     } catch (err) {
-      if (this.#is('starting')) this.#transition('stopped');
+      if (this.#is('starting')) this.#transition(from);
       throw err;
     }
     this.#transition('running');
@@ -252,12 +209,6 @@ export class HaproxyProcess extends EventEmitter {
 
   async #stop(): Promise<void> {
     if (this.#is('stopped')) return;
-    if (this.#is('backoff')) {
-      clearTimeout(this.#restartTimer);
-      this.#restartTimer = undefined;
-      this.#transition('stopped');
-      return;
-    }
     const run = this.#run;
     if (this.#is('crashed') && (!run || run.exitInfo) && !this.#launching) {
       this.#transition('stopped');
@@ -287,52 +238,19 @@ export class HaproxyProcess extends EventEmitter {
 
   async #spawn(): Promise<Run> {
     const { haproxyBin, masterSocket, cfgPath, runDir } = this.#opts;
-    const args = ['-W', '-S', `${masterSocket},mode,600`, '-f', cfgPath];
-    // A minimal environment: the master re-executes itself on every reload and its workers inherit it.
-    const child = spawn(haproxyBin, args, { cwd: runDir, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: haproxyEnv() });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        child.once('spawn', resolve);
-        child.once('error', reject);
-      });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new HaproxyConnectError(code === 'ENOENT' || code === 'EACCES' ? 'HAPROXY_NOT_FOUND' : 'HAPROXY_START_FAILED', `Cannot run haproxy binary '${haproxyBin}': ${errorMessage(err)}`, {
-        cause: err,
-      });
-    }
-    child.removeAllListeners('error');
-    let resolveExit: (info: ExitInfo) => void = () => undefined;
-    const exited = new Promise<ExitInfo>((resolve) => {
-      resolveExit = resolve;
-    });
-    const pid = child.pid ?? 0;
-    const run: Run = { child, pid, exited, exitInfo: undefined, drained: Promise.resolve(), workerPids: new Set() };
-    const streamsClosed: Array<Promise<void>> = [];
-    for (const [name, stream] of [
-      ['stdout', child.stdout],
-      ['stderr', child.stderr],
-    ] as const) {
-      if (!stream) continue;
-      const lines = createInterface({ input: stream, crlfDelay: Infinity });
-      lines.on('line', (line) => this.#output.line(run.pid, name, line));
-      streamsClosed.push(new Promise((resolve) => lines.once('close', resolve)));
-    }
-    const allClosed = Promise.all(streamsClosed).then(() => undefined);
-    // Workers inherit stdio; if one lingers the pipes stay open, so bound the wait after exit.
-    run.drained = exited.then(() => Promise.race([allClosed, delay(200)]));
-    child.on('error', (err) => this.#log.error({ component: 'haproxy-process', pid: run.pid, err: errorMessage(err) }, 'haproxy child process error'));
-    child.once('exit', (code, signal) => {
-      const info = { code, signal };
-      run.exitInfo = info;
-      resolveExit(info);
-      this.#onExit(run, info);
+    const run = await spawnMaster({
+      haproxyBin,
+      args: ['-W', '-S', `${masterSocket},mode,600`, '-f', cfgPath],
+      cwd: runDir,
+      onLine: (pid, stream, line) => this.#output.line(pid, stream, line),
+      onError: (pid, err) => this.#log.error({ component: 'haproxy-process', pid, err: errorMessage(err) }, 'haproxy child process error'),
+      onExit: (exitedRun, info) => this.#onExit(exitedRun, info),
     });
     process.on('exit', this.#exitHook);
     try {
-      this.#opts.onSpawn?.(pid);
+      this.#opts.onSpawn?.(run.pid);
     } catch (err) {
-      this.#log.error({ component: 'haproxy-process', pid, err: errorMessage(err) }, 'onSpawn callback threw');
+      this.#log.error({ component: 'haproxy-process', pid: run.pid, err: errorMessage(err) }, 'onSpawn callback threw');
     }
     return run;
   }
@@ -390,37 +308,12 @@ export class HaproxyProcess extends EventEmitter {
     if (!unexpected) return; // stop() or #launch() is waiting on this exit and handles it
     this.#log.error({ component: 'haproxy-process', pid: run.pid, ...info }, 'haproxy master exited unexpectedly');
     this.#transition('crashed');
-    try {
-      this.#opts.onExit?.(info.code, info.signal);
-    } catch (err) {
-      this.#log.error({ component: 'haproxy-process', err: errorMessage(err) }, 'onExit callback threw');
-    }
-    // Workers normally follow their master out; make sure none is left serving an old config.
+    const crash = { pid: run.pid, ...info, ranForMs: Date.now() - this.#runningSince };
+    // Workers normally follow their master out; make sure none is left serving an old config,
+    // then report the crash to whoever decides about restarting (still crashed: nobody stopped us).
     void this.#reapWorkers(run).then(() => {
-      if (this.#opts.autoRestart && this.#is('crashed')) this.#scheduleRestart();
+      if (this.#is('crashed') && this.#run === run) this.emit('crashed', crash);
     });
-  }
-
-  #scheduleRestart(): void {
-    const delayMs = this.#backoff.next(Date.now() - this.#runningSince);
-    this.#transition('backoff');
-    this.#log.warn({ component: 'haproxy-process', delayMs, attempt: this.#backoff.attempts }, 'restarting haproxy after backoff');
-    this.#restartTimer = setTimeout(() => void this.#restart(), delayMs);
-  }
-
-  async #restart(): Promise<void> {
-    this.#restartTimer = undefined;
-    if (!this.#is('backoff')) return;
-    this.#transition('starting');
-    try {
-      await this.#launch();
-      this.#transition('running');
-    } catch (err) {
-      if (!this.#is('starting')) return; // stop() took over
-      this.#log.error({ component: 'haproxy-process', err: errorMessage(err) }, 'haproxy restart failed');
-      this.#transition('crashed');
-      if (this.#opts.autoRestart) this.#scheduleRestart();
-    }
   }
 
   /** Signals the master with escalation, then makes sure its workers are gone too. */

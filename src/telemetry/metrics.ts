@@ -28,7 +28,6 @@ const HAPROXY_STATES: Record<ProcessState, true> = {
   reloading: true,
   stopping: true,
   crashed: true,
-  backoff: true,
 };
 const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
   'add-server': true,

@@ -94,7 +94,6 @@ describe('the environment of haproxy child processes', () => {
       masterSocket: path.join(runDir, 'master.sock'),
       logger: captureLogs('debug').logger,
       killTimeoutMs: 2_000,
-      autoRestart: false,
       onSpawn: (pid) => spawned.push(pid),
     });
     try {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { ProcessState } from '../../src/driver/process.js';
-import type { OpResult } from '../../src/driver/runtime.js';
+import type { OpResult } from '../../src/driver/runtime-apply.js';
 import { Authorizer } from '../../src/intentions/authorizer.js';
 import type { SpoeMessage } from '../../src/spoe/types.js';
 import { METRIC_PREFIX, SidecarMetrics, watchKind, type MetricsSources } from '../../src/telemetry/metrics.js';
@@ -76,7 +76,7 @@ describe('SidecarMetrics', () => {
     assert.equal(sampleValue(e, 'haproxy_connect_ready'), 1);
     assert.equal(sampleValue(e, 'haproxy_connect_haproxy_state', { state: 'running' }), 1);
     assert.equal(sampleSum(e, 'haproxy_connect_haproxy_state'), 1, 'exactly one state is current');
-    assert.equal(e.samples.filter((s) => s.name === 'haproxy_connect_haproxy_state').length, 7, 'one series per supervisor state');
+    assert.equal(e.samples.filter((s) => s.name === 'haproxy_connect_haproxy_state').length, 6, 'one series per supervisor state');
     assert.equal(sampleValue(e, 'haproxy_connect_leaf_certificate_expiry_seconds'), 3600);
     assert.equal(sampleValue(e, 'haproxy_connect_ca_roots'), 2);
     assert.equal(sampleValue(e, 'haproxy_connect_spoe_connections'), 3);

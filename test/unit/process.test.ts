@@ -13,6 +13,7 @@ import { after, afterEach, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { checkConfig, compareVersions, haproxyVersion, parseHaproxyVersion } from '../../src/driver/check.js';
 import { HaproxyProcess, type HaproxyProcessOptions, type ProcessState } from '../../src/driver/process.js';
+import { type Crash, RestartPolicy } from '../../src/reconcile/restart-policy.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
 import { waitFor } from '../../devtools/ports.js';
@@ -98,7 +99,6 @@ async function fixture(options: Partial<HaproxyProcessOptions> = {}): Promise<Fi
     masterSocket: path.join(dir, 'master.sock'),
     logger: logs.logger,
     killTimeoutMs: 2_000,
-    restartBackoff: { baseMs: 100, maxMs: 1_000 },
     ...options,
   });
   const f: Fixture = { dir, cfgPath, logs, proc, seenPids: new Set() };
@@ -281,39 +281,68 @@ describe('HaproxyProcess against real haproxy', () => {
     assert.equal(f.proc.state, 'stopped');
   });
 
-  test('a master killed with SIGKILL is restarted (at once the first time, then with backoff); onExit is called', async () => {
-    const exits: Array<[number | null, string | null]> = [];
-    const f = await fixture({ onExit: (code, signal) => exits.push([code, signal]) });
-    const states: ProcessState[] = [];
-    f.proc.on('state', (s: { to: ProcessState }) => states.push(s.to));
+  test('a master killed with SIGKILL is reported crashed once its worker is gone, and start() runs it again', async () => {
+    const f = await fixture();
+    const exits: Array<{ expected: boolean; signal: string | null }> = [];
+    f.proc.on('exit', (e: { expected: boolean; signal: string | null }) => exits.push(e));
+    const crashed = new Promise<Crash>((resolve) => f.proc.once('crashed', resolve));
     await f.proc.start();
     const [master, worker] = await remember(f);
     process.kill(master!, 'SIGKILL');
-
-    await until('a new master', () => (f.proc.state === 'running' && f.proc.pid !== master ? true : undefined));
-    assert.deepEqual(exits, [[null, 'SIGKILL']]);
-    assert.deepEqual(states.slice(-4), ['crashed', 'backoff', 'starting', 'running']);
+    const crash = await crashed;
+    assert.equal(crash.pid, master);
+    assert.equal(crash.signal, 'SIGKILL');
+    assert.ok(crash.ranForMs >= 0 && crash.ranForMs < WAIT_MS);
+    assert.deepEqual(
+      exits.map((e) => [e.expected, e.signal]),
+      [[false, 'SIGKILL']],
+    );
+    assert.equal(f.proc.state, 'crashed', 'the supervisor does not restart by itself');
     assert.equal(isAlive(master!), false);
-    assert.equal(isAlive(worker!), false, 'the old worker followed its master out');
+    assert.equal(isAlive(worker!), false, 'the old worker followed its master out (or was reaped)');
+    await f.proc.start();
+    assert.notEqual(f.proc.pid, master);
     await remember(f);
     assert.equal(await roundTrip(path.join(f.dir, 'front.sock'), 'back'), 'A:back');
-    assert.ok(f.logs.find((l) => l['msg'] === 'restarting haproxy after backoff' && l['delayMs'] === 0));
-    // A second crash soon after: backoff.
-    const second = f.proc.pid!;
-    process.kill(second, 'SIGKILL');
-    await until('a third master', () => (f.proc.state === 'running' && f.proc.pid !== second ? true : undefined));
-    assert.deepEqual(
-      f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').map((l) => l['delayMs']),
-      [0, 100],
-    );
-
     const pids = [...f.seenPids];
     await f.proc.stop();
     for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} still running`);
   });
 
-  test('without autoRestart a crash leaves the supervisor crashed; stop() then settles it', async () => {
-    const f = await fixture({ autoRestart: false });
+  test('with the restart policy: at once the first time, then with backoff; stop during the backoff cancels it', async () => {
+    const f = await fixture();
+    const policy = new RestartPolicy({ target: f.proc, logger: f.logs.logger, backoff: { baseMs: 100, maxMs: 1_000 } });
+    const states: ProcessState[] = [];
+    f.proc.on('state', (s: { to: ProcessState }) => states.push(s.to));
+    await f.proc.start();
+    const [master] = await remember(f);
+    process.kill(master!, 'SIGKILL');
+    await until('a new master', () => (f.proc.state === 'running' && f.proc.pid !== master ? true : undefined));
+    assert.deepEqual(states.slice(-3), ['crashed', 'starting', 'running']);
+    await remember(f);
+    assert.equal(await roundTrip(path.join(f.dir, 'front.sock'), 'back'), 'A:back');
+    const second = f.proc.pid!;
+    process.kill(second, 'SIGKILL');
+    await until('a third master', () => (f.proc.state === 'running' && f.proc.pid !== second ? true : undefined));
+    await remember(f);
+    assert.deepEqual(
+      f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').map((l) => l['delayMs']),
+      [0, 100],
+    );
+    // A third crash in a row waits 200 ms: stopping the policy then the supervisor leaves it stopped.
+    const third = f.proc.pid!;
+    process.kill(third, 'SIGKILL');
+    await until('crashed', () => (f.proc.state === 'crashed' && f.logs.lines.filter((l) => l['msg'] === 'restarting haproxy after backoff').length === 3 ? true : undefined));
+    await policy.stop();
+    await f.proc.stop();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(f.proc.state, 'stopped');
+    assert.equal(f.proc.pid, undefined);
+    for (const pid of f.seenPids) assert.equal(isAlive(pid), false, `pid ${pid} still running`);
+  });
+
+  test('a crashed supervisor stopped without the policy settles to stopped', async () => {
+    const f = await fixture();
     await f.proc.start();
     const [master] = await remember(f);
     process.kill(master!, 'SIGKILL');
@@ -342,20 +371,6 @@ describe('HaproxyProcess against real haproxy', () => {
     assert.ok(Date.now() - started >= 300, 'waited for the kill timeout');
     assert.ok(f.logs.find((l) => l['msg'] === 'haproxy soft stop timed out; sending SIGTERM'));
     for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} still running`);
-  });
-
-  test('stop during the restart backoff cancels the restart', async () => {
-    const f = await fixture({ restartBackoff: { baseMs: 5_000, maxMs: 5_000 } });
-    await f.proc.start();
-    const [master] = await remember(f);
-    process.kill(master!, 'SIGKILL');
-    // The first restart is immediate; the second crash in a row waits.
-    await until('a new master', () => (f.proc.state === 'running' && f.proc.pid !== master ? true : undefined));
-    process.kill(f.proc.pid!, 'SIGKILL');
-    await until('backoff', () => (f.proc.state === 'backoff' ? true : undefined));
-    await f.proc.stop();
-    assert.equal(f.proc.state, 'stopped');
-    assert.equal(f.proc.pid, undefined);
   });
 
   test('stop while starting aborts the start and leaves no process', async () => {

@@ -1,7 +1,7 @@
 /** The restart policy for an HAProxy master that died on its own. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RestartBackoff, STABLE_RUN_MS } from '../../src/driver/restart-backoff.js';
+import { RestartBackoff, STABLE_RUN_MS } from '../../src/reconcile/restart-backoff.js';
 
 test('at once after a stable run; crashes in a row back off, doubling up to the cap; a stable run starts over', () => {
   const backoff = new RestartBackoff({ baseMs: 500, maxMs: 3_000 });

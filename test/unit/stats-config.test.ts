@@ -147,7 +147,7 @@ describe('/ready and /health verdicts', () => {
     ['waiting for Consul', { firstApplied: false, haproxyState: 'stopped', missing: ['leaf', 'roots'] }, false, /waiting for leaf, roots from Consul/],
     ['the proxy fronts another service, its new leaf not there yet', { missing: ['leaf', 'intentions'] }, false, /^waiting for leaf, intentions from Consul \(the proxy fronts another service now\)$/],
     ['haproxy crashed', { haproxyState: 'crashed' }, false, /^haproxy is crashed$/],
-    ['haproxy restarting', { haproxyState: 'backoff' }, false, /^haproxy is backoff$/],
+    ['haproxy starting again', { haproxyState: 'starting' }, false, /^haproxy is starting$/],
     ['leaf expired', { leafValidBefore: '2029-12-31T23:59:59Z' }, false, /leaf certificate expired at 2029-12-31T23:59:59Z/],
     ['leaf unreadable', { leafValidBefore: 'soon' }, false, /leaf certificate expired at soon/],
     ['no roots', { caRoots: 0 }, false, /^no CA roots$/],

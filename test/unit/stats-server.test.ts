@@ -157,8 +157,8 @@ describe('the stats server', () => {
     assert.equal(sick.status, 503);
     assert.match(sick.body, /does not answer on its stats socket: GET \/health on .* answered HTTP 503/);
     haproxyHealthy = true;
-    view.haproxyState = 'backoff' satisfies ProcessState;
-    assert.deepEqual(await get('/health').then((r) => [r.status, r.body]), [503, 'haproxy is backoff\n']);
+    view.haproxyState = 'crashed' satisfies ProcessState;
+    assert.deepEqual(await get('/health').then((r) => [r.status, r.body]), [503, 'haproxy is crashed\n']);
     view.haproxyState = 'running';
   });
 

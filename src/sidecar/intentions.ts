@@ -1,0 +1,82 @@
+/**
+ * The intentions part (when enforced): the authorizer and the SPOE agent HAProxy asks for a verdict
+ * on each new connection. The agent listens before HAProxy starts, so the first connection already
+ * gets one. Intentions and the trust domain reach the authorizer before the reconciler moves
+ * HAProxy's epoch; open connections from sources a change denies are closed on the runtime API.
+ */
+import { join } from 'node:path';
+import { errorMessage, isHaproxyConnectError } from '../errors.js';
+import { PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from '../domain/haproxy-names.js';
+import type { IntentionSet } from '../domain/intentions.js';
+import type { SnapshotEvent } from '../domain/snapshot.js';
+import { closeSessionsFrom } from '../driver/sessions.js';
+import { Authorizer, type RevokedConnection } from '../intentions/authorizer.js';
+import type { Logger } from '../logger.js';
+import { SpoeAgent } from '../spoe/agent.js';
+import type { SidecarMetrics } from '../telemetry/metrics.js';
+
+export interface IntentionsPart {
+  /** Applies an intentions or roots event (other events are ignored). */
+  observe(event: SnapshotEvent): void;
+  /** Denies every caller until the intentions of the service the proxy now fronts arrive. */
+  denyAll(): void;
+  readonly spoeStats: () => SpoeAgent['stats'];
+  /** Waits for the closing of revoked connections in flight (before HAProxy stops: it needs the runtime API). */
+  settle(): Promise<void>;
+  /** Closes the agent (after HAProxy stopped: no more verdicts are asked for). */
+  stop(): Promise<void>;
+}
+
+export interface IntentionsOptions {
+  runDir: string;
+  adminSocket: string;
+  intentions: IntentionSet;
+  trustDomain: string;
+  logger: Logger;
+  onDecision?: SidecarMetrics['intentionDecided'];
+}
+
+export async function startIntentions(options: IntentionsOptions): Promise<IntentionsPart> {
+  const { logger: log, adminSocket } = options;
+  const authorizer = new Authorizer({ logger: log, ...(options.onDecision !== undefined && { onDecision: options.onDecision }) });
+  authorizer.update({ intentions: options.intentions, trustDomain: options.trustDomain });
+  const agent = await SpoeAgent.listen({ socketPath: join(options.runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle, logger: log });
+  log.info({ intentions: options.intentions.intentions.length, defaultAllow: options.intentions.defaultAllow }, 'intentions enforced');
+  const closing = new Set<Promise<void>>();
+  const revoke = (revoked: readonly RevokedConnection[]): void => {
+    if (revoked.length === 0) return;
+    const done = closeRevoked(adminSocket, revoked, log).finally(() => closing.delete(done));
+    closing.add(done);
+  };
+  return {
+    observe: (event) => {
+      if (event.kind === 'intentions') {
+        const revoked = authorizer.update({ intentions: event.value });
+        log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
+        revoke(revoked);
+      } else if (event.kind === 'roots') {
+        revoke(authorizer.update({ trustDomain: event.value.trustDomain }));
+      }
+    },
+    denyAll: () => revoke(authorizer.update({ intentions: { intentions: [], defaultAllow: false } })),
+    spoeStats: () => agent.stats,
+    settle: async () => {
+      await Promise.all(closing);
+    },
+    stop: async () => {
+      await Promise.all(closing);
+      await agent.close().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'closing the SPOE agent failed'));
+      log.info({ ...authorizer.stats, ...agent.stats }, 'intentions agent stopped');
+    },
+  };
+}
+
+/** Closes the open connections of sources a new intention denies (best effort: logged, never thrown). */
+async function closeRevoked(adminSocket: string, revoked: readonly RevokedConnection[], log: Logger): Promise<void> {
+  try {
+    const closed = await closeSessionsFrom(adminSocket, PUBLIC_FRONTEND_NAME, new Set(revoked.map((r) => r.source)));
+    log.info({ revoked: revoked.length, closed, services: [...new Set(revoked.map((r) => r.identity.service))] }, 'closed connections that intentions no longer allow');
+  } catch (err) {
+    log.error({ err: errorMessage(err), code: isHaproxyConnectError(err) ? err.code : undefined }, 'cannot close connections that intentions no longer allow');
+  }
+}
