@@ -76,6 +76,15 @@ const MAX_READABLE_LENGTH = 48;
 /** Characters HAProxy accepts in proxy and server names. */
 export const HAPROXY_NAME_PATTERN = /^[A-Za-z0-9_.:-]+$/;
 
+/** The characters a path may have to go into haproxy.cfg or a runtime command unquoted. */
+export const PLAIN_PATH_CHARACTERS = '[A-Za-z0-9_.@+:/-]';
+const PLAIN_ABSOLUTE_PATH = new RegExp(`^/${PLAIN_PATH_CHARACTERS}*$`);
+
+/** An absolute path of plain characters, without `..`: safe in haproxy.cfg and on the runtime API. */
+export function isPlainAbsolutePath(path: string): boolean {
+  return PLAIN_ABSOLUTE_PATH.test(path) && !path.split('/').includes('..');
+}
+
 const FNV_OFFSET_BASIS_32 = 0x811c9dc5;
 const FNV_PRIME_32 = 0x01000193;
 

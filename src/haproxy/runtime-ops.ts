@@ -24,7 +24,7 @@
  */
 import { HaproxyConnectError } from '../errors.js';
 import type { Server } from './model.js';
-import { HAPROXY_NAME_PATTERN } from '../domain/haproxy-names.js';
+import { HAPROXY_NAME_PATTERN, isPlainAbsolutePath } from '../domain/haproxy-names.js';
 import { formatAddress } from './server-line.js';
 
 /**
@@ -69,7 +69,6 @@ const DELETED: Expect = { kind: 'match', pattern: /^Server deleted\.$/ };
 const ADDR_CHANGED: Expect = { kind: 'match', pattern: /(changed from|no need to change)/ };
 const TRANSACTION: Expect = { kind: 'match', pattern: /^Transaction (created|updated) for /i };
 const COMMITTED: Expect = { kind: 'match', pattern: /Success!$/ };
-const SAFE_PATH = /^\/[A-Za-z0-9_.@+:/-]+$/;
 const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;
 /** Epochs are short hashes (translate/spoe.ts); anything else would be a second map argument. */
 const SAFE_MAP_KEY = /^[A-Za-z0-9_.-]+$/;
@@ -88,7 +87,7 @@ function target(backend: string, server: string): string {
 }
 
 function checkPath(path: string): string {
-  if (!SAFE_PATH.test(path) || path.split('/').includes('..')) refuse(`path ${JSON.stringify(path)} must be absolute and plain`);
+  if (path === '/' || !isPlainAbsolutePath(path)) refuse(`path ${JSON.stringify(path)} must be absolute and plain`);
   return path;
 }
 

@@ -8,12 +8,11 @@ import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
-import { HAPROXY_NAME_PATTERN, runDirPath } from '../domain/haproxy-names.js';
+import { HAPROXY_NAME_PATTERN, PLAIN_PATH_CHARACTERS, isPlainAbsolutePath, runDirPath } from '../domain/haproxy-names.js';
 
 /** Run-directory file names: one path component, no dot-only names. */
 const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;
 /** Absolute paths rendered unquoted: no whitespace, quotes, '#' or backslashes. */
-const SAFE_ABSOLUTE_PATH_PATTERN = /^\/[A-Za-z0-9_.@+:/-]*$/;
 /** RFC 1123 host name (labels of letters, digits and inner hyphens), optional trailing dot. */
 const HOSTNAME_PATTERN = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** ALPN protocol ids as HAProxy takes them in a comma-separated list, e.g. `h2`, `http/1.1`. */
@@ -54,8 +53,8 @@ function checkFileName(what: string, name: string): void {
 }
 
 function checkAbsolutePath(what: string, path: string): void {
-  if (!SAFE_ABSOLUTE_PATH_PATTERN.test(path) || path.split('/').includes('..')) {
-    invalid(`${what} ${show(path)} must be an absolute path of [A-Za-z0-9_.@+:/-] without '..'`);
+  if (!isPlainAbsolutePath(path)) {
+    invalid(`${what} ${show(path)} must be an absolute path of ${PLAIN_PATH_CHARACTERS} without '..'`);
   }
 }
 
