@@ -116,3 +116,8 @@ export function createLogger(level: LogLevel, destination?: DestinationStream, f
     format === 'text' ? textDestination(sink) : uniqueKeysDestination(sink),
   );
 }
+
+/** A logger that writes nothing (for parts built without one, e.g. in tests). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

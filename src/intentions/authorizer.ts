@@ -13,14 +13,14 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { pino } from 'pino';
-import { errorMessage } from '../errors.js';
+import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
 import { spiffeIdOfCertificate } from '../spiffe/san.js';
 import type { ServiceSpiffeId } from '../spiffe/spiffe-id.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../spoe/types.js';
-import type { Logger } from '../logger.js';
+import { type Logger, silentLogger } from '../logger.js';
 import { IntentionDecisions } from './decision-cache.js';
+import { touchLru } from './lru.js';
 import type { IntentionSet, SourceIdentity } from '../domain/intentions.js';
 
 /** Allowed connections remembered for closing them later (oldest forgotten first). */
@@ -64,15 +64,6 @@ interface Tracked {
   identity: SourceIdentity;
 }
 
-function touch<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > max) {
-    const oldest = map.keys().next();
-    if (oldest.done !== true) map.delete(oldest.value);
-  }
-}
-
 function str(scope: 'sess', name: string, value: string): SpoeAction {
   return { type: 'set-var', scope, name, value: { type: 'string', value } };
 }
@@ -111,7 +102,7 @@ export class Authorizer {
   readonly #onDecision: ((decision: AuthorizationDecision) => void) | undefined;
 
   constructor(options: AuthorizerOptions = {}) {
-    this.#log = options.logger ?? pino({ level: 'silent' });
+    this.#log = options.logger ?? silentLogger();
     this.#onDecision = options.onDecision;
     this.#maxTracked = options.maxTrackedConnections ?? DEFAULT_MAX_TRACKED_CONNECTIONS;
     this.#maxCertificates = options.maxCachedCertificates ?? DEFAULT_MAX_CACHED_CERTIFICATES;
@@ -170,7 +161,7 @@ export class Authorizer {
     const decision = this.#decisions.decide(identity);
     if (decision.allowed) {
       this.#stats.allowed += 1;
-      if (source !== undefined) touch(this.#tracked, source, { identity }, this.#maxTracked);
+      if (source !== undefined) touchLru(this.#tracked, source, { identity }, this.#maxTracked);
     } else {
       this.#stats.denied += 1;
     }
@@ -190,15 +181,15 @@ export class Authorizer {
 
   /** Throws (→ deny) unless the argument is a certificate with one service SPIFFE ID in our trust domain. */
   #identityOf(cert: TypedData | undefined): ServiceSpiffeId {
-    if (cert?.type !== 'binary' || cert.value.length === 0) throw new Error(`no client certificate (got ${cert?.type ?? 'nothing'})`);
+    if (cert?.type !== 'binary' || cert.value.length === 0) throw new HaproxyConnectError('CERTIFICATE_INVALID', `no client certificate (got ${cert?.type ?? 'nothing'})`);
     const key = cert.value.toString('latin1');
     const cached = this.#certificates.get(key);
     if (cached !== undefined) return cached;
     const id = spiffeIdOfCertificate(new X509Certificate(cert.value));
-    if (id.kind !== 'service') throw new Error(`certificate names a ${id.kind}, not a service`);
-    if (this.#trustDomain === undefined) throw new Error('the trust domain is not known yet');
-    if (id.trustDomain.toLowerCase() !== this.#trustDomain) throw new Error(`trust domain ${id.trustDomain} is not ours (${this.#trustDomain})`);
-    touch(this.#certificates, key, id, this.#maxCertificates);
+    if (id.kind !== 'service') throw new HaproxyConnectError('CERTIFICATE_INVALID', `certificate names a ${id.kind}, not a service`);
+    if (this.#trustDomain === undefined) throw new HaproxyConnectError('CERTIFICATE_INVALID', 'the trust domain is not known yet');
+    if (id.trustDomain.toLowerCase() !== this.#trustDomain) throw new HaproxyConnectError('CERTIFICATE_INVALID', `trust domain ${id.trustDomain} is not ours (${this.#trustDomain})`);
+    touchLru(this.#certificates, key, id, this.#maxCertificates);
     return id;
   }
 

@@ -4,6 +4,7 @@
  * default policy change. Until the first intention set arrives every decision is deny.
  */
 import { evaluate } from './evaluate.js';
+import { touchLru } from './lru.js';
 import type { Decision, IntentionSet, SourceIdentity } from '../domain/intentions.js';
 
 export const DEFAULT_MAX_ENTRIES = 10_000;
@@ -54,18 +55,12 @@ export class IntentionDecisions {
     const cached = this.#cache.get(key);
     if (cached !== undefined) {
       this.#hits += 1;
-      // Refresh recency: re-insert at the end.
-      this.#cache.delete(key);
-      this.#cache.set(key, cached);
+      touchLru(this.#cache, key, cached, this.maxEntries);
       return cached;
     }
     this.#misses += 1;
     const decision = evaluate(source, set.intentions, set.defaultAllow);
-    this.#cache.set(key, decision);
-    if (this.#cache.size > this.maxEntries) {
-      const oldest = this.#cache.keys().next();
-      if (oldest.done !== true) this.#cache.delete(oldest.value);
-    }
+    touchLru(this.#cache, key, decision, this.maxEntries);
     return decision;
   }
 

@@ -9,9 +9,8 @@
  */
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { pino } from 'pino';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { type Logger, silentLogger } from '../logger.js';
 import { FrameSplitter, MIN_FRAME_SIZE, decodeFrame, encodeFrame } from './codec.js';
 import { FLAG_FIN, SPOP_STATUS, SpopFrameError, kvGet, type Frame, type KvPair, type SpoeAction, type SpoeMessage, type SpopStatus, type TypedData } from './types.js';
 
@@ -156,7 +155,7 @@ export class SpoeAgent {
       frameTimeoutMs: options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS,
       maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     };
-    this.#log = options.logger ?? pino({ level: 'silent' });
+    this.#log = options.logger ?? silentLogger();
     this.#server = server;
   }
 
