@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   SPOE_LISTEN_FAILED: 'the intentions agent (SPOE) could not listen on its socket in the run directory',
   LOG_RECEIVER_FAILED: "the receiver of HAProxy's logs could not listen on its socket in the run directory",
   STATS_LISTEN_FAILED: 'the stats server could not listen on the -stats-addr address',
+  HAPROXY_STATS_FAILED: "HAProxy's stats frontend (its metrics and health, on the stats socket in the run directory) did not answer",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -5,7 +5,7 @@
  * connection to the old one would fail the next scrape.
  */
 import { Agent, request } from 'undici';
-import { errorMessage } from '../errors.js';
+import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';
 
 /** A scrape of a small instance takes about a millisecond; bound it well below Prometheus' 10 s default. */
@@ -54,7 +54,7 @@ export class HaproxyStatsClient {
 
   async #get(path: string, timeoutMs: number): Promise<string> {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(new Error(`GET ${path} on ${this.socketPath}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => controller.abort(new HaproxyConnectError('HAPROXY_STATS_FAILED', `GET ${path} on ${this.socketPath}: no answer within ${timeoutMs} ms`)), timeoutMs);
     let status: number;
     let body: string;
     try {
@@ -63,11 +63,11 @@ export class HaproxyStatsClient {
       body = await res.body.text();
     } catch (err) {
       if (controller.signal.aborted) throw controller.signal.reason as Error;
-      throw new Error(`GET ${path} on ${this.socketPath} failed: ${describe(err)}`, { cause: err });
+      throw new HaproxyConnectError('HAPROXY_STATS_FAILED', `GET ${path} on ${this.socketPath} failed: ${describe(err)}`, { cause: err });
     } finally {
       clearTimeout(timer);
     }
-    if (status !== HTTP_OK) throw new Error(`GET ${path} on ${this.socketPath} answered HTTP ${status}`);
+    if (status !== HTTP_OK) throw new HaproxyConnectError('HAPROXY_STATS_FAILED', `GET ${path} on ${this.socketPath} answered HTTP ${status}`);
     return body;
   }
 }
