@@ -76,9 +76,9 @@ async function verifyLeaf(session: RuntimeSession, path: string, pem: string): P
   }
 }
 
-/** TLS ops run alone, in plan order (roots before leaf: FACTS §2); server ops run pipelined. */
+/** The leaf op runs alone (it is verified with `show ssl cert` after its commit); server ops run pipelined. */
 function isBarrier(op: RuntimeOp): boolean {
-  return op.kind === 'set-leaf' || op.kind === 'append-roots';
+  return op.kind === 'set-leaf';
 }
 
 /**

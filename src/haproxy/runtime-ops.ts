@@ -42,7 +42,6 @@ export type RuntimeOp =
   /** `path` is absolute: HAProxy keys certificates loaded through crt-base by absolute path. */
   | { kind: 'set-leaf'; path: string; pem: string }
   /** Replaces the CA bundle with `pem`, which contains every certificate of the old one. */
-  | { kind: 'append-roots'; path: string; pem: string }
   /**
    * Makes `epoch` the current intentions epoch in the map at `path` (absolute): valid first, then
    * current, then the old epochs invalid, so a verdict is never checked against a half-written map.
@@ -150,10 +149,6 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
       const path = checkPath(op.path);
       return [command(`set ssl cert ${path}`, TRANSACTION, pemPayload(op.pem)), command(`commit ssl cert ${path}`, COMMITTED)];
     }
-    case 'append-roots': {
-      const path = checkPath(op.path);
-      return [command(`set ssl ca-file ${path}`, TRANSACTION, pemPayload(op.pem)), command(`commit ssl ca-file ${path}`, COMMITTED)];
-    }
     case 'set-intentions-epoch': {
       const path = checkPath(op.path);
       for (const key of [op.epoch, ...op.previous]) {
@@ -190,8 +185,6 @@ export function describeOp(op: RuntimeOp): string {
       return `set address ${op.backend}/${op.server} ${formatAddress(op.address, op.port)}`;
     case 'set-leaf':
       return `set ssl cert ${op.path}`;
-    case 'append-roots':
-      return `set ssl ca-file ${op.path}`;
     case 'set-intentions-epoch':
       return `set intentions epoch ${op.epoch} in ${op.path}`;
   }

@@ -35,7 +35,6 @@ const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
   'set-weight': true,
   'set-address': true,
   'set-leaf': true,
-  'append-roots': true,
   'set-intentions-epoch': true,
 };
 const RUNTIME_OP_RESULTS: Record<RuntimeOpStatus, string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };

@@ -174,7 +174,6 @@ describe('runtime-ops commands', () => {
     assert.deepEqual(lines({ kind: 'set-weight', backend: 'b', server: 's1', weight: 7 }), ['set weight b/s1 7']);
     assert.deepEqual(lines({ kind: 'set-address', backend: 'b', server: 's1', address: '::1', port: 80 }), ['disable server b/s1', 'set server b/s1 addr ::1 port 80', 'enable server b/s1']);
     assert.deepEqual(lines({ kind: 'set-leaf', path: '/r/leaf.pem', pem: PEM.webCert }), ['set ssl cert /r/leaf.pem', 'commit ssl cert /r/leaf.pem']);
-    assert.deepEqual(lines({ kind: 'append-roots', path: '/r/roots.pem', pem: PEM.ca }), ['set ssl ca-file /r/roots.pem', 'commit ssl ca-file /r/roots.pem']);
   });
 
   test('payload: no empty line inside, ended by one', () => {

@@ -21,7 +21,7 @@ import { render } from '../../src/haproxy/render.js';
 import { applyOps, type OpResult } from '../../src/driver/runtime-apply.js';
 import { RuntimeCommandError, RuntimeSession } from '../../src/driver/runtime-session.js';
 import { parseServersState, parseShowSslCaFile, parseShowSslCert } from '../../src/haproxy/runtime-state.js';
-import type { RuntimeOp } from '../../src/haproxy/runtime-ops.js';
+import { type RuntimeOp, pemPayload } from '../../src/haproxy/runtime-ops.js';
 import { translate } from '../../src/translate/translate.js';
 import type { Endpoint } from '../../src/domain/snapshot.js';
 import { captureLogs } from '../helpers/log-capture.js';
@@ -260,18 +260,21 @@ describe('runtime API on haproxy 2.6.12', () => {
       ],
     });
     const desired = modelWith(currentEndpoints(), { roots: twoRoots, leaf: webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey }) });
-    // The planner reloads for roots changes because of what the next test shows; the runtime
-    // append itself works, and is kept as an op to document (and re-test) that behaviour.
+    // The planner reloads for roots changes because of what the next test shows (the product has no
+    // runtime CA op on 2.6); the runtime append itself works, sent here by hand to re-test that trap.
     assert.deepEqual(plan(applied, desired), { kind: 'reload', reasons: ['CA roots changed (1 added, 0 removed)'] });
     const file = (name: string): string => desired.files.find((f) => f.name === name)?.content ?? '';
-    const results = await applyOps(adminSocket, [
-      { kind: 'append-roots', path: `${dir}/roots.pem`, pem: file('roots.pem') },
-      { kind: 'set-leaf', path: `${dir}/leaf.pem`, pem: file('leaf.pem') },
-    ]);
-    assert.equal(results[0]?.status, 'ok', results[0]?.error?.message);
+    const ca = await RuntimeSession.open(adminSocket);
+    try {
+      assert.match(await ca.send(`set ssl ca-file ${dir}/roots.pem`, pemPayload(file('roots.pem'))), /^Transaction (created|updated) for /i);
+      assert.match(await ca.send(`commit ssl ca-file ${dir}/roots.pem`), /Success!$/);
+    } finally {
+      ca.close();
+    }
+    const results = await applyOps(adminSocket, [{ kind: 'set-leaf', path: `${dir}/leaf.pem`, pem: file('leaf.pem') }]);
     // 2.6.12: right after the CA commit, the leaf commit "succeeds" but leaves the leaf Unused.
-    assert.equal(results[1]?.status, 'failed');
-    assert.match(results[1]?.error?.message ?? '', /status Unused/);
+    assert.equal(results[0]?.status, 'failed');
+    assert.match(results[0]?.error?.message ?? '', /status Unused/);
     applied = desired;
     assert.equal((await viaPublic(ca2Client)).body, 'app');
     const session = await RuntimeSession.open(adminSocket);
