@@ -6,8 +6,8 @@
  */
 import { HaproxyConnectError } from '../src/errors.js';
 import type { IntentionSet } from '../src/domain/intentions.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../src/domain/snapshot.js';
-import type { AgentInfo, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from '../src/consul/api.js';
+import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../src/domain/snapshot.js';
+import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from '../src/consul/api.js';
 
 export type FakeMethod = Exclude<keyof ConsulAgentApi, 'address'>;
 
@@ -53,6 +53,8 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   readonly #endpoints = new Map<string, Entry<Endpoint[]>>();
   readonly #preparedQueries = new Map<string, Endpoint[]>();
   readonly #intentions = new Map<string, Entry<IntentionSet>>();
+  /** Chains set by tests, by `<service>@<compile datacenter>`; others are Consul's default chain. */
+  readonly #chains = new Map<string, Entry<Chain>>();
   readonly #failures: Failure[] = [];
   readonly #services = new Map<string, ServiceDefinition>();
   readonly #waiters = new Set<() => void>();
@@ -177,6 +179,41 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
     const read = (): Entry<Endpoint[]> => this.#endpoints.get(endpointsKey(query)) ?? { value: [], index: this.#index };
     const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
     return { value: copy(entry.value), cursor: { index: entry.index } };
+  }
+
+  /**
+   * The chain a test set for `<service>@<datacenter>` ('' = local), else what Consul compiles
+   * without config entries: one target, the service in the compile datacenter, with the
+   * upstream's connect timeout (or Consul's 5 s).
+   */
+  async discoveryChain(query: ChainQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Chain>> {
+    this.#enter('discoveryChain', `${query.name}@${query.datacenter}`, cursor, signal);
+    const dc = query.datacenter === '' ? query.localDatacenter : query.datacenter;
+    const fallback: Chain = {
+      targets: [
+        {
+          id: `${query.name}.default.default.${dc}`,
+          kind: 'service',
+          service: query.name,
+          namespace: 'default',
+          partition: 'default',
+          datacenter: dc,
+          filter: '',
+          onlyPassing: false,
+          connectTimeoutMs: query.overrideConnectTimeoutMs ?? 5_000,
+          meshGatewayMode: '',
+        },
+      ],
+    };
+    const read = (): Entry<Chain> => this.#chains.get(`${query.name}@${query.datacenter}`) ?? { value: fallback, index: 1 };
+    const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
+    return { value: copy(entry.value), cursor: { index: entry.index } };
+  }
+
+  /** Sets the compiled chain of `service` as asked from `datacenter` ('' = local). */
+  setChain(service: string, datacenter: string, chain: Chain): void {
+    this.#chains.set(`${service}@${datacenter}`, { value: copy(chain), index: this.#bump() });
+    this.#wake();
   }
 
   async preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]> {

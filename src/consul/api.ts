@@ -4,7 +4,7 @@
  * Every method validates the response at the boundary and returns domain types.
  */
 import type { IntentionSet } from '../domain/intentions.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
+import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
 
 /** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
 export interface Cursor {
@@ -37,6 +37,23 @@ export interface UpstreamQuery {
   destinationNamespace: string;
   /** Empty = local datacenter. */
   datacenter: string;
+  /** A subset's filter (Consul's bexpr), evaluated by Consul on the answer; empty for none. */
+  filter?: string;
+}
+
+/** What a sidecar asks for one upstream's discovery chain (as Consul's own proxies ask it). */
+export interface ChainQuery {
+  /** The upstream's key: errors name it. */
+  upstream: string;
+  name: string;
+  /** The datacenter to compile the chain for; empty = the agent's. */
+  datacenter: string;
+  /** The agent's datacenter: targets elsewhere are remote. */
+  localDatacenter: string;
+  /** The upstream's protocol (OverrideProtocol). */
+  overrideProtocol: string;
+  /** The upstream's connect_timeout_ms (OverrideConnectTimeout); undefined leaves the resolvers' own. */
+  overrideConnectTimeoutMs: number | undefined;
 }
 
 /** The destination whose intentions we enforce (our own service). */
@@ -61,8 +78,13 @@ export interface ConsulAgentApi {
   leaf(serviceName: string, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Leaf>>;
   /** GET /v1/agent/connect/ca/roots, index-based blocking. */
   roots(cursor: Cursor, signal: AbortSignal): Promise<Versioned<Roots>>;
-  /** GET /v1/health/connect/<name>?passing&cached..., index-based blocking: the upstream's sidecars. */
+  /** GET /v1/health/connect/<name>?cached[&filter=...], index-based blocking: the target's sidecars, every health status (health is decided locally). */
   upstreamEndpoints(query: UpstreamQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Endpoint[]>>;
+  /**
+   * POST /v1/discovery-chain/<name>?compile-dc=<dc>&cached, index-based blocking: the upstream's
+   * compiled chain (targets in failover order, load balancer), see discovery-chain.ts.
+   */
+  discoveryChain(query: ChainQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Chain>>;
   /** GET /v1/query/<name>/execute?connect=true (not blocking: the caller polls). */
   preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]>;
   /**

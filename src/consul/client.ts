@@ -5,8 +5,9 @@
 import type { z } from 'zod';
 import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
-import type { Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
-import type { AgentInfo, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from './api.js';
+import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
+import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from './api.js';
+import { chainFromCompiled } from './discovery-chain.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
 import { parseProxyRegistration } from './registration.js';
 import { leafProblem } from '../domain/certificates.js';
@@ -14,6 +15,7 @@ import {
   agentSelfSchema,
   agentServiceSchema,
   agentServicesSchema,
+  discoveryChainSchema,
   healthConnectSchema,
   intentionsMatchSchema,
   leafSchema,
@@ -74,6 +76,7 @@ function toEndpoints(entries: readonly unknown[]): Endpoint[] {
         return { id, node: '', address: '', port: 0, weight: DEFAULT_WEIGHT, invalid: `unexpected instance in the answer: ${describeIssue(parsed.error.issues[0])}` };
       }
       const e = parsed.data;
+      const statuses = new Set(e.Checks.map((c) => c.Status));
       return {
         id: `${e.Node.Node}/${e.Service.ID}`,
         node: e.Node.Node,
@@ -81,6 +84,10 @@ function toEndpoints(entries: readonly unknown[]): Endpoint[] {
         address: e.Service.Address !== '' ? e.Service.Address : e.Node.Address,
         port: e.Service.Port,
         weight: e.Service.Weights?.Passing ?? DEFAULT_WEIGHT,
+        // Envoy's rule (agent/xds/endpoints.go): any critical check makes the instance unhealthy;
+        // any other status that is not passing (warning, maintenance) is a warning.
+        ...(e.Checks.length > 0 && { status: statuses.has('critical') ? 'critical' : [...statuses].some((s) => s !== 'passing') ? 'warning' : 'passing' }),
+        ...(e.Service.Weights?.Warning !== undefined && e.Service.Weights.Warning !== null && { warningWeight: e.Service.Weights.Warning }),
       };
     })
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -204,9 +211,26 @@ export class ConsulHttpClient implements ConsulAgentApi {
   async upstreamEndpoints(query: UpstreamQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Endpoint[]>> {
     const path = `/v1/health/connect/${seg(query.destinationName)}`;
     // `cached` serves the agent's background-refreshed cache (blocking queries included), so the
-    // mesh keeps working while the servers are unreachable.
-    const { res, index } = await this.#indexed(path, [['passing', true], ['cached', true], ...this.#scope(query)], cursor, signal);
+    // mesh keeps working while the servers are unreachable. No `passing`: every instance comes
+    // back with its checks, and health is decided locally as Envoy decides it (L7.md §1.4).
+    const filter = query.filter === undefined || query.filter === '' ? undefined : query.filter;
+    const { res, index } = await this.#indexed(path, [['cached', true], ...this.#scope(query), ['filter', filter]], cursor, signal);
     return { value: toEndpoints(this.#parse(path, res, healthConnectSchema)), cursor: { index } };
+  }
+
+  async discoveryChain(query: ChainQuery, cursor: Cursor, signal: AbortSignal): Promise<Versioned<Chain>> {
+    const path = `/v1/discovery-chain/${seg(query.name)}`;
+    const body = {
+      OverrideProtocol: query.overrideProtocol,
+      ...(query.overrideConnectTimeoutMs !== undefined && { OverrideConnectTimeout: `${query.overrideConnectTimeoutMs}ms` }),
+    };
+    const params: Array<[string, string | true | undefined]> = [
+      ['compile-dc', query.datacenter === '' ? undefined : query.datacenter],
+      ['cached', true],
+    ];
+    const { res, index } = await this.#indexed(path, params, cursor, signal, body);
+    const chain = this.#parse(path, res, discoveryChainSchema).Chain;
+    return { value: chainFromCompiled(query.upstream, chain, query.localDatacenter), cursor: { index } };
   }
 
   async preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]> {
@@ -301,10 +325,11 @@ export class ConsulHttpClient implements ConsulAgentApi {
   }
 
   /** An index-based (possibly blocking) GET; returns the response and its X-Consul-Index. */
-  async #indexed(path: string, params: Array<[string, string | true | undefined]>, cursor: Cursor, signal: AbortSignal): Promise<{ res: ConsulResponse; index: number }> {
+  /** A blocking read: GET, or POST with `body` (the discovery chain). */
+  async #indexed(path: string, params: Array<[string, string | true | undefined]>, cursor: Cursor, signal: AbortSignal, body?: unknown): Promise<{ res: ConsulResponse; index: number }> {
     const blocking = cursor.index !== undefined && cursor.index > 0;
     const all: Array<[string, string | true | undefined]> = blocking ? [...params, ['index', String(cursor.index)], ['wait', this.#wait()]] : params;
-    const res = await this.#http.get(path, queryString(all), { signal, blocking });
+    const res = body === undefined ? await this.#http.get(path, queryString(all), { signal, blocking }) : await this.#http.post(path, queryString(all), body, { signal, blocking });
     const raw = headerValue(res, INDEX_HEADER);
     const index = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
     if (!Number.isSafeInteger(index)) {

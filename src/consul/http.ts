@@ -163,7 +163,12 @@ export class ConsulHttp {
     return this.#send('PUT', path, '', { ...options, blocking: false }, body === undefined ? undefined : JSON.stringify(body));
   }
 
-  async #send(method: 'GET' | 'PUT', path: string, query: string, options: GetOptions, payload: string | undefined): Promise<ConsulResponse> {
+  /** POST `path` with a JSON body; blocking like a GET when `options.blocking` (the discovery chain is read by POST). */
+  post(path: string, query: string, body: unknown, options: GetOptions): Promise<ConsulResponse> {
+    return this.#send('POST', path, query, options, JSON.stringify(body));
+  }
+
+  async #send(method: 'GET' | 'PUT' | 'POST', path: string, query: string, options: GetOptions, payload: string | undefined): Promise<ConsulResponse> {
     const { signal } = options;
     signal.throwIfAborted();
     const timeoutMs = options.blocking ? this.#blockingTimeoutMs : NON_BLOCKING_TIMEOUT_MS;

@@ -139,8 +139,10 @@ export const serviceEntrySchema = z.object({
     ID: z.string(),
     Address: optionalString,
     Port: z.number(),
-    Weights: z.object({ Passing: z.number() }).nullish(),
+    Weights: z.object({ Passing: z.number(), Warning: z.number().nullish() }).nullish(),
   }),
+  // Absent in prepared query answers (they hold healthy instances only).
+  Checks: nullableArray(z.object({ Status: z.string() })),
 });
 
 export const healthConnectSchema = nullableArray(z.unknown());
@@ -170,3 +172,65 @@ export const intentionJsonSchema = z.object({
 });
 
 export const intentionsMatchSchema = z.record(z.string(), nullableArray(intentionJsonSchema));
+
+/** A duration as Consul writes it: a Go duration string, or integer nanoseconds (L7.md finding 3). */
+const durationJson = z.union([z.string(), z.number()]).nullish();
+
+// POST /v1/discovery-chain/<name>?compile-dc=<dc> (agent/structs/discovery_chain.go)
+const chainTargetSchema = z.object({
+  ID: z.string(),
+  Service: z.string(),
+  ServiceSubset: optionalString,
+  Namespace: optionalString,
+  Partition: optionalString,
+  Datacenter: optionalString,
+  Peer: optionalString,
+  MeshGateway: z.object({ Mode: optionalString }).nullish(),
+  Subset: z.object({ Filter: optionalString, OnlyPassing: z.boolean().nullish() }).nullish(),
+  ConnectTimeout: durationJson,
+});
+
+const hashPolicySchema = z.object({
+  Field: optionalString,
+  FieldValue: optionalString,
+  SourceIP: z.boolean().nullish(),
+  Terminal: z.boolean().nullish(),
+});
+
+const chainNodeSchema = z.object({
+  Type: z.string(),
+  Name: z.string(),
+  Resolver: z
+    .object({
+      ConnectTimeout: durationJson,
+      Target: z.string(),
+      Failover: z.object({ Targets: nullableArray(z.string()) }).nullish(),
+    })
+    .nullish(),
+  LoadBalancer: z
+    .object({
+      Policy: optionalString,
+      LeastRequestConfig: z.object({ ChoiceCount: z.number().int().nullish() }).nullish(),
+      HashPolicies: nullableArray(hashPolicySchema),
+    })
+    .nullish(),
+});
+
+export const discoveryChainSchema = z.object({
+  Chain: z.object({
+    ServiceName: z.string(),
+    Datacenter: optionalString,
+    Protocol: optionalString,
+    StartNode: z.string(),
+    Nodes: z
+      .record(z.string(), chainNodeSchema)
+      .nullish()
+      .transform((v) => v ?? {}),
+    Targets: z
+      .record(z.string(), chainTargetSchema)
+      .nullish()
+      .transform((v) => v ?? {}),
+  }),
+});
+
+export type DiscoveryChainJson = z.output<typeof discoveryChainSchema>['Chain'];

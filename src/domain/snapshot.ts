@@ -60,7 +60,7 @@ export interface AccessLogs {
  * of the configuration keeps flowing; the reconciler logs each one and counts it.
  */
 export interface DroppedItem {
-  kind: 'upstream' | 'endpoint' | 'root';
+  kind: 'upstream' | 'endpoint' | 'target' | 'root';
   /** Names the item: the upstream key (or `Upstreams[i]`), `<upstream key> <instance id>`, or the root ID. */
   item: string;
   /** What is wrong with it, naming the value. */
@@ -116,6 +116,14 @@ export interface Endpoint {
   port: number;
   /** Consul's `Weights.Passing` (default 1). */
   weight: number;
+  /**
+   * The worst status of the instance's checks. Absent means passing (prepared queries answer only
+   * healthy instances). Translate decides health as Envoy does: critical is unhealthy, warning is
+   * healthy unless the target's subset is OnlyPassing.
+   */
+  status?: 'passing' | 'warning' | 'critical';
+  /** Consul's `Weights.Warning` (default 1): the weight while a check warns. */
+  warningWeight?: number;
   /** Set when Consul's entry for this instance could not be read: translate leaves it out and says why. */
   invalid?: string;
 }
@@ -135,12 +143,42 @@ export interface Target {
   namespace: string;
   partition: string;
   datacenter: string;
+  /** The subset's filter (Consul's bexpr on the health query); '' for none. */
+  filter?: string;
+  /** The subset's OnlyPassing: an instance with a warning check is unhealthy. */
+  onlyPassing?: boolean;
+  /** The target's connect timeout (its resolver's ConnectTimeout, or the upstream's connect_timeout_ms). */
+  connectTimeoutMs?: number;
+  /** The target's mesh gateway mode ('' when none is set). */
+  meshGatewayMode?: string;
+}
+
+/** Hash inputs of a consistent-hash load balancer (ring_hash, maglev), in order. */
+export interface HashPolicy {
+  source: { kind: 'header' | 'cookie' | 'query_parameter'; name: string } | { kind: 'source_ip' };
+  /** Stop after this policy when it produced a value. */
+  terminal: boolean;
+}
+
+/** A service-resolver's LoadBalancer. */
+export interface LoadBalancer {
+  policy: 'round_robin' | 'least_request' | 'random' | 'ring_hash' | 'maglev';
+  /** least_request: instances drawn per pick (Envoy's default 2). */
+  choiceCount: number;
+  hashPolicies: readonly HashPolicy[];
 }
 
 /** An upstream's discovery chain: the targets it uses, in order. */
 export interface Chain {
-  /** Today exactly one: the upstream's destination. */
+  /**
+   * The primary target first, then the failover targets in order. A trivial chain (no
+   * discovery-chain config entries, or a prepared query) has one: the upstream's destination.
+   */
   targets: readonly Target[];
+  /** The resolver's LoadBalancer; absent: round robin. */
+  loadBalancer?: LoadBalancer;
+  /** Parts of the chain that cannot be honoured (logged once per upstream, the rest applies). */
+  refused?: readonly string[];
 }
 
 export interface Snapshot {
@@ -162,6 +200,7 @@ export type SnapshotEvent =
   | { kind: 'registration'; value: ProxyRegistration }
   | { kind: 'leaf'; value: Leaf }
   | { kind: 'roots'; value: Roots }
+  | { kind: 'chain'; upstreamKey: string; value: Chain }
   | { kind: 'target-endpoints'; targetId: string; value: readonly Endpoint[] }
   | { kind: 'target-removed'; targetId: string }
   | { kind: 'intentions'; value: IntentionSet };

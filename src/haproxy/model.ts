@@ -97,12 +97,26 @@ export interface FrontendAccessLog {
   responseHeaders: string[];
 }
 
+/** One input of the consistent-hash key of an HTTP frontend (`txn.lbkey`), in order. */
+export interface HashKeyPart {
+  sample: { kind: 'header' | 'cookie' | 'query_parameter'; name: string } | { kind: 'source_ip' };
+  /** Stop after this part when it produced a value. */
+  terminal: boolean;
+}
+
 export interface Frontend {
   name: string;
   mode: Mode;
   bind: Bind;
   tls: FrontendTls | undefined;
   defaultBackend: string;
+  /**
+   * Failover: the backends tried in order when every backend before them (default_backend first)
+   * has no usable server. All or nothing per tier, decided per connection or request.
+   */
+  failoverBackends?: readonly string[];
+  /** HTTP only: the consistent-hash key (`txn.lbkey`) its backends with `balance: 'hash'` use. */
+  hashKey?: readonly HashKeyPart[];
   timeoutClientMs: number;
   /** HTTP only: `timeout http-request`. */
   timeoutHttpRequestMs: number | undefined;
@@ -132,7 +146,11 @@ export interface Server {
 export interface Backend {
   name: string;
   mode: Mode;
-  balance: 'roundrobin' | 'leastconn';
+  /**
+   * Dynamic algorithms only (the runtime API adds servers to those alone): `random` draws that
+   * many servers and takes the least loaded; `hash` is a consistent hash of the frontend's `txn.lbkey`.
+   */
+  balance: 'roundrobin' | 'leastconn' | { random: number } | 'hash';
   timeoutConnectMs: number;
   timeoutServerMs: number;
   /** HTTP only: connection pooling between sidecars. */

@@ -17,6 +17,10 @@ const FILE_NAME_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.-]+$/;
 const HOSTNAME_PATTERN = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 /** ALPN protocol ids as HAProxy takes them in a comma-separated list, e.g. `h2`, `http/1.1`. */
 const ALPN_PATTERN = /^[A-Za-z0-9._/-]+$/;
+/** Header, cookie and query parameter names a hash key may read: plain enough to go unquoted in a sample fetch. */
+export const HASH_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+/** A bound on `balance random(<draws>)`: more draws than servers only costs time. */
+const MAX_RANDOM_DRAWS = 64;
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
 const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 /** HAProxy stores timeouts as signed 32-bit milliseconds. */
@@ -172,6 +176,19 @@ export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, 
   if (frontend.mode === 'http' && backend.mode !== 'http') {
     invalid(`${what} is mode http but its default_backend ${show(backend.name)} is mode ${backend.mode}`);
   }
+  for (const name of frontend.failoverBackends ?? []) {
+    const tier = backends.get(name);
+    if (tier === undefined) invalid(`${what} fails over to backend ${show(name)}, which does not exist`);
+    if (tier.mode !== frontend.mode) invalid(`${what} is mode ${frontend.mode} but fails over to backend ${show(name)} in mode ${tier.mode}`);
+  }
+  if (frontend.hashKey !== undefined && frontend.hashKey.length > 0) {
+    if (frontend.mode !== 'http') invalid(`${what} sets a hash key in mode ${frontend.mode}`);
+    for (const part of frontend.hashKey) {
+      if (part.sample.kind !== 'source_ip' && !HASH_NAME_PATTERN.test(part.sample.name)) {
+        invalid(`${what} hash key ${part.sample.kind} name ${show(part.sample.name)} must match ${HASH_NAME_PATTERN}`);
+      }
+    }
+  }
 }
 
 /**
@@ -228,6 +245,8 @@ export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelF
   checkTimeout(`${what} timeout server`, backend.timeoutServerMs);
   if (backend.httpReuse !== undefined && backend.mode !== 'http') invalid(`${what} sets http-reuse in mode ${backend.mode}`);
   if (backend.protoH2 && backend.mode !== 'http') invalid(`${what} uses proto h2 in mode ${backend.mode}`);
+  if (typeof backend.balance === 'object') checkInteger(`${what} balance random draws`, backend.balance.random, 1, MAX_RANDOM_DRAWS);
+  if (backend.balance === 'hash' && backend.mode !== 'http') invalid(`${what} balances on the HTTP hash key in mode ${backend.mode}`);
   if (backend.tls !== undefined) {
     checkFileExists(`${what} crt`, backend.tls.crt, files);
     checkFileExists(`${what} ca-file`, backend.tls.caFile, files);

@@ -43,11 +43,13 @@ export async function readFirstSnapshot(config: Config, consul: ConsulAgentApi, 
   );
   const enforce = config.enforceIntentions;
   const registration = (await consul.proxyRegistration(proxy.id, {}, signal)).value;
-  const blockingQueries = registration.upstreams.length + (enforce ? 4 : 3);
+  // A chain per service upstream and at least one target per upstream (more with subsets and failover).
+  const chains = registration.upstreams.filter((u) => u.destinationType === 'service').length;
+  const blockingQueries = chains + registration.upstreams.length + (enforce ? 4 : 3);
   if (blockingQueries > AGENT_CONNECTIONS_WARNING) {
     log.consul.warn(
       { blockingQueries, upstreams: registration.upstreams.length },
-      `this sidecar holds ${blockingQueries} blocking queries on the agent; the agent allows limits.http_max_conns_per_client (default 200) connections per client address, shared by every sidecar on the node: raise it, or watches answered 429 keep retrying`,
+      `this sidecar holds at least ${blockingQueries} blocking queries on the agent; the agent allows limits.http_max_conns_per_client (default 200) connections per client address, shared by every sidecar on the node: raise it, or watches answered 429 keep retrying`,
     );
   }
   const [leaf, roots, intentions] = await Promise.all([

@@ -49,10 +49,23 @@ export class SnapshotState {
           this.#leaf = undefined;
           this.#intentions = undefined;
         }
-        this.#chains = new Map(event.value.upstreams.map((u) => [u.key, trivialChain(u, this.#datacenter)]));
-        // Endpoints of targets no chain uses any more are dropped with them.
-        const used = this.#usedTargets();
-        for (const id of [...this.#targets.keys()]) if (!used.has(id)) this.#targets.delete(id);
+        // A prepared query's chain is the query; a service upstream keeps its compiled chain until
+        // its chain watch answers again (a new upstream has none until then).
+        const chains = new Map<string, Chain>();
+        for (const u of event.value.upstreams) {
+          const chain = u.destinationType === 'prepared_query' ? trivialChain(u, this.#datacenter) : this.#chains.get(u.key);
+          if (chain !== undefined) chains.set(u.key, chain);
+        }
+        this.#chains = chains;
+        this.#dropUnusedTargets();
+        return true;
+      }
+      case 'chain': {
+        const upstream = this.#registration?.upstreams.find((u) => u.key === event.upstreamKey);
+        if (upstream === undefined || upstream.destinationType !== 'service') return false;
+        if (isDeepStrictEqual(this.#chains.get(event.upstreamKey), event.value)) return false;
+        this.#chains.set(event.upstreamKey, structuredClone(event.value));
+        this.#dropUnusedTargets();
         return true;
       }
       case 'leaf':
@@ -94,9 +107,19 @@ export class SnapshotState {
     return missing;
   }
 
-  /** Ids of the targets the chains use whose endpoints have not been answered yet. */
+  /**
+   * What the first configuration of an upstream still waits for: the ids of targets the chains
+   * use without endpoints yet, and `chain:<upstream key>` for service upstreams without a chain yet.
+   */
   targetsWithoutAnswer(): string[] {
-    return [...this.#usedTargets()].filter((id) => !this.#targets.has(id));
+    const chainless = (this.#registration?.upstreams ?? []).filter((u) => !this.#chains.has(u.key)).map((u) => `chain:${u.key}`);
+    return [...chainless, ...[...this.#usedTargets()].filter((id) => !this.#targets.has(id))];
+  }
+
+  /** Endpoints of targets no chain uses any more are dropped with them. */
+  #dropUnusedTargets(): void {
+    const used = this.#usedTargets();
+    for (const id of [...this.#targets.keys()]) if (!used.has(id)) this.#targets.delete(id);
   }
 
   /** Every target the chains use, by id (two upstreams may share one). */

@@ -1,18 +1,21 @@
 /**
- * Starts and stops the Consul watches of one sidecar, a keyed two-level set: its proxy
+ * Starts and stops the Consul watches of one sidecar, a keyed set in levels: its proxy
  * registration, its leaf (and, when enforced, its service's intentions, which follow the same
- * service name) and the CA roots; then, from the registration, one watch per target of the
- * upstreams' chains, started and stopped as the chains change, keyed by target id (starting one
- * that runs is a no-op). Watches only emit tagged events; SnapshotState owns the data.
+ * service name) and the CA roots; from the registration, one discovery-chain watch per service
+ * upstream; from the chains, one watch per target, started and stopped as the chains change,
+ * keyed by target id (starting one that runs is a no-op). Watches only emit tagged events;
+ * SnapshotState owns the data.
  */
-import type { ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
+import type { ChainQuery, ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
 import { runWatch } from '../consul/watch.js';
 import type { SnapshotEvent } from './fold.js';
 import { trivialChain } from '../domain/chain.js';
-import type { Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
+import type { Chain, Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
 
 /** Watches of upstream targets are named `target:<target id>`. */
 export const TARGET_WATCH_PREFIX = 'target:';
+/** Watches of discovery chains are named `chain:<upstream key>`. */
+export const CHAIN_WATCH_PREFIX = 'chain:';
 /** Prepared queries cannot block: poll them at this interval. */
 export const PREPARED_QUERY_POLL_MS = 10_000;
 
@@ -51,6 +54,14 @@ export class SidecarWatches {
   readonly #stopping = new Set<Promise<void>>();
   #leafService: string | undefined;
   #intentionsTarget: string | undefined;
+  /** The registration's upstreams, as last answered. */
+  #upstreams: readonly Upstream[] = [];
+  /** The question each running chain watch asks (JSON), by watch name. */
+  readonly #chainQuestions = new Map<string, string>();
+  /** The last chain answered for each service upstream, by upstream key. */
+  readonly #chains = new Map<string, Chain>();
+  /** The subset filter each running target watch asks with, by watch name. */
+  readonly #targetFilters = new Map<string, string>();
 
   constructor(opts: SidecarWatchesOptions) {
     this.#opts = opts;
@@ -65,7 +76,9 @@ export class SidecarWatches {
         this.#opts.emit({ kind: 'registration', value: registration });
         this.#syncLeaf(registration.serviceName);
         if (this.#opts.watchIntentions === true) this.#syncIntentions(registration.serviceName, registration.namespace);
-        this.#syncTargets(registration.upstreams);
+        this.#upstreams = registration.upstreams;
+        this.#syncChains(registration.upstreams);
+        this.#syncTargets();
       },
     );
     this.#startWatch(
@@ -112,29 +125,77 @@ export class SidecarWatches {
   }
 
   /**
-   * One watch per target the upstreams' chains use (two upstreams that reach the same target share
-   * it): watches of targets no chain uses any more stop (and say so), new ones start, running ones
-   * are left alone.
+   * One chain watch per service upstream (`chain:<upstream key>`), asked with the upstream's
+   * protocol and connect timeout; a changed question restarts it, a removed upstream stops it.
+   * Prepared queries have no chain: their one target is the query.
    */
-  #syncTargets(upstreams: readonly Upstream[]): void {
+  #syncChains(upstreams: readonly Upstream[]): void {
+    const { api, datacenter } = this.#opts;
+    const wanted = new Map<string, { upstream: Upstream; query: ChainQuery }>();
+    for (const upstream of upstreams) {
+      if (upstream.destinationType !== 'service') continue;
+      const query: ChainQuery = {
+        upstream: upstream.key,
+        name: upstream.destinationName,
+        datacenter: upstream.datacenter,
+        localDatacenter: datacenter,
+        // Routers and splitters are not applied yet (HTTP routing): compiled as tcp, Consul drops
+        // them and the chain starts at the upstream's resolver, with its subsets, redirect and failover.
+        overrideProtocol: 'tcp',
+        overrideConnectTimeoutMs: upstream.connectTimeoutMs,
+      };
+      wanted.set(`${CHAIN_WATCH_PREFIX}${upstream.key}`, { upstream, query });
+    }
+    for (const [name, question] of [...this.#chainQuestions]) {
+      const now = wanted.get(name);
+      if (now !== undefined && JSON.stringify(now.query) === question) continue;
+      this.#stopWatch(name);
+      this.#chainQuestions.delete(name);
+      if (now === undefined) this.#chains.delete(name.slice(CHAIN_WATCH_PREFIX.length));
+    }
+    for (const [name, { upstream, query }] of wanted) {
+      if (this.#chainQuestions.has(name)) continue;
+      this.#chainQuestions.set(name, JSON.stringify(query));
+      this.#startWatch(
+        name,
+        (cursor, signal) => api.discoveryChain(query, cursor, signal),
+        (chain) => {
+          this.#chains.set(upstream.key, chain);
+          this.#opts.emit({ kind: 'chain', upstreamKey: upstream.key, value: chain });
+          this.#syncTargets();
+        },
+      );
+    }
+  }
+
+  /**
+   * One watch per target the upstreams' chains use (two upstreams that reach the same target share
+   * it), keyed by target id: watches of targets no chain uses any more stop (and say so), new ones
+   * start, running ones are left alone unless their subset filter changed.
+   */
+  #syncTargets(): void {
     const { api, datacenter } = this.#opts;
     const wanted = new Map<string, Target>();
-    for (const upstream of upstreams) {
-      for (const target of trivialChain(upstream, datacenter).targets) wanted.set(`${TARGET_WATCH_PREFIX}${target.id}`, target);
+    for (const upstream of this.#upstreams) {
+      const chain = upstream.destinationType === 'prepared_query' ? trivialChain(upstream, datacenter) : this.#chains.get(upstream.key);
+      for (const target of chain?.targets ?? []) wanted.set(`${TARGET_WATCH_PREFIX}${target.id}`, target);
     }
-    for (const name of this.#running.keys()) {
-      if (name.startsWith(TARGET_WATCH_PREFIX) && !wanted.has(name)) {
-        this.#stopWatch(name);
-        this.#opts.emit({ kind: 'target-removed', targetId: name.slice(TARGET_WATCH_PREFIX.length) });
-      }
+    for (const [name, filter] of [...this.#targetFilters]) {
+      const target = wanted.get(name);
+      if (target !== undefined && (target.filter ?? '') === filter) continue;
+      this.#stopWatch(name);
+      this.#targetFilters.delete(name);
+      if (target === undefined) this.#opts.emit({ kind: 'target-removed', targetId: name.slice(TARGET_WATCH_PREFIX.length) });
     }
     for (const [name, target] of wanted) {
-      if (this.#running.has(name)) continue;
+      if (this.#targetFilters.has(name)) continue;
+      this.#targetFilters.set(name, target.filter ?? '');
       const query = {
         destinationName: target.service,
         destinationNamespace: target.namespace,
         // The local datacenter is not named in the query, as Consul's own proxies ask.
         datacenter: target.datacenter === datacenter ? '' : target.datacenter,
+        ...(target.filter !== undefined && target.filter !== '' && { filter: target.filter }),
       };
       const onValue = (value: Endpoint[]): void => this.#opts.emit({ kind: 'target-endpoints', targetId: target.id, value });
       if (target.kind === 'prepared_query') {

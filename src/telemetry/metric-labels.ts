@@ -9,7 +9,7 @@ import type { DroppedItem, SnapshotEvent } from '../domain/snapshot.js';
 export const METRIC_PREFIX = 'haproxy_connect_';
 
 /** Consul watch kinds: the part of a watch name before ':' (watches.ts names them `upstream:<key>`, ...). */
-export const WATCH_KINDS = ['registration', 'leaf', 'roots', 'intentions', 'upstream', 'other'] as const;
+export const WATCH_KINDS = ['registration', 'leaf', 'roots', 'intentions', 'chain', 'upstream', 'other'] as const;
 export type WatchKind = (typeof WATCH_KINDS)[number];
 export const WATCH_STATES = ['ok', 'failing', 'pending'] as const;
 
@@ -72,11 +72,12 @@ export const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> =
   leaf: 'leaf',
   roots: 'roots',
   intentions: 'intentions',
+  chain: 'chain',
   'target-endpoints': 'upstream',
   'target-removed': undefined,
 };
 
-export const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'root'];
+export const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'target', 'root'];
 
 /**
  * What the reconcile loop tells the metrics (src/reconcile/reconciler.ts calls these through its

@@ -24,8 +24,7 @@ import {
 import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
 import { certificateProblem } from '../domain/certificates.js';
-import { trivialChain } from '../domain/chain.js';
-import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
+import type { CaRoot, DroppedItem, Endpoint, LoadBalancer, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
@@ -74,6 +73,8 @@ export const HTTP_REQUEST_HEADERS_TIMEOUT_MS = 10_000;
  * weights; ratios above 256:1 are lost, which Consul deployments rarely use.
  */
 export const MAX_HAPROXY_WEIGHT = 256;
+/** Envoy's cap on an endpoint's weight (Consul's endpoints.go): weights above it count as 128. */
+const ENVOY_MAX_WEIGHT = 128;
 /** Weight of the single local application server (the value is irrelevant with one server). */
 const LOCAL_APP_WEIGHT = 1;
 
@@ -187,14 +188,54 @@ function targetBackendName(upstream: Upstream, target: Target, index: number): s
   return index === 0 ? base : `${base}_${fnv1a32Hex(target.id)}`;
 }
 
-function targetBackend(upstream: Upstream, name: string, servers: Server[]): Backend {
+/**
+ * The instances of a target that take traffic, decided as Envoy decides (agent/xds/endpoints.go):
+ * any critical check → unhealthy; a warning → unhealthy only when the subset is OnlyPassing, and
+ * weighted by Weights.Warning; a weight below 1 → unhealthy; weights capped at Envoy's 128.
+ * Unhealthy instances stay in the snapshot (they are known) but get no server.
+ */
+export function healthyEndpoints(endpoints: readonly Endpoint[], target: Target): Endpoint[] {
+  const healthy: Endpoint[] = [];
+  for (const endpoint of endpoints) {
+    if (endpoint.invalid !== undefined) {
+      healthy.push(endpoint); // reported by upstreamServers
+      continue;
+    }
+    const status = endpoint.status ?? 'passing';
+    if (status === 'critical' || (status === 'warning' && target.onlyPassing === true)) continue;
+    const weight = status === 'warning' && endpoint.warningWeight !== undefined ? endpoint.warningWeight : endpoint.weight;
+    if (!(weight >= 1)) continue;
+    healthy.push({ ...endpoint, weight: Math.min(ENVOY_MAX_WEIGHT, weight) });
+  }
+  return healthy;
+}
+
+/** The backends' algorithm for the chain's LoadBalancer (L7.md §2.4). */
+function balanceOf(lb: LoadBalancer | undefined, mode: Mode): Backend['balance'] {
+  switch (lb?.policy) {
+    case undefined:
+    case 'round_robin':
+      // A dynamic algorithm: the runtime API can only add servers to such backends (FACTS.md §2).
+      return 'roundrobin';
+    case 'least_request':
+      // Envoy's power of N choices: the least loaded of N random draws.
+      return { random: lb.choiceCount };
+    case 'random':
+      return { random: 1 };
+    case 'ring_hash':
+    case 'maglev':
+      // A TCP chain has no hash policies: Envoy then picks a random host.
+      return mode === 'http' ? 'hash' : { random: 1 };
+  }
+}
+
+function targetBackend(upstream: Upstream, name: string, servers: Server[], target: Target | undefined, balance: Backend['balance']): Backend {
   const mode = modeOf(upstream.protocol);
   return {
     name,
     mode,
-    // A dynamic algorithm: the runtime API can only add servers to such backends (FACTS.md §2).
-    balance: 'roundrobin',
-    timeoutConnectMs: upstream.connectTimeoutMs,
+    balance,
+    timeoutConnectMs: target?.connectTimeoutMs ?? upstream.connectTimeoutMs,
     timeoutServerMs: mode === 'tcp' ? TCP_IDLE_TIMEOUT_MS : DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
     // The peer is our own sidecar: reusing its mTLS connections is safe and 25x faster (FACTS.md §3).
     httpReuse: mode === 'http' ? 'always' : undefined,
@@ -223,14 +264,30 @@ function upstreamFrontend(upstream: Upstream, defaultBackend: string): Frontend 
   };
 }
 
-/** An upstream's listener and one backend per target of its chain; the first target serves. */
+/**
+ * An upstream's listener and one backend per target of its chain: the primary target serves, the
+ * failover targets follow in order, each when every one before it has no healthy instance. An
+ * upstream whose chain has not been answered yet (or has no usable target) gets one empty backend.
+ */
 function upstreamProxies(upstream: Upstream, snapshot: Snapshot, dropped: DroppedItem[]): { frontend: Frontend; backends: Backend[] } {
-  const chain = snapshot.chains.get(upstream.key) ?? trivialChain(upstream, snapshot.datacenter);
-  const backends = chain.targets.map((target, index) =>
-    targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, snapshot.targets.get(target.id) ?? [], dropped)),
-  );
-  const first = backends[0]?.name ?? upstreamBackendName(upstream.key);
-  return { frontend: upstreamFrontend(upstream, first), backends };
+  const chain = snapshot.chains.get(upstream.key);
+  for (const reason of chain?.refused ?? []) dropped.push({ kind: 'target', item: upstream.key, reason });
+  const mode = modeOf(upstream.protocol);
+  const balance = balanceOf(chain?.loadBalancer, mode);
+  const targets = chain?.targets ?? [];
+  const backends =
+    targets.length === 0
+      ? [targetBackend(upstream, upstreamBackendName(upstream.key), [], undefined, balance)]
+      : targets.map((target, index) =>
+          targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, healthyEndpoints(snapshot.targets.get(target.id) ?? [], target), dropped), target, balance),
+        );
+  const [first, ...failover] = backends.map((b) => b.name);
+  const frontend = upstreamFrontend(upstream, first as string);
+  if (failover.length > 0) frontend.failoverBackends = failover;
+  if (balance === 'hash' && (chain?.loadBalancer?.hashPolicies.length ?? 0) > 0) {
+    frontend.hashKey = chain?.loadBalancer?.hashPolicies.map((p) => ({ sample: p.source, terminal: p.terminal }));
+  }
+  return { frontend, backends };
 }
 
 /** The model, and the items left out of it because their data from Consul cannot be used. */

@@ -77,6 +77,61 @@ function rejectsWith(code: ErrorCode, check?: (message: string) => void) {
 
 const signal = (): AbortSignal => new AbortController().signal;
 
+/** A chain as Consul 1.16.2 compiled it on a dev agent (resolver api: DefaultSubset v2, failover to api-backup, ring_hash). */
+const CHAIN_JSON = {
+  ServiceName: 'api',
+  Namespace: 'default',
+  Partition: 'default',
+  Datacenter: 'dc1',
+  Protocol: 'http',
+  StartNode: 'resolver:v2.api.default.default.dc1',
+  Nodes: {
+    'resolver:v2.api.default.default.dc1': {
+      Type: 'resolver',
+      Name: 'v2.api.default.default.dc1',
+      Resolver: { ConnectTimeout: '3s', RequestTimeout: 10000000000, Target: 'v2.api.default.default.dc1', Failover: { Targets: ['api-backup.default.default.dc1'] } },
+      LoadBalancer: {
+        Policy: 'ring_hash',
+        HashPolicies: [
+          { Field: 'header', FieldValue: 'x-user' },
+          { SourceIP: true, Terminal: true },
+        ],
+      },
+    },
+  },
+  Targets: {
+    'api-backup.default.default.dc1': {
+      ConnectTimeout: '5s',
+      ID: 'api-backup.default.default.dc1',
+      Service: 'api-backup',
+      Namespace: 'default',
+      Partition: 'default',
+      Datacenter: 'dc1',
+      MeshGateway: {},
+      Subset: {},
+      TransparentProxy: {},
+      SNI: 'api-backup.default.dc1.internal.a8ffc67c-f204-4a96-8024-e5eec4bd6bd3.consul',
+      Name: 'api-backup.default.dc1.internal.a8ffc67c-f204-4a96-8024-e5eec4bd6bd3.consul',
+    },
+    'v2.api.default.default.dc1': {
+      ConnectTimeout: '3s',
+      ID: 'v2.api.default.default.dc1',
+      Service: 'api',
+      ServiceSubset: 'v2',
+      Namespace: 'default',
+      Partition: 'default',
+      Datacenter: 'dc1',
+      MeshGateway: {},
+      Subset: { Filter: 'Service.Meta.version == v2', OnlyPassing: true },
+      TransparentProxy: {},
+      SNI: 'v2.api.default.dc1.internal.a8ffc67c-f204-4a96-8024-e5eec4bd6bd3.consul',
+      Name: 'v2.api.default.dc1.internal.a8ffc67c-f204-4a96-8024-e5eec4bd6bd3.consul',
+    },
+  },
+  AutoVirtualIPs: ['240.0.0.1'],
+  ManualVirtualIPs: [],
+};
+
 const entry = (node: string, nodeAddr: string, id: string, addr: string, port: number, weights?: unknown) => ({
   Node: { ID: 'x', Node: node, Address: nodeAddr, Datacenter: 'dc1', TaggedAddresses: null, Meta: null },
   Service: { Kind: 'connect-proxy', ID: id, Service: 'db-sidecar-proxy', Address: addr, Port: port, ...(weights !== undefined && { Weights: weights }) },
@@ -254,7 +309,7 @@ describe('ConsulHttpClient over TCP', () => {
     );
   });
 
-  test('upstreamEndpoints: passing, cached, dc, ns; address fallback, weights, sorted', async () => {
+  test('upstreamEndpoints: cached, dc, ns (never passing: health is decided locally); address fallback, weights, sorted', async () => {
     agent.json(
       '/v1/health/connect/db',
       [entry('node-b', '10.0.0.2', 'db-sidecar-proxy', '', 21000, { Passing: 3, Warning: 1 }), entry('node-a', '10.0.0.1', 'db-sidecar-proxy', '192.168.0.1', 21001)],
@@ -264,13 +319,70 @@ describe('ConsulHttpClient over TCP', () => {
     assert.deepEqual(got, {
       value: [
         { id: 'node-a/db-sidecar-proxy', node: 'node-a', address: '192.168.0.1', port: 21001, weight: 1 },
-        { id: 'node-b/db-sidecar-proxy', node: 'node-b', address: '10.0.0.2', port: 21000, weight: 3 },
+        { id: 'node-b/db-sidecar-proxy', node: 'node-b', address: '10.0.0.2', port: 21000, weight: 3, warningWeight: 1 },
       ],
       cursor: { index: 100 },
     });
-    assert.equal(agent.seen[0]?.rawQuery, 'passing&cached&dc=dc2&ns=team&index=99&wait=300s');
+    assert.equal(agent.seen[0]?.rawQuery, 'cached&dc=dc2&ns=team&index=99&wait=300s');
     await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'default', datacenter: '' }, {}, signal());
-    assert.equal(agent.seen[1]?.rawQuery, 'passing&cached');
+    assert.equal(agent.seen[1]?.rawQuery, 'cached');
+    await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: 'default', datacenter: '', filter: 'Service.Meta.version == "v1"' }, {}, signal());
+    assert.equal(agent.seen[2]?.query.get('filter'), 'Service.Meta.version == "v1"');
+  });
+
+  test('upstreamEndpoints: the worst check decides the status (any critical, else any non-passing is a warning)', async () => {
+    const withChecks = (node: string, statuses: string[]) => ({ ...entry(node, '10.0.0.1', 'db-sidecar-proxy', '', 21000), Checks: statuses.map((Status) => ({ Status })) });
+    agent.json(
+      '/v1/health/connect/db',
+      [withChecks('a', ['passing', 'passing']), withChecks('b', ['passing', 'warning']), withChecks('c', ['warning', 'critical']), withChecks('d', ['maintenance'])],
+      {
+        'X-Consul-Index': '7',
+      },
+    );
+    const got = await client.upstreamEndpoints({ destinationName: 'db', destinationNamespace: '', datacenter: '' }, {}, signal());
+    assert.deepEqual(
+      got.value.map((e) => [e.node, e.status]),
+      [
+        ['a', 'passing'],
+        ['b', 'warning'],
+        ['c', 'critical'],
+        ['d', 'warning'],
+      ],
+    );
+  });
+
+  test('discoveryChain: POST with the overrides, compile-dc and cached, blocking; the start resolver and its failover become the chain', async () => {
+    let body = '';
+    agent.routes.set('/v1/discovery-chain/api', (req, res) => {
+      let data = '';
+      req.on('data', (c: Buffer) => {
+        data += c.toString();
+      });
+      req.on('end', () => {
+        body = `${req.method} ${data}`;
+        res.writeHead(200, { 'content-type': 'application/json', 'X-Consul-Index': '18' }).end(JSON.stringify({ Chain: CHAIN_JSON }));
+      });
+    });
+    const query = { upstream: 'service:default/api@', name: 'api', datacenter: 'dc2', localDatacenter: 'dc1', overrideProtocol: 'tcp', overrideConnectTimeoutMs: 1500 };
+    const got = await client.discoveryChain(query, { index: 17 }, signal());
+    assert.equal(body, 'POST {"OverrideProtocol":"tcp","OverrideConnectTimeout":"1500ms"}');
+    assert.equal(agent.seen[0]?.rawQuery, 'compile-dc=dc2&cached&index=17&wait=300s');
+    assert.equal(got.cursor.index, 18);
+    assert.deepEqual(
+      got.value.targets.map((t) => [t.id, t.filter, t.onlyPassing, t.connectTimeoutMs]),
+      [
+        ['v2.api.default.default.dc1', 'Service.Meta.version == v2', true, 3000],
+        ['api-backup.default.default.dc1', '', false, 5000],
+      ],
+    );
+    assert.deepEqual(got.value.loadBalancer, {
+      policy: 'ring_hash',
+      choiceCount: 2,
+      hashPolicies: [
+        { source: { kind: 'header', name: 'x-user' }, terminal: false },
+        { source: { kind: 'source_ip' }, terminal: true },
+      ],
+    });
   });
 
   test('upstreamEndpoints: an entry of the wrong shape becomes an invalid endpoint; the others are read', async () => {

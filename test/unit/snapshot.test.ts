@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { selectSidecar } from '../../src/consul/find-sidecar.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { SnapshotState } from '../../src/snapshot/fold.js';
+import { trivialChain } from '../../src/domain/chain.js';
 import type { Leaf, ProxyRegistration, Roots, Upstream } from '../../src/domain/snapshot.js';
 
 const upstream = (name: string): Upstream => ({
@@ -97,6 +98,11 @@ describe('SnapshotState', () => {
     state.apply({ kind: 'registration', value: registration([api]) });
     state.apply({ kind: 'leaf', value: leaf });
     state.apply({ kind: 'roots', value: roots });
+    // A service upstream waits for its discovery chain, then for the chain's targets.
+    assert.deepEqual(state.targetsWithoutAnswer(), [`chain:${api.key}`]);
+    assert.equal(state.apply({ kind: 'chain', upstreamKey: 'service:default/other@', value: trivialChain(api, 'dc1') }), false, 'a chain of an unknown upstream');
+    assert.equal(state.apply({ kind: 'chain', upstreamKey: api.key, value: trivialChain(api, 'dc1') }), true);
+    assert.equal(state.apply({ kind: 'chain', upstreamKey: api.key, value: trivialChain(api, 'dc1') }), false, 'the same chain again');
     assert.deepEqual(state.targetsWithoutAnswer(), [target]);
     assert.deepEqual(
       state
@@ -117,6 +123,7 @@ describe('SnapshotState', () => {
     const named = { ...upstream('api'), key: 'service:default/api@dc1', datacenter: 'dc1', localBindPort: 9001 };
     const other = { ...upstream('api'), key: 'service:default/api@dc2', datacenter: 'dc2', localBindPort: 9002 };
     state.apply({ kind: 'registration', value: registration([local, named, other]) });
+    for (const u of [local, named, other]) state.apply({ kind: 'chain', upstreamKey: u.key, value: trivialChain(u, 'dc1') });
     assert.deepEqual(
       state
         .usedTargets()

@@ -15,7 +15,7 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import type { IntentionSet } from '../../src/domain/intentions.js';
 import { SPOE_CONFIG_FILE } from '../../src/domain/haproxy-names.js';
 import { defaultAccessLogFormat, parseJsonFormat } from '../../src/domain/access-log-template.js';
-import type { CaRoot, Endpoint, Snapshot } from '../../src/domain/snapshot.js';
+import type { CaRoot, Chain, Endpoint, Snapshot, Target } from '../../src/domain/snapshot.js';
 import { isValidAddress } from '../../src/haproxy/validate.js';
 import { upstreamFrontendName } from '../../src/domain/haproxy-names.js';
 import fc from 'fast-check';
@@ -34,6 +34,15 @@ interface Case {
 }
 
 const api = upstream('api', { localBindPort: 9191 });
+
+function chainTarget(id: string, service: string, extra: Partial<Target> = {}): Target {
+  return { id, kind: 'service', service, namespace: 'default', partition: 'default', datacenter: 'dc1', filter: '', onlyPassing: false, ...extra };
+}
+
+/** The snapshot with these chains and these endpoints per target (as the chain and target watches would fold them). */
+function withChains(base: Snapshot, chains: Array<[string, Chain]>, targets: Array<[string, Endpoint[]]>): Snapshot {
+  return { ...base, chains: new Map([...base.chains, ...chains]), targets: new Map([...base.targets, ...targets]) };
+}
 const INTENTIONS: IntentionSet = {
   defaultAllow: false,
   intentions: [
@@ -108,6 +117,44 @@ const CASES: Case[] = [
       upstreams: [upstream('api', { datacenter: 'dc2' })],
       endpoints: [[upstream('api', { datacenter: 'dc2' }).key, [endpoint('dc2-node-1', '10.1.0.1')]]],
     }),
+  },
+  {
+    // A resolver's chain: an HTTP upstream to subset v2 (OnlyPassing) failing over to api-backup,
+    // ring_hash on a header then the source; a TCP upstream with least_request and a 1.5 s timeout.
+    name: 'discovery-chain',
+    snapshot: withChains(
+      snapshot({
+        upstreams: [upstream('api', { protocol: 'http', localBindPort: 9191 }), upstream('db', { protocol: 'tcp', localBindPort: 9192 })],
+      }),
+      [
+        [
+          upstream('api').key,
+          {
+            targets: [
+              chainTarget('v2.api.default.default.dc1', 'api', { filter: 'Service.Meta.version == v2', onlyPassing: true, connectTimeoutMs: 3_000 }),
+              chainTarget('api-backup.default.default.dc1', 'api-backup'),
+            ],
+            loadBalancer: {
+              policy: 'ring_hash',
+              choiceCount: 2,
+              hashPolicies: [
+                { source: { kind: 'header', name: 'x-user' }, terminal: false },
+                { source: { kind: 'source_ip' }, terminal: true },
+              ],
+            },
+          },
+        ],
+        [upstream('db').key, { targets: [chainTarget('db.default.default.dc1', 'db', { connectTimeoutMs: 1_500 })], loadBalancer: { policy: 'least_request', choiceCount: 3, hashPolicies: [] } }],
+      ],
+      [
+        ['v2.api.default.default.dc1', [endpoint('node-1', '10.0.0.1'), { ...endpoint('node-2', '10.0.0.2'), status: 'warning' }, { ...endpoint('node-3', '10.0.0.3'), status: 'critical' }]],
+        ['api-backup.default.default.dc1', [endpoint('node-4', '10.0.0.4', 21000, 1, 'api-backup-sidecar-proxy')]],
+        [
+          'db.default.default.dc1',
+          [endpoint('node-5', '10.0.0.5', 21000, 2, 'db-sidecar-proxy'), { ...endpoint('node-6', '10.0.0.6', 21000, 5, 'db-sidecar-proxy'), status: 'warning', warningWeight: 1 }],
+        ],
+      ],
+    ),
   },
   {
     name: 'weights',
@@ -349,7 +396,7 @@ describe('translate', () => {
     assert.equal(model.backends[1]?.servers.length, 1);
   });
 
-  test('weights are clamped to 0..256', () => {
+  test('weights as Envoy takes them: capped at 128, below 1 the instance gets no server', () => {
     const model = translate(
       snapshot({
         upstreams: [api],
@@ -359,7 +406,7 @@ describe('translate', () => {
     ).model;
     assert.deepEqual(
       model.backends[1]?.servers.map((server) => server.weight).sort((x, y) => x - y),
-      [0, 7, 256],
+      [7, 128],
     );
   });
 
@@ -473,7 +520,8 @@ describe('translate: one bad item never stops the others', () => {
         const servers = model.backends[1]?.servers ?? [];
         assert.ok(servers.some((s) => s.address === '10.0.0.1'));
         // Every instance is either served or reported (a bad one does not hide a good one with its id).
-        assert.ok(servers.length + dropped.length >= new Set(endpoints.map((e) => e.id)).size);
+        // Instances weighted below 1 are unhealthy as Envoy decides: neither served nor reported.
+        assert.ok(servers.length + dropped.length >= new Set(endpoints.filter((e) => e.weight >= 1).map((e) => e.id)).size);
         assert.ok(servers.length + dropped.length <= endpoints.length);
         const text = render(model);
         for (const s of servers) assert.ok(isValidAddress(s.address), s.address);

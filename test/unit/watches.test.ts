@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { waitFor } from '../../devtools/ports.js';
 import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import type { SnapshotEvent } from '../../src/snapshot/fold.js';
-import type { ProxyRegistration } from '../../src/domain/snapshot.js';
+import type { ProxyRegistration, Target } from '../../src/domain/snapshot.js';
 import { SidecarWatches } from '../../src/snapshot/watches.js';
 import { endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 
@@ -54,8 +54,16 @@ describe('SidecarWatches', () => {
     const root = new AbortController();
     const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: (e) => events.push(e), onError: () => {}, signal: root.signal });
     watches.start();
-    await waitFor('upstream watches', async () => (watches.running().length === 5 ? true : undefined), 5_000, 10);
-    assert.deepEqual(watches.running(), ['leaf:web', 'registration:web-sidecar-proxy', 'roots', 'target:api.default.default.dc1', 'target:db.default.default.dc1']);
+    await waitFor('upstream watches', async () => (watches.running().length === 7 ? true : undefined), 5_000, 10);
+    assert.deepEqual(watches.running(), [
+      'chain:service:default/api@',
+      'chain:service:default/db@',
+      'leaf:web',
+      'registration:web-sidecar-proxy',
+      'roots',
+      'target:api.default.default.dc1',
+      'target:db.default.default.dc1',
+    ]);
     await waitFor('api endpoints', async () => events.find((e) => e.kind === 'target-endpoints' && e.targetId === 'api.default.default.dc1'), 5_000, 10);
 
     consul.setRegistration(registration('api', 'cache'));
@@ -66,6 +74,8 @@ describe('SidecarWatches', () => {
       10,
     );
     assert.ok(events.some((e) => e.kind === 'target-removed' && e.targetId === 'db.default.default.dc1'));
+    assert.ok(!watches.running().includes('chain:service:default/db@'), 'the chain watch of a removed upstream stops');
+    assert.ok(watches.running().includes('chain:service:default/cache@'));
     const apiWatchStarts = consul.calls.filter((c) => c.method === 'upstreamEndpoints' && c.arg.includes('api') && c.cursor?.index === undefined).length;
     assert.equal(apiWatchStarts, 1, 'a watch that runs is not started again');
 
@@ -84,7 +94,7 @@ describe('SidecarWatches', () => {
     const root = new AbortController();
     const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: () => {}, onError: () => {}, signal: root.signal });
     watches.start();
-    await waitFor('target watches', async () => (watches.running().length === 5 ? true : undefined), 5_000, 10);
+    await waitFor('target watches', async () => (watches.running().length === 8 ? true : undefined), 5_000, 10);
     assert.deepEqual(
       watches.running().filter((w) => w.startsWith('target:')),
       ['target:api.default.default.dc1', 'target:api.default.default.dc2'],
@@ -92,6 +102,47 @@ describe('SidecarWatches', () => {
     // The local datacenter is asked without naming it, another one by name.
     const asked = consul.calls.filter((c) => c.method === 'upstreamEndpoints').map((c) => c.arg);
     assert.equal(new Set(asked).size, 2, JSON.stringify(asked));
+    root.abort();
+    await watches.stopped();
+  });
+
+  test('the chain decides the targets: a subset target is watched with its filter, a failover target too; a new filter restarts that watch', async () => {
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration('api'));
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    const target = (id: string, service: string, filter: string): Target => ({
+      id,
+      kind: 'service',
+      service,
+      namespace: 'default',
+      partition: 'default',
+      datacenter: 'dc1',
+      filter,
+      onlyPassing: false,
+    });
+    consul.setChain('api', '', { targets: [target('v2.api.default.default.dc1', 'api', 'Service.Meta.version == v2'), target('backup.default.default.dc1', 'backup', '')] });
+    const events: SnapshotEvent[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: (e) => events.push(e), onError: () => {}, signal: root.signal });
+    watches.start();
+    await waitFor('chain targets', async () => (watches.running().includes('target:backup.default.default.dc1') ? true : undefined), 5_000, 10);
+    assert.deepEqual(
+      watches.running().filter((w) => w.startsWith('target:')),
+      ['target:backup.default.default.dc1', 'target:v2.api.default.default.dc1'],
+    );
+    const chainEvent = events.find((e) => e.kind === 'chain');
+    assert.equal(chainEvent?.kind === 'chain' ? chainEvent.upstreamKey : undefined, 'service:default/api@');
+    const filtered = (): number => consul.calls.filter((c) => c.method === 'upstreamEndpoints' && c.arg === 'default/api@' && c.cursor?.index === undefined).length;
+    assert.equal(filtered(), 1);
+    // The same subset with another filter: that target's watch restarts; the failover target's is left alone.
+    consul.setChain('api', '', { targets: [target('v2.api.default.default.dc1', 'api', 'Service.Meta.version == "2"'), target('backup.default.default.dc1', 'backup', '')] });
+    await waitFor('restarted target watch', async () => (filtered() === 2 ? true : undefined), 5_000, 10);
+    assert.equal(consul.calls.filter((c) => c.method === 'upstreamEndpoints' && c.arg === 'default/backup@' && c.cursor?.index === undefined).length, 1);
+    // No failover any more: its watch stops and its endpoints are dropped.
+    consul.setChain('api', '', { targets: [target('v2.api.default.default.dc1', 'api', 'Service.Meta.version == "2"')] });
+    await waitFor('failover watch stopped', async () => (!watches.running().includes('target:backup.default.default.dc1') ? true : undefined), 5_000, 10);
+    assert.ok(events.some((e) => e.kind === 'target-removed' && e.targetId === 'backup.default.default.dc1'));
     root.abort();
     await watches.stopped();
   });
