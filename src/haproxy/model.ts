@@ -159,6 +159,12 @@ export interface Backend {
   tls: ServerTls | undefined;
   /** HTTP/2 towards the servers in clear text (h2c to a local gRPC/HTTP2 app). */
   protoH2: boolean;
+  /**
+   * HTTP only: the URI SAN (SPIFFE ID) the servers' certificates must carry. HAProxy 2.6 cannot
+   * check it during the handshake, so a response from a server without it is replaced by a 502
+   * (the request has reached that server by then).
+   */
+  peerIdentity?: string;
   servers: Server[];
 }
 

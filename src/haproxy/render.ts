@@ -214,9 +214,25 @@ function balanceLines(balance: Backend['balance']): string[] {
   return [`balance ${balance}`];
 }
 
+/**
+ * The DER bytes of a URI subjectAltName (context tag [6], 0x86) with this value, in upper-case
+ * hex as HAProxy's `hex` converter writes them: the SAN is found in the certificate's DER only if
+ * it carries exactly this URI (the length byte rules out a longer one that starts the same).
+ */
+export function uriSanDerHex(uri: string): string {
+  const value = Buffer.from(uri, 'ascii');
+  const length = value.length < 0x80 ? [value.length] : [0x81, value.length];
+  return Buffer.concat([Buffer.from([0x86, ...length]), value])
+    .toString('hex')
+    .toUpperCase();
+}
+
 function renderBackend(backend: Backend): string {
   const lines = [`mode ${backend.mode}`, ...balanceLines(backend.balance), `timeout connect ${formatDuration(backend.timeoutConnectMs)}`, `timeout server ${formatDuration(backend.timeoutServerMs)}`];
   if (backend.httpReuse !== undefined) lines.push(`http-reuse ${backend.httpReuse}`);
+  if (backend.peerIdentity !== undefined) {
+    lines.push(`# a response from a server that is not ${backend.peerIdentity} is refused`, `http-response deny if !{ ssl_s_der,hex -m sub ${uriSanDerHex(backend.peerIdentity)} }`);
+  }
   for (const server of backend.servers) lines.push(serverConfigLine(server, backend));
   return section(`backend ${backend.name}`, lines);
 }

@@ -19,6 +19,8 @@ const HOSTNAME_PATTERN = /^(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za
 const ALPN_PATTERN = /^[A-Za-z0-9._/-]+$/;
 /** Header, cookie and query parameter names a hash key may read: plain enough to go unquoted in a sample fetch. */
 export const HASH_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
+/** A SPIFFE ID as Consul writes it into leaves; at most 255 bytes (a two-byte DER length). */
+const PEER_IDENTITY_PATTERN = /^spiffe:\/\/[A-Za-z0-9._\/-]{1,240}$/;
 /** A bound on `balance random(<draws>)`: more draws than servers only costs time. */
 const MAX_RANDOM_DRAWS = 64;
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
@@ -245,6 +247,10 @@ export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelF
   checkTimeout(`${what} timeout server`, backend.timeoutServerMs);
   if (backend.httpReuse !== undefined && backend.mode !== 'http') invalid(`${what} sets http-reuse in mode ${backend.mode}`);
   if (backend.protoH2 && backend.mode !== 'http') invalid(`${what} uses proto h2 in mode ${backend.mode}`);
+  if (backend.peerIdentity !== undefined) {
+    if (backend.mode !== 'http' || backend.tls === undefined) invalid(`${what} checks the peer identity without HTTP over TLS`);
+    if (!PEER_IDENTITY_PATTERN.test(backend.peerIdentity)) invalid(`${what} peer identity ${show(backend.peerIdentity)} must match ${PEER_IDENTITY_PATTERN}`);
+  }
   if (typeof backend.balance === 'object') checkInteger(`${what} balance random draws`, backend.balance.random, 1, MAX_RANDOM_DRAWS);
   if (backend.balance === 'hash' && backend.mode !== 'http') invalid(`${what} balances on the HTTP hash key in mode ${backend.mode}`);
   if (backend.tls !== undefined) {

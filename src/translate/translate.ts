@@ -24,6 +24,7 @@ import {
 import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
 import { certificateProblem } from '../domain/certificates.js';
+import { DEFAULT_PARTITION } from '../domain/consul.js';
 import type { CaRoot, DroppedItem, Endpoint, LoadBalancer, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
@@ -229,8 +230,19 @@ function balanceOf(lb: LoadBalancer | undefined, mode: Mode): Backend['balance']
   }
 }
 
-function targetBackend(upstream: Upstream, name: string, servers: Server[], target: Target | undefined, balance: Backend['balance']): Backend {
+/**
+ * The SPIFFE ID a target's instances present (Consul's leaf URI SAN): the target's service, whatever
+ * its subset; `/ap/<partition>` only outside the default partition.
+ */
+export function targetIdentity(target: Target, trustDomain: string): string {
+  const partition = target.partition === DEFAULT_PARTITION ? '' : `/ap/${target.partition}`;
+  return `spiffe://${trustDomain}${partition}/ns/${target.namespace}/dc/${target.datacenter}/svc/${target.service}`;
+}
+
+function targetBackend(upstream: Upstream, name: string, servers: Server[], target: Target | undefined, balance: Backend['balance'], trustDomain: string): Backend {
   const mode = modeOf(upstream.protocol);
+  // HTTP: a response from an instance that is not the target's service is refused (502).
+  const identity = mode === 'http' && target?.kind === 'service' ? targetIdentity(target, trustDomain) : undefined;
   return {
     name,
     mode,
@@ -242,6 +254,7 @@ function targetBackend(upstream: Upstream, name: string, servers: Server[], targ
     // No `sni`: it breaks verification against Consul leaves (FACTS.md §2).
     tls: { crt: LEAF_FILE, caFile: ROOTS_FILE, alpn: upstreamAlpn(upstream.protocol) },
     protoH2: false,
+    ...(identity !== undefined && { peerIdentity: identity }),
     servers,
   };
 }
@@ -277,9 +290,16 @@ function upstreamProxies(upstream: Upstream, snapshot: Snapshot, dropped: Droppe
   const targets = chain?.targets ?? [];
   const backends =
     targets.length === 0
-      ? [targetBackend(upstream, upstreamBackendName(upstream.key), [], undefined, balance)]
+      ? [targetBackend(upstream, upstreamBackendName(upstream.key), [], undefined, balance, snapshot.roots.trustDomain)]
       : targets.map((target, index) =>
-          targetBackend(upstream, targetBackendName(upstream, target, index), upstreamServers(upstream.key, healthyEndpoints(snapshot.targets.get(target.id) ?? [], target), dropped), target, balance),
+          targetBackend(
+            upstream,
+            targetBackendName(upstream, target, index),
+            upstreamServers(upstream.key, healthyEndpoints(snapshot.targets.get(target.id) ?? [], target), dropped),
+            target,
+            balance,
+            snapshot.roots.trustDomain,
+          ),
         );
   const [first, ...failover] = backends.map((b) => b.name);
   const frontend = upstreamFrontend(upstream, first as string);

@@ -39,7 +39,7 @@ async function answers(count: number): Promise<Set<string>> {
 before(async () => {
   agent = await ConsulDevAgent.start();
   baseDir = await mkdtemp(join(tmpdir(), 'hc-mesh-'));
-  const names = ['api1', 'api1Sidecar', 'api2', 'api2Sidecar', 'web', 'webSidecar', 'webToApi', 'echo', 'echoSidecar', 'webToEcho'];
+  const names = ['api1', 'api1Sidecar', 'api2', 'api2Sidecar', 'web', 'webSidecar', 'webToApi', 'echo', 'echoSidecar', 'webToEcho', 'billing', 'billingSidecar'];
   const list = await freePorts(names.length);
   ports = Object.fromEntries(names.map((n, i) => [n, list[i] as number]));
   apps.push(await startHttpApp('api-1', ports.api1 as number));
@@ -100,6 +100,40 @@ describe('mesh with real Consul and HAProxy', () => {
   test('a TCP upstream works', async () => {
     const result = await waitFor('echo through the mesh', () => tcpExchange(ports.webToEcho as number, 'ping over mtls'), 30_000, 200);
     assert.deepEqual(result, { greeting: 'echo', echo: 'ping over mtls' });
+  });
+
+  test("an api instance that presents another service's mesh certificate gets no answer through: 502, never the other service's response", async () => {
+    // billing is a real mesh service with its own sidecar and a valid leaf from the same CA.
+    apps.push(await startHttpApp('billing', ports.billing as number));
+    await registerMeshService(agent, { id: 'billing', name: 'billing', port: ports.billing as number, sidecarPort: ports.billingSidecar as number, protocol: 'http' });
+    await startSidecar('billing');
+    // An instance of api whose address is billing's sidecar (a mistake, or an attack through the catalog).
+    await agent.put('/v1/agent/service/register', {
+      ID: 'api-impostor-sidecar-proxy',
+      Name: 'api-sidecar-proxy',
+      Kind: 'connect-proxy',
+      Port: ports.billingSidecar,
+      Address: '127.0.0.1',
+      Proxy: { DestinationServiceName: 'api', DestinationServiceID: 'api-1', LocalServicePort: ports.api1 },
+    });
+    try {
+      const seen = await waitFor(
+        'requests to reach the impostor',
+        async () => {
+          const got = await answers(20);
+          return got.has('status 502') ? got : undefined;
+        },
+        30_000,
+        200,
+      );
+      assert.ok(!seen.has('hello from billing'), `billing answered as api: ${[...seen].join(', ')}`);
+      assert.ok(seen.has('hello from api-1'), 'the real instance keeps answering');
+      const more = await answers(40);
+      assert.ok(!more.has('hello from billing'), `billing answered as api: ${[...more].join(', ')}`);
+    } finally {
+      await agent.put('/v1/agent/service/deregister/api-impostor-sidecar-proxy');
+    }
+    await waitFor('the impostor to leave', async () => ((await answers(10)).has('status 502') ? undefined : true), 30_000, 200);
   });
 
   test('a second instance that registers starts receiving traffic', async () => {

@@ -3,6 +3,7 @@
  * duration forms, and the health decision translate makes per target (Envoy's rule).
  */
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { chainFromCompiled } from '../../src/consul/discovery-chain.js';
@@ -10,7 +11,9 @@ import { parseDurationMs } from '../../src/consul/duration.js';
 import { discoveryChainSchema } from '../../src/consul/schemas.js';
 import type { Endpoint, Target } from '../../src/domain/snapshot.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { healthyEndpoints } from '../../src/translate/translate.js';
+import { uriSanDerHex } from '../../src/haproxy/render.js';
+import { healthyEndpoints, targetIdentity } from '../../src/translate/translate.js';
+import { PEM } from '../helpers/fixtures.js';
 
 type Json = Record<string, unknown>;
 
@@ -190,5 +193,28 @@ describe('healthyEndpoints (Envoy: agent/xds/endpoints.go)', () => {
       healthyEndpoints(endpoints, target(true)).map((e) => e.id),
       ['passing', 'unknown', 'heavy'],
     );
+  });
+});
+
+describe('upstream identity (the SPIFFE ID a target presents, found in the DER of its certificate)', () => {
+  const td = '11111111-2222-3333-4444-555555555555.consul';
+  const target = (service: string, extra: Partial<Target> = {}): Target => ({ id: 'x', kind: 'service', service, namespace: 'default', partition: 'default', datacenter: 'dc1', ...extra });
+  const der = (pem: string): string => new X509Certificate(pem).raw.toString('hex').toUpperCase();
+
+  test("the target's service, whatever its subset; the partition only when not default", () => {
+    assert.equal(targetIdentity(target('api', { id: 'v2.api.default.default.dc1' }), td), `spiffe://${td}/ns/default/dc/dc1/svc/api`);
+    assert.equal(targetIdentity(target('api', { partition: 'team', namespace: 'ns1', datacenter: 'dc2' }), td), `spiffe://${td}/ap/team/ns/ns1/dc/dc2/svc/api`);
+  });
+
+  test("api's leaf carries api's identity and not web's; a URI that only starts the same does not match", () => {
+    assert.ok(der(PEM.apiCert).includes(uriSanDerHex(targetIdentity(target('api'), td))));
+    assert.ok(!der(PEM.webCert).includes(uriSanDerHex(targetIdentity(target('api'), td))));
+    assert.ok(!der(PEM.apiCert).includes(uriSanDerHex(targetIdentity(target('ap'), td))), 'svc/ap is a prefix of svc/api');
+    assert.ok(!der(PEM.apiCert).includes(uriSanDerHex(`spiffe://${td}`)), "the CA's URI is not in the leaf");
+  });
+
+  test('lengths of 128 bytes and more take the long DER form', () => {
+    assert.equal(uriSanDerHex('a'.repeat(127)).slice(0, 4), '867F');
+    assert.equal(uriSanDerHex('a'.repeat(200)).slice(0, 6), '8681C8');
   });
 });
