@@ -81,6 +81,10 @@ function isBarrier(op: RuntimeOp): boolean {
   return op.kind === 'set-leaf';
 }
 
+function isRemoval(op: RuntimeOp): boolean {
+  return op.kind === 'remove-server';
+}
+
 /**
  * Applies ops in order over one session (or a new one on `socket`). Never throws for a refused
  * command: every op gets a result. A session error (socket closed, timeout, abort) fails the
@@ -99,8 +103,11 @@ export async function applyOps(socket: string | RuntimeSession, ops: readonly Ru
         i += 1;
         continue;
       }
+      // Removals wait until every add, move and weight change before them has been answered: pipelined
+      // together, a removal's `disable server` could land between a revived server's `disable` and
+      // `enable` and leave the backend without a usable server for a moment (measured: 503s).
       let end = i;
-      while (end < ops.length && !isBarrier(ops[end] as RuntimeOp)) end += 1;
+      while (end < ops.length && !isBarrier(ops[end] as RuntimeOp) && isRemoval(ops[end] as RuntimeOp) === isRemoval(op)) end += 1;
       let next = i;
       const worker = async (): Promise<void> => {
         while (next < end) {
