@@ -128,6 +128,7 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
     readPort(ctx, `${label} LocalBindPort`, port);
   }
   const config: Config = raw.Config;
+  const connectTimeout = readTimeoutMs(ctx, `${label} Config.connect_timeout_ms`, config['connect_timeout_ms']);
   return {
     key: upstreamKey(type, namespace, name, datacenter),
     destinationType: type,
@@ -140,7 +141,8 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
     localBindSocketMode: socketPath === undefined ? undefined : readSocketMode(ctx, `${label} LocalBindSocketMode`, raw.LocalBindSocketMode),
     // The agent has already merged central config, so an absent protocol means Consul's default.
     protocol: readProtocol(ctx, `${label} Config.protocol`, config['protocol']),
-    connectTimeoutMs: readTimeoutMs(ctx, `${label} Config.connect_timeout_ms`, config['connect_timeout_ms']) ?? DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+    connectTimeoutMs: connectTimeout ?? DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
+    ...(connectTimeout !== undefined && { configuredConnectTimeoutMs: connectTimeout }),
   };
 }
 

@@ -39,6 +39,11 @@ export interface Upstream {
   protocol: Protocol;
   /** Config.connect_timeout_ms, Consul default 5000. */
   connectTimeoutMs: number;
+  /**
+   * Config.connect_timeout_ms when the registration sets it: it then replaces every resolver's
+   * ConnectTimeout in the discovery chain (Consul's OverrideConnectTimeout), as for Envoy.
+   */
+  configuredConnectTimeoutMs?: number;
 }
 
 /** Where access log lines go (Consul's `AccessLogs.Type` and `Path`). */

@@ -142,7 +142,7 @@ export class SidecarWatches {
         // Routers and splitters are not applied yet (HTTP routing): compiled as tcp, Consul drops
         // them and the chain starts at the upstream's resolver, with its subsets, redirect and failover.
         overrideProtocol: 'tcp',
-        overrideConnectTimeoutMs: upstream.connectTimeoutMs,
+        overrideConnectTimeoutMs: upstream.configuredConnectTimeoutMs,
       };
       wanted.set(`${CHAIN_WATCH_PREFIX}${upstream.key}`, { upstream, query });
     }

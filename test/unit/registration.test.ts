@@ -141,6 +141,7 @@ describe('parseProxyRegistration: defaults', () => {
       localBindSocketMode: 0o600,
       protocol: 'grpc',
       connectTimeoutMs: 1000,
+      configuredConnectTimeoutMs: 1000,
     });
   });
 
