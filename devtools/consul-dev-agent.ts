@@ -188,3 +188,13 @@ export async function registerMeshService(agent: Pick<ConsulDevAgent, 'put'>, sp
     },
   });
 }
+
+/**
+ * registerMeshService with the service's Meta (e.g. `{ version: 'v2' }`). A sidecar registered
+ * with its service inherits the Meta when it has none of its own (Consul's agent/sidecar_service.go),
+ * so discovery-chain subset filters such as `Service.Meta.version == v2`, which Consul evaluates
+ * on the proxy's health entries, see it.
+ */
+export async function registerMeshServiceWithMeta(agent: Pick<ConsulDevAgent, 'put'>, spec: MeshServiceSpec, meta: Record<string, string>): Promise<void> {
+  await registerMeshService({ put: (path: string, body?: unknown) => agent.put(path, { ...(body as Record<string, unknown>), Meta: meta }) }, spec);
+}
