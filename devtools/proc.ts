@@ -94,3 +94,38 @@ export function tcpListeners(port: number): TcpListener[] {
   }
   return [...holders].map(([inode, pids]) => ({ inode, pids }));
 }
+
+/** Established TCP connections that `pid` holds to `port` on any address (/proc/net/tcp and tcp6, state 01). */
+export function tcpConnectionsTo(pid: number, port: number): number {
+  const owned = new Set<number>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return 0;
+  }
+  for (const fd of fds) {
+    try {
+      const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1];
+      if (inode !== undefined) owned.add(Number(inode));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  let count = 0;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const remote = fields[2];
+      if (remote === undefined || fields[3] !== '01') continue;
+      if (Number.parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16) === port && owned.has(Number(fields[9]))) count += 1;
+    }
+  }
+  return count;
+}
