@@ -36,8 +36,8 @@ export function startIntake(options: IntakeOptions): IntakePart {
     watchIntentions: options.watchIntentions,
     emit: options.onEvent,
     onSuccess: (watch) => metrics?.watchAnswered(watch),
-    onError: ({ watch, error, attempt, kind }) => {
-      const fields = { watch, err: errorMessage(error), code: (error as { code?: string }).code };
+    onError: ({ watch, error, attempt, kind, upstreams }) => {
+      const fields = { watch, err: errorMessage(error), code: (error as { code?: string }).code, ...(upstreams !== undefined && { upstreams }) };
       if (kind === 'consumer') {
         log.main.error({ ...fields, stack: error.stack }, 'applying an answer from Consul failed; that answer is dropped and the watch goes on');
         return;

@@ -26,6 +26,8 @@ export interface WatchErrorReport {
   attempt: number;
   /** `fetch`: the request failed (retried with backoff); `consumer`: folding the answer in threw (the answer is dropped). */
   kind: 'fetch' | 'consumer';
+  /** For chain and target watches: the keys of the upstreams that use it (they keep their last good state). */
+  upstreams?: string[];
 }
 
 export interface SidecarWatchesOptions {
@@ -216,13 +218,24 @@ export class SidecarWatches {
       name,
       fetch,
       onValue,
-      onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt, kind: 'fetch' }),
-      onValueError: (error) => this.#opts.onError({ watch: name, error, attempt: 0, kind: 'consumer' }),
+      onError: (error, attempt) => this.#opts.onError({ watch: name, error, attempt, kind: 'fetch', ...this.#concerns(name) }),
+      onValueError: (error) => this.#opts.onError({ watch: name, error, attempt: 0, kind: 'consumer', ...this.#concerns(name) }),
       onSuccess: () => this.#opts.onSuccess?.(name),
       signal: controller.signal,
       ...(pollIntervalMs !== undefined && { pollIntervalMs }),
     }).finally(() => root.removeEventListener('abort', onRootAbort));
     this.#running.set(name, { controller, done });
+  }
+
+  /** The upstreams a chain or target watch serves, for its error reports. */
+  #concerns(name: string): { upstreams?: string[] } {
+    if (name.startsWith(CHAIN_WATCH_PREFIX)) return { upstreams: [name.slice(CHAIN_WATCH_PREFIX.length)] };
+    if (!name.startsWith(TARGET_WATCH_PREFIX)) return {};
+    const id = name.slice(TARGET_WATCH_PREFIX.length);
+    const upstreams = this.#upstreams
+      .filter((u) => (u.destinationType === 'prepared_query' ? trivialChain(u, this.#opts.datacenter) : this.#chains.get(u.key))?.targets.some((t) => t.id === id))
+      .map((u) => u.key);
+    return { upstreams };
   }
 
   #stopWatch(name: string): void {

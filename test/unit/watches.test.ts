@@ -4,7 +4,8 @@ import { waitFor } from '../../devtools/ports.js';
 import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import type { SnapshotEvent } from '../../src/snapshot/fold.js';
 import type { ProxyRegistration, Target } from '../../src/domain/snapshot.js';
-import { SidecarWatches } from '../../src/snapshot/watches.js';
+import { SidecarWatches, type WatchErrorReport } from '../../src/snapshot/watches.js';
+import { HaproxyConnectError } from '../../src/errors.js';
 import { endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 
 function registration(...names: string[]): ProxyRegistration {
@@ -143,6 +144,27 @@ describe('SidecarWatches', () => {
     consul.setChain('api', '', { targets: [target('v2.api.default.default.dc1', 'api', 'Service.Meta.version == "2"')] });
     await waitFor('failover watch stopped', async () => (!watches.running().includes('target:backup.default.default.dc1') ? true : undefined), 5_000, 10);
     assert.ok(events.some((e) => e.kind === 'target-removed' && e.targetId === 'backup.default.default.dc1'));
+    root.abort();
+    await watches.stopped();
+  });
+
+  test('a chain that fails is reported with its upstream; the other upstreams get their chains and targets', async () => {
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration('api', 'db'));
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    consul.failNext(3, new HaproxyConnectError('CONSUL_HTTP', 'discovery chain "api" uses inconsistent protocols'), 'discoveryChain');
+    const reports: WatchErrorReport[] = [];
+    const events: SnapshotEvent[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: (e) => events.push(e), onError: (r) => reports.push(r), signal: root.signal });
+    watches.start();
+    await waitFor('both chains in the end', async () => (events.filter((e) => e.kind === 'chain').length === 2 ? true : undefined), 10_000, 10);
+    assert.ok(reports.length > 0);
+    for (const r of reports) {
+      assert.match(r.watch, /^chain:service:default\/(api|db)@$/);
+      assert.deepEqual(r.upstreams, [r.watch.slice('chain:'.length)]);
+    }
     root.abort();
     await watches.stopped();
   });
