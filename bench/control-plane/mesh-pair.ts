@@ -4,7 +4,7 @@
  * the set-up the control-plane cases on the real Consul agent share.
  */
 import { freePorts } from '../../devtools/ports.js';
-import { registerMeshService } from '../../devtools/consul-dev-agent.js';
+import { registerMeshService, registerMeshServiceWithMeta } from '../../devtools/consul-dev-agent.js';
 import type { Started } from '../lib/procs.js';
 import type { ControlPlaneContext } from './case.js';
 import { Probe } from './probe.js';
@@ -53,4 +53,78 @@ export async function startMeshPair(ctx: ControlPlaneContext, prefix: string): P
     await close();
     throw err;
   }
+}
+
+export interface VersionedMeshPair {
+  probe: Probe;
+  /** The destination service's name (`<prefix>-dst`): the name of its config entries. */
+  destination: string;
+  /** What the app of each version answers: `<prefix>-dst-<version>`. */
+  bodyOf(version: string): string;
+  close(): Promise<void>;
+}
+
+/**
+ * The variant of `startMeshPair` with one destination instance per version: `<prefix>-src` →
+ * `<prefix>-dst`, whose instance `<prefix>-dst-<version>` (app answering `<prefix>-dst-<version>`,
+ * and its own sidecar) is registered with Meta `version=<version>`, which its sidecar inherits, so
+ * service-resolver subsets can select it. The destination gets a `service-defaults` entry with
+ * Protocol http before anything is registered (Consul refuses a chain with mixed protocols), and
+ * `close` deletes it. Resolves once every version answered through the source's upstream (no
+ * resolver yet: round robin over all instances), so every sidecar is serving.
+ */
+export async function startVersionedMeshPair(ctx: ControlPlaneContext, prefix: string, versions: readonly string[]): Promise<VersionedMeshPair> {
+  const { testbed, registry } = ctx;
+  const { agent } = testbed;
+  const ports = await freePorts(2 + 2 * versions.length);
+  const [srcPublic, upstreamPort] = ports as [number, number];
+  const src = `${prefix}-src`;
+  const dst = `${prefix}-dst`;
+  const instanceOf = (version: string): string => `${dst}-${version}`;
+  const started: Started[] = [];
+  const registered: string[] = [];
+  let defaultsWritten = false;
+  const probe = new Probe(upstreamPort);
+  const close = async (): Promise<void> => {
+    probe.close();
+    for (const s of started.reverse()) await registry.stop(s);
+    // Best effort: the agent is stopped with the testbed anyway.
+    for (const id of registered.reverse()) await agent.put(`/v1/agent/service/deregister/${id}`).catch((err: unknown) => ctx.log(`${prefix}: cleanup: ${String(err)}`));
+    if (defaultsWritten) await deleteConfigEntry(ctx, 'service-defaults', dst).catch((err: unknown) => ctx.log(`${prefix}: cleanup: ${String(err)}`));
+  };
+  try {
+    await agent.put('/v1/config', { Kind: 'service-defaults', Name: dst, Protocol: 'http' });
+    defaultsWritten = true;
+    for (const [i, version] of versions.entries()) {
+      const appPort = ports[2 + 2 * i] as number;
+      const sidecarPort = ports[3 + 2 * i] as number;
+      const id = instanceOf(version);
+      started.push(await testbed.startHaproxyApp(`${id}-app`, appPort, id));
+      registered.push(id);
+      await registerMeshServiceWithMeta(agent, { id, name: dst, port: appPort, sidecarPort, protocol: 'http' }, { version });
+    }
+    registered.push(src);
+    await registerMeshService(agent, {
+      id: src,
+      name: src,
+      port: ports[2] as number,
+      sidecarPort: srcPublic,
+      protocol: 'http',
+      upstreams: [{ destinationName: dst, localBindPort: upstreamPort, protocol: 'http' }],
+    });
+    for (const version of versions) started.push(testbed.startHaproxyConnect(`${instanceOf(version)}-sidecar`, instanceOf(version)));
+    started.push(testbed.startHaproxyConnect(`${src}-sidecar`, src));
+    const unseen = new Set(versions.map(instanceOf));
+    await probe.until(`every instance of ${dst} (${[...unseen].join(', ')}) through the mesh`, (b) => unseen.delete(b) && unseen.size === 0, SETUP_TIMEOUT_MS);
+    return { probe, destination: dst, bodyOf: instanceOf, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** DELETE /v1/config/<kind>/<name>; throws on a non-2xx status. */
+export async function deleteConfigEntry(ctx: ControlPlaneContext, kind: string, name: string): Promise<void> {
+  const res = await ctx.testbed.agent.fetch(`/v1/config/${kind}/${encodeURIComponent(name)}`, { method: 'DELETE' });
+  if (!res.ok) throw new Error(`DELETE /v1/config/${kind}/${name} failed: ${res.status} ${await res.text()}`);
 }
