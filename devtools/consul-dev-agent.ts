@@ -45,11 +45,14 @@ export class ConsulDevAgent {
   readonly process: ChildProcess;
   readonly dataDir: string;
   readonly token: string | undefined;
+  /** The agent's serf WAN port (on 127.0.0.1): another dev agent joins its WAN pool there (`retry_join_wan`). */
+  readonly serfWanPort: number;
   #exited: Promise<void>;
   output = '';
 
-  private constructor(httpAddr: string, child: ChildProcess, dataDir: string, token: string | undefined) {
+  private constructor(httpAddr: string, child: ChildProcess, dataDir: string, token: string | undefined, serfWanPort: number) {
     this.httpAddr = httpAddr;
+    this.serfWanPort = serfWanPort;
     this.process = child;
     this.dataDir = dataDir;
     this.token = token;
@@ -95,7 +98,7 @@ export class ConsulDevAgent {
     ];
     if (options.extraConfig !== undefined) args.push('-hcl', options.extraConfig);
     const child = spawn(CONSUL_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const agent = new ConsulDevAgent(`127.0.0.1:${http}`, child, dataDir, options.token);
+    const agent = new ConsulDevAgent(`127.0.0.1:${http}`, child, dataDir, options.token, serfWan);
     const failed = new Promise<never>((_, reject) => {
       child.once('error', (err) => reject(new Error(`cannot run ${CONSUL_BIN}: ${err.message} (run scripts/setup.sh)`)));
       child.once('exit', (code) => reject(new Error(`consul exited with ${code}: ${agent.output}`)));
