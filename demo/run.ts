@@ -47,12 +47,24 @@ async function main(): Promise<void> {
   say(`demo: Consul agent at http://${agent.httpAddr}; apps web (:${webPort}) and api (:${apiPort}) registered with sidecars`);
 
   for (const service of ['api', 'web']) {
-    const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'info']);
+    // Readable lines for people (`-log-format text`); production keeps the JSON default.
+    const sidecar = new SidecarProcess(['-sidecar-for', service, '-http-addr', agent.httpAddr, '-haproxy-cfg-base-path', baseDir, '-log-level', 'info', '-log-format', 'text']);
     sidecars.push(sidecar);
+    let partial = '';
     sidecar.process.stdout?.on('data', (d: Buffer) => {
-      if (!checkOnly) process.stdout.write(d);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) if (!checkOnly && line.trim() !== '') say(`[${service} sidecar] ${line}`);
     });
-    await sidecar.waitForLog('sidecar ready');
+    await waitFor(
+      `${service}'s sidecar to be ready (stderr: ${sidecar.stderr.slice(-500)})`,
+      async () => {
+        if (sidecar.process.exitCode !== null) throw new Error(`haproxy-connect for ${service} exited with ${sidecar.process.exitCode}: ${sidecar.stderr}`);
+        return sidecar.logs.some((l) => typeof l.raw === 'string' && / main: sidecar ready/.test(l.raw)) ? true : undefined;
+      },
+      60_000,
+      100,
+    );
   }
 
   const url = `http://127.0.0.1:${webToApiPort}/`;
