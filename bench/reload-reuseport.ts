@@ -27,8 +27,8 @@ import { type SidecarProcess, startReadySidecar } from '../devtools/sidecar.js';
 import { Traffic } from '../devtools/traffic.js';
 import { parseShowProc, sendCommand, type ShowProc } from '../src/driver/master-cli.js';
 import { MASTER_SOCKET } from '../src/main.js';
+import { HAPROXY_BIN } from '../devtools/haproxy-bin.js';
 
-const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const CONCURRENCY = 4;
 /** Traffic before the first and after the last reload of a cell, so the window holds every effect. */
 const SETTLE_MS = 500;
@@ -145,7 +145,7 @@ async function secondHaproxyBinds(port: number, dir: string): Promise<{ binds: b
     cfg,
     `defaults\n    mode http\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\nfrontend second\n    bind 127.0.0.1:${port}\n    http-request return status 200 content-type text/plain string second\n`,
   );
-  const child = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(HAPROXY_BIN, ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();

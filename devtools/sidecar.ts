@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
 import { waitFor } from './ports.js';
+import { haproxyBinArgs } from './haproxy-bin.js';
 
 export class SidecarProcess {
   readonly process: ChildProcess;
@@ -17,7 +18,9 @@ export class SidecarProcess {
   constructor(args: string[], env: Record<string, string | undefined> = {}) {
     const useDist = process.env.HAPROXY_CONNECT_DIST === '1';
     const command = useDist ? [join(REPO_ROOT, 'dist/cli.js')] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
-    this.process = spawn(process.execPath, [...command, ...args], {
+    // HAPROXY_BIN, unless the caller names a binary itself (a test of a missing one).
+    const binary = args.some((a) => /^--?haproxy(=|$)/.test(a)) ? [] : haproxyBinArgs();
+    this.process = spawn(process.execPath, [...command, ...binary, ...args], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },

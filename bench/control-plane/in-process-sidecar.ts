@@ -13,6 +13,7 @@ import { MASTER_SOCKET, run as runSidecar } from '../../src/main.js';
 import { createLogger } from '../../src/logger.js';
 import { webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
 import { rssKiB } from '../lib/proc-stats.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
 /** A parsed log line and `performance.now()` when it was written. */
 export type TimedLine = Record<string, unknown> & { at: number };
@@ -38,7 +39,7 @@ export async function startInProcessSidecar(consul: FakeConsulAgentApi, prefix: 
     },
   });
   const shutdown = new AbortController();
-  const done = runSidecar(webSidecarConfig(consul, base, { haproxyBin: 'haproxy', logLevel: 'info' }), shutdown.signal, { logger: createLogger('info', sink), consul });
+  const done = runSidecar(webSidecarConfig(consul, base, { haproxyBin: HAPROXY_BIN, logLevel: 'info' }), shutdown.signal, { logger: createLogger('info', sink), consul });
   return {
     lines,
     after: (msg, since) => lines.find((l) => l.msg === msg && l.at > since),

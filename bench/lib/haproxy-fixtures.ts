@@ -6,8 +6,9 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-export const HAPROXY_BIN = process.env.HAPROXY_BIN ?? 'haproxy';
+export { HAPROXY_BIN };
 /** The generators open at most a few hundred connections; HAProxy needs about 2 FDs per connection
  * and refuses to start when it cannot raise its FD limit that far (here the hard limit is 20,000). */
 const MAXCONN = 5_000;

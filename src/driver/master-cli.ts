@@ -144,6 +144,23 @@ export function parseShowProc(text: string): ShowProc {
   return { master, workers };
 }
 
+/**
+ * The master's answer to `reload`. 2.6.12 answers nothing and closes at once (undefined here).
+ * 3.0.11 (measured) answers only when the reload is over: `Success=1` or `Success=0`, a `--` line,
+ * then the new master's startup log ([NOTICE]/[WARNING]/[ALERT] lines, e.g. why the new config was
+ * refused); a failed reload still leaves the old worker serving.
+ */
+export function parseReloadAnswer(text: string): { success: boolean; log: string[] } | undefined {
+  const m = /^Success=([01])\s*$/m.exec(text);
+  if (!m) return undefined;
+  const afterSeparator = text.slice(m.index).split('\n--\n')[1] ?? '';
+  const log = afterSeparator
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l !== '');
+  return { success: m[1] === '1', log };
+}
+
 /** What two `show proc` answers, before and after a `reload`, say about it. */
 export type ReloadOutcome = { kind: 'pending' } | { kind: 'reloaded'; workers: number[]; reloads: number } | { kind: 'rejected'; failedReloads: number } | { kind: 'no-new-worker' };
 

@@ -20,7 +20,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { EventEmitter } from 'node:events';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { type ExitInfo, type Run, spawnMaster, waitExit } from './master-child.js';
-import { parseShowProc, reloadOutcome, sendCommand, type ShowProc } from './master-cli.js';
+import { parseReloadAnswer, parseShowProc, reloadOutcome, sendCommand, type ShowProc } from './master-cli.js';
 import { HaproxyOutput, type ProcessLogger } from './haproxy-output.js';
 import { signalPid } from './pids.js';
 import { POLL_INTERVAL_MS, SIGKILL_WAIT_MS, reapWorkers } from './reap.js';
@@ -152,22 +152,29 @@ export class HaproxyProcess extends EventEmitter {
     }
     this.#transition('reloading');
     const startSeq = this.#output.mark;
-    const failed = (message: string, cause?: unknown): HaproxyConnectError => {
-      const alerts = this.#output.since(startSeq).filter((l) => l.startsWith('[ALERT]'));
+    const failed = (message: string, cause?: unknown, answerLog: readonly string[] = []): HaproxyConnectError => {
+      let alerts = this.#output.since(startSeq).filter((l) => l.startsWith('[ALERT]'));
+      if (alerts.length === 0) alerts = answerLog.filter((l) => l.startsWith('[ALERT]'));
       const detail = alerts.length > 0 ? `:\n${alerts.join('\n')}` : '';
       if (this.#is('reloading')) this.#transition('running');
       return new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `${message}${detail}`, { cause });
     };
 
     let before: ShowProc;
+    let answer: ReturnType<typeof parseReloadAnswer>;
+    const deadline = Date.now() + this.#opts.reloadTimeoutMs;
     try {
       before = await this.showProc();
-      // The CLI answers nothing to `reload` and closes (FACTS §2); the outcome is read from `show proc`.
-      await sendCommand(this.#opts.masterSocket, 'reload', { timeoutMs: CLI_TIMEOUT_MS });
+      // 2.6 answers nothing to `reload` and closes (FACTS §2); 3.0 answers `Success=0|1` only once
+      // the new worker is ready (seconds for a large config), so wait as long as for the reload.
+      // Either way the new worker is confirmed from `show proc`.
+      answer = parseReloadAnswer(await sendCommand(this.#opts.masterSocket, 'reload', { timeoutMs: this.#opts.reloadTimeoutMs }));
     } catch (err) {
       throw failed(`Cannot reload haproxy with ${this.#opts.cfgPath}: ${errorMessage(err)}`, err);
     }
-    const deadline = Date.now() + this.#opts.reloadTimeoutMs;
+    if (answer?.success === false) {
+      throw failed(`haproxy rejected the reload of ${this.#opts.cfgPath}; the old worker keeps serving`, undefined, answer.log);
+    }
     let lastError: unknown;
     while (Date.now() < deadline) {
       if (!this.#is('reloading')) {

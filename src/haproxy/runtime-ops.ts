@@ -10,7 +10,8 @@
  *                     "Server still has connections attached to it, cannot remove it." | "No such server."
  *   set server addr → "IP changed from 'a' to 'b'[, port changed from 'p' to 'q'] by 'stats socket
  *                     command'" | "no need to change the addr, port changed from ..." |
- *                     "Invalid addr '<x>' by 'stats socket command'"
+ *                     "Invalid addr '<x>' by 'stats socket command'"; 3.0.11 (measured) drops the
+ *                     "no need to change ..." parts and answers "nothing changed" when neither changes
  *   set weight > 256 → "Absolute weight can only be between 0 and 256 inclusive."
  *   set ssl cert    → "Transaction created for certificate <path>!" | "Transaction updated for
  *                     certificate <path>!" | "Can't replace a certificate which is not referenced
@@ -65,7 +66,8 @@ export const STILL_HAS_CONNECTIONS = /still has connections attached/i;
 const EMPTY: Expect = { kind: 'empty' };
 const ADDED: Expect = { kind: 'match', pattern: /^New server registered\.$/ };
 const DELETED: Expect = { kind: 'match', pattern: /^Server deleted\.$/ };
-const ADDR_CHANGED: Expect = { kind: 'match', pattern: /(changed from|no need to change)/ };
+/** 3.0.11 answers `nothing changed` where 2.6.12 said `no need to change the addr, no need to change the port` (measured). */
+const ADDR_CHANGED: Expect = { kind: 'match', pattern: /(changed from|no need to change|^nothing changed$)/ };
 const TRANSACTION: Expect = { kind: 'match', pattern: /^Transaction (created|updated) for /i };
 const COMMITTED: Expect = { kind: 'match', pattern: /Success!$/ };
 const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;

@@ -8,6 +8,7 @@ import type { UpstreamQuery } from '../../src/consul/api.js';
 import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import type { Endpoint, ProxyRegistration } from '../../src/domain/snapshot.js';
 import { roots, snapshot, upstream, webLeaf } from './fixtures.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
 /** The upstream query of the `api` upstream. */
 export const API: UpstreamQuery = { destinationName: 'api', destinationNamespace: 'default', datacenter: '' };
@@ -30,7 +31,7 @@ export function webSidecarConfig(consul: FakeConsulAgentApi, cfgBasePath: string
     sidecarFor: 'web',
     sidecarForTag: undefined,
     consul: { address: consul.address, token: undefined, tls: undefined },
-    haproxyBin: process.env.HAPROXY_BIN ?? 'haproxy',
+    haproxyBin: HAPROXY_BIN,
     cfgBasePath,
     logLevel: 'debug',
     enforceIntentions: false,

@@ -24,6 +24,7 @@ import { httpGet, servedCertificate } from '../../devtools/probes.js';
 import { SidecarProcess } from '../../devtools/sidecar.js';
 import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 import { PEM } from '../helpers/fixtures.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
 const TMPFS_SIZE = '2m';
 /** Keep-alive requests a hitless reload may cost (a request on a connection the old worker closes). */
@@ -205,7 +206,7 @@ describe('bad input and a full disk, with real Consul and HAProxy', () => {
       await waitForAnswers(traffic, ['api-1']);
       await agent.put('/v1/agent/service/maintenance/api-2?enable=false');
       await waitForAnswers(traffic, ['api-1', 'api-2']);
-      execFileSync('haproxy', ['-c', '-q', '-f', join(runDir, 'haproxy.cfg')], { cwd: runDir });
+      execFileSync(HAPROXY_BIN, ['-c', '-q', '-f', join(runDir, 'haproxy.cfg')], { cwd: runDir });
       assert.equal((await httpGet(ports.webToApiDc1 as number).catch(() => undefined))?.status, undefined, 'the new listener is not there yet');
       // While the disk was full, nothing failed.
       const failedWhileFull = traffic.report.failed;

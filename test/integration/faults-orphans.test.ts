@@ -23,8 +23,8 @@ import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { ownerRecordPath } from '../../src/driver/owner-record.js';
 import { procStat } from '../../src/driver/pids.js';
 import { MASTER_SOCKET } from '../../src/main.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const REQUESTS = 40;
 /** Requests in flight at once: more than web's sidecar has pooled, so new connections reach api's port. */
 const PARALLEL = 8;
@@ -101,7 +101,7 @@ async function foreignHaproxy(port: number, dir: string): Promise<{ child: Child
       '',
     ].join('\n'),
   );
-  const child = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(HAPROXY_BIN, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
   strays.add(child.pid as number);
   let output = '';
   child.stdout?.on('data', (d: Buffer) => {

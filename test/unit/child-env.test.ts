@@ -16,8 +16,8 @@ import { HAPROXY_ENV_ALLOWED, haproxyEnv } from '../../src/driver/child-env.js';
 import { HaproxyProcess } from '../../src/driver/process.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const SECRET = 'secret-token-0b8f';
 const DAEMON_ENV = {
   CONSUL_HTTP_TOKEN: SECRET,
@@ -88,7 +88,7 @@ describe('the environment of haproxy child processes', () => {
     await fs.writeFile(cfgPath, tinyHaproxyConfig(runDir, { global: [`stats socket ${runDir}/admin.sock mode 600 level admin expose-fd listeners`] }));
     const spawned: number[] = [];
     const proc = new HaproxyProcess({
-      haproxyBin: HAPROXY,
+      haproxyBin: HAPROXY_BIN,
       runDir,
       cfgPath,
       masterSocket: path.join(runDir, 'master.sock'),

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isHaproxyConnectError } from '../../src/errors.js';
-import { parseShowProc, reloadOutcome, sendCommand, type ShowProc } from '../../src/driver/master-cli.js';
+import { parseReloadAnswer, parseShowProc, reloadOutcome, sendCommand, type ShowProc } from '../../src/driver/master-cli.js';
 
 // Captured from HAProxy 2.6.12 (show proc after one good and one failed reload).
 const SHOW_PROC_FAILED = [
@@ -176,5 +176,28 @@ describe('reloadOutcome', () => {
   test('counter moved, no new worker yet: pending with [failed: N], no-new-worker without it', () => {
     assert.deepEqual(reloadOutcome(before, proc(2, 0, [[200, false]])), { kind: 'pending' });
     assert.deepEqual(reloadOutcome(proc(1, undefined, [[200, false]]), proc(2, undefined, [[200, false]])), { kind: 'no-new-worker' });
+  });
+});
+
+describe('parseReloadAnswer', () => {
+  test('2.6.12 answers nothing', () => {
+    assert.equal(parseReloadAnswer(''), undefined);
+  });
+
+  test('3.0.11: Success=1 or Success=0, then the startup log after --', () => {
+    const ok = ['Success=1', '--', '[NOTICE]   (2546) : New worker (2631) forked', '[NOTICE]   (2546) : Loading success.', ''].join('\n');
+    assert.deepEqual(parseReloadAnswer(ok), { success: true, log: ['[NOTICE]   (2546) : New worker (2631) forked', '[NOTICE]   (2546) : Loading success.'] });
+    const refused = [
+      'Success=0',
+      '--',
+      '[NOTICE]   (2546) : haproxy version is 3.0.11-1+deb13u4',
+      "[ALERT]    (2546) : config : parsing [h.cfg:11] : unknown keyword 'bogus' in 'frontend' section",
+      '[WARNING]  (2546) : Loading failure!',
+      '',
+    ].join('\n');
+    const answer = parseReloadAnswer(refused);
+    assert.equal(answer?.success, false);
+    assert.equal(answer?.log.length, 3);
+    assert.match(answer?.log[1] ?? '', /^\[ALERT\].*unknown keyword 'bogus'/);
   });
 });

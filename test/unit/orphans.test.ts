@@ -20,8 +20,8 @@ import { cmdlineHash, createOwnerRecord, ownerRecordName, ownerRecordPath, readO
 import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/driver/pids.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const RUN = '/var/lib/hc/haproxy-connect-Ab12Cd';
 const started = new Set<number>();
 let base: string;
@@ -155,7 +155,7 @@ async function orphanHaproxy(baseDir: string, reload = false): Promise<{ runDir:
   // A private key sits in a real run directory: the removal must take it too.
   await fs.writeFile(path.join(runDir, 'leaf.pem'), 'PRIVATE KEY', { mode: 0o600 });
   const masterSocket = path.join(runDir, 'master.sock');
-  const child = spawn(HAPROXY, ['-W', '-S', `${masterSocket},mode,600`, '-f', path.join(runDir, 'haproxy.cfg')], { cwd: runDir, detached: true, stdio: 'ignore' });
+  const child = spawn(HAPROXY_BIN, ['-W', '-S', `${masterSocket},mode,600`, '-f', path.join(runDir, 'haproxy.cfg')], { cwd: runDir, detached: true, stdio: 'ignore' });
   child.unref();
   const master = child.pid as number;
   started.add(master);

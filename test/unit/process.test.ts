@@ -1,5 +1,5 @@
 /**
- * Against the real HAProxy 2.6.12 at /usr/sbin/haproxy: a tcp frontend on a unix socket in a temp
+ * Against the real HAProxy (HAPROXY_BIN, else `haproxy`; 2.6.12 from Debian): a tcp frontend on a unix socket in a temp
  * dir forwarding to node echo servers (also unix sockets). Every test owns its temp dir and stops
  * its own supervisor; leftovers are SIGKILLed by pid in the after hook.
  */
@@ -18,8 +18,9 @@ import { tinyHaproxyConfig } from '../helpers/tiny-haproxy.js';
 import { captureLogs, type CapturedLogs } from '../helpers/log-capture.js';
 import { waitFor } from '../../devtools/ports.js';
 import { isAlive } from '../../src/driver/pids.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
+import { performance } from 'node:perf_hooks';
 
-const HAPROXY = '/usr/sbin/haproxy';
 const WAIT_MS = 10_000;
 
 /** Polls `probe` until it returns something other than undefined or false. */
@@ -93,7 +94,7 @@ async function fixture(options: Partial<HaproxyProcessOptions> = {}): Promise<Fi
   await fs.writeFile(cfgPath, config(dir, 'a'));
   const logs = captureLogs('debug');
   const proc = new HaproxyProcess({
-    haproxyBin: HAPROXY,
+    haproxyBin: HAPROXY_BIN,
     runDir: dir,
     cfgPath,
     masterSocket: path.join(dir, 'master.sock'),
@@ -143,7 +144,7 @@ describe('checkConfig / haproxyVersion', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hc-check-'));
     try {
       await fs.writeFile(path.join(dir, 'ok.cfg'), config(dir, 'a'));
-      await checkConfig(HAPROXY, path.join(dir, 'ok.cfg'));
+      await checkConfig(HAPROXY_BIN, path.join(dir, 'ok.cfg'));
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
@@ -154,7 +155,7 @@ describe('checkConfig / haproxyVersion', () => {
     try {
       const cfg = path.join(dir, 'bad.cfg');
       await fs.writeFile(cfg, config(dir, 'a', '  bogus-keyword 1'));
-      await assert.rejects(checkConfig(HAPROXY, cfg), (e) => {
+      await assert.rejects(checkConfig(HAPROXY_BIN, cfg), (e) => {
         assert.ok(isHaproxyConnectError(e, 'HAPROXY_CONFIG_REJECTED'));
         assert.match(e.message, /\[ALERT\].*unknown keyword 'bogus-keyword'/);
         assert.ok(e.message.includes(cfg));
@@ -172,7 +173,7 @@ describe('checkConfig / haproxyVersion', () => {
   });
 
   test('haproxyVersion parses the installed version; versions compare numerically', async () => {
-    const version = await haproxyVersion(HAPROXY);
+    const version = await haproxyVersion(HAPROXY_BIN);
     assert.match(version, /^\d+\.\d+\.\d+$/);
     assert.ok(compareVersions(version, '2.6') >= 0);
     assert.equal(parseHaproxyVersion('HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/'), '2.6.12');
@@ -262,6 +263,26 @@ describe('HaproxyProcess against real haproxy', () => {
     ]);
     assert.ok(f.logs.find((l) => l['component'] === 'haproxy' && /New worker/.test(String(l['msg']))));
     assert.ok(f.logs.find((l) => l['component'] === 'haproxy' && l['level'] === 'error' && /bogus-keyword/.test(String(l['msg']))));
+  });
+
+  test('a reload that outlasts the CLI timeout still succeeds (3.0 answers `reload` only once the new worker is ready)', async () => {
+    const f = await fixture();
+    const slow = path.join(f.dir, 'slow');
+    // At load time, a new master sleeps 2.5 s (longer than one CLI round trip may take) while the file `slow` exists.
+    await fs.writeFile(path.join(f.dir, 'slow.lua'), `local f = io.open("${slow}", "r")\nif f then f:close(); os.execute("sleep 2.5") end\n`);
+    const withLua = (backend: 'a' | 'b'): string => config(f.dir, backend).replace('global\n', `global\n  lua-load ${f.dir}/slow.lua\n`);
+    await fs.writeFile(f.cfgPath, withLua('a'));
+    await f.proc.start();
+    const [, firstWorker] = await remember(f);
+    await fs.writeFile(slow, '');
+    await fs.writeFile(f.cfgPath, withLua('b'));
+    const started = performance.now();
+    await f.proc.reload();
+    assert.ok(performance.now() - started >= 2_000, 'the reload was slow');
+    assert.equal(f.proc.state, 'running');
+    const [, secondWorker] = await remember(f);
+    assert.notEqual(secondWorker, firstWorker);
+    assert.equal(await roundTrip(path.join(f.dir, 'front.sock'), 'slow'), 'B:slow');
   });
 
   test('a config haproxy refuses at startup is HAPROXY_START_FAILED with the ALERT lines', async () => {

@@ -21,8 +21,8 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { quoteAddress, quoteArg } from '../../src/haproxy/quote.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
 const READY_DEADLINE_MS = 10_000;
 const POLL_INTERVAL_MS = 25;
 const REQUEST_TIMEOUT_MS = 5_000;

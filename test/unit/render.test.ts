@@ -17,8 +17,8 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { translate } from '../../src/translate/translate.js';
 import { PEM, endpoint, snapshot, upstream } from '../helpers/fixtures.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
 const READY_DEADLINE_MS = 10_000;
 const POLL_INTERVAL_MS = 50;
 

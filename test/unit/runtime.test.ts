@@ -27,8 +27,8 @@ import type { Endpoint } from '../../src/domain/snapshot.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { ACTIVE_ROOT_ID, CERTS_DIR, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 import { waitFor } from '../../devtools/ports.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
 const DEADLINE_MS = 5_000;
 const api = upstream('api', { protocol: 'http' });
 const serial = (pem: string): string => new X509Certificate(pem).serialNumber.toUpperCase();
@@ -231,6 +231,17 @@ describe('runtime API on haproxy 2.6.12', () => {
     const live = await liveServers();
     assert.ok(live.some((s) => s.port === upstreams[3]?.port && s.weight === 3 && !s.maintenance));
     await eventually('the moved server gets traffic', async () => ((await viaUpstream()) === '3' ? true : undefined));
+  });
+
+  test('an address change to the address a server already has succeeds (3.0 answers "nothing changed")', async () => {
+    const backend = applied.backends[1]?.name ?? '';
+    const live = await liveServers();
+    const server = live[0];
+    assert.ok(server !== undefined);
+    const op: RuntimeOp = { kind: 'set-address', backend, server: server.name, address: server.address, port: server.port };
+    const [result] = await applyOps(adminSocket, [op]);
+    assert.equal(result?.status, 'ok', result?.error?.message);
+    assert.deepEqual(await liveServers(), live);
   });
 
   test('rotate the leaf: served on the public listener and presented to upstreams', async () => {

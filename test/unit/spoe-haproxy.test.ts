@@ -13,8 +13,8 @@ import { after, before, test } from 'node:test';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { SpoeAgent } from '../../src/spoe/agent.js';
 import type { SpoeMessage } from '../../src/spoe/types.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
-const HAPROXY = process.env.HAPROXY_BIN ?? 'haproxy';
 const CLIENT_TIMEOUT_MS = 5_000;
 const ROUNDS = 20;
 
@@ -113,7 +113,7 @@ backend spoe-agents
   server agent unix@${socketPath}
 `,
   );
-  haproxy = spawn(HAPROXY, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  haproxy = spawn(HAPROXY_BIN, ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
   haproxy.stdout?.on('data', (d: Buffer) => (haproxyOutput += d.toString()));
   haproxy.stderr?.on('data', (d: Buffer) => (haproxyOutput += d.toString()));
   await waitFor(`haproxy to pass traffic (output: ${haproxyOutput})`, async () => ((await roundTrip('ping\n')) === 'ping\n' ? true : undefined), 15_000, 100);

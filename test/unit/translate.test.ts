@@ -20,10 +20,10 @@ import { isValidAddress } from '../../src/haproxy/validate.js';
 import { upstreamFrontendName } from '../../src/domain/haproxy-names.js';
 import fc from 'fast-check';
 import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream } from '../helpers/fixtures.js';
+import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
 const GOLDEN_DIR = fileURLToPath(new URL('../golden/', import.meta.url));
 const GOLDEN_RUN_DIR = '/run/haproxy-connect';
-const HAPROXY_BIN = process.env['HAPROXY_BIN'] ?? 'haproxy';
 const UPDATE_GOLDEN = process.env['UPDATE_GOLDEN'] === '1';
 const HAPROXY_CHECK_TIMEOUT_MS = 20_000;
 
