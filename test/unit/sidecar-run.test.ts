@@ -246,8 +246,9 @@ describe('sidecar wiring with a fake Consul and real HAProxy', () => {
       await waitFor('the root added', async () => sidecar.messages('reloading haproxy').find((l) => JSON.stringify(l.reasons).includes('1 added, 0 removed')), 10_000);
       sidecar.consul.setRoots(roots());
       await waitFor('the old root dropped', async () => sidecar.messages('reloading haproxy').find((l) => JSON.stringify(l.reasons).includes('0 added, 1 removed')), 10_000);
-      const bundle = await readFile(join(sidecar.runDir(), 'roots.pem'), 'utf8');
-      assert.equal(bundle.match(/BEGIN CERTIFICATE/g)?.length, 1);
+      // The reload is logged before its files are written: wait for the bundle, as a reader would.
+      const certificates = async (): Promise<number> => (await readFile(join(sidecar.runDir(), 'roots.pem'), 'utf8')).match(/BEGIN CERTIFICATE/g)?.length ?? 0;
+      await waitFor('roots.pem holds the active root alone', async () => ((await certificates()) === 1 ? true : undefined), 10_000);
       assert.equal(sidecar.messages('reloading haproxy').length, 2);
     } finally {
       await stop(sidecar);
