@@ -7,12 +7,32 @@ setup:
 demo: setup
 	node --import tsx demo/run.ts
 
+# The whole suite: on the machine's Node 20 and HAProxy 2.6, then the unit and integration suites
+# again on Node 24 and on HAProxy 3.0 (both installed into .deps/ by setup), the systemd unit and
+# the npm package.
 test: setup
 	npm run --silent typecheck
 	npm run --silent lint
 	npm run --silent lint:deps
 	npm run --silent test:unit
 	npm run --silent test:integration
+	bash scripts/check-deploy.sh
+	bash scripts/check-package.sh
+	$(MAKE) --no-print-directory test-node24 test-haproxy30
+
+NODE24_PATH := $(CURDIR)/.deps/node-24/bin:$(PATH)
+HAPROXY30_BIN := $(CURDIR)/.deps/haproxy-3.0/bin/haproxy
+
+.PHONY: test-node24 test-haproxy30
+test-node24:
+	PATH="$(NODE24_PATH)" node --version
+	PATH="$(NODE24_PATH)" npm run --silent test:unit
+	PATH="$(NODE24_PATH)" npm run --silent test:integration
+
+test-haproxy30:
+	"$(HAPROXY30_BIN)" -v | head -n1
+	HAPROXY_BIN="$(HAPROXY30_BIN)" npm run --silent test:unit
+	HAPROXY_BIN="$(HAPROXY30_BIN)" npm run --silent test:integration
 
 build:
 	npm run build
