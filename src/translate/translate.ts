@@ -24,8 +24,8 @@ import {
 import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
 import { certificateProblem } from '../domain/certificates.js';
-import { DEFAULT_PARTITION } from '../domain/consul.js';
-import type { CaRoot, DroppedItem, Endpoint, LoadBalancer, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
+import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
+import { balanceOf, healthyEndpoints, targetIdentity } from './targets.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
@@ -74,8 +74,6 @@ export const HTTP_REQUEST_HEADERS_TIMEOUT_MS = 10_000;
  * weights; ratios above 256:1 are lost, which Consul deployments rarely use.
  */
 export const MAX_HAPROXY_WEIGHT = 256;
-/** Envoy's cap on an endpoint's weight (Consul's endpoints.go): weights above it count as 128. */
-const ENVOY_MAX_WEIGHT = 128;
 /** Weight of the single local application server (the value is irrelevant with one server). */
 const LOCAL_APP_WEIGHT = 1;
 
@@ -187,56 +185,6 @@ function upstreamServers(upstreamKey: string, endpoints: readonly Endpoint[], dr
 function targetBackendName(upstream: Upstream, target: Target, index: number): string {
   const base = upstreamBackendName(upstream.key);
   return index === 0 ? base : `${base}_${fnv1a32Hex(target.id)}`;
-}
-
-/**
- * The instances of a target that take traffic, decided as Envoy decides (agent/xds/endpoints.go):
- * any critical check → unhealthy; a warning → unhealthy only when the subset is OnlyPassing, and
- * weighted by Weights.Warning; a weight below 1 → unhealthy; weights capped at Envoy's 128.
- * Unhealthy instances stay in the snapshot (they are known) but get no server.
- */
-export function healthyEndpoints(endpoints: readonly Endpoint[], target: Target): Endpoint[] {
-  const healthy: Endpoint[] = [];
-  for (const endpoint of endpoints) {
-    if (endpoint.invalid !== undefined) {
-      healthy.push(endpoint); // reported by upstreamServers
-      continue;
-    }
-    const status = endpoint.status ?? 'passing';
-    if (status === 'critical' || (status === 'warning' && target.onlyPassing === true)) continue;
-    const weight = status === 'warning' && endpoint.warningWeight !== undefined ? endpoint.warningWeight : endpoint.weight;
-    if (!(weight >= 1)) continue;
-    healthy.push({ ...endpoint, weight: Math.min(ENVOY_MAX_WEIGHT, weight) });
-  }
-  return healthy;
-}
-
-/** The backends' algorithm for the chain's LoadBalancer (L7.md §2.4). */
-function balanceOf(lb: LoadBalancer | undefined, mode: Mode): Backend['balance'] {
-  switch (lb?.policy) {
-    case undefined:
-    case 'round_robin':
-      // A dynamic algorithm: the runtime API can only add servers to such backends (FACTS.md §2).
-      return 'roundrobin';
-    case 'least_request':
-      // Envoy's power of N choices: the least loaded of N random draws.
-      return { random: lb.choiceCount };
-    case 'random':
-      return { random: 1 };
-    case 'ring_hash':
-    case 'maglev':
-      // A TCP chain has no hash policies: Envoy then picks a random host.
-      return mode === 'http' ? 'hash' : { random: 1 };
-  }
-}
-
-/**
- * The SPIFFE ID a target's instances present (Consul's leaf URI SAN): the target's service, whatever
- * its subset; `/ap/<partition>` only outside the default partition.
- */
-export function targetIdentity(target: Target, trustDomain: string): string {
-  const partition = target.partition === DEFAULT_PARTITION ? '' : `/ap/${target.partition}`;
-  return `spiffe://${trustDomain}${partition}/ns/${target.namespace}/dc/${target.datacenter}/svc/${target.service}`;
 }
 
 function targetBackend(upstream: Upstream, name: string, servers: Server[], target: Target | undefined, balance: Backend['balance'], trustDomain: string): Backend {

@@ -12,7 +12,7 @@ import { discoveryChainSchema } from '../../src/consul/schemas.js';
 import type { Endpoint, Target } from '../../src/domain/snapshot.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { uriSanDerHex } from '../../src/haproxy/render.js';
-import { healthyEndpoints, targetIdentity } from '../../src/translate/translate.js';
+import { healthyEndpoints, targetIdentity } from '../../src/translate/targets.js';
 import { PEM } from '../helpers/fixtures.js';
 
 type Json = Record<string, unknown>;
