@@ -1,24 +1,26 @@
 /**
- * A compiled discovery chain (POST /v1/discovery-chain/<name>) → the upstream's Chain: the start
- * resolver's target, then its failover targets in order, each with its subset filter, OnlyPassing
- * and connect timeout, and the resolver's LoadBalancer. PURE.
+ * A compiled discovery chain (POST /v1/discovery-chain/<name>) → the upstream's Chain: the targets
+ * its resolvers use (each resolver's target, then its failover targets in order, each with its
+ * subset filter, OnlyPassing and connect timeout), the start resolver's LoadBalancer. PURE.
  *
  * Redirects and default subsets need nothing here: Consul compiles them into the targets. The
  * chain is asked for with the upstream's protocol, so a `tcp` upstream never sees routers or
- * splitters (Consul drops them), and with `tcp` for HTTP upstreams too until HTTP routing lands.
+ * splitters (Consul drops them); an HTTP chain's routes are read by chain-routes.ts, and its
+ * targets are every target a route reaches.
  *
  * What cannot be honoured is refused by name in `refused` and left out; the rest applies:
  * - a target in another datacenter whose mesh gateway mode is `local` or `remote` (it needs SNI,
  *   which HAProxy 2.6 cannot combine with verifying Consul leaves: L7.md §2.6);
  * - a target of a cluster peer (peering is not supported).
- * A chain that does not start at a resolver, or names a target it does not define, or has an
- * unknown load balancer policy, is an error: the watch keeps the last good chain.
+ * A TCP chain that does not start at a resolver, a chain that names a node or target it does not
+ * define, or has an unknown load balancer policy, is an error: the watch keeps the last good chain.
  */
 import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
 import type { Chain, HashPolicy, LoadBalancer, Target } from '../domain/snapshot.js';
 import { HaproxyConnectError } from '../errors.js';
 import { parseDurationMs } from './duration.js';
 import type { DiscoveryChainJson } from './schemas.js';
+import { type ResolvedNode, routesOf } from './chain-routes.js';
 
 /** Envoy's default number of draws for least_request (Consul leaves ChoiceCount 0 then). */
 export const DEFAULT_CHOICE_COUNT = 2;
@@ -80,28 +82,42 @@ function targetProblem(json: TargetJson, localDatacenter: string): string | unde
 
 /**
  * The upstream's Chain from Consul's compiled chain. `upstream` names the upstream in errors;
- * `localDatacenter` tells which targets are remote.
+ * `localDatacenter` tells which targets are remote. An HTTP chain (Consul compiled it for the
+ * upstream's protocol) also gets its routes (chain-routes.ts); a TCP chain starts at a resolver.
  */
 export function chainFromCompiled(upstream: string, chain: DiscoveryChainJson, localDatacenter: string): Chain {
   const start = chain.Nodes[chain.StartNode];
   if (start === undefined) throw invalid(upstream, `StartNode ${JSON.stringify(chain.StartNode)} is not among its nodes`);
-  if (start.Type !== 'resolver' || start.Resolver === undefined || start.Resolver === null) {
-    throw invalid(upstream, `starts at a ${start.Type} node (${chain.StartNode}); only resolvers are applied so far`);
+  const http = chain.Protocol === 'http' || chain.Protocol === 'http2' || chain.Protocol === 'grpc';
+  if (!http && (start.Type !== 'resolver' || start.Resolver === undefined || start.Resolver === null)) {
+    throw invalid(upstream, `a ${chain.Protocol || 'tcp'} chain starts at a ${start.Type} node (${chain.StartNode})`);
   }
-  const resolverTimeout = start.Resolver.ConnectTimeout === undefined || start.Resolver.ConnectTimeout === null ? undefined : parseDurationMs(start.Resolver.ConnectTimeout);
-  const ids = [start.Resolver.Target, ...(start.Resolver.Failover?.Targets ?? [])];
-  const targets: Target[] = [];
+  const targets = new Map<string, Target>();
   const refused: string[] = [];
-  for (const id of [...new Set(ids)]) {
-    const json = chain.Targets[id];
-    if (json === undefined) throw invalid(upstream, `names target ${JSON.stringify(id)} but does not define it`);
-    const problem = targetProblem(json, localDatacenter);
-    if (problem !== undefined) {
-      refused.push(problem);
-      continue;
+  const resolver = (key: string): ResolvedNode => {
+    const node = chain.Nodes[key];
+    if (node?.Resolver === undefined || node.Resolver === null) throw invalid(upstream, `node ${JSON.stringify(key)} is not a resolver`);
+    const timeout = node.Resolver.ConnectTimeout === undefined || node.Resolver.ConnectTimeout === null ? undefined : parseDurationMs(node.Resolver.ConnectTimeout);
+    const usable: string[] = [];
+    for (const id of [...new Set([node.Resolver.Target, ...(node.Resolver.Failover?.Targets ?? [])])]) {
+      const json = chain.Targets[id];
+      if (json === undefined) throw invalid(upstream, `names target ${JSON.stringify(id)} but does not define it`);
+      const problem = targetProblem(json, localDatacenter);
+      if (problem !== undefined) {
+        if (!refused.includes(problem)) refused.push(problem);
+        continue;
+      }
+      if (!targets.has(id)) targets.set(id, targetOf(upstream, json, timeout));
+      usable.push(id);
     }
-    targets.push(targetOf(upstream, json, resolverTimeout));
-  }
-  const loadBalancer = loadBalancerOf(upstream, start);
-  return { targets, ...(loadBalancer !== undefined && { loadBalancer }), ...(refused.length > 0 && { refused }) };
+    return { targets: usable, loadBalancer: loadBalancerOf(upstream, node) };
+  };
+  const routes = http ? routesOf({ upstream, chain, resolver, refused }, (node) => loadBalancerOf(upstream, node)) : undefined;
+  const loadBalancer = start.Type === 'resolver' ? resolver(chain.StartNode).loadBalancer : undefined;
+  return {
+    targets: [...targets.values()],
+    ...(loadBalancer !== undefined && { loadBalancer }),
+    ...(refused.length > 0 && { refused }),
+    ...(routes !== undefined && { routes }),
+  };
 }

@@ -197,12 +197,77 @@ const hashPolicySchema = z.object({
   Terminal: z.boolean().nullish(),
 });
 
+const optionalBool = z
+  .boolean()
+  .nullish()
+  .transform((v) => v === true);
+
+/** A config entry's `{Add, Set, Remove}` header changes (service-router destinations, splits). */
+const headerOpsSchema = z
+  .object({
+    Add: z.record(z.string(), z.string()).nullish(),
+    Set: z.record(z.string(), z.string()).nullish(),
+    Remove: nullableArray(z.string()),
+  })
+  .nullish();
+
+const headerMatchSchema = z.object({
+  Name: z.string(),
+  Present: optionalBool,
+  Exact: optionalString,
+  Prefix: optionalString,
+  Suffix: optionalString,
+  Regex: optionalString,
+  Invert: optionalBool,
+});
+
+const queryMatchSchema = z.object({ Name: z.string(), Present: optionalBool, Exact: optionalString, Regex: optionalString });
+
+const routeDefinitionSchema = z.object({
+  Match: z
+    .object({
+      HTTP: z
+        .object({
+          PathExact: optionalString,
+          PathPrefix: optionalString,
+          PathRegex: optionalString,
+          Header: nullableArray(headerMatchSchema),
+          QueryParam: nullableArray(queryMatchSchema),
+          Methods: nullableArray(z.string()),
+        })
+        .nullish(),
+    })
+    .nullish(),
+  Destination: z
+    .object({
+      PrefixRewrite: optionalString,
+      RequestTimeout: durationJson,
+      IdleTimeout: durationJson,
+      NumRetries: optionalInt,
+      RetryOnConnectFailure: optionalBool,
+      RetryOn: nullableArray(z.string()),
+      RetryOnStatusCodes: nullableArray(z.number().int()),
+      RequestHeaders: headerOpsSchema,
+      ResponseHeaders: headerOpsSchema,
+    })
+    .nullish(),
+});
+
 const chainNodeSchema = z.object({
   Type: z.string(),
   Name: z.string(),
+  Routes: nullableArray(z.object({ Definition: routeDefinitionSchema, NextNode: z.string() })),
+  Splits: nullableArray(
+    z.object({
+      Weight: z.number(),
+      NextNode: z.string(),
+      Definition: z.object({ RequestHeaders: headerOpsSchema, ResponseHeaders: headerOpsSchema }).nullish(),
+    }),
+  ),
   Resolver: z
     .object({
       ConnectTimeout: durationJson,
+      RequestTimeout: durationJson,
       Target: z.string(),
       Failover: z.object({ Targets: nullableArray(z.string()) }).nullish(),
     })

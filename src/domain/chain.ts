@@ -2,10 +2,10 @@
  * What an upstream resolves to: its discovery chain, a list of targets, each one set of instances
  * of one service (or prepared query) in one datacenter, watched on its own. PURE.
  *
- * Today every chain is trivial — one target, the upstream's destination — as Consul compiles a
- * chain without service-resolver, service-router or service-splitter entries. The discovery chain
- * (resolvers: subsets, redirects, failover) fills in more targets; the watch set and the snapshot
- * are already keyed by target, so two upstreams that reach the same target share one watch.
+ * Without discovery-chain config entries (or for a prepared query) the chain is trivial: one
+ * target, the upstream's destination. Consul's compiled chain (consul/discovery-chain.ts) adds
+ * subsets, redirects, failover and, for HTTP upstreams, routes; the watch set and the snapshot are
+ * keyed by target, so two upstreams that reach the same target share one watch.
  */
 import { DEFAULT_PARTITION } from './consul.js';
 import type { Chain, Target, Upstream } from './snapshot.js';

@@ -50,6 +50,12 @@ export const SPOE_AGENT_BACKEND_NAME = 'spoe_intentions_agent';
  */
 export const INTENTIONS_EPOCH_MAP_FILE = 'intentions-epoch.map';
 export const INTENTIONS_EPOCH_CURRENT_KEY = 'current';
+/**
+ * Map file of the HTTP route splits: `<frontend>/<route>/<leg> <cut>` for every leg but the last
+ * of a split route, where a request whose `rand(10000)` is below the cut (and above the previous
+ * legs' cuts) takes the leg. Updated at runtime when only the weights change.
+ */
+export const ROUTE_SPLITS_MAP_FILE = 'route-splits.map';
 export const SPOE_MESSAGE = 'authorize';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';

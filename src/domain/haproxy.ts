@@ -7,7 +7,7 @@
 export type ProcessState = 'stopped' | 'starting' | 'running' | 'reloading' | 'stopping' | 'crashed';
 
 /** The kinds of runtime API operations the planner emits (RuntimeOp in src/haproxy/runtime-ops). */
-export type RuntimeOpKind = 'add-server' | 'remove-server' | 'set-weight' | 'set-address' | 'set-leaf' | 'set-intentions-epoch';
+export type RuntimeOpKind = 'add-server' | 'remove-server' | 'set-weight' | 'set-address' | 'set-leaf' | 'set-intentions-epoch' | 'set-split-weights';
 
 /** How one runtime operation ended; `pending-deletion`: a server in maintenance whose connections HAProxy still holds. */
 export type RuntimeOpStatus = 'ok' | 'failed' | 'pending-deletion';

@@ -2,6 +2,9 @@
  * The snapshot: everything haproxy-connect knows about its sidecar, folded from the Consul watches
  * by one owner (see fold.ts). Plain immutable data; translate reads nothing else.
  */
+import type { LoadBalancer, Route } from './routes.js';
+
+export type { HashPolicy, LoadBalancer } from './routes.js';
 import type { IntentionSet } from './intentions.js';
 import type { AccessLogFormat } from './access-log-template.js';
 
@@ -158,21 +161,6 @@ export interface Target {
   meshGatewayMode?: string;
 }
 
-/** Hash inputs of a consistent-hash load balancer (ring_hash, maglev), in order. */
-export interface HashPolicy {
-  source: { kind: 'header' | 'cookie' | 'query_parameter'; name: string } | { kind: 'source_ip' };
-  /** Stop after this policy when it produced a value. */
-  terminal: boolean;
-}
-
-/** A service-resolver's LoadBalancer. */
-export interface LoadBalancer {
-  policy: 'round_robin' | 'least_request' | 'random' | 'ring_hash' | 'maglev';
-  /** least_request: instances drawn per pick (Envoy's default 2). */
-  choiceCount: number;
-  hashPolicies: readonly HashPolicy[];
-}
-
 /** An upstream's discovery chain: the targets it uses, in order. */
 export interface Chain {
   /**
@@ -184,6 +172,11 @@ export interface Chain {
   loadBalancer?: LoadBalancer;
   /** Parts of the chain that cannot be honoured (logged once per upstream, the rest applies). */
   refused?: readonly string[];
+  /**
+   * HTTP chains: the routes, in order (first match wins, the catch-all last). A chain without
+   * router or splitter has one catch-all route to its resolver. Absent for TCP chains.
+   */
+  routes?: readonly Route[];
 }
 
 export interface Snapshot {

@@ -5,6 +5,7 @@
  * File names in the model are relative to the run directory; the rendered config sets
  * `crt-base`/`ca-base` to the run directory so certificates resolve there.
  */
+import type { HeaderOps, RouteMatch } from '../domain/routes.js';
 
 export type Mode = 'tcp' | 'http';
 
@@ -104,6 +105,31 @@ export interface HashKeyPart {
   terminal: boolean;
 }
 
+/** One leg of an HTTP route: the backends of its resolver's targets, in failover order. */
+export interface FrontendRouteLeg {
+  backends: readonly string[];
+  requestHeaders: HeaderOps;
+  responseHeaders: HeaderOps;
+}
+
+/**
+ * One HTTP route of a frontend. The first route whose match takes a request wins (the last one
+ * is a catch-all); a route of several legs picks one by the cut points in the splits map (model
+ * file `splitsMapFile`, keys `<frontend>/<route>/<leg>`), which change at runtime.
+ */
+export interface FrontendRoute {
+  match: RouteMatch;
+  /** Replaces `prefix` at the start of the path (query kept) and sets x-envoy-original-path. */
+  prefixRewrite?: { prefix: string; replacement: string };
+  /** `set-timeout server` for this route's requests (its backends read it from `txn.rto`). */
+  timeoutServerMs: number;
+  requestHeaders: HeaderOps;
+  responseHeaders: HeaderOps;
+  /** The route's consistent-hash key (`txn.lbkey`); empty: none. */
+  hashKey: readonly HashKeyPart[];
+  legs: readonly FrontendRouteLeg[];
+}
+
 export interface Frontend {
   name: string;
   mode: Mode;
@@ -117,6 +143,14 @@ export interface Frontend {
   failoverBackends?: readonly string[];
   /** HTTP only: the consistent-hash key (`txn.lbkey`) its backends with `balance: 'hash'` use. */
   hashKey?: readonly HashKeyPart[];
+  /**
+   * HTTP only: routes (service-router, service-splitter). When set they choose the backend;
+   * `defaultBackend` and `failoverBackends` serve only a request no route takes (none, as the
+   * last route is a catch-all).
+   */
+  routes?: readonly FrontendRoute[];
+  /** The splits map file (a model file) when a route has several legs. */
+  splitsMapFile?: string;
   timeoutClientMs: number;
   /** HTTP only: `timeout http-request`. */
   timeoutHttpRequestMs: number | undefined;
@@ -165,6 +199,13 @@ export interface Backend {
    * (the request has reached that server by then).
    */
   peerIdentity?: string;
+  /**
+   * HTTP only: retries of a failed request (`retries`, `retry-on`); absent: the defaults (a failed
+   * connect is retried on another server). `count: 0` retries nothing.
+   */
+  retries?: { count: number; on: readonly string[] };
+  /** HTTP only: the server timeout comes per request from the route (`txn.rto`), when set. */
+  routeTimeout?: boolean;
   servers: Server[];
 }
 

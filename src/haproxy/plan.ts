@@ -1,8 +1,8 @@
 /**
  * The planner: live model + desired model → nothing, runtime API ops, or a reload (with its
  * reasons). PURE. Reloads cost a few failed keep-alive requests (FACTS §3), so only structural
- * changes and CA roots changes reload; endpoints, the leaf and the intentions epoch go through the
- * runtime API.
+ * changes and CA roots changes reload; endpoints, the leaf, the intentions epoch and HTTP split
+ * weights go through the runtime API.
  *
  * Op order: the leaf first, then per backend adds, address changes, weight changes and removals
  * last, so a backend whose endpoint is replaced never runs empty in between.
@@ -10,7 +10,7 @@
 import { isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Backend, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
-import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
+import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE, ROUTE_SPLITS_MAP_FILE } from '../domain/haproxy-names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';
 import { serverSpec } from './server-line.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -25,7 +25,7 @@ export const MAX_RUNTIME_SERVER_ADDS = 500;
 export type Plan = { kind: 'none' } | { kind: 'runtime'; ops: RuntimeOp[] } | { kind: 'reload'; reasons: string[] };
 
 /** Files the runtime API can update; any other file change needs a reload. */
-const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE, INTENTIONS_EPOCH_MAP_FILE]);
+const RUNTIME_FILES: ReadonlySet<string> = new Set([LEAF_FILE, ROOTS_FILE, INTENTIONS_EPOCH_MAP_FILE, ROUTE_SPLITS_MAP_FILE]);
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /** Certificates of a bundle, whitespace-normalised so formatting alone is not a change. */
@@ -44,6 +44,24 @@ function epochMapKeys(content: string): { current: string | undefined; valid: st
     else valid.push(key);
   }
   return { current, valid };
+}
+
+/** `<key> <cut>` lines of the splits map (translate.ts), by key. */
+function splitCuts(content: string): Map<string, number> {
+  const cuts = new Map<string, number>();
+  for (const line of content.split('\n')) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key !== undefined && key !== '' && value !== undefined) cuts.set(key, Number(value));
+  }
+  return cuts;
+}
+
+/** New cut points when the splits map keeps its keys (only weights changed); undefined when the keys differ. */
+function changedCuts(before: string, after: string): Array<readonly [string, number]> | undefined {
+  const old = splitCuts(before);
+  const now = splitCuts(after);
+  if (old.size !== now.size || [...now.keys()].some((key) => !old.has(key))) return undefined;
+  return [...now].filter(([key, cut]) => old.get(key) !== cut);
 }
 
 function byName<T extends { name: string }>(items: readonly T[]): Map<string, T> {
@@ -97,6 +115,11 @@ function diffFiles(before: readonly ModelFile[], after: readonly ModelFile[], ru
       reasons.push(`file ${file.name} changed and is too large for a runtime update`);
     } else if (file.name === LEAF_FILE) {
       tlsOps.push({ kind: 'set-leaf', path: runDirPath(runDir, LEAF_FILE), pem: file.content });
+    } else if (file.name === ROUTE_SPLITS_MAP_FILE) {
+      // Split weights changed: new cut points at runtime (the routes themselves are in the frontends).
+      const entries = changedCuts(prev.content, file.content);
+      if (entries === undefined) reasons.push(`file ${file.name} changed its keys`);
+      else if (entries.length > 0) tlsOps.push({ kind: 'set-split-weights', path: runDirPath(runDir, file.name), entries });
     } else if (file.name === INTENTIONS_EPOCH_MAP_FILE) {
       // Intentions changed: a new epoch, so HAProxy asks the agent again (the agent already has them).
       const next = epochMapKeys(file.content).current;
@@ -200,6 +223,7 @@ export function runtimeSubset(applied: HaproxyModel, desired: HaproxyModel): Hap
   const files = applied.files.map((file) => {
     const next = desiredFiles.get(file.name);
     if (next === undefined || next.mode !== file.mode) return file;
+    if (file.name === ROUTE_SPLITS_MAP_FILE) return changedCuts(file.content, next.content) === undefined ? file : next;
     return file.name === LEAF_FILE || file.name === INTENTIONS_EPOCH_MAP_FILE ? next : file;
   });
   return { ...applied, backends, files };

@@ -11,6 +11,7 @@ import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.j
 import { quoteAddress, quoteArg } from './quote.js';
 import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-logs.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
+import { routeBackendLines, routeFrontendLines } from './render-routes.js';
 import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
 import { validateModel } from './validate.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -131,8 +132,12 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     );
   }
   lines.push(...frontendAccessLogLines(frontend, global));
-  lines.push(...hashKeyLines(frontend.hashKey ?? []));
-  lines.push(...failoverLines(frontend.defaultBackend, frontend.failoverBackends ?? []));
+  if (frontend.routes !== undefined && frontend.routes.length > 0) {
+    lines.push(...routeFrontendLines(frontend, runDir, hashKeyLines));
+  } else {
+    lines.push(...hashKeyLines(frontend.hashKey ?? []));
+    lines.push(...failoverLines(frontend.defaultBackend, frontend.failoverBackends ?? []));
+  }
   lines.push(`default_backend ${frontend.defaultBackend}`);
   return section(`frontend ${frontend.name}`, lines);
 }
@@ -186,13 +191,14 @@ function hashSample(part: HashKeyPart): string {
  * `txn.lbkey`: the values of the hash parts present, in order, joined by '|', stopping after a
  * terminal part that produced one (Envoy's hash policies; L7.md §2.4). No value: round robin.
  */
-function hashKeyLines(parts: readonly HashKeyPart[]): string[] {
+function hashKeyLines(parts: readonly HashKeyPart[], guard = ''): string[] {
   const lines: string[] = [];
+  const when = guard === '' ? '' : `${guard} `;
   for (const part of parts) {
     const sample = hashSample(part);
     const present = `{ ${sample} -m found }`;
-    lines.push(`http-request set-var-fmt(${LB_KEY_VAR}) "%[var(${LB_KEY_VAR})]|%[${sample}]" if ${present} !{ var(${LB_DONE_VAR}) -m found }`);
-    if (part.terminal) lines.push(`http-request set-var(${LB_DONE_VAR}) bool(true) if ${present}`);
+    lines.push(`http-request set-var-fmt(${LB_KEY_VAR}) "%[var(${LB_KEY_VAR})]|%[${sample}]" if ${when}${present} !{ var(${LB_DONE_VAR}) -m found }`);
+    if (part.terminal) lines.push(`http-request set-var(${LB_DONE_VAR}) bool(true) if ${when}${present}`);
   }
   return lines;
 }
@@ -229,6 +235,7 @@ export function uriSanDerHex(uri: string): string {
 
 function renderBackend(backend: Backend): string {
   const lines = [`mode ${backend.mode}`, ...balanceLines(backend.balance), `timeout connect ${formatDuration(backend.timeoutConnectMs)}`, `timeout server ${formatDuration(backend.timeoutServerMs)}`];
+  lines.push(...routeBackendLines(backend));
   if (backend.httpReuse !== undefined) lines.push(`http-reuse ${backend.httpReuse}`);
   if (backend.peerIdentity !== undefined) {
     lines.push(`# a response from a server that is not ${backend.peerIdentity} is refused`, `http-response deny if !{ ssl_s_der,hex -m sub ${uriSanDerHex(backend.peerIdentity)} }`);

@@ -47,7 +47,9 @@ export type RuntimeOp =
    * Makes `epoch` the current intentions epoch in the map at `path` (absolute): valid first, then
    * current, then the old epochs invalid, so a verdict is never checked against a half-written map.
    */
-  | { kind: 'set-intentions-epoch'; path: string; epoch: string; previous: string[] };
+  | { kind: 'set-intentions-epoch'; path: string; epoch: string; previous: string[] }
+  /** New cut points of split routes in the map at `path` (absolute): `set map` per changed key. */
+  | { kind: 'set-split-weights'; path: string; entries: ReadonlyArray<readonly [string, number]> };
 
 /** What a successful answer looks like: empty, or matching a pattern. */
 export type Expect = { kind: 'empty' } | { kind: 'match'; pattern: RegExp };
@@ -73,6 +75,8 @@ const COMMITTED: Expect = { kind: 'match', pattern: /Success!$/ };
 const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;
 /** Epochs are short hashes (translate/spoe.ts); anything else would be a second map argument. */
 const SAFE_MAP_KEY = /^[A-Za-z0-9_.-]+$/;
+/** Split keys: `<frontend>/<route>/<leg>` (names.ts ROUTE_SPLITS_MAP_FILE). */
+const SAFE_SPLIT_KEY = /^[A-Za-z0-9_.:-]+\/[0-9]+\/[0-9]+$/;
 /** The key naming the current epoch (names.ts INTENTIONS_EPOCH_CURRENT_KEY). */
 const CURRENT_EPOCH_KEY = 'current';
 
@@ -162,6 +166,14 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
         ...op.previous.filter((key) => key !== op.epoch).map((key) => command(`del map ${path} ${key}`, EMPTY)),
       ];
     }
+    case 'set-split-weights': {
+      const path = checkPath(op.path);
+      return op.entries.map(([key, cut]) => {
+        if (!SAFE_SPLIT_KEY.test(key)) refuse(`map key ${JSON.stringify(key)} must match ${SAFE_SPLIT_KEY}`);
+        if (!Number.isInteger(cut) || cut < 0) refuse(`split cut ${cut} is not a whole number`);
+        return command(`set map ${path} ${key} ${cut}`, EMPTY);
+      });
+    }
   }
 }
 
@@ -189,5 +201,7 @@ export function describeOp(op: RuntimeOp): string {
       return `set ssl cert ${op.path}`;
     case 'set-intentions-epoch':
       return `set intentions epoch ${op.epoch} in ${op.path}`;
+    case 'set-split-weights':
+      return `set split cuts ${op.entries.map(([k, v]) => `${k}=${v}`).join(' ')} in ${op.path}`;
   }
 }

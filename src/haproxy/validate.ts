@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
+import { checkBackendRoutes, checkFrontendRoutes } from './validate-routes.js';
 import { HAPROXY_NAME_PATTERN, PLAIN_PATH_CHARACTERS, isPlainAbsolutePath, runDirPath } from '../domain/haproxy-names.js';
 
 /** Run-directory file names: one path component, no dot-only names. */
@@ -20,7 +21,7 @@ const ALPN_PATTERN = /^[A-Za-z0-9._/-]+$/;
 /** Header, cookie and query parameter names a hash key may read: plain enough to go unquoted in a sample fetch. */
 export const HASH_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/;
 /** A SPIFFE ID as Consul writes it into leaves; at most 255 bytes (a two-byte DER length). */
-const PEER_IDENTITY_PATTERN = /^spiffe:\/\/[A-Za-z0-9._\/-]{1,240}$/;
+const PEER_IDENTITY_PATTERN = /^spiffe:\/\/[A-Za-z0-9._/-]{1,240}$/;
 /** A bound on `balance random(<draws>)`: more draws than servers only costs time. */
 const MAX_RANDOM_DRAWS = 64;
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
@@ -183,6 +184,8 @@ export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, 
     if (tier === undefined) invalid(`${what} fails over to backend ${show(name)}, which does not exist`);
     if (tier.mode !== frontend.mode) invalid(`${what} is mode ${frontend.mode} but fails over to backend ${show(name)} in mode ${tier.mode}`);
   }
+  checkFrontendRoutes(frontend, backends);
+  if (frontend.splitsMapFile !== undefined) checkFileName(`${what} splits map`, frontend.splitsMapFile);
   if (frontend.hashKey !== undefined && frontend.hashKey.length > 0) {
     if (frontend.mode !== 'http') invalid(`${what} sets a hash key in mode ${frontend.mode}`);
     for (const part of frontend.hashKey) {
@@ -251,6 +254,7 @@ export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelF
     if (backend.mode !== 'http' || backend.tls === undefined) invalid(`${what} checks the peer identity without HTTP over TLS`);
     if (!PEER_IDENTITY_PATTERN.test(backend.peerIdentity)) invalid(`${what} peer identity ${show(backend.peerIdentity)} must match ${PEER_IDENTITY_PATTERN}`);
   }
+  checkBackendRoutes(backend);
   if (typeof backend.balance === 'object') checkInteger(`${what} balance random draws`, backend.balance.random, 1, MAX_RANDOM_DRAWS);
   if (backend.balance === 'hash' && backend.mode !== 'http') invalid(`${what} balances on the HTTP hash key in mode ${backend.mode}`);
   if (backend.tls !== undefined) {
@@ -342,6 +346,9 @@ export function validateModel(model: HaproxyModel): void {
   const backends = new Map(model.backends.map((backend) => [backend.name, backend]));
   for (const backend of model.backends) checkBackend(backend, files);
   for (const frontend of model.frontends) checkFrontend(frontend, backends, files);
+  for (const frontend of model.frontends) {
+    if (frontend.splitsMapFile !== undefined) checkFileExists(`frontend ${show(frontend.name)} splits map`, frontend.splitsMapFile, files);
+  }
   for (const frontend of model.frontends) checkAccessLog(frontend, global);
   checkBindConflicts(model.frontends);
 }

@@ -11,17 +11,19 @@
 import { performance } from 'node:perf_hooks';
 import { errorMessage, isHaproxyConnectError } from '../errors.js';
 import { findDrift } from '../haproxy/drift.js';
-import type { ActivateOutcome, HaproxyDriver } from '../driver/driver.js';
+import type { HaproxyDriver } from '../driver/driver.js';
 import type { HaproxyModel } from '../haproxy/model.js';
 import { plan, runtimeSubset, sameModelFiles } from '../haproxy/plan.js';
 import { render } from '../haproxy/render.js';
 import { describeOp, type RuntimeOp } from '../haproxy/runtime-ops.js';
-import type { OpResult } from '../driver/runtime-apply.js';
 import type { SnapshotState } from '../snapshot/fold.js';
-import type { DroppedItem } from '../domain/snapshot.js';
 import type { Logger } from '../logger.js';
 import { translate } from '../translate/translate.js';
 import { DroppedItemLog } from './dropped-items.js';
+import { ReloadQuiet } from './reload-quiet.js';
+import type { ReconcileObserver, ReconcileStats } from './observer.js';
+
+export type { ReconcileObserver, ReconcileStats } from './observer.js';
 
 /** After a failed apply that may be transient (HAProxy start/reload), try again after this delay. */
 export const RETRY_APPLY_MS = 2_000;
@@ -48,25 +50,6 @@ export interface ReconcilerOptions {
   hardStopAfterMs?: number;
 }
 
-/** What the loop applied, as it happens. Called synchronously; must not throw. */
-export interface ReconcileObserver {
-  /** A start, reload or deferred write finished, or failed; with the planned reasons. */
-  activated(event: { outcome: ActivateOutcome | 'failed'; reasons: readonly string[]; durationMs: number }): void;
-  /** A batch of runtime operations was applied. */
-  runtimeApplied(event: { results: readonly OpResult[]; durationMs: number }): void;
-  /** Items left out of the configuration (bad data from Consul): all of them now, and those new since the last translate. */
-  dropped(event: { current: readonly DroppedItem[]; added: readonly DroppedItem[] }): void;
-}
-
-/** Counters for logs, tests and (later) metrics. */
-export interface ReconcileStats {
-  reloads: number;
-  runtimeBatches: number;
-  runtimeOps: number;
-  driftRepairs: number;
-  failedApplies: number;
-}
-
 interface Applied {
   model: HaproxyModel;
   text: string;
@@ -84,6 +67,8 @@ export class Reconciler {
   #retryTimer: NodeJS.Timeout | undefined;
   #pendingTimer: NodeJS.Timeout | undefined;
   #upstreamWaitTimer: NodeJS.Timeout | undefined;
+  #quiet = new ReloadQuiet();
+  #quietTimer: NodeJS.Timeout | undefined;
   /** When each target still without endpoints was first seen (performance.now()). */
   readonly #awaitingUpstreams = new Map<string, number>();
   /** `backend/server` names in maintenance that HAProxy would not delete yet. */
@@ -101,6 +86,11 @@ export class Reconciler {
 
   /** Marks the snapshot as changed; the loop picks up the newest state. Never blocks. */
   notify(): void {
+    this.#quiet.changed(performance.now());
+    this.#poke();
+  }
+
+  #poke(): void {
     this.#dirty = true;
     this.#wake?.();
   }
@@ -139,6 +129,7 @@ export class Reconciler {
       clearTimeout(this.#retryTimer);
       clearTimeout(this.#pendingTimer);
       clearTimeout(this.#upstreamWaitTimer);
+      clearTimeout(this.#quietTimer);
     }
   }
 
@@ -226,6 +217,12 @@ export class Reconciler {
       return;
     }
     const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
+    const wait = decision.kind === 'reload' && running ? this.#quiet.wait(performance.now()) : 0;
+    if (wait > 0) {
+      clearTimeout(this.#quietTimer);
+      this.#quietTimer = setTimeout(() => this.#poke(), wait);
+      return;
+    }
     await this.#reload(model, text, reasons, signal);
   }
 

@@ -141,9 +141,9 @@ export class SidecarWatches {
         name: upstream.destinationName,
         datacenter: upstream.datacenter,
         localDatacenter: datacenter,
-        // Routers and splitters are not applied yet (HTTP routing): compiled as tcp, Consul drops
-        // them and the chain starts at the upstream's resolver, with its subsets, redirect and failover.
-        overrideProtocol: 'tcp',
+        // As Consul's own proxies ask: a tcp upstream's chain drops routers and splitters, an HTTP
+        // one keeps them (and Consul refuses a chain whose services disagree on the protocol).
+        overrideProtocol: upstream.protocol,
         overrideConnectTimeoutMs: upstream.configuredConnectTimeoutMs,
       };
       wanted.set(`${CHAIN_WATCH_PREFIX}${upstream.key}`, { upstream, query });

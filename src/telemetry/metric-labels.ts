@@ -29,6 +29,7 @@ export const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
   'set-address': true,
   'set-leaf': true,
   'set-intentions-epoch': true,
+  'set-split-weights': true,
 };
 export const RUNTIME_OP_RESULTS: Record<RuntimeOpStatus, string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
 export const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'error'];

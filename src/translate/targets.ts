@@ -4,7 +4,8 @@
  * instances must present. PURE.
  */
 import { DEFAULT_PARTITION } from '../domain/consul.js';
-import type { Endpoint, LoadBalancer, Target } from '../domain/snapshot.js';
+import { fnv1a32Hex, upstreamBackendName } from '../domain/haproxy-names.js';
+import type { Endpoint, LoadBalancer, Target, Upstream } from '../domain/snapshot.js';
 import type { Backend, Mode } from '../haproxy/model.js';
 
 /** Envoy's cap on an endpoint's weight (Consul's endpoints.go): weights above it count as 128. */
@@ -58,4 +59,23 @@ export function balanceOf(lb: LoadBalancer | undefined, mode: Mode): Backend['ba
 export function targetIdentity(target: Target, trustDomain: string): string {
   const partition = target.partition === DEFAULT_PARTITION ? '' : `/ap/${target.partition}`;
   return `spiffe://${trustDomain}${partition}/ns/${target.namespace}/dc/${target.datacenter}/svc/${target.service}`;
+}
+
+/**
+ * The backend name of a target of an upstream's chain. The chain's first target keeps the name the
+ * upstream's backend always had (`upstream_<key>_be`), so a trivial chain renders exactly as
+ * before; other targets, and targets behind a route with its own retry policy, get a hash appended.
+ */
+export function targetBackendName(upstream: Upstream, target: Target, index: number, variant = ''): string {
+  const base = upstreamBackendName(upstream.key);
+  return index === 0 && variant === '' ? base : `${base}_${fnv1a32Hex(variant === '' ? target.id : `${target.id}|${variant}`)}`;
+}
+
+/** Builds the backends of an upstream's targets, with the servers of each target's healthy instances. */
+export interface BackendFactory {
+  upstream: Upstream;
+  /** A target's backend; `extra` sets retries or the per-route timeout. */
+  forTarget(name: string, target: Target, balance: Backend['balance'], extra: Partial<Pick<Backend, 'retries' | 'routeTimeout' | 'timeoutServerMs'>>): Backend;
+  /** An empty backend (a chain or leg without a usable target): every request gets 503. */
+  empty(name: string): Backend;
 }

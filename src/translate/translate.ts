@@ -3,32 +3,39 @@
  * options always give the same model (everything is sorted), so the planner can diff models and
  * golden tests can pin the rendered text.
  */
-import type { Backend, Frontend, HaproxyModel, Mode, Server } from '../haproxy/model.js';
+import type { Backend, Frontend, HaproxyModel, ModelFile } from '../haproxy/model.js';
 import {
   ADMIN_SOCKET_FILE,
-  LEAF_FILE,
   LOG_RING_NAME,
   LOG_SOCKET_FILE,
   LOCAL_APP_BACKEND_NAME,
   LOCAL_APP_SERVER_NAME,
   PUBLIC_CRT_LIST_FILE,
   PUBLIC_FRONTEND_NAME,
-  ROOTS_FILE,
+  ROUTE_SPLITS_MAP_FILE,
   STATS_FRONTEND_NAME,
   STATS_SOCKET_FILE,
-  endpointServerName,
-  fnv1a32Hex,
-  upstreamBackendName,
-  upstreamFrontendName,
 } from '../domain/haproxy-names.js';
-import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, checkServer, modelProblem, validateModel } from '../haproxy/validate.js';
+import { bindsConflict, checkAccessLog, checkBackend, checkBind, checkFrontend, modelProblem, validateModel } from '../haproxy/validate.js';
 import { HaproxyConnectError } from '../errors.js';
 import { certificateProblem } from '../domain/certificates.js';
-import type { CaRoot, DroppedItem, Endpoint, Protocol, PublicListener, Roots, Snapshot, Target, Upstream } from '../domain/snapshot.js';
-import { balanceOf, healthyEndpoints, targetIdentity } from './targets.js';
+import type { CaRoot, DroppedItem, PublicListener, Roots, Snapshot } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
+import { DEFAULT_HARD_STOP_AFTER_MS, DEFAULT_HTTP_REQUEST_TIMEOUT_MS, DEFAULT_MAXCONN, NO_REQUEST_TIMEOUT_MS, TCP_IDLE_TIMEOUT_MS, frontendTimeouts, isH2, modeOf, publicAlpn } from './defaults.js';
 import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
+import { upstreamProxies } from './upstream.js';
+
+export {
+  DEFAULT_HARD_STOP_AFTER_MS,
+  DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
+  DEFAULT_MAXCONN,
+  HTTP_CLIENT_IDLE_TIMEOUT_MS,
+  HTTP_REQUEST_HEADERS_TIMEOUT_MS,
+  MAX_HAPROXY_WEIGHT,
+  NO_REQUEST_TIMEOUT_MS,
+  TCP_IDLE_TIMEOUT_MS,
+} from './defaults.js';
 
 export interface TranslateOptions {
   /** Absolute run directory (certificates, sockets, haproxy.cfg). */
@@ -41,80 +48,12 @@ export interface TranslateOptions {
   hardStopAfterMs?: number;
 }
 
-/** Old workers get this long to finish their connections after a reload, then they are killed. */
-export const DEFAULT_HARD_STOP_AFTER_MS = 30_000;
-
-/**
- * Global maxconn when the operator gives none. An explicit maxconn makes HAProxy need about
- * 2 x maxconn file descriptors and refuse to start when the hard RLIMIT_NOFILE is lower
- * (measured: 10,000 needs 20,028 and failed under a hard limit of 20,000). 4,096 needs about
- * 8,200, below common hard limits; raise it with the maxconn option.
- */
-export const DEFAULT_MAXCONN = 4_096;
-/**
- * Request timeout towards an HTTP application when `local_request_timeout_ms` is absent: Consul's
- * documented default for its Envoy sidecar (Envoy's route timeout). Also used for HTTP upstreams,
- * where Envoy applies the same route default.
- */
-export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 15_000;
-/** Idle timeout of TCP proxying in both directions: Envoy's tcp_proxy `idle_timeout` default (1 h). */
-export const TCP_IDLE_TIMEOUT_MS = 3_600_000;
-/**
- * `local_request_timeout_ms: 0` means "no timeout" in Consul. HAProxy treats a zero timeout as
- * a misconfiguration (it warns and never frees a stuck connection), so use the long idle bound.
- */
-export const NO_REQUEST_TIMEOUT_MS = TCP_IDLE_TIMEOUT_MS;
-/** HTTP client inactivity: Envoy's `stream_idle_timeout` default (5 min). */
-export const HTTP_CLIENT_IDLE_TIMEOUT_MS = 300_000;
-/** Time a client has to send complete request headers (also the keep-alive idle bound). */
-export const HTTP_REQUEST_HEADERS_TIMEOUT_MS = 10_000;
-/**
- * HAProxy server weights range 0..256; Consul's `Weights.Passing` goes up to 65535. Weights are
- * clamped (not rescaled per backend), so one endpoint's change never rewrites its siblings'
- * weights; ratios above 256:1 are lost, which Consul deployments rarely use.
- */
-export const MAX_HAPROXY_WEIGHT = 256;
 /** Weight of the single local application server (the value is irrelevant with one server). */
 const LOCAL_APP_WEIGHT = 1;
-
-/** ALPN the public listener offers: HTTP/2 first for h2 peers, HTTP/1.1 for the rest. */
-const PUBLIC_ALPN_H2: readonly string[] = ['h2', 'http/1.1'];
-const ALPN_HTTP1: readonly string[] = ['http/1.1'];
-const ALPN_H2_ONLY: readonly string[] = ['h2'];
-
-function modeOf(protocol: Protocol): Mode {
-  return protocol === 'tcp' ? 'tcp' : 'http';
-}
-
-function isH2(protocol: Protocol): boolean {
-  return protocol === 'http2' || protocol === 'grpc';
-}
-
-function publicAlpn(protocol: Protocol): string[] | undefined {
-  if (protocol === 'tcp') return undefined;
-  return [...(isH2(protocol) ? PUBLIC_ALPN_H2 : ALPN_HTTP1)];
-}
-
-/** ALPN towards an upstream sidecar: its public listener speaks the upstream's protocol. */
-function upstreamAlpn(protocol: Protocol): string[] | undefined {
-  if (protocol === 'tcp') return undefined;
-  return [...(isH2(protocol) ? ALPN_H2_ONLY : ALPN_HTTP1)];
-}
-
-function frontendTimeouts(mode: Mode): Pick<Frontend, 'timeoutClientMs' | 'timeoutHttpRequestMs'> {
-  return mode === 'tcp'
-    ? { timeoutClientMs: TCP_IDLE_TIMEOUT_MS, timeoutHttpRequestMs: undefined }
-    : { timeoutClientMs: HTTP_CLIENT_IDLE_TIMEOUT_MS, timeoutHttpRequestMs: HTTP_REQUEST_HEADERS_TIMEOUT_MS };
-}
 
 function localRequestTimeoutMs(listener: PublicListener): number {
   const configured = listener.localRequestTimeoutMs ?? DEFAULT_HTTP_REQUEST_TIMEOUT_MS;
   return configured === 0 ? NO_REQUEST_TIMEOUT_MS : configured;
-}
-
-function clampWeight(weight: number): number {
-  if (!Number.isFinite(weight)) return 1;
-  return Math.min(MAX_HAPROXY_WEIGHT, Math.max(0, Math.round(weight)));
 }
 
 function publicListenerProxies(listener: PublicListener): { frontend: Frontend; backend: Backend } {
@@ -151,111 +90,10 @@ function publicListenerProxies(listener: PublicListener): { frontend: Frontend; 
   return { frontend, backend };
 }
 
-/**
- * One server per endpoint id (first wins after sorting), sorted by server name. An endpoint whose
- * values HAProxy cannot take (an address like "bad host#1", port 0) is left out and reported.
- */
-function upstreamServers(upstreamKey: string, endpoints: readonly Endpoint[], dropped: DroppedItem[]): Server[] {
-  const byName = new Map<string, Server>();
-  const sorted = [...endpoints].sort((a, b) => compareStrings(a.id, b.id));
-  for (const endpoint of sorted) {
-    const item = `${upstreamKey} ${endpoint.id}`;
-    if (endpoint.invalid !== undefined) {
-      dropped.push({ kind: 'endpoint', item, reason: endpoint.invalid });
-      continue;
-    }
-    const name = endpointServerName(endpoint.id);
-    if (byName.has(name)) continue;
-    const server: Server = { name, address: endpoint.address, port: endpoint.port, weight: clampWeight(endpoint.weight) };
-    const problem = modelProblem(() => checkServer('instance', server));
-    if (problem !== undefined) {
-      dropped.push({ kind: 'endpoint', item, reason: problem });
-      continue;
-    }
-    byName.set(name, server);
-  }
-  return [...byName.values()].sort((a, b) => compareStrings(a.name, b.name));
-}
-
-/**
- * The backend of one target of an upstream's chain. The chain's first target keeps the name the
- * upstream's backend always had (`upstream_<key>_be`), so a trivial chain renders exactly as
- * before; further targets (the discovery chain's) get the target's hash appended.
- */
-function targetBackendName(upstream: Upstream, target: Target, index: number): string {
-  const base = upstreamBackendName(upstream.key);
-  return index === 0 ? base : `${base}_${fnv1a32Hex(target.id)}`;
-}
-
-function targetBackend(upstream: Upstream, name: string, servers: Server[], target: Target | undefined, balance: Backend['balance'], trustDomain: string): Backend {
-  const mode = modeOf(upstream.protocol);
-  // HTTP: a response from an instance that is not the target's service is refused (502).
-  const identity = mode === 'http' && target?.kind === 'service' ? targetIdentity(target, trustDomain) : undefined;
-  return {
-    name,
-    mode,
-    balance,
-    timeoutConnectMs: target?.connectTimeoutMs ?? upstream.connectTimeoutMs,
-    timeoutServerMs: mode === 'tcp' ? TCP_IDLE_TIMEOUT_MS : DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
-    // The peer is our own sidecar: reusing its mTLS connections is safe and 25x faster (FACTS.md §3).
-    httpReuse: mode === 'http' ? 'always' : undefined,
-    // No `sni`: it breaks verification against Consul leaves (FACTS.md §2).
-    tls: { crt: LEAF_FILE, caFile: ROOTS_FILE, alpn: upstreamAlpn(upstream.protocol) },
-    protoH2: false,
-    ...(identity !== undefined && { peerIdentity: identity }),
-    servers,
-  };
-}
-
-function upstreamFrontend(upstream: Upstream, defaultBackend: string): Frontend {
-  const mode = modeOf(upstream.protocol);
-  return {
-    name: upstreamFrontendName(upstream.key),
-    mode,
-    bind:
-      upstream.localBindSocketPath !== undefined && upstream.localBindSocketPath !== ''
-        ? { kind: 'unix', path: upstream.localBindSocketPath, mode: upstream.localBindSocketMode }
-        : { kind: 'inet', address: upstream.localBindAddress, port: upstream.localBindPort },
-    tls: undefined,
-    defaultBackend,
-    ...frontendTimeouts(mode),
-    maxconn: undefined,
-    spoe: undefined,
-    accessLog: undefined,
-  };
-}
-
-/**
- * An upstream's listener and one backend per target of its chain: the primary target serves, the
- * failover targets follow in order, each when every one before it has no healthy instance. An
- * upstream whose chain has not been answered yet (or has no usable target) gets one empty backend.
- */
-function upstreamProxies(upstream: Upstream, snapshot: Snapshot, dropped: DroppedItem[]): { frontend: Frontend; backends: Backend[] } {
-  const chain = snapshot.chains.get(upstream.key);
-  for (const reason of chain?.refused ?? []) dropped.push({ kind: 'target', item: upstream.key, reason });
-  const mode = modeOf(upstream.protocol);
-  const balance = balanceOf(chain?.loadBalancer, mode);
-  const targets = chain?.targets ?? [];
-  const backends =
-    targets.length === 0
-      ? [targetBackend(upstream, upstreamBackendName(upstream.key), [], undefined, balance, snapshot.roots.trustDomain)]
-      : targets.map((target, index) =>
-          targetBackend(
-            upstream,
-            targetBackendName(upstream, target, index),
-            upstreamServers(upstream.key, healthyEndpoints(snapshot.targets.get(target.id) ?? [], target), dropped),
-            target,
-            balance,
-            snapshot.roots.trustDomain,
-          ),
-        );
-  const [first, ...failover] = backends.map((b) => b.name);
-  const frontend = upstreamFrontend(upstream, first as string);
-  if (failover.length > 0) frontend.failoverBackends = failover;
-  if (balance === 'hash' && (chain?.loadBalancer?.hashPolicies.length ?? 0) > 0) {
-    frontend.hashKey = chain?.loadBalancer?.hashPolicies.map((p) => ({ sample: p.source, terminal: p.terminal }));
-  }
-  return { frontend, backends };
+/** The splits map: one `<frontend>/<route>/<leg> <cut>` line per leg but the last of a split route. */
+function splitsMapFile(splits: ReadonlyArray<readonly [string, number]>): ModelFile {
+  const lines = [...splits].sort(([a], [b]) => compareStrings(a, b)).map(([key, cut]) => `${key} ${cut}\n`);
+  return { name: ROUTE_SPLITS_MAP_FILE, content: lines.join(''), mode: 0o644 };
 }
 
 /** The model, and the items left out of it because their data from Consul cannot be used. */
@@ -291,11 +129,13 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
   );
   const fileMap = new Map(files.map((f) => [f.name, f]));
 
+  const splits: Array<readonly [string, number]> = [];
   const upstreams = [...registration.upstreams].sort((a, b) => compareStrings(a.key, b.key));
   for (const upstream of upstreams) {
     // Instances left out while translating an upstream that is left out itself are not reported twice.
     const instanceDrops: DroppedItem[] = [];
     const proxies = upstreamProxies(upstream, snapshot, instanceDrops);
+    if (proxies.splits.length > 0) proxies.frontend.splitsMapFile = ROUTE_SPLITS_MAP_FILE;
     const cluster = upstreamCluster(upstream, snapshot.datacenter, snapshot.roots.trustDomain);
     const frontend = { ...proxies.frontend, accessLog: frontendAccessLog(accessLogs, proxies.frontend.mode, cluster) };
     const taken = frontends.find((f) => bindsConflict(f.bind, frontend.bind));
@@ -315,6 +155,12 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
     dropped.push(...instanceDrops);
     frontends.push(frontend);
     backends.push(...proxies.backends);
+    splits.push(...proxies.splits);
+  }
+
+  if (splits.length > 0) {
+    files.push(splitsMapFile(splits));
+    files.sort((a, b) => compareStrings(a.name, b.name));
   }
 
   const model: HaproxyModel = { global, files, frontends, backends };

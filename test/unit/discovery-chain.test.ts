@@ -126,8 +126,12 @@ describe('chainFromCompiled', () => {
       [
         'router',
         () =>
-          chainFromCompiled('u3', { ServiceName: 'api', Datacenter: 'dc1', Protocol: 'http', StartNode: 'router:api', Nodes: { 'router:api': { Type: 'router', Name: 'api' } }, Targets: {} }, 'dc1'),
-        /upstream u3: starts at a router node/,
+          chainFromCompiled(
+            'u3',
+            { ServiceName: 'api', Datacenter: 'dc1', Protocol: 'tcp', StartNode: 'router:api', Nodes: { 'router:api': { Type: 'router', Name: 'api', Routes: [], Splits: [] } }, Targets: {} },
+            'dc1',
+          ),
+        /upstream u3: a tcp chain starts at a router node/,
       ],
     ];
     for (const [name, run, message] of cases) {

@@ -6,6 +6,10 @@ import type { HaproxyModel } from '../../src/haproxy/model.js';
 import { commandText, opCommands, pemPayload, type RuntimeOp } from '../../src/haproxy/runtime-ops.js';
 import { serverSpec } from '../../src/haproxy/server-line.js';
 import { translate } from '../../src/translate/translate.js';
+import { chainFromCompiled } from '../../src/consul/discovery-chain.js';
+import { discoveryChainSchema } from '../../src/consul/schemas.js';
+import { upstreamFrontendName } from '../../src/domain/haproxy-names.js';
+import { type Json, routedChainJson } from '../helpers/chains.js';
 import { PEM, endpoint, roots, snapshot, upstream, webLeaf, ACTIVE_ROOT_ID, PREVIOUS_ROOT_ID, type SnapshotParts } from '../helpers/fixtures.js';
 
 const RUN_DIR = '/run/hc';
@@ -158,6 +162,28 @@ describe('plan', () => {
     );
     assert.deepEqual(plan(model({ intentions: allowAll }), model({ intentions: { ...allowAll } })), { kind: 'none' });
     assert.ok(reloadReasons(model(), model({ intentions: allowAll })).includes('frontend public_listener changed'));
+  });
+
+  test('split weights changed → set map of the changed cut points; a route change → one reload naming the frontend', () => {
+    const routed = (weights: [number, number], routes?: Json[]): HaproxyModel => {
+      const splits = [
+        { Weight: weights[0], NextNode: 'resolver:v1.api.default.default.dc1' },
+        { Weight: weights[1], NextNode: 'resolver:v2.api.default.default.dc1' },
+      ];
+      const chain = chainFromCompiled(api.key, discoveryChainSchema.parse(routedChainJson({ splits, ...(routes !== undefined && { routes }) })).Chain, 'dc1');
+      const base = snapshot({ upstreams: [api] });
+      return translate({ ...base, chains: new Map([[api.key, chain]]) }, { runDir: RUN_DIR }).model;
+    };
+    const ops = runtimeOps(routed([90, 10]), routed([25, 75]));
+    assert.deepEqual(ops, [{ kind: 'set-split-weights', path: `${RUN_DIR}/route-splits.map`, entries: [[`${upstreamFrontendName(api.key)}/2/0`, 2_500]] }]);
+    assert.deepEqual(
+      opCommands(ops[0] as RuntimeOp).map((c) => c.line),
+      [`set map ${RUN_DIR}/route-splits.map ${upstreamFrontendName(api.key)}/2/0 2500`],
+    );
+    assert.deepEqual(plan(routed([90, 10]), routed([90, 10])), { kind: 'none' });
+    const fewer = [{ Definition: { Match: { HTTP: { PathPrefix: '/' } } }, NextNode: 'splitter:api.default.default' }];
+    const reasons = reloadReasons(routed([90, 10]), routed([90, 10], fewer));
+    assert.ok(reasons.includes(`frontend ${upstreamFrontendName(api.key)} changed`), reasons.join('; '));
   });
 
   test('reformatting the roots bundle is not a removal', () => {

@@ -19,6 +19,9 @@ import type { CaRoot, Chain, Endpoint, Snapshot, Target } from '../../src/domain
 import { isValidAddress } from '../../src/haproxy/validate.js';
 import { upstreamFrontendName } from '../../src/domain/haproxy-names.js';
 import fc from 'fast-check';
+import { chainFromCompiled } from '../../src/consul/discovery-chain.js';
+import { discoveryChainSchema } from '../../src/consul/schemas.js';
+import { routedChainJson } from '../helpers/chains.js';
 import { ACTIVE_ROOT_ID, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream } from '../helpers/fixtures.js';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
@@ -153,6 +156,21 @@ const CASES: Case[] = [
           'db.default.default.dc1',
           [endpoint('node-5', '10.0.0.5', 21000, 2, 'db-sidecar-proxy'), { ...endpoint('node-6', '10.0.0.6', 21000, 5, 'db-sidecar-proxy'), status: 'warning', warningWeight: 1 }],
         ],
+      ],
+    ),
+  },
+  {
+    // service-router → service-splitter → resolvers (L7.md §1.3): routes, split cut points in a map,
+    // a backend per (target, retry policy), header changes, a prefix rewrite.
+    name: 'http-routing',
+    snapshot: withChains(
+      snapshot({ upstreams: [upstream('api', { protocol: 'http', localBindPort: 9191 })] }),
+      [[upstream('api').key, chainFromCompiled(upstream('api').key, discoveryChainSchema.parse(routedChainJson()).Chain, 'dc1')]],
+      [
+        ['v1.api.default.default.dc1', [endpoint('node-1', '10.0.0.1')]],
+        ['v2.api.default.default.dc1', [endpoint('node-2', '10.0.0.2')]],
+        ['api-v2.default.default.dc1', [endpoint('node-3', '10.0.0.3', 21000, 1, 'api-v2-sidecar-proxy')]],
+        ['api-backup.default.default.dc1', [endpoint('node-4', '10.0.0.4', 21000, 1, 'api-backup-sidecar-proxy')]],
       ],
     ),
   },
