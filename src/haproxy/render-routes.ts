@@ -11,7 +11,7 @@
  * the route level last (it wins). Response changes use `http-after-response`, which also reaches
  * the responses HAProxy makes itself (503, 504).
  */
-import type { HeaderOps } from '../domain/routes.js';
+import type { HeaderOps, RouteMatch } from '../domain/routes.js';
 import { HaproxyConnectError } from '../errors.js';
 import { runDirPath } from '../domain/haproxy-names.js';
 import type { Backend, Frontend, FrontendRoute, FrontendRouteLeg, HashKeyPart } from './model.js';
@@ -67,25 +67,38 @@ function selectionLines(routes: readonly FrontendRoute[]): string[] {
   const acls = [`acl ${ROUTE_SET_ACL} var(${ROUTE_VAR}) -m found`];
   const rules: string[] = [];
   routes.forEach((route, k) => {
-    const alternatives = routeConditionTerms(route.match);
-    if (alternatives.length > MAX_ALTERNATIVES) invalid(`route ${k} expands to ${alternatives.length} alternatives (inverted matchers), more than ${MAX_ALTERNATIVES}`);
-    const names = new Map<string, string>();
-    for (const conjunction of alternatives) {
-      const words = conjunction.map((term) => {
-        let name = names.get(term.expression);
-        if (name === undefined) {
-          name = `r${k}_${names.size}`;
-          names.set(term.expression, name);
-          acls.push(`acl ${name} ${term.expression}`);
-        }
-        return `${term.negated ? '!' : ''}${name}`;
-      });
-      const rule = `http-request set-var(${ROUTE_VAR}) int(${k}) if !${ROUTE_SET_ACL}${words.map((w) => ` ${w}`).join('')}`;
-      if (rule.split(' ').length > MAX_LINE_WORDS) invalid(`route ${k} has ${words.length} matchers in one alternative, more than one HAProxy line holds`);
-      rules.push(rule);
-    }
+    const rendered = routeMatchLines(route.match, k);
+    acls.push(...rendered.acls);
+    rules.push(...rendered.rules);
   });
   return [...acls, ...rules];
+}
+
+/**
+ * Route k's match as named ACLs and one `txn.route` rule per alternative. Throws MODEL_INVALID for
+ * a match HAProxy cannot take (route-acl.ts), or one too large for its lines: the sidecar checks
+ * every chain with it before it takes the chain (a refused chain keeps the last good one).
+ */
+export function routeMatchLines(match: RouteMatch, k: number): { acls: string[]; rules: string[] } {
+  const alternatives = routeConditionTerms(match);
+  if (alternatives.length > MAX_ALTERNATIVES) invalid(`route ${k} expands to ${alternatives.length} alternatives (inverted matchers), more than ${MAX_ALTERNATIVES}`);
+  const names = new Map<string, string>();
+  const acls: string[] = [];
+  const rules = alternatives.map((conjunction) => {
+    const words = conjunction.map((term) => {
+      let name = names.get(term.expression);
+      if (name === undefined) {
+        name = `r${k}_${names.size}`;
+        names.set(term.expression, name);
+        acls.push(`acl ${name} ${term.expression}`);
+      }
+      return `${term.negated ? '!' : ''}${name}`;
+    });
+    const rule = `http-request set-var(${ROUTE_VAR}) int(${k}) if !${ROUTE_SET_ACL}${words.map((w) => ` ${w}`).join('')}`;
+    if (rule.split(' ').length > MAX_LINE_WORDS) invalid(`route ${k} has ${words.length} matchers in one alternative, more than one HAProxy line holds`);
+    return rule;
+  });
+  return { acls, rules };
 }
 
 /** The leg of route k: by the splits map's cut points when it has several. */

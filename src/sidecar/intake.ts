@@ -6,9 +6,26 @@
  */
 import type { ConsulAgentApi } from '../consul/api.js';
 import type { SnapshotEvent } from '../domain/snapshot.js';
-import { errorMessage } from '../errors.js';
+import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { SidecarWatches } from '../snapshot/watches.js';
+import { routeMatchLines } from '../haproxy/render-routes.js';
+import type { Chain } from '../domain/snapshot.js';
+
+/**
+ * Refuses a chain with a route HAProxy cannot take (a value no ACL can carry, too many
+ * alternatives for its lines): the upstream keeps its last good chain, and the error names the
+ * upstream and the route.
+ */
+export function checkChainRoutes(upstreamKey: string, chain: Chain): void {
+  (chain.routes ?? []).forEach((route, k) => {
+    try {
+      routeMatchLines(route.match, k);
+    } catch (err) {
+      throw new HaproxyConnectError('CONSUL_RESPONSE_INVALID', `discovery chain of upstream ${upstreamKey}: route ${k} cannot be configured in HAProxy: ${errorMessage(err)}`);
+    }
+  });
+}
 
 export interface IntakeOptions {
   consul: ConsulAgentApi;
@@ -34,12 +51,14 @@ export function startIntake(options: IntakeOptions): IntakePart {
     proxyId: options.proxyId,
     signal: intake.signal,
     watchIntentions: options.watchIntentions,
+    checkChain: checkChainRoutes,
     emit: options.onEvent,
     onSuccess: (watch) => metrics?.watchAnswered(watch),
     onError: ({ watch, error, attempt, kind, upstreams }) => {
       const fields = { watch, err: errorMessage(error), code: (error as { code?: string }).code, ...(upstreams !== undefined && { upstreams }) };
       if (kind === 'consumer') {
-        log.main.error({ ...fields, stack: error.stack }, 'applying an answer from Consul failed; that answer is dropped and the watch goes on');
+        const refused = isHaproxyConnectError(error, 'CONSUL_RESPONSE_INVALID');
+        log.main.error({ ...fields, ...(!refused && { stack: error.stack }) }, 'applying an answer from Consul failed; that answer is dropped and the watch goes on');
         return;
       }
       metrics?.watchFailed(watch, attempt);

@@ -42,6 +42,11 @@ export interface SidecarWatchesOptions {
   signal: AbortSignal;
   /** Also watch the intentions of the proxied service (GET /v1/connect/intentions/match). */
   watchIntentions?: boolean;
+  /**
+   * Refuses (throws) a chain the data plane cannot configure: that answer is dropped as a consumer
+   * error and the upstream keeps its last good chain, as Envoy keeps its last good routes.
+   */
+  checkChain?: (upstreamKey: string, chain: Chain) => void;
 }
 
 interface RunningWatch {
@@ -162,6 +167,7 @@ export class SidecarWatches {
         name,
         (cursor, signal) => api.discoveryChain(query, cursor, signal),
         (chain) => {
+          this.#opts.checkChain?.(upstream.key, chain);
           this.#chains.set(upstream.key, chain);
           this.#opts.emit({ kind: 'chain', upstreamKey: upstream.key, value: chain });
           this.#syncTargets();

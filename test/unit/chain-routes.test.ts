@@ -10,6 +10,7 @@ import { chainFromCompiled } from '../../src/consul/discovery-chain.js';
 import { discoveryChainSchema } from '../../src/consul/schemas.js';
 import { TOTAL_SPLIT_WEIGHT, envoySplitWeights } from '../../src/domain/routes.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
+import { checkChainRoutes } from '../../src/sidecar/intake.js';
 import { type Json, routedChainJson } from '../helpers/chains.js';
 
 const example = routedChainJson;
@@ -125,6 +126,18 @@ describe('routes of a compiled chain', () => {
   test("'%%' in a header value is a literal '%'; empty values are skipped as Envoy skips them", () => {
     const chain = parse(example({ routes: [{ Definition: { Destination: { RequestHeaders: { Add: { 'x-a': '100%%', 'x-b': '' } } } }, NextNode: 'resolver:v2.api.default.default.dc1' }] }));
     assert.deepEqual(chain.routes?.[0]?.requestHeaders.add, [['x-a', '100%']]);
+  });
+});
+
+describe('checkChainRoutes (the sidecar refuses a chain HAProxy cannot take; the upstream keeps its last good one)', () => {
+  test('a route whose inverted matchers expand past the rule limit is refused, naming the upstream and the route', () => {
+    const headers = Array.from({ length: 7 }, (_, i) => ({ Name: `x-h${i}`, Exact: 'v', Invert: true }));
+    const chain = parse(example({ routes: [{ Definition: { Match: { HTTP: { Header: headers } } }, NextNode: 'resolver:v2.api.default.default.dc1' }] }));
+    assert.throws(
+      () => checkChainRoutes('service:default/api@', chain),
+      (err: unknown) => isHaproxyConnectError(err, 'CONSUL_RESPONSE_INVALID') && /upstream service:default\/api@: route 0 cannot be configured in HAProxy: .*128 alternatives/.test(err.message),
+    );
+    assert.doesNotThrow(() => checkChainRoutes('service:default/api@', parse(example())));
   });
 });
 
