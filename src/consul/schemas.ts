@@ -259,7 +259,8 @@ const chainNodeSchema = z.object({
   Routes: nullableArray(z.object({ Definition: routeDefinitionSchema, NextNode: z.string() })),
   Splits: nullableArray(
     z.object({
-      Weight: z.number(),
+      // Consul omits a zero weight (omitempty).
+      Weight: z.number().default(0),
       NextNode: z.string(),
       Definition: z.object({ RequestHeaders: headerOpsSchema, ResponseHeaders: headerOpsSchema }).nullish(),
     }),

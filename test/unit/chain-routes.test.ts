@@ -123,6 +123,21 @@ describe('routes of a compiled chain', () => {
     assert.match(chain.refused?.[1] ?? '', /RetryOnStatusCodes 409/);
   });
 
+  test('a split whose weight Consul left out (a zero weight, omitempty) takes no request', () => {
+    const chain = parse(
+      example({
+        splits: [
+          { Weight: 100, NextNode: 'resolver:v1.api.default.default.dc1' },
+          { NextNode: 'resolver:v2.api.default.default.dc1' },
+        ],
+      }),
+    );
+    assert.deepEqual(
+      chain.routes?.at(-1)?.legs.map((l) => l.weight),
+      [10_000, 0],
+    );
+  });
+
   test("'%%' in a header value is a literal '%'; empty values are skipped as Envoy skips them", () => {
     const chain = parse(example({ routes: [{ Definition: { Destination: { RequestHeaders: { Add: { 'x-a': '100%%', 'x-b': '' } } } }, NextNode: 'resolver:v2.api.default.default.dc1' }] }));
     assert.deepEqual(chain.routes?.[0]?.requestHeaders.add, [['x-a', '100%']]);
