@@ -33,6 +33,8 @@ export interface Results {
   paths: PathSummary[];
   dataPlaneRuns: DataPlaneRun[];
   controlPlane: ControlPlaneResult[];
+  /** Control-plane cases that threw, with the start of their error. */
+  failedCases?: Array<{ case: string; error: string }>;
 }
 
 const mean = (xs: readonly number[]): number => (xs.length === 0 ? Number.NaN : xs.reduce((a, b) => a + b, 0) / xs.length);
@@ -109,6 +111,8 @@ export function renderMarkdown(results: Results): string {
     );
   }
   lines.push('', `Paths: ${results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ')}.`, '');
+  const routing = routingCostLine(results.paths);
+  if (routing !== undefined) lines.push(routing, '');
   if (results.controlPlane.length > 0) {
     lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests |', '|---|---|---|---|---|---|');
     for (const c of results.controlPlane) {
@@ -116,7 +120,35 @@ export function renderMarkdown(results: Results): string {
     }
     lines.push('');
   }
+  for (const f of results.failedCases ?? []) lines.push(`Control-plane case **${f.case}** failed: ${f.error.replaceAll('\n', ' ').replaceAll('|', '\\|')}`, '');
   return lines.join('\n');
+}
+
+/** CPU per request of both sidecars together, and p99, of a path (means over the rounds). */
+function costOf(p: PathSummary): { cpu: number; p99: number } {
+  return { cpu: (p.cpuUsPerRequest['source sidecar'] ?? Number.NaN) + (p.cpuUsPerRequest['destination sidecar'] ?? Number.NaN), p99: mean(p.p99Us) };
+}
+
+/**
+ * What the service-router costs, from the same run: hc-http-routed next to hc-http and the
+ * hand-written reference (sidecars' CPU µs per request, p99 µs). Undefined without those paths. Pure.
+ */
+export function routingCostLine(paths: readonly PathSummary[]): string | undefined {
+  const find = (name: string): PathSummary | undefined => paths.find((p) => p.path === name);
+  const routed = find('hc-http-routed');
+  const plain = find('hc-http');
+  // Absent too when no fixed-rate run measured them (a run of control-plane cases only).
+  if (routed === undefined || plain === undefined || routed.p99Us.length === 0 || plain.p99Us.length === 0) return undefined;
+  const r = costOf(routed);
+  const h = costOf(plain);
+  const signed = (n: number): string => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(1)}` : '–');
+  const sourceDelta = (routed.cpuUsPerRequest['source sidecar'] ?? Number.NaN) - (plain.cpuUsPerRequest['source sidecar'] ?? Number.NaN);
+  const reference = find('reference-http');
+  const ref = reference === undefined ? '' : `; reference-http ${one(costOf(reference).cpu)} µs/req, p99 ${int(costOf(reference).p99)} µs`;
+  return (
+    `Routing: sidecars' CPU per request (source + destination) hc-http-routed ${one(r.cpu)} µs, hc-http ${one(h.cpu)} µs (${signed(r.cpu - h.cpu)}; source sidecar ${signed(sourceDelta)}); ` +
+    `p99 ${int(r.p99)} µs vs ${int(h.p99)} µs${ref}.`
+  );
 }
 
 /** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */

@@ -3,8 +3,10 @@
  * Starts the testbed (bench/testbed.ts), runs the data-plane workloads (bench/data-plane.ts) and the
  * control-plane cases (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json and
  * bench/results/latest.md, and stops everything it started by pid, also on failure or Ctrl-C.
- * With --quick it is a smoke test: it exits 1 unless every case ran. `--cases` runs only the named
- * control-plane cases and no data-plane workload (while working on a case).
+ * With --quick it is a smoke test: it exits 1 unless every case ran. A control-plane case that fails
+ * is reported (console, results, Markdown) and the run goes on with the next one, but still exits 1.
+ * `--cases` runs only the named control-plane cases and no data-plane workload (while working on a
+ * case).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -26,6 +28,8 @@ const RESULTS_DIR = join(REPO_ROOT, 'bench/results');
 const BUSY_LOAD_AVERAGE = 0.5;
 /** Share of failed requests that invalidates a run. */
 const MAX_ERROR_RATIO = 0.01;
+/** Characters of a failed case's error kept in the results. */
+const FAILURE_IN_REPORT_CHARS = 1_000;
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
 
@@ -101,10 +105,20 @@ async function main(): Promise<number> {
             interrupted,
           ]);
     const controlPlane: ControlPlaneResult[] = [];
+    const failedCases: NonNullable<Results['failedCases']> = [];
     for (const cpCase of controlPlaneCases) {
       const repeats = repeatsOf(cpCase, profile);
       say(`bench: control-plane case ${cpCase.name} (${repeats} repetitions)`);
-      controlPlane.push(...(await Promise.race([cpCase.run({ testbed: bed, registry, profile, repeats, log: say }), interrupted])));
+      try {
+        controlPlane.push(...(await Promise.race([cpCase.run({ testbed: bed, registry, profile, repeats, log: say }), interrupted])));
+      } catch (err) {
+        // A failed case (it cleaned up after itself) does not cost the results of the others; the
+        // run still fails (findProblems: the case did not run).
+        if (interruption.signal.aborted) throw err;
+        const error = err instanceof Error ? err.message : String(err);
+        say(`bench: control-plane case ${cpCase.name} failed: ${error}`);
+        failedCases.push({ case: cpCase.name, error: error.slice(0, FAILURE_IN_REPORT_CHARS) });
+      }
     }
     const loadAverageAtEnd = loadAverage();
     const busyNote = [loadAverageAtStart > BUSY_LOAD_AVERAGE ? `The machine was busy before the run started (load average ${loadAverageAtStart.toFixed(2)}): treat the numbers as noisy.` : '', note]
@@ -125,6 +139,7 @@ async function main(): Promise<number> {
       paths: summarizePaths(bed.paths, runs),
       dataPlaneRuns: runs,
       controlPlane,
+      failedCases,
     };
     mkdirSync(RESULTS_DIR, { recursive: true });
     const stamp = startedAt.replace(/[:.]/g, '-');

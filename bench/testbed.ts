@@ -10,13 +10,20 @@
  *   hc-http         client -> haproxy-connect (upstream, protocol http) -> mTLS -> haproxy-connect -> app
  *   hc-tcp          the same with protocol tcp on both ends
  *   hc-tcp-no-intentions  hc-tcp with intentions off at the destination (what authorization costs)
+ *   hc-http-routed  hc-http with a 10-route service-router in front of its destination, whose first
+ *                   nine routes no benchmark request matches (lib/routed-path.ts): what routing costs.
+ *                   Its destination is its own service (`hc-dst-routed`, service-defaults Protocol
+ *                   http, the router written before the sidecars start), so hc-http stays unrouted.
  *
  * The app is HAProxy itself answering a fixed `200 ok` (`http-request return`), not a Node server:
  * it is a few µs of C per request in one thread with no GC pauses, so it neither caps the paths'
  * throughput nor adds tail latency of its own, and the differences between paths are the proxies.
  * It is the same binary the paths use, so nothing extra is installed.
+ *
+ * haproxy-connect runs from a private copy of dist/ when dist/ is at least as new as every file of
+ * src/, and from source (tsx) otherwise: a stale build would measure code that is no longer there.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConsulDevAgent, CONSUL_BIN, REPO_ROOT, registerMeshService } from '../devtools/consul-dev-agent.js';
@@ -24,6 +31,7 @@ import { freePorts, waitFor } from '../devtools/ports.js';
 import { appConfig, checkConfig, HAPROXY_BIN, referenceHopA, referenceHopB, writeCertificates, type ReferencePorts } from './lib/haproxy-fixtures.js';
 import { assertRunning, type ProcessRegistry, type Started } from './lib/procs.js';
 import { processTree } from './lib/proc-stats.js';
+import { ROUTED_PATH_ROUTES, routedPathRouter, routeRulesOfFrontend } from './lib/routed-path.js';
 
 /** How long a path may take to answer after its processes started (Consul health checks run every 1 s). */
 const PATH_READY_TIMEOUT_MS = 90_000;
@@ -60,6 +68,31 @@ export interface Testbed {
   stop(): Promise<void>;
 }
 
+/** Newest modification time (ms) of any file under `dir`. */
+function newestMtimeMs(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) newest = Math.max(newest, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+  }
+  return newest;
+}
+
+/** dist/cli.js exists and is no older than any file of src/. */
+function distIsCurrent(): boolean {
+  const cli = join(REPO_ROOT, 'dist/cli.js');
+  return existsSync(cli) && statSync(cli).mtimeMs >= newestMtimeMs(join(REPO_ROOT, 'src'));
+}
+
+/** Route-selection rules of the frontend bound to `port` in any sidecar's haproxy.cfg under `runBase` (0: none found yet). */
+function routeRulesUnder(runBase: string, port: number): number {
+  let found = 0;
+  for (const dir of readdirSync(runBase)) {
+    const cfg = join(runBase, dir, 'haproxy.cfg');
+    if (existsSync(cfg)) found = Math.max(found, routeRulesOfFrontend(readFileSync(cfg, 'utf8'), port) ?? 0);
+  }
+  return found;
+}
+
 function single(role: string, started: Started): Component {
   return { role, rootPid: started.pid, pids: () => [started.pid] };
 }
@@ -78,7 +111,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
   // A private copy of the build, so every daemon of this run is the same code even if dist/ is
   // rebuilt meanwhile. Inside the repository, so node_modules and package.json still resolve.
   const snapshotDir = join(REPO_ROOT, '.deps', `bench-dist-${process.pid}`);
-  const daemonFrom = existsSync(join(REPO_ROOT, 'dist/cli.js')) ? 'dist' : 'tsx';
+  const daemonFrom = distIsCurrent() ? 'dist' : 'tsx';
   if (daemonFrom === 'dist') {
     cpSync(join(REPO_ROOT, 'dist'), join(snapshotDir, 'dist'), { recursive: true });
     cpSync(join(REPO_ROOT, 'package.json'), join(snapshotDir, 'package.json'));
@@ -142,7 +175,9 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
       hcTcpUpstream,
       hcDstOpenPublic,
       hcOpenUpstream,
-    ] = (await freePorts(15)) as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+      hcDstRoutedPublic,
+      hcRoutedUpstream,
+    ] = (await freePorts(17)) as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
 
     const app = await startHaproxyApp('app', appPort, 'ok');
     const certs = writeCertificates(workDir);
@@ -166,7 +201,12 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     const cpDst = registry.start('consul-proxy-dst', sutCore, CONSUL_BIN, ['connect', 'proxy', '-sidecar-for', 'cp-dst', '-log-level', 'warn'], consulEnv);
     const cpSrc = registry.start('consul-proxy-src', sutCore, CONSUL_BIN, ['connect', 'proxy', '-sidecar-for', 'cp-src', '-log-level', 'warn'], consulEnv);
 
-    // haproxy-connect: one source sidecar with an HTTP and a TCP upstream, one destination each.
+    // haproxy-connect: one source sidecar with HTTP, TCP and routed HTTP upstreams, one destination each.
+    // The routed destination's chain needs Protocol http in service-defaults, and its router must be
+    // in place before the source sidecar starts, so its first configuration is already routed.
+    await agent.put('/v1/config', { Kind: 'service-defaults', Name: 'hc-dst-routed', Protocol: 'http' });
+    await agent.put('/v1/config', routedPathRouter('hc-dst-routed'));
+    await registerMeshService(agent, { id: 'hc-dst-routed', name: 'hc-dst-routed', port: appPort, sidecarPort: hcDstRoutedPublic, protocol: 'http' });
     await registerMeshService(agent, { id: 'hc-dst-http', name: 'hc-dst-http', port: appPort, sidecarPort: hcDstHttpPublic, protocol: 'http' });
     await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
     await registerMeshService(agent, { id: 'hc-dst-open', name: 'hc-dst-open', port: appPort, sidecarPort: hcDstOpenPublic, protocol: 'tcp' });
@@ -180,6 +220,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         { destinationName: 'hc-dst-http', localBindPort: hcHttpUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
         { destinationName: 'hc-dst-open', localBindPort: hcOpenUpstream, protocol: 'tcp' },
+        { destinationName: 'hc-dst-routed', localBindPort: hcRoutedUpstream, protocol: 'http' },
       ],
     });
     signal.throwIfAborted();
@@ -187,6 +228,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     const hcDstTcp = startHaproxyConnect('hc-dst-tcp', 'hc-dst-tcp');
     // The same destination with intentions off: the difference is what authorization costs.
     const hcDstOpen = startHaproxyConnect('hc-dst-open', 'hc-dst-open', ['-enable-intentions=false']);
+    const hcDstRouted = startHaproxyConnect('hc-dst-routed', 'hc-dst-routed');
     const hcSrc = startHaproxyConnect('hc-src', 'hc-src');
 
     const appComponent = single('app', app);
@@ -218,6 +260,12 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstHttp), appComponent],
       },
       {
+        name: 'hc-http-routed',
+        description: `hc-http behind a ${ROUTED_PATH_ROUTES}-route service-router (9 routes that do not match, then the catch-all)`,
+        url: url(hcRoutedUpstream),
+        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstRouted), appComponent],
+      },
+      {
         name: 'hc-tcp',
         description: 'haproxy-connect pair, protocol tcp',
         url: url(hcTcpUpstream),
@@ -230,7 +278,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstOpen), appComponent],
       },
     ];
-    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen];
+    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen, hcDstRouted];
     // Fail at once, with its output, when a process dies while the paths come up.
     const died = Promise.race(everyProcess.map((started) => started.exited.then(() => started))).then((started) => {
       assertRunning(started);
@@ -263,6 +311,20 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         throw new Error([err instanceof Error ? err.message : String(err), ...outputs].join('\n'));
       }
     }
+    // The routed path must really be routed (and hc-http not): read the source sidecar's rules.
+    const routeRules = await waitFor(
+      `the source sidecar to render the ${ROUTED_PATH_ROUTES} routes of hc-dst-routed`,
+      async () => {
+        const n = routeRulesUnder(runBase, hcRoutedUpstream);
+        return n >= ROUTED_PATH_ROUTES ? n : undefined;
+      },
+      10_000,
+      100,
+    );
+    const unroutedRules = routeRulesUnder(runBase, hcHttpUpstream);
+    if (unroutedRules > 0) throw new Error(`hc-http is routed too (${unroutedRules} route rules): it must stay the unrouted baseline`);
+    const routed = paths.find((p) => p.name === 'hc-http-routed');
+    if (routed !== undefined) routed.description += `; ${routeRules} route rules rendered`;
     return { agent, workDir, runBase, appPort, paths, daemonFrom, startHaproxyConnect, startHaproxyApp, stop };
   } catch (err) {
     await stop();

@@ -23,6 +23,8 @@ export interface ControlPlaneResult {
   /** Requests of the probe that failed while the case ran (0 is the goal). */
   failedRequests: number;
   requests: number;
+  /** HAProxy reloads of the sidecar under test during the repetitions, for the cases that count them. */
+  reloads?: number;
 }
 
 export interface ControlPlaneCase {

@@ -9,7 +9,9 @@ import { caRotation } from './ca-rotation.js';
 import { endpointScale } from './endpoint-scale.js';
 import { intentionFlip } from './intention-flip.js';
 import { resolverSubset } from './resolver-subset.js';
+import { routerShift } from './router-shift.js';
+import { splitterShift } from './splitter-shift.js';
 import { upstreamScale } from './upstream-scale.js';
 
 /** CA rotation runs last: it gives every sidecar of the testbed new roots and leaves. */
-export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointChurn, intentionFlip, resolverSubset, endpointScale, upstreamScale, caRotation];
+export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointChurn, intentionFlip, resolverSubset, splitterShift, routerShift, endpointScale, upstreamScale, caRotation];

@@ -61,6 +61,10 @@ export interface VersionedMeshPair {
   destination: string;
   /** What the app of each version answers: `<prefix>-dst-<version>`. */
   bodyOf(version: string): string;
+  /** The source sidecar's Prometheus text (`-stats-addr` /metrics): its reload and runtime-change counters. */
+  sourceMetrics(): Promise<string>;
+  /** The source sidecar's last output (warnings and errors), for a failure's message. */
+  sourceOutput(): string;
   close(): Promise<void>;
 }
 
@@ -70,14 +74,15 @@ export interface VersionedMeshPair {
  * and its own sidecar) is registered with Meta `version=<version>`, which its sidecar inherits, so
  * service-resolver subsets can select it. The destination gets a `service-defaults` entry with
  * Protocol http before anything is registered (Consul refuses a chain with mixed protocols), and
- * `close` deletes it. Resolves once every version answered through the source's upstream (no
+ * `close` deletes it. The source sidecar serves its metrics (`-stats-addr`) on loopback, so a case
+ * can count its reloads. Resolves once every version answered through the source's upstream (no
  * resolver yet: round robin over all instances), so every sidecar is serving.
  */
 export async function startVersionedMeshPair(ctx: ControlPlaneContext, prefix: string, versions: readonly string[]): Promise<VersionedMeshPair> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
-  const ports = await freePorts(2 + 2 * versions.length);
-  const [srcPublic, upstreamPort] = ports as [number, number];
+  const ports = await freePorts(3 + 2 * versions.length);
+  const [srcPublic, upstreamPort, srcStats] = ports as [number, number, number];
   const src = `${prefix}-src`;
   const dst = `${prefix}-dst`;
   const instanceOf = (version: string): string => `${dst}-${version}`;
@@ -96,8 +101,8 @@ export async function startVersionedMeshPair(ctx: ControlPlaneContext, prefix: s
     await agent.put('/v1/config', { Kind: 'service-defaults', Name: dst, Protocol: 'http' });
     defaultsWritten = true;
     for (const [i, version] of versions.entries()) {
-      const appPort = ports[2 + 2 * i] as number;
-      const sidecarPort = ports[3 + 2 * i] as number;
+      const appPort = ports[3 + 2 * i] as number;
+      const sidecarPort = ports[4 + 2 * i] as number;
       const id = instanceOf(version);
       started.push(await testbed.startHaproxyApp(`${id}-app`, appPort, id));
       registered.push(id);
@@ -107,16 +112,23 @@ export async function startVersionedMeshPair(ctx: ControlPlaneContext, prefix: s
     await registerMeshService(agent, {
       id: src,
       name: src,
-      port: ports[2] as number,
+      port: ports[3] as number,
       sidecarPort: srcPublic,
       protocol: 'http',
       upstreams: [{ destinationName: dst, localBindPort: upstreamPort, protocol: 'http' }],
     });
     for (const version of versions) started.push(testbed.startHaproxyConnect(`${instanceOf(version)}-sidecar`, instanceOf(version)));
-    started.push(testbed.startHaproxyConnect(`${src}-sidecar`, src));
+    const source = testbed.startHaproxyConnect(`${src}-sidecar`, src, ['-stats-addr', `127.0.0.1:${srcStats}`]);
+    started.push(source);
+    const sourceMetrics = async (): Promise<string> => {
+      const res = await fetch(`http://127.0.0.1:${srcStats}/metrics`, { signal: AbortSignal.timeout(5_000) });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`${src} sidecar /metrics answered ${res.status}: ${text.slice(0, 200)}`);
+      return text;
+    };
     const unseen = new Set(versions.map(instanceOf));
     await probe.until(`every instance of ${dst} (${[...unseen].join(', ')}) through the mesh`, (b) => unseen.delete(b) && unseen.size === 0, SETUP_TIMEOUT_MS);
-    return { probe, destination: dst, bodyOf: instanceOf, close };
+    return { probe, destination: dst, bodyOf: instanceOf, sourceMetrics, sourceOutput: () => source.output(), close };
   } catch (err) {
     await close();
     throw err;
