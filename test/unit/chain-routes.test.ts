@@ -126,10 +126,7 @@ describe('routes of a compiled chain', () => {
   test('a split whose weight Consul left out (a zero weight, omitempty) takes no request', () => {
     const chain = parse(
       example({
-        splits: [
-          { Weight: 100, NextNode: 'resolver:v1.api.default.default.dc1' },
-          { NextNode: 'resolver:v2.api.default.default.dc1' },
-        ],
+        splits: [{ Weight: 100, NextNode: 'resolver:v1.api.default.default.dc1' }, { NextNode: 'resolver:v2.api.default.default.dc1' }],
       }),
     );
     assert.deepEqual(
