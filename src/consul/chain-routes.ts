@@ -85,8 +85,16 @@ function headerName(ctx: RouteContext, where: string, name: string): string {
   return name.toLowerCase();
 }
 
+/** A header matcher's name: `:authority` is the Host header in HAProxy; other pseudo-headers have their own matchers (path, method). */
+function matchedHeaderName(ctx: RouteContext, where: string, raw: string): string {
+  const name = headerName(ctx, where, raw);
+  if (name === ':authority') return 'host';
+  if (name.startsWith(':')) throw invalid(ctx, `${where} matches the pseudo-header ${JSON.stringify(raw)}, which is not supported (match the path with PathExact, PathPrefix or PathRegex, the method with Methods)`);
+  return name;
+}
+
 function headerMatch(ctx: RouteContext, where: string, h: NonNullable<NonNullable<DefinitionJson['Match']>['HTTP']>['Header'][number]): HeaderMatch | undefined {
-  const name = headerName(ctx, where, h.Name);
+  const name = matchedHeaderName(ctx, where, h.Name);
   const invert = h.Invert;
   // Envoy's order of precedence when several are set (routes.go makeRouteMatchForDiscoveryRoute).
   if (h.Exact !== '') return { name, match: { kind: 'exact', value: h.Exact }, invert };
