@@ -7,7 +7,7 @@ import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
 import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
 import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from './api.js';
-import { chainFromCompiled } from './discovery-chain.js';
+import { readChain } from './discovery-chain.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
 import { parseProxyRegistration } from './registration.js';
 import { leafProblem } from '../domain/certificates.js';
@@ -230,7 +230,7 @@ export class ConsulHttpClient implements ConsulAgentApi {
     ];
     const { res, index } = await this.#indexed(path, params, cursor, signal, body);
     const chain = this.#parse(path, res, discoveryChainSchema).Chain;
-    return { value: chainFromCompiled(query.upstream, chain, query.localDatacenter), cursor: { index } };
+    return { value: readChain(query, chain), cursor: { index } };
   }
 
   async preparedQueryEndpoints(query: UpstreamQuery, signal: AbortSignal): Promise<Endpoint[]> {

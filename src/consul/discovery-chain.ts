@@ -17,7 +17,7 @@
  */
 import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
 import type { Chain, HashPolicy, LoadBalancer, Target } from '../domain/snapshot.js';
-import { HaproxyConnectError } from '../errors.js';
+import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import { parseDurationMs } from './duration.js';
 import type { DiscoveryChainJson } from './schemas.js';
 import { type ResolvedNode, routesOf } from './chain-routes.js';
@@ -78,6 +78,20 @@ function targetProblem(json: TargetJson, localDatacenter: string): string | unde
     return `target ${json.ID} in datacenter ${json.Datacenter} goes through a mesh gateway (mode ${mode}), which needs SNI that HAProxy 2.6 cannot combine with verifying Consul certificates; set the mesh gateway mode to none to dial its sidecars directly`;
   }
   return undefined;
+}
+
+/**
+ * The chain Consul answered for `query`; one that cannot be used (chainFromCompiled throws) comes
+ * back with `invalid` set, so the watch takes the answer (its index moves on, no retry of the same
+ * chain) and the consumer refuses it once, keeping the upstream's last good chain.
+ */
+export function readChain(query: { upstream: string; localDatacenter: string }, chain: DiscoveryChainJson): Chain {
+  try {
+    return chainFromCompiled(query.upstream, chain, query.localDatacenter);
+  } catch (err) {
+    if (!isHaproxyConnectError(err, 'CONSUL_RESPONSE_INVALID')) throw err;
+    return { targets: [], invalid: err.message };
+  }
 }
 
 /**

@@ -177,6 +177,8 @@ export interface Chain {
    * router or splitter has one catch-all route to its resolver. Absent for TCP chains.
    */
   routes?: readonly Route[];
+  /** Set when Consul's chain cannot be used (why): the consumer refuses it and keeps the last good chain. */
+  invalid?: string;
 }
 
 export interface Snapshot {

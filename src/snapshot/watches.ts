@@ -8,6 +8,7 @@
  */
 import type { ChainQuery, ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
 import { runWatch } from '../consul/watch.js';
+import { HaproxyConnectError } from '../errors.js';
 import type { SnapshotEvent } from './fold.js';
 import { trivialChain } from '../domain/chain.js';
 import type { Chain, Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
@@ -167,6 +168,8 @@ export class SidecarWatches {
         name,
         (cursor, signal) => api.discoveryChain(query, cursor, signal),
         (chain) => {
+          // Refused once per answer (a consumer error); the upstream keeps its last good chain.
+          if (chain.invalid !== undefined) throw new HaproxyConnectError('CONSUL_RESPONSE_INVALID', chain.invalid);
           this.#opts.checkChain?.(upstream.key, chain);
           this.#chains.set(upstream.key, chain);
           this.#opts.emit({ kind: 'chain', upstreamKey: upstream.key, value: chain });
