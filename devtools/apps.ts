@@ -173,3 +173,88 @@ export async function startHangingListener(port: number): Promise<RunningApp> {
     throw err;
   }
 }
+
+/** What startReportingHttpApp answers: who answered, and the request exactly as it arrived. */
+export interface HttpReport {
+  /** The app's name. */
+  id: string;
+  method: string;
+  /** The request target as received (raw, %-encoding and query kept). */
+  path: string;
+  /** Header name (lower case) → its values, one per header line, in arrival order. */
+  headers: Record<string, string[]>;
+  /** Present (true) on a 503 of `failNext`. */
+  failed?: true;
+}
+
+/** A reporting HTTP app and the knobs a test turns while it runs. */
+export interface ReportingHttpApp extends RunningApp {
+  /** Response headers added to every answer, in this order (a name may repeat). */
+  responseHeaders: Array<[string, string]>;
+  /** Milliseconds every answer (200 or 503) waits before it is sent (0: at once). */
+  delayMs: number;
+  /** Answer 503 to this many of the next requests (decremented per request). */
+  failNext: number;
+  /** Requests received so far (every parsed request, answered 200 or 503). */
+  requests: number;
+}
+
+/**
+ * An HTTP app that reports each request as JSON (HttpReport): 200 `{ id, method, path, headers }`,
+ * or 503 with `failed: true` while `failNext` > 0, both after `delayMs` and with `responseHeaders`.
+ * A request Node cannot parse (e.g. a lower-case method) gets a 400 whose JSON body still names the
+ * app (`{ id, error }`), so a test can tell which app it reached.
+ */
+export async function startReportingHttpApp(name: string, port: number): Promise<ReportingHttpApp> {
+  const timers = new Set<NodeJS.Timeout>();
+  const server = createHttpServer((req, res) => {
+    app.requests++;
+    const failing = app.failNext > 0;
+    if (failing) app.failNext--;
+    const headers: Record<string, string[]> = {};
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+      const key = (req.rawHeaders[i] as string).toLowerCase();
+      headers[key] = [...(headers[key] ?? []), req.rawHeaders[i + 1] as string];
+    }
+    const report: HttpReport = { id: name, method: req.method ?? '', path: req.url ?? '', headers, ...(failing && { failed: true as const }) };
+    const body = JSON.stringify(report);
+    const answer = (): void => {
+      if (res.destroyed) return;
+      const out: string[] = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body))];
+      for (const [k, v] of app.responseHeaders) out.push(k, v);
+      res.writeHead(failing ? 503 : 200, out).end(body);
+    };
+    // Read the request body (if any) before answering.
+    req.resume();
+    req.once('end', () => {
+      if (app.delayMs <= 0) return answer();
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        answer();
+      }, app.delayMs);
+      timers.add(timer);
+    });
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const body = JSON.stringify({ id: name, error: err.code ?? err.message });
+    if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    else socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  const app: ReportingHttpApp = {
+    port,
+    responseHeaders: [],
+    delayMs: 0,
+    failNext: 0,
+    requests: 0,
+    close: async () => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      await closeServer(server);
+    },
+  };
+  return app;
+}
