@@ -89,7 +89,9 @@ function headerName(ctx: RouteContext, where: string, name: string): string {
 function matchedHeaderName(ctx: RouteContext, where: string, raw: string): string {
   const name = headerName(ctx, where, raw);
   if (name === ':authority') return 'host';
-  if (name.startsWith(':')) throw invalid(ctx, `${where} matches the pseudo-header ${JSON.stringify(raw)}, which is not supported (match the path with PathExact, PathPrefix or PathRegex, the method with Methods)`);
+  if (name.startsWith(':')) {
+    throw invalid(ctx, `${where} matches the pseudo-header ${JSON.stringify(raw)}, which is not supported (match the path with PathExact, PathPrefix or PathRegex, the method with Methods)`);
+  }
   return name;
 }
 
