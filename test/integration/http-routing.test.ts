@@ -1010,6 +1010,30 @@ describe('HTTP routing (service-router, service-splitter) with real Consul and H
     }
   });
 
+  test('a burst of config-entry writes (a splitter, then a router) reloads once', async () => {
+    await reset();
+    await useRouter(MATCHING_ROUTES);
+    const mark = web().logs.length;
+    const startedAt = performance.now();
+    await writeSplitter([
+      { Weight: 50, ServiceSubset: 'v1' },
+      { Weight: 50, ServiceSubset: 'v2' },
+    ]);
+    const gen = await writeRouter([...MATCHING_ROUTES, toAdmin({ PathExact: '/burst' })]);
+    const writtenMs = msSince(startedAt);
+    await waitForProbe(gen);
+    const appliedMs = msSince(startedAt);
+    // A late second reload would land here.
+    await sleep(1_500);
+    const reloads = web()
+      .logs.slice(mark)
+      .filter((l) => l.msg === 'reloading haproxy');
+    note(`burst: splitter and router written within ${writtenMs} ms, served after ${appliedMs} ms; ${reloads.length} reload(s): ${JSON.stringify(reloads.map((r) => r.reasons))}`);
+    await check(reloads.length === 1, `want one reload for the burst, got ${reloads.length}: ${JSON.stringify(reloads.map((r) => r.reasons))}`);
+    await reset();
+    appliedRoutes = undefined;
+  });
+
   test('a regex RE2 refuses (lookahead): Consul accepts the router, web logs it and keeps serving the last good routes', async () => {
     await reset();
     appliedRoutes = undefined;
