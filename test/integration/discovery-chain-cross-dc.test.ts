@@ -25,6 +25,7 @@ import { freePorts, waitFor } from '../../devtools/ports.js';
 import { tlsHttpProbe } from '../../devtools/probes.js';
 import { msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
+import { explainedBy } from '../../devtools/explained.js';
 
 /** Requests of the "only these instances answer" samples. */
 const SAMPLE_REQUESTS = 40;
@@ -132,13 +133,7 @@ async function context(): Promise<string> {
 }
 
 /** Runs `step`; a failure carries web's recent history and Consul's view of api. */
-async function explained<T>(step: Promise<T>): Promise<T> {
-  try {
-    return await step;
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- context ---\n${await context()}`);
-  }
-}
+const explained = explainedBy(context);
 
 /** Waits until traffic through web's api upstream is answered by exactly these instances. */
 async function waitForOnly(ids: readonly string[], timeoutMs = WAIT_MS): Promise<void> {

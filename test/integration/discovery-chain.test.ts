@@ -30,6 +30,7 @@ import { tcpExchange } from '../../devtools/probes.js';
 import { msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 import { parseExposition, sampleSum, type Exposition } from '../helpers/prometheus.js';
+import { explainedBy, type MeshInstance, VERSION_SUBSETS } from '../../devtools/explained.js';
 
 /** Requests of the "only these instances answer" samples. */
 const SAMPLE_REQUESTS = 40;
@@ -57,15 +58,8 @@ const HASH_REQUESTS_PER_USER = 5;
 
 const API = ['api-v1', 'api-v2a', 'api-v2b'] as const;
 const V2 = ['api-v2a', 'api-v2b'];
-const VERSION_SUBSETS = { v1: { Filter: 'Service.Meta.version == v1' }, v2: { Filter: 'Service.Meta.version == v2' } };
 
-interface Instance {
-  id: string;
-  name: string;
-  /** Key of its app port in `ports`; `<key>Sidecar` is its sidecar's public port. */
-  key: string;
-  meta: Record<string, string>;
-}
+type Instance = MeshInstance;
 const INSTANCES: readonly Instance[] = [
   { id: 'api-v1', name: 'api', key: 'apiV1', meta: { version: 'v1' } },
   { id: 'api-v2a', name: 'api', key: 'apiV2a', meta: { version: 'v2' } },
@@ -145,13 +139,7 @@ async function context(): Promise<string> {
 }
 
 /** Runs `step`; a failure carries web's recent history and Consul's compiled chain. */
-async function explained<T>(step: Promise<T>): Promise<T> {
-  try {
-    return await step;
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- context ---\n${await context()}`);
-  }
-}
+const explained = explainedBy(context);
 
 /** Waits until traffic through web's api upstream is answered by exactly these instances. */
 async function waitForOnly(ids: readonly string[], timeoutMs = 30_000): Promise<void> {

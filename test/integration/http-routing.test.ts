@@ -38,6 +38,7 @@ import { ConsulDevAgent, registerMeshService, registerMeshServiceWithMeta } from
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
+import { explainedBy, type MeshInstance, VERSION_SUBSETS } from '../../devtools/explained.js';
 
 /** How long a config entry may take to show in web's routing. */
 const APPLY_TIMEOUT_MS = 30_000;
@@ -54,15 +55,8 @@ const TIMEOUT_EARLY_MS = 100;
 const TIMEOUT_LATE_MS = 800;
 
 const CATCH_ALL = ['api-v1', 'api-v2'];
-const VERSION_SUBSETS = { v1: { Filter: 'Service.Meta.version == v1' }, v2: { Filter: 'Service.Meta.version == v2' } };
 
-interface Instance {
-  id: string;
-  name: string;
-  /** Key of its app port in `ports`; `<key>Sidecar` is its sidecar's public port. */
-  key: string;
-  meta: Record<string, string>;
-}
+type Instance = MeshInstance;
 const INSTANCES: readonly Instance[] = [
   { id: 'api-v1', name: 'api', key: 'apiV1', meta: { version: 'v1' } },
   { id: 'api-v2', name: 'api', key: 'apiV2', meta: { version: 'v2' } },
@@ -218,13 +212,7 @@ async function context(): Promise<string> {
 }
 
 /** Runs `step`; a failure carries web's recent history and Consul's compiled chain. */
-async function explained<T>(step: Promise<T>): Promise<T> {
-  try {
-    return await step;
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- context ---\n${await context()}`);
-  }
-}
+const explained = explainedBy(context);
 
 /** Fails with the context (web's logs, Consul's chain) when `ok` is false. */
 async function check(ok: boolean, message: string): Promise<void> {
