@@ -25,3 +25,11 @@ export function destinationTarget(upstream: Upstream, localDatacenter: string): 
 export function trivialChain(upstream: Upstream, localDatacenter: string): Chain {
   return { targets: [destinationTarget(upstream, localDatacenter)] };
 }
+
+/**
+ * An upstream's chain: a prepared query's is trivial (it has no discovery chain); a service's is
+ * the one Consul compiled (`compiled`, by upstream key), undefined until it arrives.
+ */
+export function chainOf(upstream: Upstream, compiled: ReadonlyMap<string, Chain>, localDatacenter: string): Chain | undefined {
+  return upstream.destinationType === 'prepared_query' ? trivialChain(upstream, localDatacenter) : compiled.get(upstream.key);
+}

@@ -5,7 +5,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { IntentionSet } from '../domain/intentions.js';
-import { trivialChain } from '../domain/chain.js';
+import { chainOf } from '../domain/chain.js';
 import type { Chain, Endpoint, Leaf, MissingPart, ProxyRegistration, Roots, Snapshot, SnapshotEvent, Target } from '../domain/snapshot.js';
 
 export type { MissingPart, SnapshotEvent } from '../domain/snapshot.js';
@@ -53,7 +53,7 @@ export class SnapshotState {
         // its chain watch answers again (a new upstream has none until then).
         const chains = new Map<string, Chain>();
         for (const u of event.value.upstreams) {
-          const chain = u.destinationType === 'prepared_query' ? trivialChain(u, this.#datacenter) : this.#chains.get(u.key);
+          const chain = chainOf(u, this.#chains, this.#datacenter);
           if (chain !== undefined) chains.set(u.key, chain);
         }
         this.#chains = chains;

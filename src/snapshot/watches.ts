@@ -10,7 +10,7 @@ import type { ChainQuery, ConsulAgentApi, Cursor, Versioned } from '../consul/ap
 import { runWatch } from '../consul/watch.js';
 import { HaproxyConnectError } from '../errors.js';
 import type { SnapshotEvent } from './fold.js';
-import { trivialChain } from '../domain/chain.js';
+import { chainOf } from '../domain/chain.js';
 import type { Chain, Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
 
 /** Watches of upstream targets are named `target:<target id>`. */
@@ -188,7 +188,7 @@ export class SidecarWatches {
     const { api, datacenter } = this.#opts;
     const wanted = new Map<string, Target>();
     for (const upstream of this.#upstreams) {
-      const chain = upstream.destinationType === 'prepared_query' ? trivialChain(upstream, datacenter) : this.#chains.get(upstream.key);
+      const chain = chainOf(upstream, this.#chains, datacenter);
       for (const target of chain?.targets ?? []) wanted.set(`${TARGET_WATCH_PREFIX}${target.id}`, target);
     }
     for (const [name, filter] of [...this.#targetFilters]) {
@@ -242,7 +242,7 @@ export class SidecarWatches {
     if (!name.startsWith(TARGET_WATCH_PREFIX)) return {};
     const id = name.slice(TARGET_WATCH_PREFIX.length);
     const upstreams = this.#upstreams
-      .filter((u) => (u.destinationType === 'prepared_query' ? trivialChain(u, this.#opts.datacenter) : this.#chains.get(u.key))?.targets.some((t) => t.id === id))
+      .filter((u) => chainOf(u, this.#chains, this.#opts.datacenter)?.targets.some((t) => t.id === id))
       .map((u) => u.key);
     return { upstreams };
   }
