@@ -241,9 +241,7 @@ export class SidecarWatches {
     if (name.startsWith(CHAIN_WATCH_PREFIX)) return { upstreams: [name.slice(CHAIN_WATCH_PREFIX.length)] };
     if (!name.startsWith(TARGET_WATCH_PREFIX)) return {};
     const id = name.slice(TARGET_WATCH_PREFIX.length);
-    const upstreams = this.#upstreams
-      .filter((u) => chainOf(u, this.#chains, this.#opts.datacenter)?.targets.some((t) => t.id === id))
-      .map((u) => u.key);
+    const upstreams = this.#upstreams.filter((u) => chainOf(u, this.#chains, this.#opts.datacenter)?.targets.some((t) => t.id === id)).map((u) => u.key);
     return { upstreams };
   }
 
