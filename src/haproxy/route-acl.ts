@@ -3,8 +3,10 @@
  * (../shared/L7.md §2.1; src/domain/routes.ts). PURE.
  *
  * Renderings (`h` a header name, `cnt` = `req.fhdr_cnt(h)`, `A(R)` = anchoredRegex(R)):
- * - PathExact `{ path -m str v }`; PathPrefix `{ pathq -m beg v }` (Envoy prefixes the path with
- *   its query; `/` or empty takes every request, as routes.ts's matchesEverything says: only an
+ * - PathExact `{ path -m str v }`; PathPrefix `{ path -m beg v }` (on the path without its query:
+ *   Envoy strips the query before prefix matching since 1.13.1 (CVE-2020-8595; its API docs still
+ *   say otherwise, envoyproxy/envoy#15592), so a prefix holding '?' never matches; `/` or empty
+ *   takes every request, as routes.ts's matchesEverything says: only an
  *   asterisk-form `OPTIONS *` or an absolute-form URI without a path differ); PathRegex
  *   `{ path -m reg A(R) }`. All raw, never decoded, case-sensitive, like Envoy 1.16's listeners.
  * - Methods `{ method GET POST }`: exact and case-sensitive (a request's `get` is not `GET`).
@@ -178,7 +180,7 @@ function pathDnf(path: RouteMatch['path']): Dnf {
     case 'exact':
       return [[value === '' ? acl(['path', '-m', 'len', '0']) : literalTerm('path', 'str', value)]];
     case 'prefix':
-      return value === '' || value === '/' ? ALWAYS : [[literalTerm('pathq', 'beg', value)]];
+      return value === '' || value === '/' ? ALWAYS : [[literalTerm('path', 'beg', value)]];
     case 'regex':
       checkRegex('path regex', value);
       return [[regexTerm('path', value)]];
