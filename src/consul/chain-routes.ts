@@ -11,6 +11,7 @@
 import { re2Problem } from '../domain/regex.js';
 import {
   envoySplitWeights,
+  HTTP_TOKEN,
   type HeaderMatch,
   type HeaderOps,
   type QueryParamMatch,
@@ -48,8 +49,6 @@ export interface RouteContext {
   refused: string[];
 }
 
-/** An HTTP token (RFC 9110): header names and methods. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /**
  * HAProxy `retry-on` equivalents of Envoy's retry conditions (L7.md §2.2). `retriable-status-codes`
  * only says that RetryOnStatusCodes apply.
@@ -81,7 +80,7 @@ function checkedRegex(ctx: RouteContext, where: string, pattern: string): string
 
 function headerName(ctx: RouteContext, where: string, name: string): string {
   const bare = name.startsWith(':') ? name.slice(1) : name;
-  if (!TOKEN.test(bare)) throw invalid(ctx, `${where} header name ${JSON.stringify(name)} is not an HTTP token`);
+  if (!HTTP_TOKEN.test(bare)) throw invalid(ctx, `${where} header name ${JSON.stringify(name)} is not an HTTP token`);
   return name.toLowerCase();
 }
 
@@ -122,7 +121,7 @@ function routeMatch(ctx: RouteContext, where: string, definition: DefinitionJson
   else if (http.PathPrefix !== '') path = { kind: 'prefix', value: http.PathPrefix };
   else if (http.PathRegex !== '') path = { kind: 'regex', value: checkedRegex(ctx, `${where} PathRegex`, http.PathRegex) };
   const methods = http.Methods.map((m) => {
-    if (!TOKEN.test(m)) throw invalid(ctx, `${where} method ${JSON.stringify(m)} is not an HTTP token`);
+    if (!HTTP_TOKEN.test(m)) throw invalid(ctx, `${where} method ${JSON.stringify(m)} is not an HTTP token`);
     return m.toUpperCase();
   });
   const headers = http.Header.flatMap((h, i) => headerMatch(ctx, `${where} Header[${i}]`, h) ?? []);

@@ -56,6 +56,11 @@ export const INTENTIONS_EPOCH_CURRENT_KEY = 'current';
  * legs' cuts) takes the leg. Updated at runtime when only the weights change.
  */
 export const ROUTE_SPLITS_MAP_FILE = 'route-splits.map';
+
+/** The splits map's key of leg `leg` of route `route` of frontend `frontend`. */
+export function routeSplitKey(frontend: string, route: number, leg: number): string {
+  return `${frontend}/${route}/${leg}`;
+}
 export const SPOE_MESSAGE = 'authorize';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';

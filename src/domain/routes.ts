@@ -97,6 +97,9 @@ export interface Route {
   legs: readonly RouteLeg[];
 }
 
+/** An HTTP token (RFC 9110): what header names and methods must be. */
+export const HTTP_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 /** Envoy's total weight of a route's weighted clusters (Consul sets 10000). */
 export const TOTAL_SPLIT_WEIGHT = 10_000;
 

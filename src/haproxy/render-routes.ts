@@ -13,10 +13,10 @@
  */
 import type { HeaderOps, RouteMatch } from '../domain/routes.js';
 import { HaproxyConnectError } from '../errors.js';
-import { runDirPath } from '../domain/haproxy-names.js';
+import { routeSplitKey, runDirPath } from '../domain/haproxy-names.js';
 import type { Backend, Frontend, FrontendRoute, FrontendRouteLeg, HashKeyPart } from './model.js';
 import { quoteArg } from './quote.js';
-import { routeConditionTerms } from './route-acl.js';
+import { pcreLiteral, routeConditionTerms } from './route-acl.js';
 
 /** The chosen route's index, leg (`<route>/<leg>`), random draw, leg cut point and server timeout. */
 const ROUTE_VAR = 'txn.route';
@@ -28,8 +28,6 @@ const TIMEOUT_VAR = 'txn.rto';
 const ROUTE_SET_ACL = 'route_set';
 /** Random draws are in 0..SPLIT_DRAWS-1: Envoy's total weight of 10000. */
 const SPLIT_DRAWS = 10_000;
-/** Characters with a meaning in a PCRE pattern. */
-const REGEX_SPECIAL = /[\\^$.|?*+()[\]{}]/g;
 
 function invalid(message: string): never {
   throw new HaproxyConnectError('MODEL_INVALID', `Invalid HAProxy model: ${message}`);
@@ -110,16 +108,12 @@ function legLines(frontend: Frontend, route: FrontendRoute, k: number, runDir: s
   const lines = [`http-request set-var(${DRAW_VAR}) rand(${SPLIT_DRAWS}) if ${routeIs(k)}`];
   for (let i = 0; i < last; i++) {
     lines.push(
-      `http-request set-var(${CUT_VAR}) str(${frontend.name}/${k}/${i}),map_str_int(${map},0) if ${routeIs(k)} ${noLeg}`,
+      `http-request set-var(${CUT_VAR}) str(${routeSplitKey(frontend.name, k, i)}),map_str_int(${map},0) if ${routeIs(k)} ${noLeg}`,
       `http-request set-var(${LEG_VAR}) str(${k}/${i}) if ${routeIs(k)} ${noLeg} { var(${DRAW_VAR}),sub(${CUT_VAR}) -m int lt 0 }`,
     );
   }
   lines.push(`http-request set-var(${LEG_VAR}) str(${k}/${last}) if ${routeIs(k)} ${noLeg}`);
   return lines;
-}
-
-function regexLiteral(value: string): string {
-  return value.replace(REGEX_SPECIAL, '\\$&');
 }
 
 /** PrefixRewrite as Envoy does it: the matched prefix replaced, the query kept, the original in x-envoy-original-path. */
@@ -129,7 +123,7 @@ function rewriteLines(route: FrontendRoute, k: number): string[] {
   if (rewrite.replacement.includes('\\')) invalid(`route ${k} rewrites the path to ${JSON.stringify(rewrite.replacement)}, which holds a backslash`);
   return [
     `http-request set-header x-envoy-original-path %[pathq] if ${routeIs(k)}`,
-    `http-request replace-pathq ${quoteArg(`^${regexLiteral(rewrite.prefix)}(.*)$`)} ${quoteArg(`${rewrite.replacement.replaceAll('%', '%%')}\\1`)} if ${routeIs(k)}`,
+    `http-request replace-pathq ${quoteArg(`^${pcreLiteral(rewrite.prefix)}(.*)$`)} ${quoteArg(`${rewrite.replacement.replaceAll('%', '%%')}\\1`)} if ${routeIs(k)}`,
   ];
 }
 

@@ -35,7 +35,7 @@
  * regexes re2Problem refuses, NUL anywhere, arguments too long for HAProxy's argument buffer).
  */
 import { anchoredRegex, mayMatchComma, re2Problem } from '../domain/regex.js';
-import type { HeaderMatch, QueryParamMatch, RouteMatch } from '../domain/routes.js';
+import { HTTP_TOKEN, type HeaderMatch, type QueryParamMatch, type RouteMatch } from '../domain/routes.js';
 import { HaproxyConnectError } from '../errors.js';
 import { quoteArg } from './quote.js';
 
@@ -52,8 +52,6 @@ type Dnf = readonly Conjunction[];
 const ALWAYS: Dnf = [[]];
 const NEVER: Dnf = [];
 
-/** RFC 9110 token, what a header name must be. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A token without the characters Envoy's method regex (Consul joins the methods with '|') would read as syntax. */
 const PLAIN_METHOD = /^[!#%&'_`~0-9A-Za-z-]+$/;
 /** A sample-fetch argument that needs no second-level quoting. */
@@ -199,7 +197,7 @@ function methodsDnf(methods: readonly string[]): Dnf {
 function headerDnf(header: HeaderMatch): Dnf {
   const name = header.name;
   const what = `header ${JSON.stringify(name)}`;
-  if (!TOKEN.test(name)) refuse('header name', name, 'a header name must be an HTTP token (pseudo-headers such as :authority are not supported)');
+  if (!HTTP_TOKEN.test(name)) refuse('header name', name, 'a header name must be an HTTP token (pseudo-headers such as :authority are not supported)');
   const count = (op: 'eq' | 'gt', n: number): AclTerm => acl([fetchWord(what, 'req.fhdr_cnt', [name]), op, String(n)]);
   const present = count('gt', 0);
   const once = count('eq', 1);
@@ -230,7 +228,7 @@ function headerDnf(header: HeaderMatch): Dnf {
 }
 
 /** `text` as PCRE2 literal text: letters, digits and `_` as they are, other ASCII escaped, the rest raw (bytes in PCRE2's non-UTF mode). */
-function pcreLiteral(text: string): string {
+export function pcreLiteral(text: string): string {
   return Array.from(text, (char) => {
     const code = char.charCodeAt(0);
     if (/^[A-Za-z0-9_]$/.test(char) || code > 0x7f) return char;

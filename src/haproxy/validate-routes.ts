@@ -5,19 +5,14 @@
  * configuration. PURE.
  */
 import { HaproxyConnectError } from '../errors.js';
-import type { HeaderOps } from '../domain/routes.js';
+import { HTTP_TOKEN, type HeaderOps } from '../domain/routes.js';
 import type { Backend, Frontend } from './model.js';
-import { routeFrontendLines } from './render-routes.js';
+import { routeMatchLines } from './render-routes.js';
 
-/** An HTTP token (RFC 9110): header names. */
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Header, cookie and query parameter names a hash key may read (validate.ts HASH_NAME_PATTERN). */
-const HASH_NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 /** `retry-on` keywords and status codes HAProxy 2.6 accepts (configuration.txt §4.2 `retry-on`). */
 const RETRY_ON = /^(none|conn-failure|empty-response|junk-response|response-timeout|0rtt-rejected|401|403|404|408|425|50[0-4])$/;
 /** More retries than this only multiply load on a failing service. */
 const MAX_RETRIES = 100;
-const MAX_TIMEOUT_MS = 2_147_483_647;
 /** A header value goes into haproxy.cfg as one word: no line break or NUL can be in it. */
 const UNSAFE_VALUE = /[\r\n\0]/;
 
@@ -27,7 +22,7 @@ function invalid(message: string): never {
 
 function checkHeaderOps(what: string, ops: HeaderOps): void {
   for (const name of [...ops.remove, ...ops.add.map(([n]) => n), ...ops.set.map(([n]) => n)]) {
-    if (!TOKEN.test(name)) invalid(`${what} header name ${JSON.stringify(name)} is not an HTTP token`);
+    if (!HTTP_TOKEN.test(name)) invalid(`${what} header name ${JSON.stringify(name)} is not an HTTP token`);
   }
   for (const [name, value] of [...ops.add, ...ops.set]) {
     if (UNSAFE_VALUE.test(value)) invalid(`${what} header ${name} value ${JSON.stringify(value)} holds a line break or NUL`);
@@ -39,16 +34,10 @@ export function checkFrontendRoutes(frontend: Frontend, backends: ReadonlyMap<st
   const routes = frontend.routes ?? [];
   const what = `frontend ${JSON.stringify(frontend.name)}`;
   if (routes.length > 0 && frontend.mode !== 'http') invalid(`${what} has HTTP routes in mode ${frontend.mode}`);
-  // Rendering the rules checks every match (its ACLs, HAProxy's line limit) for this upstream alone.
-  if (routes.length > 0) routeFrontendLines(frontend, '/', () => []);
   routes.forEach((route, k) => {
     const where = `${what} route ${k}`;
-    if (!Number.isInteger(route.timeoutServerMs) || route.timeoutServerMs < 1 || route.timeoutServerMs > MAX_TIMEOUT_MS) {
-      invalid(`${where} timeout ${route.timeoutServerMs} must be an integer in 1..${MAX_TIMEOUT_MS} ms`);
-    }
-    for (const part of route.hashKey) {
-      if (part.sample.kind !== 'source_ip' && !HASH_NAME.test(part.sample.name)) invalid(`${where} hash key ${part.sample.kind} name ${JSON.stringify(part.sample.name)} must match ${HASH_NAME}`);
-    }
+    // Every match rendered once (its ACLs, HAProxy's line limit): a bad one is refused for this upstream alone.
+    routeMatchLines(route.match, k);
     if (route.prefixRewrite !== undefined) {
       const { prefix, replacement } = route.prefixRewrite;
       if (prefix === '' || UNSAFE_VALUE.test(prefix) || UNSAFE_VALUE.test(replacement)) invalid(`${where} prefix rewrite ${JSON.stringify(prefix)} → ${JSON.stringify(replacement)} cannot be written`);

@@ -6,7 +6,7 @@
  */
 import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
-import type { Backend, Bind, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
+import type { Backend, Bind, Frontend, HashKeyPart, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
 import { checkBackendRoutes, checkFrontendRoutes } from './validate-routes.js';
 import { HAPROXY_NAME_PATTERN, PLAIN_PATH_CHARACTERS, isPlainAbsolutePath, runDirPath } from '../domain/haproxy-names.js';
@@ -188,10 +188,19 @@ export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, 
   if (frontend.splitsMapFile !== undefined) checkFileName(`${what} splits map`, frontend.splitsMapFile);
   if (frontend.hashKey !== undefined && frontend.hashKey.length > 0) {
     if (frontend.mode !== 'http') invalid(`${what} sets a hash key in mode ${frontend.mode}`);
-    for (const part of frontend.hashKey) {
-      if (part.sample.kind !== 'source_ip' && !HASH_NAME_PATTERN.test(part.sample.name)) {
-        invalid(`${what} hash key ${part.sample.kind} name ${show(part.sample.name)} must match ${HASH_NAME_PATTERN}`);
-      }
+    checkHashKey(what, frontend.hashKey);
+  }
+  for (const [k, route] of (frontend.routes ?? []).entries()) {
+    checkTimeout(`${what} route ${k} timeout`, route.timeoutServerMs);
+    checkHashKey(`${what} route ${k}`, route.hashKey);
+  }
+}
+
+/** The header, cookie and query parameter names a consistent-hash key reads. */
+function checkHashKey(what: string, parts: readonly HashKeyPart[]): void {
+  for (const part of parts) {
+    if (part.sample.kind !== 'source_ip' && !HASH_NAME_PATTERN.test(part.sample.name)) {
+      invalid(`${what} hash key ${part.sample.kind} name ${show(part.sample.name)} must match ${HASH_NAME_PATTERN}`);
     }
   }
 }

@@ -12,7 +12,7 @@ import type { Chain, Target } from '../domain/snapshot.js';
 import type { Backend, FrontendRoute, FrontendRouteLeg } from '../haproxy/model.js';
 import { DEFAULT_HTTP_REQUEST_TIMEOUT_MS } from './defaults.js';
 import { type BackendFactory, balanceOf, targetBackendName } from './targets.js';
-import { upstreamBackendName, upstreamFrontendName } from '../domain/haproxy-names.js';
+import { routeSplitKey, upstreamBackendName, upstreamFrontendName } from '../domain/haproxy-names.js';
 
 /**
  * A chain of one route that needs no routing: it takes every request to one resolver, changes no
@@ -39,11 +39,6 @@ export function isPlainRoute(route: Route | undefined, chain: Chain): boolean {
     ) &&
     isDeepStrictEqual(leg.loadBalancer, chain.loadBalancer)
   );
-}
-
-/** The key of a split leg's cut point in the splits map. */
-export function splitKey(frontend: string, route: number, leg: number): string {
-  return `${frontend}/${route}/${leg}`;
 }
 
 /** A route's server timeout: its RequestTimeout (Envoy's default 15 s), bounded by its IdleTimeout. */
@@ -92,7 +87,7 @@ export function routedProxies(factory: BackendFactory, chain: Chain, routes: rea
     let cut = 0;
     const legs = route.legs.map((leg, i): FrontendRouteLeg => {
       cut += leg.weight;
-      if (route.legs.length > 1 && i < route.legs.length - 1) splits.push([splitKey(frontendName, k, i), Math.min(cut, TOTAL_SPLIT_WEIGHT)]);
+      if (route.legs.length > 1 && i < route.legs.length - 1) splits.push([routeSplitKey(frontendName, k, i), Math.min(cut, TOTAL_SPLIT_WEIGHT)]);
       return { backends: backendsOf(route, leg), requestHeaders: leg.requestHeaders, responseHeaders: leg.responseHeaders };
     });
     const path = route.match.path;
