@@ -92,6 +92,16 @@ describe('routes of a compiled chain', () => {
         /header name "x y" is not an HTTP token/,
       ],
       [
+        'header value with a line break',
+        example({ routes: [{ Definition: { Destination: { ResponseHeaders: { Add: { 'x-a': 'v\r\nx-evil: 1' } } } }, NextNode: 'resolver:v2.api.default.default.dc1' }] }),
+        /value "v\\r\\nx-evil: 1" holds a line break or NUL/,
+      ],
+      [
+        'pseudo-header matcher',
+        example({ routes: [{ Definition: { Match: { HTTP: { Header: [{ Name: ':path', Exact: '/a' }] } } }, NextNode: 'resolver:v2.api.default.default.dc1' }] }),
+        /matches the pseudo-header ":path", which is not supported/,
+      ],
+      [
         'weights over 100',
         example({
           splits: [
