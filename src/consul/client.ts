@@ -3,6 +3,7 @@
  * the response with zod at the boundary and returning domain types plus the blocking cursor.
  */
 import type { z } from 'zod';
+import { parsePermissions } from './permissions.js';
 import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
 import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
@@ -266,7 +267,10 @@ export class ConsulHttpClient implements ConsulAgentApi {
     // The body is keyed by the name we asked for; take every list in case of a renamed key.
     const intentions: Intention[] = Object.values(body)
       .flat()
-      .map((i) => ({
+      .map((i): Intention => {
+        const parsed = parsePermissions(i.Permissions);
+        const problem = i.JWT !== undefined && i.JWT !== null ? 'it requires a JWT, which haproxy-connect does not verify' : parsed.problem;
+        return {
         sourceName: i.SourceName,
         sourceNamespace: i.SourceNS,
         sourcePartition: i.SourcePartition,
@@ -275,9 +279,11 @@ export class ConsulHttpClient implements ConsulAgentApi {
         destinationNamespace: i.DestinationNS,
         destinationPartition: i.DestinationPartition,
         action: i.Action,
-        permissions: i.Permissions,
+        permissions: parsed.permissions,
         precedence: i.Precedence,
-      }));
+        ...(problem !== undefined && { unenforceable: problem }),
+      };
+      });
     return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
   }
 

@@ -167,7 +167,9 @@ export const intentionJsonSchema = z.object({
     .enum(['allow', 'deny', ''])
     .nullish()
     .transform((v) => v ?? ''),
-  Permissions: nullableArray(z.record(z.string(), z.unknown())),
+  // Parsed one intention at a time by consul/permissions.ts: a bad permission fails its intention only.
+  Permissions: nullableArray(z.unknown()),
+  JWT: z.unknown().nullish(),
   Precedence: z.number().int(),
 });
 

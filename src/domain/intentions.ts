@@ -1,13 +1,30 @@
 /**
- * Intentions as haproxy-connect uses them: the L4 view of Consul's `structs.Intention`, as returned
- * by GET /v1/connect/intentions/match?by=destination (already filtered to our destination).
+ * Intentions as haproxy-connect uses them: Consul's `structs.Intention`, as returned by GET
+ * /v1/connect/intentions/match?by=destination (already filtered to our destination), with the L7
+ * permissions of 1.16.2 (path, header and method matchers; no Contains/IgnoreCase yet).
+ *
+ * Permission semantics are Envoy's RBAC as Consul generates it (agent/xds/rbac.go): the path is
+ * matched without its query, raw; a header matcher reads every occurrence joined with ',' (see
+ * domain/routes.ts); methods are matched exactly, case-sensitively.
  */
+import type { HeaderMatch } from './routes.js';
 
 export const WILDCARD = '*';
 export { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from './consul.js';
 
-/** An L7 permission (HTTP matchers); kept opaque: any permission makes the intention deny at L4. */
-export type IntentionPermission = Readonly<Record<string, unknown>>;
+/** What one permission matches: every part must match (an absent part matches everything). */
+export interface PermissionMatch {
+  path?: { kind: 'exact' | 'prefix' | 'regex'; value: string };
+  headers: readonly HeaderMatch[];
+  /** Upper case; empty: any method. */
+  methods: readonly string[];
+}
+
+/** An L7 permission: `http` undefined matches every request (Consul's permission without HTTP). */
+export interface IntentionPermission {
+  action: 'allow' | 'deny';
+  http?: PermissionMatch;
+}
 
 export interface Intention {
   sourceName: string;
@@ -25,6 +42,12 @@ export interface Intention {
   permissions: IntentionPermission[];
   /** Consul's precedence (higher wins), computed by the servers. */
   precedence: number;
+  /**
+   * Why this intention cannot be enforced as written (a regex RE2 refuses, a JWT requirement, a
+   * matcher 1.16.2 does not know): it then denies every source it matches, as Envoy refuses a
+   * policy it cannot load. Absent: enforceable.
+   */
+  unenforceable?: string;
 }
 
 /** The intentions that apply to our destination and the default when none matches. */
@@ -44,8 +67,31 @@ export interface SourceIdentity {
   peer?: string;
 }
 
+/**
+ * The permissions that decide the requests of a source whose best-matching intention is an L7 one,
+ * with the default for a request no permission matches. `id` names the policy in haproxy.cfg and
+ * in the agent's verdicts: a hash of the content, so equal policies share an id.
+ */
+export interface L7Policy {
+  id: string;
+  permissions: readonly IntentionPermission[];
+  defaultAllow: boolean;
+}
+
+/** A request as permissions see it. */
+export interface PermissionRequest {
+  method: string;
+  /** The path without its query (and fragment), raw. */
+  path: string;
+  /** Every header line in order, names in lower case. */
+  headers: ReadonlyArray<readonly [string, string]>;
+}
+
 export interface Decision {
+  /** The connection-level verdict: an L7 intention denies at L4. */
   allowed: boolean;
+  /** The winning intention is an enforceable L7 one: on an HTTP listener, these permissions decide each request. */
+  l7?: L7Policy;
   /** Why, for logs: which intention matched, or that the default applied. */
   reason: string;
   /** The intention that decided, if one matched. */

@@ -4,8 +4,28 @@
  * intention in precedence order whose source matches (connect.IntentionMatch with
  * IntentionMatchSource) decides; an L7 intention (with Permissions) denies an L4 connection; with no
  * match the ACL default policy decides. Pure: no clock, no I/O.
+ *
+ * On an HTTP listener the same winning intention decides each request (decideRequest): an L7 one
+ * through its permissions in order, the first that matches deciding, and the default policy when
+ * none does (Consul's documented rule, ../shared/L7.md "Decisions"); matchers as Envoy's RBAC.
+ * An unenforceable intention (domain/intentions.ts) denies.
  */
-import { DEFAULT_NAMESPACE, DEFAULT_PARTITION, WILDCARD, type Decision, type Intention, type SourceIdentity } from '../domain/intentions.js';
+import { RE2JS } from 're2js';
+import { fnv1a32Hex } from '../domain/haproxy-names.js';
+import {
+  DEFAULT_NAMESPACE,
+  DEFAULT_PARTITION,
+  WILDCARD,
+  type Decision,
+  type Intention,
+  type IntentionPermission,
+  type IntentionSet,
+  type L7Policy,
+  type PermissionMatch,
+  type PermissionRequest,
+  type SourceIdentity,
+} from '../domain/intentions.js';
+import type { HeaderMatch } from '../domain/routes.js';
 
 function orDefault(value: string | undefined, fallback: string): string {
   return value === undefined || value === '' ? fallback : value;
@@ -32,7 +52,7 @@ export function intentionPrecedence(i: Pick<Intention, 'sourceNamespace' | 'sour
 
 export function describeIntention(i: Intention): string {
   const src = `${i.sourcePeer === '' ? '' : `peer:${i.sourcePeer}/`}${orDefault(i.sourceNamespace, DEFAULT_NAMESPACE)}/${i.sourceName}`;
-  const what = i.permissions.length > 0 ? `L7 (${i.permissions.length} permission(s))` : i.action;
+  const what = i.unenforceable !== undefined ? 'unenforceable' : i.permissions.length > 0 ? `L7 (${i.permissions.length} permission(s))` : i.action;
   return `${src} => ${orDefault(i.destinationNamespace, DEFAULT_NAMESPACE)}/${i.destinationName} (${what}, precedence ${i.precedence})`;
 }
 
@@ -49,10 +69,86 @@ export function evaluate(source: SourceIdentity, intentions: readonly Intention[
   if (best === undefined) {
     return { allowed: defaultAllow, reason: `no intention matches; the default policy is ${defaultAllow ? 'allow' : 'deny'}` };
   }
+  if (best.unenforceable !== undefined) {
+    return { allowed: false, reason: `matched intention ${describeIntention(best)}, which cannot be enforced (${best.unenforceable}): denied`, intention: best };
+  }
   if (best.permissions.length > 0) {
     // As Consul's authorize endpoint: L7 permissions cannot be enforced on an L4 connection.
-    return { allowed: false, reason: `matched L7 intention ${describeIntention(best)}: denied at L4`, intention: best };
+    return { allowed: false, reason: `matched L7 intention ${describeIntention(best)}: denied at L4`, intention: best, l7: l7Policy(best.permissions, defaultAllow) };
   }
   const allowed = best.action === 'allow';
   return { allowed, reason: `matched intention ${describeIntention(best)}`, intention: best };
+}
+
+/** The L7 policy of an intention's permissions under a default policy (its id hashes both). */
+export function l7Policy(permissions: readonly IntentionPermission[], defaultAllow: boolean): L7Policy {
+  const text = JSON.stringify([defaultAllow, permissions]);
+  return { id: `p${fnv1a32Hex(text)}${fnv1a32Hex(`l7:${text}`).slice(0, 4)}`, permissions, defaultAllow };
+}
+
+const compiled = new Map<string, RE2JS>();
+const MAX_COMPILED = 10_000;
+
+/** RE2 full match (the pattern was checked when the permission was parsed). */
+function fullMatch(pattern: string, value: string): boolean {
+  let re = compiled.get(pattern);
+  if (re === undefined) {
+    re = RE2JS.compile(pattern);
+    if (compiled.size >= MAX_COMPILED) compiled.clear();
+    compiled.set(pattern, re);
+  }
+  return re.matches(value);
+}
+
+/** Envoy's HeaderUtility::matchHeaders: every occurrence joined with ','; a missing header only matches an inverted Present. */
+export function headerMatches(header: HeaderMatch, headers: PermissionRequest['headers']): boolean {
+  const values = headers.filter(([name]) => name === header.name).map(([, value]) => value);
+  if (values.length === 0) return header.invert && header.match.kind === 'present';
+  const value = values.join(',');
+  const m = header.match;
+  let matched: boolean;
+  switch (m.kind) {
+    case 'present':
+      matched = true;
+      break;
+    case 'exact':
+      matched = value === m.value;
+      break;
+    case 'prefix':
+      matched = value.startsWith(m.value);
+      break;
+    case 'suffix':
+      matched = value.endsWith(m.value);
+      break;
+    case 'regex':
+      matched = fullMatch(m.value, value);
+      break;
+  }
+  return matched !== header.invert;
+}
+
+/** One permission's matchers against a request (all of them must match). */
+export function permissionMatches(match: PermissionMatch | undefined, request: PermissionRequest): boolean {
+  if (match === undefined) return true;
+  const path = match.path;
+  if (path !== undefined) {
+    const ok = path.kind === 'exact' ? request.path === path.value : path.kind === 'prefix' ? request.path.startsWith(path.value) : fullMatch(path.value, request.path);
+    if (!ok) return false;
+  }
+  if (match.methods.length > 0 && !match.methods.includes(request.method)) return false;
+  return match.headers.every((header) => headerMatches(header, request.headers));
+}
+
+/** The first permission that matches decides; none: the default policy. */
+export function decideL7(policy: L7Policy, request: PermissionRequest): boolean {
+  for (const permission of policy.permissions) {
+    if (permissionMatches(permission.http, request)) return permission.action === 'allow';
+  }
+  return policy.defaultAllow;
+}
+
+/** Whether `request` from `source` reaches the service on an HTTP listener (every protocol of the http family). */
+export function decideRequest(source: SourceIdentity, request: PermissionRequest, set: IntentionSet): boolean {
+  const decision = evaluate(source, set.intentions, set.defaultAllow);
+  return decision.l7 === undefined ? decision.allowed : decideL7(decision.l7, request);
 }

@@ -27,7 +27,7 @@ function ixn(sourceName: string, action: Intention['action'], extra: Partial<Int
 
 const web: SourceIdentity = { service: 'web', namespace: 'default', partition: 'default' };
 const other: SourceIdentity = { service: 'other', namespace: 'default', partition: 'default' };
-const l7 = (source: string): Intention => ixn(source, '', { permissions: [{ Action: 'allow', HTTP: { PathPrefix: '/x' } }] });
+const l7 = (source: string): Intention => ixn(source, '', { permissions: [{ action: 'allow', http: { path: { kind: 'prefix', value: '/x' }, headers: [], methods: [] } }] });
 
 describe('intentionPrecedence (Consul UpdatePrecedence)', () => {
   const table: Array<[string, string, string, string, number]> = [
