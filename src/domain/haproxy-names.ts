@@ -65,11 +65,24 @@ export const SPOE_MESSAGE = 'authorize';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';
 /** Arguments of the SPOE message. */
-export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 'epoch' } as const;
-/** Session variables the agent sets (without scope and prefix). */
+export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 'epoch', http: 'http' } as const;
+/**
+ * The per-request message of L7 policies the configuration does not render (src/haproxy/
+ * render-permissions.ts): sent by `http-request send-spoe-group`, answered with `txn.connect.authz`.
+ */
+export const SPOE_PERMISSIONS_MESSAGE = 'permissions';
+export const SPOE_PERMISSIONS_GROUP = 'l7';
+export const SPOE_PERMISSIONS_ARG = { policy: 'policy', method: 'method', path: 'path', headers: 'headers' } as const;
+/** Values of `sess.connect.auth`. */
+export const SPOE_AUTH = { deny: 0, allow: 1, l7: 2 } as const;
+/** Variables the agent sets (without scope and prefix): `sess.` ones per connection, `txn.` ones per request. */
 export const SPOE_VAR = {
-  /** 1 = allowed, 0 = denied; absent (agent error or timeout) = rejected too. */
+  /** SPOE_AUTH: 1 allowed, 0 denied, 2 decided per request by `policy`; absent (agent error or timeout) = denied too. */
   auth: 'auth',
+  /** With auth 2: the id of the L7 policy (domain/intentions.ts L7Policy) that decides each request. */
+  policy: 'policy',
+  /** txn scope: the permissions message's verdict for one request (1 allow, 0 deny). */
+  authz: 'authz',
   /** The epoch the verdict belongs to: a connection is asked again when it is no longer current. */
   epoch: 'epoch',
   sourceService: 'source_service',

@@ -7,6 +7,7 @@
  * matched without its query, raw; a header matcher reads every occurrence joined with ',' (see
  * domain/routes.ts); methods are matched exactly, case-sensitively.
  */
+import { fnv1a32Hex } from './haproxy-names.js';
 import type { HeaderMatch } from './routes.js';
 
 export const WILDCARD = '*';
@@ -100,6 +101,27 @@ export interface Decision {
 
 /** What the intentions agent decided about one connection, and how long it took (metrics). */
 export interface AuthorizationDecision {
-  result: 'allow' | 'deny' | 'error';
+  /**
+   * Per connection: allow, deny, l7 (each request is decided by an L7 policy), error (no identity
+   * could be read). Per request, for L7 policies the agent decides: request_allow, request_deny.
+   */
+  result: 'allow' | 'deny' | 'l7' | 'error' | 'request_allow' | 'request_deny';
   durationMs: number;
+}
+
+/** The L7 policy of an intention's permissions under a default policy (its id hashes both). */
+export function l7Policy(permissions: readonly IntentionPermission[], defaultAllow: boolean): L7Policy {
+  const text = JSON.stringify([defaultAllow, permissions]);
+  return { id: `p${fnv1a32Hex(text)}${fnv1a32Hex(`l7:${text}`).slice(0, 4)}`, permissions, defaultAllow };
+}
+
+/** The L7 policies the intentions of a set can name, in precedence order (as the set lists them). */
+export function policiesOf(set: IntentionSet): Map<string, L7Policy> {
+  const policies = new Map<string, L7Policy>();
+  for (const intention of set.intentions) {
+    if (intention.unenforceable !== undefined || intention.permissions.length === 0) continue;
+    const policy = l7Policy(intention.permissions, set.defaultAllow);
+    policies.set(policy.id, policy);
+  }
+  return policies;
 }

@@ -5,6 +5,7 @@
  * File names in the model are relative to the run directory; the rendered config sets
  * `crt-base`/`ca-base` to the run directory so certificates resolve there.
  */
+import type { L7Policy } from '../domain/intentions.js';
 import type { HeaderOps, RouteMatch } from '../domain/routes.js';
 
 export type Mode = 'tcp' | 'http';
@@ -83,6 +84,11 @@ export interface FrontendSpoe {
   agentSocket: string;
   agentConnectTimeoutMs: number;
   agentServerTimeoutMs: number;
+  /**
+   * An HTTP listener: every request is decided (Envoy's 403 on a denial, L7 permissions apply) and
+   * these L7 policies are rendered as ACL chains; any other is decided by the agent per request.
+   */
+  http?: { policies: readonly L7Policy[] };
 }
 
 /**

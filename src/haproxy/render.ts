@@ -13,6 +13,7 @@ import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { routeBackendLines, routeFrontendLines } from './render-routes.js';
 import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
+import { permissionLines } from './render-permissions.js';
 import { validateModel } from './validate.js';
 import { runDirPath } from '../domain/haproxy-names.js';
 
@@ -121,7 +122,17 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   if (frontend.timeoutHttpRequestMs !== undefined) {
     lines.push(`timeout http-request ${formatDuration(frontend.timeoutHttpRequestMs)}`);
   }
-  if (frontend.spoe !== undefined) {
+  if (frontend.spoe?.http !== undefined) {
+    const { spoe } = frontend;
+    // The filter's message fires before the http-request rules, on a request whose session has no
+    // verdict for the current epoch; the rules wait for it (timeout processing, then no verdict).
+    // The access log's captures come first: a denied request is logged with its path, as Envoy does.
+    lines.push(
+      ...frontendAccessLogLines(frontend, global),
+      `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
+      ...permissionLines(frontend.spoe.http.policies, spoe.engine, currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))),
+    );
+  } else if (frontend.spoe !== undefined) {
     const { spoe } = frontend;
     // The filter's message fires before these rules run (FACTS §2); inspect-delay makes the rules
     // wait for its verdict. No verdict (agent down, timeout, error) or a stale one → reject.
@@ -131,7 +142,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
       `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))}`,
     );
   }
-  lines.push(...frontendAccessLogLines(frontend, global));
+  if (frontend.spoe?.http === undefined) lines.push(...frontendAccessLogLines(frontend, global));
   if (frontend.routes !== undefined && frontend.routes.length > 0) {
     lines.push(...routeFrontendLines(frontend, runDir, hashKeyLines));
   } else {

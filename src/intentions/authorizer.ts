@@ -14,14 +14,16 @@
 import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import { SPOE_ARG, SPOE_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
+import { SPOE_ARG, SPOE_AUTH, SPOE_MESSAGE, SPOE_PERMISSIONS_ARG, SPOE_PERMISSIONS_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
+import { decodeHdrsBin } from '../spoe/hdrs-bin.js';
+import { decideL7 } from './evaluate.js';
 import { spiffeIdOfCertificate } from '../spiffe/san.js';
 import type { ServiceSpiffeId } from '../spiffe/spiffe-id.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../spoe/types.js';
 import { type Logger, silentLogger } from '../logger.js';
 import { IntentionDecisions } from './decision-cache.js';
 import { touchLru } from './lru.js';
-import type { IntentionSet, SourceIdentity } from '../domain/intentions.js';
+import { type IntentionSet, type L7Policy, type SourceIdentity, policiesOf } from '../domain/intentions.js';
 
 /** Allowed connections remembered for closing them later (oldest forgotten first). */
 export const DEFAULT_MAX_TRACKED_CONNECTIONS = 100_000;
@@ -44,6 +46,11 @@ export type { AuthorizationDecision } from '../domain/intentions.js';
 export interface AuthorizerStats {
   allowed: number;
   denied: number;
+  /** Connections whose requests an L7 policy decides (HTTP listeners). */
+  l7: number;
+  /** Requests decided here for L7 policies the configuration does not render. */
+  requestsAllowed: number;
+  requestsDenied: number;
   /** Denied because the certificate or the message could not be read. */
   invalid: number;
   trackedConnections: number;
@@ -62,6 +69,10 @@ export interface RevokedConnection {
 
 interface Tracked {
   identity: SourceIdentity;
+}
+
+function int(scope: 'sess' | 'txn', name: string, value: number): SpoeAction {
+  return { type: 'set-var', scope, name, value: { type: 'int32', value } };
 }
 
 function str(scope: 'sess', name: string, value: string): SpoeAction {
@@ -98,7 +109,9 @@ export class Authorizer {
   readonly #tracked = new Map<string, Tracked>();
   /** DER (latin1) → parsed SPIFFE ID. */
   readonly #certificates = new Map<string, ServiceSpiffeId>();
-  readonly #stats = { allowed: 0, denied: 0, invalid: 0 };
+  readonly #stats = { allowed: 0, denied: 0, l7: 0, requestsAllowed: 0, requestsDenied: 0, invalid: 0 };
+  /** The L7 policies of the current intentions, by id. */
+  #policies = new Map<string, L7Policy>();
   readonly #onDecision: ((decision: AuthorizationDecision) => void) | undefined;
 
   constructor(options: AuthorizerOptions = {}) {
@@ -124,7 +137,10 @@ export class Authorizer {
       this.#certificates.clear();
       changed = true;
     }
-    if (update.intentions !== undefined && this.#decisions.update(update.intentions)) changed = true;
+    if (update.intentions !== undefined && this.#decisions.update(update.intentions)) {
+      changed = true;
+      this.#policies = policiesOf(update.intentions);
+    }
     if (!changed) return [];
     const revoked: RevokedConnection[] = [];
     for (const [source, tracked] of this.#tracked) {
@@ -134,8 +150,15 @@ export class Authorizer {
     return revoked;
   }
 
+  /** The L7 policies of the current intentions (for the configuration and tests). */
+  get policies(): ReadonlyMap<string, L7Policy> {
+    return this.#policies;
+  }
+
   /** The SPOE handler (synchronous: the agent ACKs in NOTIFY order). */
   readonly handle = (messages: readonly SpoeMessage[]): SpoeAction[] => {
+    const permissions = messages.find((m) => m.name === SPOE_PERMISSIONS_MESSAGE);
+    if (permissions !== undefined) return this.#decideRequest(permissions);
     const message = messages.find((m) => m.name === SPOE_MESSAGE);
     if (message === undefined) return [];
     const startedAt = performance.now();
@@ -153,31 +176,74 @@ export class Authorizer {
       this.#stats.invalid += 1;
       this.#stats.denied += 1;
       this.#log.debug({ source, err: errorMessage(err) }, 'connection denied: unreadable client identity');
-      actions.push({ type: 'set-var', scope: 'sess', name: SPOE_VAR.auth, value: { type: 'int32', value: 0 } });
+      actions.push(int('sess', SPOE_VAR.auth, SPOE_AUTH.deny));
       this.#onDecision?.({ result: 'error', durationMs: performance.now() - startedAt });
       return actions;
     }
     const identity: SourceIdentity = { service: id.service, namespace: id.namespace, partition: id.partition };
     const decision = this.#decisions.decide(identity);
+    // On an HTTP listener, each request is decided again (an intention change reaches the next
+    // request of a kept-alive connection): such connections are never closed on a change.
+    const httpArg = arg(SPOE_ARG.http);
+    // `int(1)` reaches us as an int64 (HAProxy encodes every integer sample so).
+    const http = (httpArg?.type === 'int64' || httpArg?.type === 'int32') && Number(httpArg.value) === 1;
+    const l7 = http && !decision.allowed ? decision.l7 : undefined;
+    let result: 'allow' | 'deny' | 'l7';
     if (decision.allowed) {
+      result = 'allow';
       this.#stats.allowed += 1;
-      if (source !== undefined) touchLru(this.#tracked, source, { identity }, this.#maxTracked);
+      if (source !== undefined && !http) touchLru(this.#tracked, source, { identity }, this.#maxTracked);
+    } else if (l7 !== undefined) {
+      result = 'l7';
+      this.#stats.l7 += 1;
+      actions.push(str('sess', SPOE_VAR.policy, l7.id));
     } else {
+      result = 'deny';
       this.#stats.denied += 1;
     }
     if (this.#log.isLevelEnabled('debug')) {
-      this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, allowed: decision.allowed, reason: decision.reason }, 'connection authorized');
+      this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, result, reason: decision.reason }, 'connection authorized');
     }
     actions.push(
-      { type: 'set-var', scope: 'sess', name: SPOE_VAR.auth, value: { type: 'int32', value: decision.allowed ? 1 : 0 } },
+      int('sess', SPOE_VAR.auth, SPOE_AUTH[result]),
       str('sess', SPOE_VAR.sourceService, id.service),
       str('sess', SPOE_VAR.sourceNamespace, id.namespace),
       str('sess', SPOE_VAR.sourcePartition, id.partition),
       str('sess', SPOE_VAR.sourceDatacenter, id.datacenter),
     );
-    this.#onDecision?.({ result: decision.allowed ? 'allow' : 'deny', durationMs: performance.now() - startedAt });
+    this.#onDecision?.({ result, durationMs: performance.now() - startedAt });
     return actions;
   };
+
+  /** One request of an L7-governed connection whose policy the configuration leaves to us. Anything unreadable denies. */
+  #decideRequest(message: SpoeMessage): SpoeAction[] {
+    const startedAt = performance.now();
+    const arg = (name: string): TypedData | undefined => message.args.find((a) => a.name === name)?.value;
+    const policyArg = arg(SPOE_PERMISSIONS_ARG.policy);
+    const method = arg(SPOE_PERMISSIONS_ARG.method);
+    const path = arg(SPOE_PERMISSIONS_ARG.path);
+    const headers = arg(SPOE_PERMISSIONS_ARG.headers);
+    let allowed = false;
+    let reason: string;
+    const policy = policyArg?.type === 'string' ? this.#policies.get(policyArg.value) : undefined;
+    if (policy === undefined) reason = `unknown L7 policy ${policyArg?.type === 'string' ? policyArg.value : `(${policyArg?.type ?? 'missing'})`}`;
+    else if (method?.type !== 'string' || headers?.type !== 'binary') reason = `the request's method or headers are missing (${method?.type ?? 'no method'}, ${headers?.type ?? 'no headers'})`;
+    else {
+      try {
+        // `path` is absent for a request without one (asterisk form): no path matcher matches it.
+        const request = { method: method.value, path: path?.type === 'string' ? path.value : '', headers: decodeHdrsBin(headers.value) };
+        allowed = decideL7(policy, request);
+        reason = `policy ${policy.id}`;
+      } catch (err) {
+        reason = `unreadable request: ${errorMessage(err)}`;
+      }
+    }
+    if (allowed) this.#stats.requestsAllowed += 1;
+    else this.#stats.requestsDenied += 1;
+    if (this.#log.isLevelEnabled('debug')) this.#log.debug({ allowed, reason }, 'request authorized');
+    this.#onDecision?.({ result: allowed ? 'request_allow' : 'request_deny', durationMs: performance.now() - startedAt });
+    return [int('txn', SPOE_VAR.authz, allowed ? 1 : 0)];
+  }
 
   /** Throws (→ deny) unless the argument is a certificate with one service SPIFFE ID in our trust domain. */
   #identityOf(cert: TypedData | undefined): ServiceSpiffeId {

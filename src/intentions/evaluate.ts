@@ -11,16 +11,15 @@
  * An unenforceable intention (domain/intentions.ts) denies.
  */
 import { RE2JS } from 're2js';
-import { fnv1a32Hex } from '../domain/haproxy-names.js';
 import {
   DEFAULT_NAMESPACE,
   DEFAULT_PARTITION,
   WILDCARD,
   type Decision,
   type Intention,
-  type IntentionPermission,
   type IntentionSet,
   type L7Policy,
+  l7Policy,
   type PermissionMatch,
   type PermissionRequest,
   type SourceIdentity,
@@ -78,12 +77,6 @@ export function evaluate(source: SourceIdentity, intentions: readonly Intention[
   }
   const allowed = best.action === 'allow';
   return { allowed, reason: `matched intention ${describeIntention(best)}`, intention: best };
-}
-
-/** The L7 policy of an intention's permissions under a default policy (its id hashes both). */
-export function l7Policy(permissions: readonly IntentionPermission[], defaultAllow: boolean): L7Policy {
-  const text = JSON.stringify([defaultAllow, permissions]);
-  return { id: `p${fnv1a32Hex(text)}${fnv1a32Hex(`l7:${text}`).slice(0, 4)}`, permissions, defaultAllow };
 }
 
 const compiled = new Map<string, RE2JS>();

@@ -32,7 +32,7 @@ export const RUNTIME_OP_KINDS: Record<RuntimeOpKind, true> = {
   'set-split-weights': true,
 };
 export const RUNTIME_OP_RESULTS: Record<RuntimeOpStatus, string> = { ok: 'ok', failed: 'failed', 'pending-deletion': 'pending' };
-export const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'error'];
+export const DECISION_RESULTS: ReadonlyArray<AuthorizationDecision['result']> = ['allow', 'deny', 'l7', 'error', 'request_allow', 'request_deny'];
 export const APPLY_METHODS = ['reload', 'runtime'] as const;
 
 /** A decision takes microseconds (a cache lookup); the slow end catches a blocked event loop. */
@@ -76,6 +76,8 @@ export const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> =
   chain: 'chain',
   'target-endpoints': 'upstream',
   'target-removed': undefined,
+  // The mesh config entry's watch (`mesh`) has no kind of its own: watchKind reports it as `other`.
+  mesh: 'other',
 };
 
 export const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'target', 'root'];

@@ -22,7 +22,7 @@ import { certificateProblem } from '../domain/certificates.js';
 import type { CaRoot, DroppedItem, PublicListener, Roots, Snapshot } from '../domain/snapshot.js';
 import { LOCAL_APP_CLUSTER, frontendAccessLog, upstreamCluster } from './access-log.js';
 import { DEFAULT_HARD_STOP_AFTER_MS, DEFAULT_HTTP_REQUEST_TIMEOUT_MS, DEFAULT_MAXCONN, NO_REQUEST_TIMEOUT_MS, TCP_IDLE_TIMEOUT_MS, frontendTimeouts, isH2, modeOf, publicAlpn } from './defaults.js';
-import { intentionsEnforcement, intentionsEpoch } from './spoe.js';
+import { intentionsEnforcement, intentionsEpoch, renderedPolicies } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
 import { upstreamProxies } from './upstream.js';
 
@@ -112,7 +112,12 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
   const dropped: DroppedItem[] = [...(registration.droppedUpstreams ?? [])];
   const publicListener = publicListenerProxies(registration.publicListener);
   // Enforced intentions: the public listener asks our SPOE agent about every new connection.
-  const enforcement = snapshot.intentions === undefined ? undefined : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain));
+  // On an HTTP listener each request is decided, and L7 permissions apply (render-permissions.ts).
+  const http = publicListener.frontend.mode === 'http';
+  const enforcement =
+    snapshot.intentions === undefined
+      ? undefined
+      : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain), http ? { policies: renderedPolicies(snapshot.intentions) } : undefined);
   const accessLogs = registration.accessLogs;
   const frontends: Frontend[] = [
     {

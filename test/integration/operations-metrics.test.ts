@@ -192,7 +192,7 @@ describe('-stats-addr with real Consul and HAProxy', () => {
       key: batch.PrivateKeyPEM,
       timeoutMs: PROBE_TIMEOUT_MS,
     });
-    assert.ok(answer.startsWith('refused'), `batch must be refused, got ${answer.slice(0, 80)}`);
+    assert.ok(answer.startsWith('HTTP/1.1 403'), `batch must be denied (403), got ${answer.slice(0, 80)}`);
     const after = await waitFor(
       'the denial counted',
       async () => {

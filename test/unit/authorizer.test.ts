@@ -94,7 +94,7 @@ describe('Authorizer', () => {
     authorizer.update({ intentions: set([intention('web', 'allow')]), trustDomain: TRUST_DOMAIN });
     const v = vars(authorizer.handle(notify(leaf([`URI.1 = ${svc('web')}`]))));
     assert.deepEqual(v, { epoch: EPOCH, auth: 1, source_service: 'web', source_namespace: 'default', source_partition: 'default', source_dc: 'dc1' });
-    assert.deepEqual(authorizer.stats, { allowed: 1, denied: 0, invalid: 0, trackedConnections: 1 });
+    assert.deepEqual(authorizer.stats, { allowed: 1, denied: 0, l7: 0, requestsAllowed: 0, requestsDenied: 0, invalid: 0, trackedConnections: 1 });
   });
 
   test('denied by intention or default policy: auth 0, identity still reported', () => {
