@@ -73,9 +73,24 @@ function withoutServers(backend: Backend): Omit<Backend, 'servers'> {
   return rest;
 }
 
+/** A frontend without what diffAccessLogs and diffPermissions report on their own. */
 function withoutAccessLog(frontend: Frontend): Omit<Frontend, 'accessLog'> {
   const { accessLog: _accessLog, ...rest } = frontend;
-  return rest;
+  if (rest.spoe?.http === undefined) return rest;
+  return { ...rest, spoe: { ...rest.spoe, http: { policies: [] } } };
+}
+
+/** The L7 policies rendered as ACL chains changed (a permission change): a reload. */
+function diffPermissions(before: readonly Frontend[], after: readonly Frontend[], reasons: string[]): void {
+  const old = byName(before);
+  for (const frontend of after) {
+    const prev = old.get(frontend.name)?.spoe?.http?.policies;
+    const now = frontend.spoe?.http?.policies;
+    if (prev === undefined || now === undefined || isDeepStrictEqual(prev, now)) continue;
+    const ids = new Set(prev.map((p) => p.id));
+    const added = now.filter((p) => !ids.has(p.id)).length;
+    reasons.push(`frontend ${frontend.name} L7 permissions changed (${added} polic${added === 1 ? 'y' : 'ies'} added, ${prev.length - (now.length - added)} removed)`);
+  }
 }
 
 /** Consul's AccessLogs changed what a kept frontend logs (captures, format): a reload. */
@@ -179,6 +194,7 @@ export function plan(applied: HaproxyModel, desired: HaproxyModel): Plan {
   if (!isDeepStrictEqual(applied.global, desired.global)) reasons.push('global settings changed');
   diffNamed('frontend', applied.frontends, desired.frontends, (a, b) => isDeepStrictEqual(withoutAccessLog(a), withoutAccessLog(b)), reasons);
   diffAccessLogs(applied.frontends, desired.frontends, reasons);
+  diffPermissions(applied.frontends, desired.frontends, reasons);
   diffNamed('backend', applied.backends, desired.backends, (a, b) => isDeepStrictEqual(withoutServers(a), withoutServers(b)), reasons);
 
   const tlsOps: RuntimeOp[] = [];

@@ -11,6 +11,7 @@ import type { IntentionSet } from '../domain/intentions.js';
 import type { SnapshotEvent } from '../domain/snapshot.js';
 import { closeSessionsFrom } from '../driver/sessions.js';
 import { Authorizer, type RevokedConnection } from '../intentions/authorizer.js';
+import { describeIntention } from '../intentions/evaluate.js';
 import type { Logger } from '../logger.js';
 import { SpoeAgent } from '../spoe/agent.js';
 import type { SidecarMetrics } from '../telemetry/metrics.js';
@@ -40,6 +41,8 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
   const { logger: log, adminSocket } = options;
   const authorizer = new Authorizer({ logger: log, ...(options.onDecision !== undefined && { onDecision: options.onDecision }) });
   authorizer.update({ intentions: options.intentions, trustDomain: options.trustDomain });
+  const reportUnenforceable = unenforceableReporter(log);
+  reportUnenforceable(options.intentions);
   const agent = await SpoeAgent.listen({ socketPath: join(options.runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle, logger: log });
   log.info({ intentions: options.intentions.intentions.length, defaultAllow: options.intentions.defaultAllow }, 'intentions enforced');
   const closing = new Set<Promise<void>>();
@@ -52,6 +55,7 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
     observe: (event) => {
       if (event.kind === 'intentions') {
         const revoked = authorizer.update({ intentions: event.value });
+        reportUnenforceable(event.value);
         log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
         revoke(revoked);
       } else if (event.kind === 'roots') {
@@ -68,6 +72,24 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
       await agent.close().catch((err: unknown) => log.error({ err: errorMessage(err) }, 'closing the SPOE agent failed'));
       log.info({ ...authorizer.stats, ...agent.stats }, 'intentions agent stopped');
     },
+  };
+}
+
+/**
+ * Logs each intention that cannot be enforced as written (it denies), once while it stays so: one
+ * `error` line naming the intention and the reason, as Envoy would refuse the policy.
+ */
+function unenforceableReporter(log: Logger): (set: IntentionSet) => void {
+  let reported = new Set<string>();
+  return (set) => {
+    const now = new Set<string>();
+    for (const intention of set.intentions) {
+      if (intention.unenforceable === undefined) continue;
+      const line = `${describeIntention(intention)}: ${intention.unenforceable}`;
+      now.add(line);
+      if (!reported.has(line)) log.error({ intention: describeIntention(intention), reason: intention.unenforceable }, 'intention cannot be enforced: it denies every source it matches');
+    }
+    reported = now;
   };
 }
 

@@ -26,7 +26,7 @@ export const RELOAD_REASON_CATEGORIES = [
   'roots',
   /** The leaf could not be updated at runtime. */
   'leaf',
-  /** Intentions enforcement was switched or its files changed shape. */
+  /** Intentions enforcement was switched or its files changed shape, or L7 permissions need new rules. */
   'intentions',
   /** Global settings (threads, maxconn, the metrics frontend, ...). */
   'settings',
@@ -74,6 +74,7 @@ export function reloadReasonCategory(reason: string): ReloadReasonCategory {
   if (reason === 'global settings changed') return 'settings';
   // `N servers to add (more than M: ...)`: endpoints of upstreams.
   if (/^\d+ servers to add\b/.test(reason)) return 'upstream';
+  if (/^frontend \S+ L7 permissions changed/.test(reason)) return 'intentions';
   const proxy = /^(?:frontend|backend) (\S+)/.exec(reason);
   if (proxy?.[1] !== undefined) return proxyCategory(proxy[1]);
   const file = /^file (\S+)/.exec(reason);
