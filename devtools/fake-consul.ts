@@ -6,7 +6,7 @@
  */
 import { HaproxyConnectError } from '../src/errors.js';
 import type { IntentionSet } from '../src/domain/intentions.js';
-import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../src/domain/snapshot.js';
+import { type Chain, DEFAULT_MESH_CONFIG, type Endpoint, type Leaf, type MeshConfig, type ProxyRegistration, type Roots } from '../src/domain/snapshot.js';
 import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from '../src/consul/api.js';
 
 export type FakeMethod = Exclude<keyof ConsulAgentApi, 'address'>;
@@ -53,6 +53,10 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   readonly #endpoints = new Map<string, Entry<Endpoint[]>>();
   readonly #preparedQueries = new Map<string, Endpoint[]>();
   readonly #intentions = new Map<string, Entry<IntentionSet>>();
+  /** The mesh config entry; undefined: none (Consul answers 404, read as the defaults). */
+  #mesh: Entry<MeshConfig> | undefined;
+  /** Index of the last write or delete of the mesh entry (Consul's config-entries table index). */
+  #meshIndex = 1;
   /** Chains set by tests, by `<service>@<compile datacenter>`; others are Consul's default chain. */
   readonly #chains = new Map<string, Entry<Chain>>();
   readonly #failures: Failure[] = [];
@@ -107,6 +111,14 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   setIntentions(target: IntentionTarget, set: IntentionSet): void {
     const sorted = [...set.intentions].sort((a, b) => b.precedence - a.precedence);
     this.#intentions.set(intentionsKey(target), { value: copy({ ...set, intentions: sorted }), index: this.#bump() });
+    this.#wake();
+  }
+
+  /** Writes (a value) or deletes (undefined) the mesh config entry. */
+  setMeshConfig(mesh: MeshConfig | undefined): void {
+    const index = this.#bump();
+    this.#mesh = mesh === undefined ? undefined : { value: copy(mesh), index };
+    this.#meshIndex = index;
     this.#wake();
   }
 
@@ -228,6 +240,14 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   async intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>> {
     this.#enter('intentionsMatch', intentionsKey(destination), cursor, signal);
     const read = (): Entry<IntentionSet> => this.#intentions.get(intentionsKey(destination)) ?? { value: NO_INTENTIONS, index: this.#index };
+    const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
+    return { value: copy(entry.value), cursor: { index: entry.index } };
+  }
+
+  /** The entry, or Consul's defaults when there is none, at the index of its last write or delete. */
+  async meshConfig(cursor: Cursor, signal: AbortSignal): Promise<Versioned<MeshConfig>> {
+    this.#enter('meshConfig', '', cursor, signal);
+    const read = (): Entry<MeshConfig> => this.#mesh ?? { value: { ...DEFAULT_MESH_CONFIG }, index: this.#meshIndex };
     const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
     return { value: copy(entry.value), cursor: { index: entry.index } };
   }

@@ -4,7 +4,7 @@
  * Every method validates the response at the boundary and returns domain types.
  */
 import type { IntentionSet } from '../domain/intentions.js';
-import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
+import type { Chain, Endpoint, Leaf, MeshConfig, ProxyRegistration, Roots } from '../domain/snapshot.js';
 
 /** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
 export interface Cursor {
@@ -93,6 +93,12 @@ export interface ConsulAgentApi {
    * `X-Consul-Default-ACL-Policy` header (sent by every Consul >= 1.9, ACLs on or off).
    */
   intentionsMatch(destination: IntentionTarget, cursor: Cursor, signal: AbortSignal): Promise<Versioned<IntentionSet>>;
+  /**
+   * GET /v1/config/mesh/mesh, index-based blocking: the mesh config entry; no entry (404, which
+   * blocks and carries X-Consul-Index like an answer) is Consul's defaults. Any token can read it
+   * (MeshConfigEntry.CanRead allows all), so a 403 means the token itself was refused.
+   */
+  meshConfig(cursor: Cursor, signal: AbortSignal): Promise<Versioned<MeshConfig>>;
   /** PUT /v1/agent/service/register: registers (or replaces) a service and its check on the local agent. */
   registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void>;
   /** PUT /v1/agent/service/deregister/<id>: removes it (and its check); an unknown ID is not an error. */

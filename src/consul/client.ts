@@ -6,7 +6,7 @@ import type { z } from 'zod';
 import { parsePermissions } from './permissions.js';
 import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
-import type { Chain, Endpoint, Leaf, ProxyRegistration, Roots } from '../domain/snapshot.js';
+import { type Chain, DEFAULT_MESH_CONFIG, type Endpoint, type Leaf, type MeshConfig, type ProxyRegistration, type Roots } from '../domain/snapshot.js';
 import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from './api.js';
 import { readChain } from './discovery-chain.js';
 import { ConsulHttp, type ConsulClientOptions, type ConsulResponse } from './http.js';
@@ -20,6 +20,7 @@ import {
   healthConnectSchema,
   intentionsMatchSchema,
   leafSchema,
+  meshConfigEntrySchema,
   preparedQueryResultSchema,
   rootsSchema,
   serviceEntrySchema,
@@ -271,20 +272,35 @@ export class ConsulHttpClient implements ConsulAgentApi {
         const parsed = parsePermissions(i.Permissions);
         const problem = i.JWT !== undefined && i.JWT !== null ? 'it requires a JWT, which haproxy-connect does not verify' : parsed.problem;
         return {
-        sourceName: i.SourceName,
-        sourceNamespace: i.SourceNS,
-        sourcePartition: i.SourcePartition,
-        sourcePeer: i.SourcePeer,
-        destinationName: i.DestinationName,
-        destinationNamespace: i.DestinationNS,
-        destinationPartition: i.DestinationPartition,
-        action: i.Action,
-        permissions: parsed.permissions,
-        precedence: i.Precedence,
-        ...(problem !== undefined && { unenforceable: problem }),
-      };
+          sourceName: i.SourceName,
+          sourceNamespace: i.SourceNS,
+          sourcePartition: i.SourcePartition,
+          sourcePeer: i.SourcePeer,
+          destinationName: i.DestinationName,
+          destinationNamespace: i.DestinationNS,
+          destinationPartition: i.DestinationPartition,
+          action: i.Action,
+          permissions: parsed.permissions,
+          precedence: i.Precedence,
+          ...(problem !== undefined && { unenforceable: problem }),
+        };
       });
     return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
+  }
+
+  async meshConfig(cursor: Cursor, signal: AbortSignal): Promise<Versioned<MeshConfig>> {
+    const path = '/v1/config/mesh/mesh';
+    const { res, index } = await this.#indexed(path, [], cursor, signal, undefined, true);
+    // No entry: Consul's defaults (the 404 blocks and carries the index like an answer).
+    if (res.status === 404) return { value: { ...DEFAULT_MESH_CONFIG }, cursor: { index } };
+    const sanitize = this.#parse(path, res, meshConfigEntrySchema).HTTP?.SanitizeXForwardedClientCert;
+    if (sanitize !== undefined && sanitize !== null && typeof sanitize !== 'boolean') {
+      throw new HaproxyConnectError(
+        'CONSUL_RESPONSE_INVALID',
+        `Consul agent at ${this.address}: GET ${path} returned the mesh config entry with HTTP.SanitizeXForwardedClientCert ${JSON.stringify(sanitize)}, expected true or false`,
+      );
+    }
+    return { value: { sanitizeXForwardedClientCert: sanitize === true }, cursor: { index } };
   }
 
   async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {
@@ -330,12 +346,21 @@ export class ConsulHttpClient implements ConsulAgentApi {
     ];
   }
 
-  /** An index-based (possibly blocking) GET; returns the response and its X-Consul-Index. */
-  /** A blocking read: GET, or POST with `body` (the discovery chain). */
-  async #indexed(path: string, params: Array<[string, string | true | undefined]>, cursor: Cursor, signal: AbortSignal, body?: unknown): Promise<{ res: ConsulResponse; index: number }> {
+  /**
+   * An index-based (possibly blocking) read: GET, or POST with `body` (the discovery chain); returns
+   * the response and its X-Consul-Index. `allowNotFound`: a 404 is returned too (a config entry).
+   */
+  async #indexed(
+    path: string,
+    params: Array<[string, string | true | undefined]>,
+    cursor: Cursor,
+    signal: AbortSignal,
+    body?: unknown,
+    allowNotFound = false,
+  ): Promise<{ res: ConsulResponse; index: number }> {
     const blocking = cursor.index !== undefined && cursor.index > 0;
     const all: Array<[string, string | true | undefined]> = blocking ? [...params, ['index', String(cursor.index)], ['wait', this.#wait()]] : params;
-    const res = body === undefined ? await this.#http.get(path, queryString(all), { signal, blocking }) : await this.#http.post(path, queryString(all), body, { signal, blocking });
+    const res = body === undefined ? await this.#http.get(path, queryString(all), { signal, blocking, allowNotFound }) : await this.#http.post(path, queryString(all), body, { signal, blocking });
     const raw = headerValue(res, INDEX_HEADER);
     const index = raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
     if (!Number.isSafeInteger(index)) {

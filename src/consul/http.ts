@@ -87,6 +87,8 @@ export interface GetOptions {
   blocking: boolean;
   /** Lets the caller turn a 404 into a domain error (e.g. SIDECAR_NOT_FOUND). */
   onNotFound?: () => Error;
+  /** A 404 is answered like a success (the caller reads its status and X-Consul-Index): an absent config entry. */
+  allowNotFound?: boolean;
 }
 
 function readFileOption(what: string, file: string): string {
@@ -204,7 +206,7 @@ export class ConsulHttp {
       signal.removeEventListener('abort', onAbort);
     }
 
-    if (response.status >= 200 && response.status < 300) return response;
+    if ((response.status >= 200 && response.status < 300) || (response.status === 404 && options.allowNotFound === true)) return response;
     const excerpt = this.#excerpt(response.body);
     if (response.status === 403) {
       throw new HaproxyConnectError('CONSUL_FORBIDDEN', `Consul agent at ${this.address} rejected the ACL token for ${method} ${path} (403): ${excerpt}`);

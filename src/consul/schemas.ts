@@ -302,3 +302,10 @@ export const discoveryChainSchema = z.object({
 });
 
 export type DiscoveryChainJson = z.output<typeof discoveryChainSchema>['Chain'];
+
+// GET /v1/config/mesh/mesh (agent/structs/config_entry_mesh.go): 404 when there is no entry.
+// HTTP is omitted when unset (omitempty); its value is checked in client.ts so the error names it.
+export const meshConfigEntrySchema = z.object({
+  Kind: z.literal('mesh'),
+  HTTP: z.object({ SanitizeXForwardedClientCert: z.unknown().optional() }).nullish(),
+});

@@ -181,6 +181,21 @@ export interface Chain {
   invalid?: string;
 }
 
+/**
+ * What the sidecar uses of the `mesh` config entry (GET /v1/config/mesh/mesh). No entry (404) and
+ * no answer yet both mean Consul's defaults (DEFAULT_MESH_CONFIG).
+ */
+export interface MeshConfig {
+  /**
+   * HTTP.SanitizeXForwardedClientCert: when false (the default), an HTTP (not gRPC) public listener
+   * appends the client's `x-forwarded-client-cert` element towards the local app, as Envoy's
+   * APPEND_FORWARD does for Consul 1.16.2; when true the header is removed (SANITIZE).
+   */
+  sanitizeXForwardedClientCert: boolean;
+}
+
+export const DEFAULT_MESH_CONFIG: Readonly<MeshConfig> = Object.freeze({ sanitizeXForwardedClientCert: false });
+
 export interface Snapshot {
   /** The local agent's datacenter. */
   datacenter: string;
@@ -193,6 +208,8 @@ export interface Snapshot {
   targets: ReadonlyMap<string, readonly Endpoint[]>;
   /** The intentions of our service, or undefined when intentions are not enforced (-enable-intentions=false). */
   intentions: IntentionSet | undefined;
+  /** The mesh config entry: Consul's defaults until (and unless) the entry is read; never waited for. */
+  mesh: MeshConfig;
 }
 
 /** One change from a Consul watch, as the snapshot's owner folds it in. */
@@ -203,6 +220,7 @@ export type SnapshotEvent =
   | { kind: 'chain'; upstreamKey: string; value: Chain }
   | { kind: 'target-endpoints'; targetId: string; value: readonly Endpoint[] }
   | { kind: 'target-removed'; targetId: string }
-  | { kind: 'intentions'; value: IntentionSet };
+  | { kind: 'intentions'; value: IntentionSet }
+  | { kind: 'mesh'; value: MeshConfig };
 
 export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';

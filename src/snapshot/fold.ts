@@ -2,11 +2,25 @@
  * The single owner of the snapshot. Watchers only emit tagged events; `apply` folds one into the
  * state and says whether anything changed. `snapshot()` returns an immutable copy, and only once
  * the snapshot is complete (registration, leaf, roots, and the intentions when they are enforced).
+ * The mesh config entry is never waited for: Consul's defaults stand until it is read (a mesh
+ * without the entry is normal).
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { IntentionSet } from '../domain/intentions.js';
 import { chainOf } from '../domain/chain.js';
-import type { Chain, Endpoint, Leaf, MissingPart, ProxyRegistration, Roots, Snapshot, SnapshotEvent, Target } from '../domain/snapshot.js';
+import {
+  type Chain,
+  DEFAULT_MESH_CONFIG,
+  type Endpoint,
+  type Leaf,
+  type MeshConfig,
+  type MissingPart,
+  type ProxyRegistration,
+  type Roots,
+  type Snapshot,
+  type SnapshotEvent,
+  type Target,
+} from '../domain/snapshot.js';
 
 export type { MissingPart, SnapshotEvent } from '../domain/snapshot.js';
 
@@ -26,6 +40,7 @@ export class SnapshotState {
   readonly #targets = new Map<string, readonly Endpoint[]>();
   readonly #enforceIntentions: boolean;
   #intentions: IntentionSet | undefined;
+  #mesh: MeshConfig = { ...DEFAULT_MESH_CONFIG };
 
   constructor(datacenter: string, options: SnapshotStateOptions = {}) {
     this.#datacenter = datacenter;
@@ -89,6 +104,10 @@ export class SnapshotState {
         if (!this.#enforceIntentions || isDeepStrictEqual(this.#intentions, event.value)) return false;
         this.#intentions = structuredClone(event.value);
         return true;
+      case 'mesh':
+        if (isDeepStrictEqual(this.#mesh, event.value)) return false;
+        this.#mesh = structuredClone(event.value);
+        return true;
     }
   }
 
@@ -145,6 +164,7 @@ export class SnapshotState {
       chains: new Map([...this.#chains].map(([k, v]) => [k, structuredClone(v)])),
       targets: new Map([...this.#targets].map(([k, v]) => [k, structuredClone(v)])),
       intentions: this.#enforceIntentions ? structuredClone(this.#intentions) : undefined,
+      mesh: structuredClone(this.#mesh),
     });
   }
 }

@@ -1,22 +1,25 @@
 /**
  * Starts and stops the Consul watches of one sidecar, a keyed set in levels: its proxy
  * registration, its leaf (and, when enforced, its service's intentions, which follow the same
- * service name) and the CA roots; from the registration, one discovery-chain watch per service
- * upstream; from the chains, one watch per target, started and stopped as the chains change,
- * keyed by target id (starting one that runs is a no-op). Watches only emit tagged events;
- * SnapshotState owns the data.
+ * service name), the CA roots, and the mesh config entry while the public listener speaks HTTP or
+ * HTTP/2 (the only listeners whose x-forwarded-client-cert it decides); from the registration,
+ * one discovery-chain watch per service upstream; from the chains, one watch per target, started
+ * and stopped as the chains change, keyed by target id (starting one that runs is a no-op).
+ * Watches only emit tagged events; SnapshotState owns the data.
  */
 import type { ChainQuery, ConsulAgentApi, Cursor, Versioned } from '../consul/api.js';
 import { runWatch } from '../consul/watch.js';
 import { HaproxyConnectError } from '../errors.js';
 import type { SnapshotEvent } from './fold.js';
 import { chainOf } from '../domain/chain.js';
-import type { Chain, Endpoint, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
+import type { Chain, Endpoint, Protocol, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
 
 /** Watches of upstream targets are named `target:<target id>`. */
 export const TARGET_WATCH_PREFIX = 'target:';
 /** Watches of discovery chains are named `chain:<upstream key>`. */
 export const CHAIN_WATCH_PREFIX = 'chain:';
+/** The watch of the mesh config entry. */
+export const MESH_WATCH = 'mesh';
 /** Prepared queries cannot block: poll them at this interval. */
 export const PREPARED_QUERY_POLL_MS = 10_000;
 
@@ -84,6 +87,7 @@ export class SidecarWatches {
         this.#opts.emit({ kind: 'registration', value: registration });
         this.#syncLeaf(registration.serviceName);
         if (this.#opts.watchIntentions === true) this.#syncIntentions(registration.serviceName, registration.namespace);
+        this.#syncMesh(registration.publicListener.protocol);
         this.#upstreams = registration.upstreams;
         this.#syncChains(registration.upstreams);
         this.#syncTargets();
@@ -129,6 +133,26 @@ export class SidecarWatches {
       name,
       (cursor, signal) => api.intentionsMatch(target, cursor, signal),
       (value) => this.#opts.emit({ kind: 'intentions', value }),
+    );
+  }
+
+  /**
+   * The mesh config entry decides whether an HTTP public listener forwards x-forwarded-client-cert
+   * (Consul 1.16.2 agent/xds/listeners.go: http and http2 only; gRPC and TCP never do): watched
+   * while the listener speaks one of those, so other sidecars hold no extra blocking query.
+   */
+  #syncMesh(protocol: Protocol): void {
+    const wanted = protocol === 'http' || protocol === 'http2';
+    if (wanted === this.#running.has(MESH_WATCH)) return;
+    if (!wanted) {
+      this.#stopWatch(MESH_WATCH);
+      return;
+    }
+    const { api } = this.#opts;
+    this.#startWatch(
+      MESH_WATCH,
+      (cursor, signal) => api.meshConfig(cursor, signal),
+      (value) => this.#opts.emit({ kind: 'mesh', value }),
     );
   }
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { IntentionSet } from '../../src/domain/intentions.js';
 import { trivialChain } from '../../src/domain/chain.js';
-import type { AccessLogs, Endpoint, Leaf, PublicListener, Roots, Snapshot, Upstream } from '../../src/domain/snapshot.js';
+import type { AccessLogs, Endpoint, Leaf, MeshConfig, PublicListener, Roots, Snapshot, Upstream } from '../../src/domain/snapshot.js';
 
 export const CERTS_DIR = fileURLToPath(new URL('../golden/certs/', import.meta.url));
 export const TRUST_DOMAIN = '11111111-2222-3333-4444-555555555555.consul';
@@ -99,6 +99,8 @@ export interface SnapshotParts {
   intentions?: IntentionSet;
   /** Proxy.AccessLogs; absent = none. */
   accessLogs?: AccessLogs;
+  /** The mesh config entry; absent = Consul's defaults (no entry). */
+  mesh?: MeshConfig;
 }
 
 /**
@@ -127,5 +129,6 @@ export function snapshot(parts: SnapshotParts = {}): Snapshot {
     chains,
     targets: new Map((parts.endpoints ?? []).map(([key, endpoints]) => [targetOf(key), endpoints])),
     intentions: parts.intentions,
+    mesh: parts.mesh ?? { sanitizeXForwardedClientCert: false },
   };
 }

@@ -293,6 +293,52 @@ describe('ConsulHttpClient over TCP', () => {
     );
   });
 
+  // Bodies and headers as a Consul 1.16.2 dev agent answers GET /v1/config/mesh/mesh.
+  test('meshConfig: no entry is a 404 that blocks and carries X-Consul-Index; it reads as the defaults', async () => {
+    agent.routes.set('/v1/config/mesh/mesh', (_req, res) => res.writeHead(404, { 'X-Consul-Index': '15', 'content-type': 'text/plain' }).end('Config entry not found for "mesh" / "mesh"'));
+    const first = await client.meshConfig({}, signal());
+    assert.deepEqual(first, { value: { sanitizeXForwardedClientCert: false }, cursor: { index: 15 } });
+    await client.meshConfig(first.cursor, signal());
+    assert.equal(agent.seen[0]?.rawQuery, '');
+    assert.equal(agent.seen[1]?.rawQuery, 'index=15&wait=300s');
+  });
+
+  test('meshConfig: HTTP.SanitizeXForwardedClientCert true, false, or no HTTP block (omitempty)', async () => {
+    const cases: Array<[Record<string, unknown>, boolean]> = [
+      [{ HTTP: { SanitizeXForwardedClientCert: true } }, true],
+      [{ HTTP: { SanitizeXForwardedClientCert: false } }, false],
+      [{ HTTP: {} }, false],
+      [{ TransparentProxy: { MeshDestinationsOnly: true } }, false],
+    ];
+    for (const [entry, sanitize] of cases) {
+      agent.json('/v1/config/mesh/mesh', { Kind: 'mesh', TransparentProxy: { MeshDestinationsOnly: false }, ...entry, CreateIndex: 26, ModifyIndex: 27 }, { 'X-Consul-Index': '27' });
+      assert.deepEqual(await client.meshConfig({}, signal()), { value: { sanitizeXForwardedClientCert: sanitize }, cursor: { index: 27 } }, JSON.stringify(entry));
+    }
+  });
+
+  test('meshConfig: a malformed entry is CONSUL_RESPONSE_INVALID naming the field and the value', async () => {
+    agent.json('/v1/config/mesh/mesh', { Kind: 'mesh', HTTP: { SanitizeXForwardedClientCert: 'yes' } }, { 'X-Consul-Index': '30' });
+    await assert.rejects(
+      client.meshConfig({}, signal()),
+      rejectsWith('CONSUL_RESPONSE_INVALID', (m) =>
+        assert.match(m, /GET \/v1\/config\/mesh\/mesh returned the mesh config entry with HTTP\.SanitizeXForwardedClientCert "yes", expected true or false/),
+      ),
+    );
+    agent.json('/v1/config/mesh/mesh', { Kind: 'proxy-defaults' }, { 'X-Consul-Index': '31' });
+    await assert.rejects(
+      client.meshConfig({}, signal()),
+      rejectsWith('CONSUL_RESPONSE_INVALID', (m) => assert.match(m, /Kind/)),
+    );
+  });
+
+  test('meshConfig: 403 (only an unknown token: any token may read the mesh entry) is CONSUL_FORBIDDEN, as for every watch', async () => {
+    agent.routes.set('/v1/config/mesh/mesh', (_req, res) => res.writeHead(403).end('ACL not found'));
+    await assert.rejects(
+      client.meshConfig({}, signal()),
+      rejectsWith('CONSUL_FORBIDDEN', (m) => assert.match(m, /\/v1\/config\/mesh\/mesh \(403\): ACL not found/)),
+    );
+  });
+
   test('other statuses are CONSUL_HTTP with status and body excerpt', async () => {
     agent.routes.set('/v1/agent/self', (_req, res) => res.writeHead(500).end('rpc error: No cluster leader'));
     await assert.rejects(

@@ -70,6 +70,24 @@ describe('FakeConsulAgentApi', () => {
     assert.equal((await pending).value.length, 1);
   });
 
+  test('mesh config entry: none reads as the defaults; a write wakes watchers; a delete is the defaults at a new index', async () => {
+    const fake = new FakeConsulAgentApi();
+    const s = new AbortController().signal;
+    const none = await fake.meshConfig({}, s);
+    assert.deepEqual(none.value, { sanitizeXForwardedClientCert: false });
+    const pending = fake.meshConfig(none.cursor, s);
+    await until(() => fake.blockedCalls === 1);
+    fake.setMeshConfig({ sanitizeXForwardedClientCert: true });
+    const written = await pending;
+    assert.deepEqual(written.value, { sanitizeXForwardedClientCert: true });
+    const deleted = fake.meshConfig(written.cursor, s);
+    await until(() => fake.blockedCalls === 1);
+    fake.setMeshConfig(undefined);
+    const after = await deleted;
+    assert.deepEqual(after.value, { sanitizeXForwardedClientCert: false });
+    assert.ok((after.cursor.index ?? 0) > (written.cursor.index ?? 0));
+  });
+
   test('failNext fails the next N calls (optionally of one method)', async () => {
     const fake = new FakeConsulAgentApi();
     fake.setRoots(roots);

@@ -83,6 +83,28 @@ describe('SnapshotState', () => {
     assert.equal(state.snapshot()?.registration.serviceName, 'billing');
   });
 
+  test('the mesh config entry is never waited for: the defaults stand until it arrives; a change is a change, equal data is not', () => {
+    const state = new SnapshotState('dc1', { enforceIntentions: false });
+    state.apply({ kind: 'registration', value: registration([]) });
+    state.apply({ kind: 'leaf', value: leaf });
+    state.apply({ kind: 'roots', value: roots });
+    assert.deepEqual(state.missing(), []);
+    assert.deepEqual(state.snapshot()?.mesh, { sanitizeXForwardedClientCert: false });
+    assert.equal(state.apply({ kind: 'mesh', value: { sanitizeXForwardedClientCert: false } }), false, 'no entry: the defaults again');
+    assert.equal(state.apply({ kind: 'mesh', value: { sanitizeXForwardedClientCert: true } }), true);
+    assert.equal(state.apply({ kind: 'mesh', value: { sanitizeXForwardedClientCert: true } }), false);
+    assert.deepEqual(state.snapshot()?.mesh, { sanitizeXForwardedClientCert: true });
+    assert.ok(Object.isFrozen(state.snapshot()?.mesh));
+    // Known before the rest of the snapshot: kept, and still no part is waited for because of it.
+    const early = new SnapshotState('dc1');
+    assert.equal(early.apply({ kind: 'mesh', value: { sanitizeXForwardedClientCert: true } }), true);
+    assert.deepEqual(early.missing(), ['registration', 'leaf', 'roots']);
+    early.apply({ kind: 'registration', value: registration([]) });
+    early.apply({ kind: 'leaf', value: leaf });
+    early.apply({ kind: 'roots', value: roots });
+    assert.equal(early.snapshot()?.mesh.sanitizeXForwardedClientCert, true);
+  });
+
   test('equal data is no change', () => {
     const state = new SnapshotState('dc1');
     assert.equal(state.apply({ kind: 'leaf', value: leaf }), true);

@@ -4,7 +4,7 @@ import { waitFor } from '../../devtools/ports.js';
 import { FakeConsulAgentApi } from '../../devtools/fake-consul.js';
 import type { SnapshotEvent } from '../../src/snapshot/fold.js';
 import type { ProxyRegistration, Target } from '../../src/domain/snapshot.js';
-import { SidecarWatches, type WatchErrorReport } from '../../src/snapshot/watches.js';
+import { MESH_WATCH, SidecarWatches, type WatchErrorReport } from '../../src/snapshot/watches.js';
 import { HaproxyConnectError } from '../../src/errors.js';
 import { endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
 
@@ -165,6 +165,53 @@ describe('SidecarWatches', () => {
       assert.match(r.watch, /^chain:service:default\/(api|db)@$/);
       assert.deepEqual(r.upstreams, [r.watch.slice('chain:'.length)]);
     }
+    root.abort();
+    await watches.stopped();
+  });
+
+  test('the mesh config entry is watched while the public listener speaks HTTP: absent, written, malformed or refused (the last good value stands), deleted, then not watched for TCP', async () => {
+    const consul = new FakeConsulAgentApi();
+    const http = (protocol: 'http' | 'http2' | 'grpc' | 'tcp'): ProxyRegistration => snapshot({ listener: { protocol } }).registration as ProxyRegistration;
+    consul.setRegistration(http('http'));
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    const events: SnapshotEvent[] = [];
+    const reports: WatchErrorReport[] = [];
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: (e) => events.push(e), onError: (r) => reports.push(r), signal: root.signal });
+    watches.start();
+    const meshEvents = (): boolean[] => events.flatMap((e) => (e.kind === 'mesh' ? [e.value.sanitizeXForwardedClientCert] : []));
+    await waitFor('the defaults (no entry)', async () => (meshEvents().length === 1 ? true : undefined), 5_000, 10);
+    assert.deepEqual(meshEvents(), [false]);
+    assert.ok(watches.running().includes(MESH_WATCH));
+
+    consul.setMeshConfig({ sanitizeXForwardedClientCert: true });
+    await waitFor('the entry', async () => (meshEvents().length === 2 ? true : undefined), 5_000, 10);
+    assert.deepEqual(meshEvents(), [false, true]);
+
+    // A malformed entry and a refused token fail the request: reported, retried, nothing emitted.
+    consul.failNext(1, new HaproxyConnectError('CONSUL_RESPONSE_INVALID', 'HTTP.SanitizeXForwardedClientCert "yes", expected true or false'), 'meshConfig');
+    consul.failNext(1, new HaproxyConnectError('CONSUL_FORBIDDEN', 'rejected the ACL token (403): ACL not found'), 'meshConfig');
+    consul.expireBlockingQueries();
+    await waitFor('both failures reported', async () => (reports.filter((r) => r.watch === MESH_WATCH).length === 2 ? true : undefined), 10_000, 10);
+    assert.deepEqual(
+      reports.map((r) => [r.watch, r.kind, (r.error as HaproxyConnectError).code]),
+      [
+        [MESH_WATCH, 'fetch', 'CONSUL_RESPONSE_INVALID'],
+        [MESH_WATCH, 'fetch', 'CONSUL_FORBIDDEN'],
+      ],
+    );
+    consul.setMeshConfig(undefined);
+    await waitFor('the delete', async () => (meshEvents().length === 3 ? true : undefined), 10_000, 10);
+    assert.deepEqual(meshEvents(), [false, true, false], 'the failures emitted nothing; the delete is the defaults');
+
+    consul.setRegistration(http('tcp'));
+    await waitFor('the mesh watch stops for TCP', async () => (!watches.running().includes(MESH_WATCH) ? true : undefined), 5_000, 10);
+    consul.setRegistration(http('grpc'));
+    await waitFor('gRPC', async () => (events.filter((e) => e.kind === 'registration').length === 3 ? true : undefined), 5_000, 10);
+    assert.ok(!watches.running().includes(MESH_WATCH), 'gRPC listeners never forward XFCC');
+    consul.setRegistration(http('http2'));
+    await waitFor('the mesh watch again for HTTP/2', async () => (watches.running().includes(MESH_WATCH) ? true : undefined), 5_000, 10);
     root.abort();
     await watches.stopped();
   });
