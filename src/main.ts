@@ -133,6 +133,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
             adminSocket: join(runDir, ADMIN_SOCKET_FILE),
             intentions: first.intentions,
             trustDomain: first.roots.trustDomain,
+            leafCertPem: first.leaf.certPem,
             logger: log.main.child({ component: 'intentions' }),
             ...(operations !== undefined && { onDecision: operations.metrics.intentionDecided }),
           });

@@ -65,7 +65,7 @@ export const SPOE_MESSAGE = 'authorize';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';
 /** Arguments of the SPOE message. */
-export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 'epoch', http: 'http' } as const;
+export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 'epoch', http: 'http', chain: 'chain', xfcc: 'xfcc' } as const;
 /**
  * The per-request message of L7 policies the configuration does not render (src/haproxy/
  * render-permissions.ts): sent by `http-request send-spoe-group`, answered with `txn.connect.authz`.
@@ -73,6 +73,8 @@ export const SPOE_ARG = { cert: 'cert', src: 'src', srcPort: 'src_port', epoch: 
 export const SPOE_PERMISSIONS_MESSAGE = 'permissions';
 export const SPOE_PERMISSIONS_GROUP = 'l7';
 export const SPOE_PERMISSIONS_ARG = { policy: 'policy', method: 'method', path: 'path', headers: 'headers' } as const;
+/** The header Envoy writes the verified client certificate into (APPEND_FORWARD) or removes (SANITIZE). */
+export const XFCC_HEADER = 'x-forwarded-client-cert';
 /** Values of `sess.connect.auth`. */
 export const SPOE_AUTH = { deny: 0, allow: 1, l7: 2 } as const;
 /** Variables the agent sets (without scope and prefix): `sess.` ones per connection, `txn.` ones per request. */
@@ -83,6 +85,8 @@ export const SPOE_VAR = {
   policy: 'policy',
   /** txn scope: the permissions message's verdict for one request (1 allow, 0 deny). */
   authz: 'authz',
+  /** The X-Forwarded-Client-Cert element of the connection (when the message asked for it). */
+  xfcc: 'xfcc',
   /** The epoch the verdict belongs to: a connection is asked again when it is no longer current. */
   epoch: 'epoch',
   sourceService: 'source_service',

@@ -163,6 +163,12 @@ export interface Frontend {
   maxconn: number | undefined;
   /** Intentions enforcement; undefined when the frontend does not enforce intentions. */
   spoe: FrontendSpoe | undefined;
+  /**
+   * HTTP only, X-Forwarded-Client-Cert towards the backend: `append` the element the SPOE agent
+   * wrote for the connection (`sess.connect.xfcc`) to what came in, as Envoy's APPEND_FORWARD;
+   * `sanitize` removes it (Envoy's SANITIZE); undefined leaves the header alone.
+   */
+  xfcc?: 'append' | 'sanitize';
   /** Access log; undefined when Consul's AccessLogs are off. */
   accessLog: FrontendAccessLog | undefined;
 }

@@ -7,12 +7,12 @@
  * quoteAddress (quote.ts), which leave today's safe values bare.
  */
 import type { Backend, Bind, Frontend, Global, HaproxyModel, HashKeyPart, StatsEndpoint } from './model.js';
-import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';
+import { SPOE_VAR, STATS_HEALTH_PATH, STATS_METRICS_PATH, XFCC_HEADER } from '../domain/haproxy-names.js';
 import { quoteAddress, quoteArg } from './quote.js';
 import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-logs.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { routeBackendLines, routeFrontendLines } from './render-routes.js';
-import { allowedAcl, currentEpochAcl } from './spoe-rules.js';
+import { allowedAcl, currentEpochAcl, spoeVar } from './spoe-rules.js';
 import { permissionLines } from './render-permissions.js';
 import { validateModel } from './validate.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -143,6 +143,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     );
   }
   if (frontend.spoe?.http === undefined) lines.push(...frontendAccessLogLines(frontend, global));
+  lines.push(...xfccLines(frontend.xfcc));
   if (frontend.routes !== undefined && frontend.routes.length > 0) {
     lines.push(...routeFrontendLines(frontend, runDir, hashKeyLines));
   } else {
@@ -151,6 +152,25 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   }
   lines.push(`default_backend ${frontend.defaultBackend}`);
   return section(`frontend ${frontend.name}`, lines);
+}
+
+/**
+ * X-Forwarded-Client-Cert: Envoy's APPEND_FORWARD joins the element to the value that came in
+ * with ','; HAProxy cannot join several header lines, so a request that carried the header more
+ * than once gets the element alone (Envoy would keep them).
+ */
+function xfccLines(mode: Frontend['xfcc']): string[] {
+  if (mode === undefined) return [];
+  const del = `http-request del-header ${XFCC_HEADER}`;
+  if (mode === 'sanitize') return [del];
+  const count = `req.fhdr_cnt(${XFCC_HEADER})`;
+  const element = `%[var(${spoeVar(SPOE_VAR.xfcc)})]`;
+  const known = `{ var(${spoeVar(SPOE_VAR.xfcc)}) -m found }`;
+  return [
+    `http-request set-header ${XFCC_HEADER} "%[req.fhdr(${XFCC_HEADER})],${element}" if { ${count} eq 1 } ${known}`,
+    `http-request set-header ${XFCC_HEADER} ${element} if !{ ${count} eq 1 } ${known}`,
+    `${del} if !${known}`,
+  ];
 }
 
 /**

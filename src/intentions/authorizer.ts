@@ -17,6 +17,7 @@ import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { SPOE_ARG, SPOE_AUTH, SPOE_MESSAGE, SPOE_PERMISSIONS_ARG, SPOE_PERMISSIONS_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
 import { decodeHdrsBin } from '../spoe/hdrs-bin.js';
 import { decideL7 } from './evaluate.js';
+import { splitDerCertificates, xfccElement } from './xfcc.js';
 import { spiffeIdOfCertificate } from '../spiffe/san.js';
 import type { ServiceSpiffeId } from '../spiffe/spiffe-id.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../spoe/types.js';
@@ -59,6 +60,13 @@ export interface AuthorizerStats {
 export interface AuthorizerUpdate {
   intentions?: IntentionSet;
   trustDomain?: string;
+  /** Our own certificate's URI SAN: the `By` of X-Forwarded-Client-Cert. */
+  localSpiffeUri?: string;
+}
+
+function selfSigned(der: Buffer): boolean {
+  const cert = new X509Certificate(der);
+  return cert.subject === cert.issuer && cert.verify(cert.publicKey);
 }
 
 /** A connection that was allowed and is denied now: its source as `show sess` prints it (`ip:port`). */
@@ -105,6 +113,9 @@ export class Authorizer {
   readonly #maxTracked: number;
   readonly #maxCertificates: number;
   #trustDomain: string | undefined;
+  #localSpiffeUri = '';
+  /** DER (latin1) → the XFCC element of a certificate sent without a chain. */
+  readonly #xfcc = new Map<string, string>();
   /** `ip:port` → identity of allowed connections. */
   readonly #tracked = new Map<string, Tracked>();
   /** DER (latin1) → parsed SPIFFE ID. */
@@ -131,6 +142,10 @@ export class Authorizer {
    */
   update(update: AuthorizerUpdate): RevokedConnection[] {
     let changed = false;
+    if (update.localSpiffeUri !== undefined && update.localSpiffeUri !== this.#localSpiffeUri) {
+      this.#localSpiffeUri = update.localSpiffeUri;
+      this.#xfcc.clear();
+    }
     if (update.trustDomain !== undefined && update.trustDomain.toLowerCase() !== this.#trustDomain) {
       this.#trustDomain = update.trustDomain.toLowerCase();
       // Identities are only valid in the trust domain they were read for.
@@ -204,6 +219,11 @@ export class Authorizer {
     if (this.#log.isLevelEnabled('debug')) {
       this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, result, reason: decision.reason }, 'connection authorized');
     }
+    const xfccArg = arg(SPOE_ARG.xfcc);
+    if (result !== 'deny' && (xfccArg?.type === 'int64' || xfccArg?.type === 'int32') && Number(xfccArg.value) === 1) {
+      const element = this.#xfccOf(arg(SPOE_ARG.cert), arg(SPOE_ARG.chain));
+      if (element !== undefined) actions.push(str('sess', SPOE_VAR.xfcc, element));
+    }
     actions.push(
       int('sess', SPOE_VAR.auth, SPOE_AUTH[result]),
       str('sess', SPOE_VAR.sourceService, id.service),
@@ -243,6 +263,26 @@ export class Authorizer {
     if (this.#log.isLevelEnabled('debug')) this.#log.debug({ allowed, reason }, 'request authorized');
     this.#onDecision?.({ result: allowed ? 'request_allow' : 'request_deny', durationMs: performance.now() - startedAt });
     return [int('txn', SPOE_VAR.authz, allowed ? 1 : 0)];
+  }
+
+  /** The connection's X-Forwarded-Client-Cert element (undefined, logged, if it cannot be written: the header is then left out). */
+  #xfccOf(cert: TypedData | undefined, chain: TypedData | undefined): string | undefined {
+    if (cert?.type !== 'binary') return undefined;
+    const chainDer = chain?.type === 'binary' ? chain.value : Buffer.alloc(0);
+    const key = `${cert.value.toString('latin1')}\0${chainDer.toString('latin1')}`;
+    const cached = this.#xfcc.get(key);
+    if (cached !== undefined) return cached;
+    try {
+      // HAProxy 2.6's ssl_c_chain_der is the verified chain, trust anchor included (measured);
+      // Envoy's Chain holds what the client sent: the self-signed root is left out.
+      const sent = splitDerCertificates(chainDer).filter((der) => !selfSigned(der));
+      const element = xfccElement(cert.value, this.#localSpiffeUri, sent);
+      touchLru(this.#xfcc, key, element, this.#maxCertificates);
+      return element;
+    } catch (err) {
+      this.#log.warn({ err: errorMessage(err) }, 'cannot write X-Forwarded-Client-Cert for a connection');
+      return undefined;
+    }
   }
 
   /** Throws (→ deny) unless the argument is a certificate with one service SPIFFE ID in our trust domain. */

@@ -35,7 +35,7 @@ import { createHash } from 'node:crypto';
 import { HaproxyConnectError } from '../errors.js';
 
 /** The request header the element is appended to (APPEND_FORWARD: `<existing>,<element>`). */
-export const XFCC_HEADER = 'x-forwarded-client-cert';
+export { XFCC_HEADER } from '../domain/haproxy-names.js';
 
 /** The X.509 subjectAltName extension, and the GeneralName tags Envoy reads. */
 const OID_SUBJECT_ALT_NAME = '2.5.29.17';

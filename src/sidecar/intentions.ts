@@ -4,7 +4,9 @@
  * gets one. Intentions and the trust domain reach the authorizer before the reconciler moves
  * HAProxy's epoch; open connections from sources a change denies are closed on the runtime API.
  */
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
+import { uriSansOf } from '../spiffe/san.js';
 import { errorMessage, isHaproxyConnectError } from '../errors.js';
 import { PUBLIC_FRONTEND_NAME, SPOE_AGENT_SOCKET_FILE } from '../domain/haproxy-names.js';
 import type { IntentionSet } from '../domain/intentions.js';
@@ -33,6 +35,8 @@ export interface IntentionsOptions {
   adminSocket: string;
   intentions: IntentionSet;
   trustDomain: string;
+  /** Our leaf: its URI SAN is the `By` of X-Forwarded-Client-Cert. */
+  leafCertPem: string;
   logger: Logger;
   onDecision?: SidecarMetrics['intentionDecided'];
 }
@@ -40,7 +44,7 @@ export interface IntentionsOptions {
 export async function startIntentions(options: IntentionsOptions): Promise<IntentionsPart> {
   const { logger: log, adminSocket } = options;
   const authorizer = new Authorizer({ logger: log, ...(options.onDecision !== undefined && { onDecision: options.onDecision }) });
-  authorizer.update({ intentions: options.intentions, trustDomain: options.trustDomain });
+  authorizer.update({ intentions: options.intentions, trustDomain: options.trustDomain, localSpiffeUri: localUriOf(options.leafCertPem, log) });
   const reportUnenforceable = unenforceableReporter(log);
   reportUnenforceable(options.intentions);
   const agent = await SpoeAgent.listen({ socketPath: join(options.runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle, logger: log });
@@ -58,6 +62,8 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
         reportUnenforceable(event.value);
         log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
         revoke(revoked);
+      } else if (event.kind === 'leaf') {
+        authorizer.update({ localSpiffeUri: localUriOf(event.value.certPem, log) });
       } else if (event.kind === 'roots') {
         revoke(authorizer.update({ trustDomain: event.value.trustDomain }));
       }
@@ -73,6 +79,16 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
       log.info({ ...authorizer.stats, ...agent.stats }, 'intentions agent stopped');
     },
   };
+}
+
+/** The first URI SAN of our leaf ('' if none can be read: X-Forwarded-Client-Cert then has no By, as in Envoy). */
+function localUriOf(certPem: string, log: Logger): string {
+  try {
+    return uriSansOf(new X509Certificate(certPem))[0] ?? '';
+  } catch (err) {
+    log.warn({ err: errorMessage(err) }, 'cannot read the URI SAN of our leaf');
+    return '';
+  }
 }
 
 /**

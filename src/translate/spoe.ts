@@ -69,7 +69,7 @@ export function intentionsEpoch(set: IntentionSet, trustDomain: string): string 
  * no verdict for the current epoch, before the http-request rules; the permissions message goes
  * out only when a rule sends its group.
  */
-function spoeConfigText(runDir: string, http: boolean): string {
+function spoeConfigText(runDir: string, http: boolean, xfcc: boolean): string {
   const epochMap = runDirPath(runDir, INTENTIONS_EPOCH_MAP_FILE);
   const p = SPOE_PERMISSIONS_ARG;
   const lines = [
@@ -87,7 +87,7 @@ function spoeConfigText(runDir: string, http: boolean): string {
     `${INDENT}use-backend ${SPOE_AGENT_BACKEND_NAME}`,
     '',
     `spoe-message ${SPOE_MESSAGE}`,
-    `${INDENT}args ${SPOE_ARG.cert}=ssl_c_der ${SPOE_ARG.src}=src ${SPOE_ARG.srcPort}=src_port ${SPOE_ARG.epoch}=str(${INTENTIONS_EPOCH_CURRENT_KEY}),map(${epochMap})${http ? ` ${SPOE_ARG.http}=int(1)` : ''}`,
+    `${INDENT}args ${SPOE_ARG.cert}=ssl_c_der ${SPOE_ARG.src}=src ${SPOE_ARG.srcPort}=src_port ${SPOE_ARG.epoch}=str(${INTENTIONS_EPOCH_CURRENT_KEY}),map(${epochMap})${http ? ` ${SPOE_ARG.http}=int(1)` : ''}${xfcc ? ` ${SPOE_ARG.xfcc}=int(1) ${SPOE_ARG.chain}=ssl_c_chain_der` : ''}`,
     `${INDENT}event ${http ? 'on-frontend-http-request' : 'on-frontend-tcp-request'} unless ${currentEpochAcl(epochMap)}`,
   ];
   if (http) {
@@ -126,7 +126,7 @@ export function renderedPolicies(set: IntentionSet): L7Policy[] {
 }
 
 /** `http`: the listener is HTTP (each request decided, L7 policies apply). */
-export function intentionsEnforcement(runDir: string, epoch: string, http?: { policies: readonly L7Policy[] }): { spoe: FrontendSpoe; files: ModelFile[] } {
+export function intentionsEnforcement(runDir: string, epoch: string, http?: { policies: readonly L7Policy[]; xfcc?: boolean }): { spoe: FrontendSpoe; files: ModelFile[] } {
   return {
     spoe: {
       engine: SPOE_ENGINE,
@@ -137,10 +137,10 @@ export function intentionsEnforcement(runDir: string, epoch: string, http?: { po
       agentSocket: SPOE_AGENT_SOCKET_FILE,
       agentConnectTimeoutMs: SPOE_AGENT_CONNECT_TIMEOUT_MS,
       agentServerTimeoutMs: SPOE_AGENT_SERVER_TIMEOUT_MS,
-      ...(http !== undefined && { http }),
+      ...(http !== undefined && { http: { policies: http.policies } }),
     },
     files: [
-      { name: SPOE_CONFIG_FILE, content: spoeConfigText(runDir, http !== undefined), mode: 0o600 },
+      { name: SPOE_CONFIG_FILE, content: spoeConfigText(runDir, http !== undefined, http?.xfcc === true), mode: 0o600 },
       { name: INTENTIONS_EPOCH_MAP_FILE, content: epochMapText(epoch), mode: 0o600 },
     ],
   };

@@ -114,15 +114,28 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
   // Enforced intentions: the public listener asks our SPOE agent about every new connection.
   // On an HTTP listener each request is decided, and L7 permissions apply (render-permissions.ts).
   const http = publicListener.frontend.mode === 'http';
+  // X-Forwarded-Client-Cert as Consul configures Envoy's public listener (listeners.go: appended
+  // unless the mesh entry sanitizes it or the protocol is grpc); the element comes from the SPOE
+  // agent, so without enforced intentions the header is only removed.
+  const xfcc = !http
+    ? undefined
+    : snapshot.intentions !== undefined && !snapshot.mesh.sanitizeXForwardedClientCert && registration.publicListener.protocol !== 'grpc'
+      ? ('append' as const)
+      : ('sanitize' as const);
   const enforcement =
     snapshot.intentions === undefined
       ? undefined
-      : intentionsEnforcement(options.runDir, intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain), http ? { policies: renderedPolicies(snapshot.intentions) } : undefined);
+      : intentionsEnforcement(
+          options.runDir,
+          intentionsEpoch(snapshot.intentions, snapshot.roots.trustDomain),
+          http ? { policies: renderedPolicies(snapshot.intentions), xfcc: xfcc === 'append' } : undefined,
+        );
   const accessLogs = registration.accessLogs;
   const frontends: Frontend[] = [
     {
       ...publicListener.frontend,
       spoe: enforcement?.spoe,
+      ...(xfcc !== undefined && { xfcc }),
       accessLog: frontendAccessLog(accessLogs, publicListener.frontend.mode, LOCAL_APP_CLUSTER),
     },
   ];

@@ -89,6 +89,8 @@ function upstreamFrontend(upstream: Upstream, defaultBackend: string): Frontend 
     ...frontendTimeouts(mode),
     maxconn: undefined,
     spoe: undefined,
+    // Envoy's outbound listeners SANITIZE: an application cannot forge a client certificate downstream.
+    ...(mode === 'http' && { xfcc: 'sanitize' as const }),
     accessLog: undefined,
   };
 }

@@ -15,6 +15,7 @@
  * the time until a change is seen, and a regex RE2 refuses.
  */
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +28,7 @@ import { freePorts, waitFor } from '../../devtools/ports.js';
 import { msSince, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { parsePermissions } from '../../src/consul/permissions.js';
 import { l7Policy } from '../../src/domain/intentions.js';
+import { xfccElement } from '../../src/intentions/xfcc.js';
 
 const ROOT_TOKEN = '7d1e2c3b-4a59-4c6d-9e8f-0a1b2c3d4e5f';
 /** Every request has its own bound, so a hanging connection fails the test instead of stalling it. */
@@ -730,5 +732,39 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
     const line = lines[0] as Record<string, unknown>;
     assert.match(String(line.intention), /\/bad => default\/api/);
     assert.ok(String(line.reason).includes(JSON.stringify(pattern)), String(line.reason));
+  });
+
+  test("X-Forwarded-Client-Cert: Envoy's element appended to what came in; the mesh entry's SanitizeXForwardedClientCert removes it", async () => {
+    const leaf = main.leaves.get('l4allow');
+    assert.ok(leaf !== undefined && agent !== undefined);
+    const consul = agent;
+    const { TrustDomain } = await consul.get<{ TrustDomain: string }>('/v1/agent/connect/ca/roots');
+    const element = xfccElement(new X509Certificate(leaf.CertPEM).raw, `spiffe://${TrustDomain}/ns/default/dc/dc1/svc/api`);
+    const xfccSeen = async (headers: readonly Header[] = []) => {
+      const answer = await send(main, 'l4allow', { path: '/xfcc', headers });
+      assert.equal(answer.status, 200, answer.body);
+      return answer.report?.headers['x-forwarded-client-cert'];
+    };
+    assert.deepEqual(await xfccSeen(), [element]);
+    assert.deepEqual(await xfccSeen([['x-forwarded-client-cert', 'By=spiffe://x;URI=spiffe://forged']]), [`By=spiffe://x;URI=spiffe://forged,${element}`]);
+    assert.deepEqual(
+      await xfccSeen([
+        ['X-Forwarded-Client-Cert', 'a'],
+        ['x-forwarded-client-cert', 'b'],
+      ]),
+      [element],
+      'sent twice: the element alone (HAProxy cannot join the lines)',
+    );
+    // The mesh entry: sanitized after a reload, back when the entry goes.
+    await consul.put('/v1/config', { Kind: 'mesh', HTTP: { SanitizeXForwardedClientCert: true } });
+    try {
+      const since = performance.now();
+      await waitFor('XFCC sanitized', async () => ((await xfccSeen([['x-forwarded-client-cert', 'forged']])) === undefined ? true : undefined), APPLY_TIMEOUT_MS, 50);
+      console.log(`XFCC: SanitizeXForwardedClientCert applied ${Math.round(performance.now() - since)} ms after the write`);
+    } finally {
+      const res = await consul.fetch('/v1/config/mesh/mesh', { method: 'DELETE' });
+      assert.ok(res.ok, `DELETE the mesh entry: ${res.status}`);
+    }
+    await waitFor('XFCC appended again', async () => ((await xfccSeen())?.[0] === element ? true : undefined), APPLY_TIMEOUT_MS, 50);
   });
 });
