@@ -13,26 +13,11 @@ import { Authorizer } from '../../src/intentions/authorizer.js';
 import { decideL7, decideRequest, evaluate } from '../../src/intentions/evaluate.js';
 import { decodeHdrsBin, encodeHdrsBin } from '../../src/spoe/hdrs-bin.js';
 import type { SpoeAction, SpoeMessage } from '../../src/spoe/types.js';
-
-function ixn(source: string, fields: Partial<Intention>): Intention {
-  return {
-    sourceName: source,
-    sourceNamespace: 'default',
-    sourcePartition: '',
-    sourcePeer: '',
-    destinationName: 'web',
-    destinationNamespace: 'default',
-    destinationPartition: '',
-    action: '',
-    permissions: [],
-    precedence: source === '*' ? 8 : 9,
-    ...fields,
-  };
-}
+import { intentionFrom } from '../helpers/intentions.js';
 
 function l7(source: string, raw: unknown[]): Intention {
   const parsed = parsePermissions(raw);
-  return ixn(source, { permissions: parsed.permissions, ...(parsed.problem !== undefined && { unenforceable: parsed.problem }) });
+  return intentionFrom(source, { permissions: parsed.permissions, ...(parsed.problem !== undefined && { unenforceable: parsed.problem }) });
 }
 
 const req = (method: string, path: string, ...headers: Array<[string, string]>): PermissionRequest => ({ method, path, headers });
@@ -87,7 +72,7 @@ describe('parsePermissions', () => {
   }
 
   test('an unenforceable intention denies the sources it wins for; the others are unaffected', () => {
-    const set: IntentionSet = { intentions: [l7('api', [{ Action: 'allow', HTTP: { PathRegex: '(?=x)' } }]), ixn('*', { action: 'allow' })], defaultAllow: true };
+    const set: IntentionSet = { intentions: [l7('api', [{ Action: 'allow', HTTP: { PathRegex: '(?=x)' } }]), intentionFrom('*', { action: 'allow' })], defaultAllow: true };
     assert.equal(evaluate({ service: 'api', namespace: 'default', partition: 'default' }, set.intentions, true).allowed, false);
     assert.equal(decideRequest({ service: 'api', namespace: 'default', partition: 'default' }, req('GET', '/'), set), false);
     assert.equal(decideRequest({ service: 'web', namespace: 'default', partition: 'default' }, req('GET', '/'), set), true);
@@ -153,7 +138,7 @@ describe('req.hdrs_bin', () => {
 
 describe('the agent on an HTTP listener', () => {
   const set: IntentionSet = {
-    intentions: [l7('api', [{ Action: 'allow', HTTP: { PathPrefix: '/ok' } }]), ixn('web', { action: 'allow' }), ixn('batch', { action: 'deny' })],
+    intentions: [l7('api', [{ Action: 'allow', HTTP: { PathPrefix: '/ok' } }]), intentionFrom('web', { action: 'allow' }), intentionFrom('batch', { action: 'deny' })],
     defaultAllow: false,
   };
   const intVar = (actions: SpoeAction[], name: string) => {

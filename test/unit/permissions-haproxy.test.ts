@@ -19,12 +19,13 @@ import fc from 'fast-check';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 import { freePorts } from '../../devtools/ports.js';
 import { SPOE_AGENT_BACKEND_NAME, SPOE_AGENT_SOCKET_FILE, SPOE_ENGINE } from '../../src/domain/haproxy-names.js';
-import { type Intention, type IntentionPermission, type IntentionSet, type PermissionMatch, policiesOf } from '../../src/domain/intentions.js';
+import { type IntentionPermission, type IntentionSet, type PermissionMatch, policiesOf } from '../../src/domain/intentions.js';
 import { RBAC_DENIED_BODY, permissionLines, unrenderable } from '../../src/haproxy/render-permissions.js';
 import { Authorizer } from '../../src/intentions/authorizer.js';
 import { decideL7 } from '../../src/intentions/evaluate.js';
 import { SpoeAgent } from '../../src/spoe/agent.js';
 import { intentionsEnforcement, renderedPolicies } from '../../src/translate/spoe.js';
+import { intentionFrom } from '../helpers/intentions.js';
 import { headerArb, METHODS, nearReq, pathArb, type Req, rawRequest, reqArb, send } from '../helpers/matcher-arbs.js';
 
 const execFileAsync = promisify(execFile);
@@ -37,21 +38,6 @@ after(() => {
   for (const [pid, child] of running) if (child.exitCode === null) process.kill(pid, 'SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
-
-function intentionOf(source: string, permissions: IntentionPermission[]): Intention {
-  return {
-    sourceName: source,
-    sourceNamespace: 'default',
-    sourcePartition: '',
-    sourcePeer: '',
-    destinationName: 'web',
-    destinationNamespace: 'default',
-    destinationPartition: '',
-    action: '',
-    permissions,
-    precedence: 9,
-  };
-}
 
 interface Stats {
   requests: number;
@@ -152,7 +138,7 @@ const permissionArb: fc.Arbitrary<IntentionPermission> = fc.record({ action: fc.
 const setArb: fc.Arbitrary<readonly [IntentionSet, Req[]]> = fc
   .tuple(fc.array(fc.array(permissionArb, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 8 }), fc.boolean())
   .chain(([policies, defaultAllow]) => {
-    const set: IntentionSet = { intentions: policies.map((permissions, i) => intentionOf(`s${i}`, permissions)), defaultAllow };
+    const set: IntentionSet = { intentions: policies.map((permissions, i) => intentionFrom(`s${i}`, { permissions })), defaultAllow };
     const aimed = policies.flatMap((permissions) => permissions.flatMap((p) => (p.http === undefined ? [] : [nearReq({ ...p.http, queryParams: [] })])));
     return fc.tuple(fc.constant(set), fc.array(fc.oneof(reqArb, ...aimed), { minLength: 96, maxLength: 96 }));
   });
@@ -166,7 +152,15 @@ describe('L7 permissions on HAProxy with the SPOE agent', () => {
       { action: 'deny', http: { path: { kind: 'prefix', value: '/admin' }, headers: [], methods: [] } },
       { action: 'allow', http: { path: { kind: 'prefix', value: '/' }, headers: [], methods: ['GET', 'PUT'] } },
     ];
-    const set: IntentionSet = { intentions: [intentionOf('a', [exact1]), intentionOf('b', [notExact1]), intentionOf('c', [comma]), intentionOf('d', admin)], defaultAllow: false };
+    const set: IntentionSet = {
+      intentions: [
+        intentionFrom('a', { permissions: [exact1] }),
+        intentionFrom('b', { permissions: [notExact1] }),
+        intentionFrom('c', { permissions: [comma] }),
+        intentionFrom('d', { permissions: admin }),
+      ],
+      defaultAllow: false,
+    };
     const policies = [...policiesOf(set).values()];
     assert.equal(renderedPolicies(set).length, 3, 'the comma pattern goes to the agent');
     const req = (method: string, target: string, ...lines: string[]): Req => ({ method, target, headers: lines.map((l) => [l.split(':')[0] ?? '', l.slice(l.indexOf(':') + 1)]) });
