@@ -9,14 +9,11 @@
  * Seeds: PERMISSIONS_SEED (a number, or `random`), else a fixed one; printed on failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import fc from 'fast-check';
-import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 import { freePorts } from '../../devtools/ports.js';
 import { SPOE_AGENT_BACKEND_NAME, SPOE_AGENT_SOCKET_FILE, SPOE_ENGINE } from '../../src/domain/haproxy-names.js';
 import { type IntentionPermission, type IntentionSet, type PermissionMatch, policiesOf } from '../../src/domain/intentions.js';
@@ -25,17 +22,16 @@ import { Authorizer } from '../../src/intentions/authorizer.js';
 import { decideL7 } from '../../src/intentions/evaluate.js';
 import { SpoeAgent } from '../../src/spoe/agent.js';
 import { intentionsEnforcement, renderedPolicies } from '../../src/translate/spoe.js';
+import { serveChecked, stopAll } from '../helpers/haproxy-once.js';
 import { intentionFrom } from '../helpers/intentions.js';
 import { headerArb, METHODS, nearReq, pathArb, type Req, rawRequest, reqArb, send } from '../helpers/matcher-arbs.js';
 
-const execFileAsync = promisify(execFile);
 const SEED_ENV = process.env['PERMISSIONS_SEED'];
 const SEED = SEED_ENV === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_ENV ?? 20_261_205);
 
-const running = new Map<number, ChildProcess>();
 const dir = mkdtempSync(join(tmpdir(), 'hc-permissions-'));
 after(() => {
-  for (const [pid, child] of running) if (child.exitCode === null) process.kill(pid, 'SIGKILL');
+  stopAll();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -84,22 +80,12 @@ async function differential(set: IntentionSet, reqs: readonly Req[], stats: Stat
       '',
     ].join('\n'),
   );
-  const check = await execFileAsync(HAPROXY_BIN, ['-c', '-f', cfg]).catch((err: { stdout?: string; stderr?: string }) => {
-    throw new Error(`haproxy -c rejected ${cfg}:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
-  });
-  assert.doesNotMatch(`${check.stdout}${check.stderr}`, /\[(WARNING|ALERT)\]/, `${check.stdout}${check.stderr}`);
   const authorizer = new Authorizer();
   authorizer.update({ intentions: set, trustDomain: 'test.consul' });
   const agent = await SpoeAgent.listen({ socketPath: join(runDir, SPOE_AGENT_SOCKET_FILE), handle: authorizer.handle });
-  const child = spawn(HAPROXY_BIN, ['-f', cfg, '-db'], { stdio: 'ignore' });
-  const pid = child.pid ?? 0;
-  running.set(pid, child);
+  let haproxy: { stop(): void } | undefined;
   try {
-    const listening = () => send(port, 'GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n').then(Boolean, () => false);
-    for (let tries = 0; !(await listening()); tries++) {
-      if (tries > 200 || child.exitCode !== null) throw new Error(`haproxy did not listen on ${port}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    haproxy = await serveChecked(cfg, port);
     const mismatches: string[] = [];
     const ask = async (req: Req, policyIndex: number) => {
       const policy = policies[policyIndex % policies.length];
@@ -125,8 +111,7 @@ async function differential(set: IntentionSet, reqs: readonly Req[], stats: Stat
     for (let i = 0; i < reqs.length; i += 16) await Promise.all(reqs.slice(i, i + 16).map((req, j) => ask(req, i + j)));
     return mismatches;
   } finally {
-    running.delete(pid);
-    child.kill('SIGTERM');
+    haproxy?.stop();
     await agent.close();
   }
 }

@@ -10,23 +10,20 @@
  * PCRE2, code points in RE2) are skipped. Seeds: ROUTE_ACL_SEED (a number, or `random`), else a fixed one; printed on failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { RE2JS } from 're2js';
-import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 import { freePorts } from '../../devtools/ports.js';
 import { anchoredRegex, mayMatchComma, re2Problem } from '../../src/domain/regex.js';
 import type { HeaderMatch, QueryParamMatch, RouteMatch, ValueMatch } from '../../src/domain/routes.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
+import { serveChecked, stopAll } from '../helpers/haproxy-once.js';
 import { METHODS, NAMES, QUERY_NAMES, type Req, nearReq, reqArb, routeArb, send, rawRequest } from '../helpers/matcher-arbs.js';
 import { type AclTerm, approximations, conditionWords, MAX_LINE_WORDS, routeConditions, routeConditionTerms } from '../../src/haproxy/route-acl.js';
 
-const execFileAsync = promisify(execFile);
 /** A fixed seed keeps CI reproducible; ROUTE_ACL_SEED=random explores (the seed is printed on failure). */
 const SEED_ENV = process.env['ROUTE_ACL_SEED'];
 const SEED = SEED_ENV === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_ENV ?? 20_261_204);
@@ -162,10 +159,9 @@ function routeVerdict(match: RouteMatch, req: Req): Verdict {
 }
 
 // ---- HAProxy harness -------------------------------------------------------------------------
-const running = new Map<number, ChildProcess>();
 const dir = mkdtempSync(join(tmpdir(), 'hc-route-acl-'));
 after(() => {
-  for (const [pid, child] of running) if (child.exitCode === null) process.kill(pid, 'SIGKILL');
+  stopAll();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -196,19 +192,8 @@ async function differential(matches: readonly RouteMatch[], reqs: readonly Req[]
   const [port = 0] = await freePorts(1);
   const cfg = join(dir, `routes-${port}.cfg`);
   writeFileSync(cfg, configFor(port, matches.map(routeConditionTerms)));
-  const check = await execFileAsync(HAPROXY_BIN, ['-c', '-f', cfg]).catch((err: { stdout?: string; stderr?: string }) => {
-    throw new Error(`haproxy -c rejected ${cfg}:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
-  });
-  assert.doesNotMatch(`${check.stdout}${check.stderr}`, /\[(WARNING|ALERT)\]/);
-  const child = spawn(HAPROXY_BIN, ['-f', cfg, '-db'], { stdio: 'ignore' });
-  const pid = child.pid ?? 0;
-  running.set(pid, child);
+  const haproxy = await serveChecked(cfg, port);
   try {
-    const listening = () => send(port, 'GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n').then(Boolean, () => false);
-    for (let tries = 0; !(await listening()); tries++) {
-      if (tries > 200 || child.exitCode !== null) throw new Error(`haproxy did not listen on ${port}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
     const mismatches: string[] = [];
     const ask = async (req: Req) => {
       const verdicts = matches.map((m) => routeVerdict(m, req));
@@ -225,8 +210,7 @@ async function differential(matches: readonly RouteMatch[], reqs: readonly Req[]
     for (let i = 0; i < reqs.length; i += 16) await Promise.all(reqs.slice(i, i + 16).map(ask));
     return mismatches;
   } finally {
-    running.delete(pid);
-    child.kill('SIGTERM');
+    haproxy.stop();
   }
 }
 const batchArb = fc
