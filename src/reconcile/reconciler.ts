@@ -217,6 +217,10 @@ export class Reconciler {
       return;
     }
     const reasons = decision.kind === 'reload' ? decision.reasons : [`haproxy is ${this.#opts.driver.detail}`];
+    // What needs no reload goes live now, not after the quiet period and the reload: the intentions
+    // epoch above all, or connections that ask the agent again would get the new intentions while
+    // the others keep the old verdict until the new worker runs.
+    if (decision.kind === 'reload' && running) await this.#applyRuntimeSubset(model, signal, 'applied the changes that need no reload before the reload');
     const wait = decision.kind === 'reload' && running ? this.#quiet.wait(performance.now()) : 0;
     if (wait > 0) {
       clearTimeout(this.#quietTimer);
@@ -227,11 +231,11 @@ export class Reconciler {
   }
 
   /**
-   * After a failed reload: what of `desired` needs no reload (servers of unchanged backends, the
-   * leaf, the intentions epoch) still goes live, so one change that cannot be applied does not hold
-   * up the others. The structural part is retried on the retry timer.
+   * What of `desired` needs no reload (servers of unchanged backends, the leaf, the intentions
+   * epoch) goes live at once: before a reload, and after a failed one, so one change that cannot
+   * be applied does not hold up the others (the structural part is retried on the retry timer).
    */
-  async #applyRuntimeSubset(desired: HaproxyModel, signal: AbortSignal): Promise<void> {
+  async #applyRuntimeSubset(desired: HaproxyModel, signal: AbortSignal, done = 'applied the changes that need no reload; the rest waits for the retry'): Promise<void> {
     const previous = this.#applied;
     if (previous === undefined || this.#opts.driver.state !== 'running' || signal.aborted) return;
     const partial = runtimeSubset(previous.model, desired);
@@ -243,7 +247,7 @@ export class Reconciler {
       const text = render(partial);
       this.#applied = { model: partial, text };
       this.#opts.driver.persist(partial, text);
-      this.#opts.logger.info({ ops: decision.ops.length }, 'applied the changes that need no reload; the rest waits for the retry');
+      this.#opts.logger.info({ ops: decision.ops.length }, done);
     } catch (err) {
       this.#opts.logger.error({ err: errorMessage(err) }, 'applying the changes that need no reload failed too');
     }

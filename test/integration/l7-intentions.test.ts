@@ -670,8 +670,18 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
     const fresh: Json[] = [{ Action: 'deny', HTTP: { PathPrefix: '/fresh' } }, allow({ PathPrefix: '/' })];
     const id = policyId(fresh, true);
     const reloadMark = sidecar.logs.length;
+    // A connection kept alive across the change gets the new decision before the reload is live.
+    const kept = await MtlsConnection.open(main, 'mv');
+    assert.equal((await kept.request({ path: '/fresh/x' })).status, 200);
     const since = await move('mv', { Permissions: fresh });
     const freshMs = await seen(main, 'mv', { path: '/fresh/x' }, 'deny', since);
+    const keptMs = await waitFor(
+      'the kept-alive connection to see the new rules',
+      async () => ((await kept.request({ path: '/fresh/x' })).status === 403 ? msSince(since) : undefined),
+      APPLY_TIMEOUT_MS,
+      5,
+    );
+    kept.close();
     const reloaded = await waitFor('the reload with the new rules', async () => (count(sidecar, 'haproxy reloaded', reloadMark) > 0 ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 10);
     await new Promise((r) => setTimeout(r, RELOAD_SETTLE_MS));
     const reloads = sidecar.logs.slice(reloadMark).filter((l) => l.msg === 'reloading haproxy');
@@ -679,6 +689,13 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       `a permission change with new rules: decision seen after ${freshMs} ms, haproxy reloaded after ${reloaded} ms; reloads: ${reloads.length} (${JSON.stringify(reloads.map((l) => l.reasons))})`,
     );
     assert.equal(reloads.length, 1, `expected exactly one reload, got ${reloads.length}`);
+    console.log(`the kept-alive connection saw the new rules after ${keptMs} ms`);
+    // The intentions epoch moved at once, not with the reload: open connections never mix answers.
+    const order = sidecar.logs
+      .slice(reloadMark)
+      .map((l) => l.msg)
+      .filter((m) => m === 'applied the changes that need no reload before the reload' || m === 'reloading haproxy');
+    assert.deepEqual(order.slice(0, 2), ['applied the changes that need no reload before the reload', 'reloading haproxy']);
     const cfg = await runConfig(sidecar);
     assert.ok(cfg.includes(`-m str ${id} `), `the new policy ${id} is rendered after the reload`);
     // Rendered now: the agent is not asked any more.
