@@ -97,26 +97,30 @@ export function renderMarkdown(results: Results): string {
     `Each run: ${profile.warmupS} s warm-up (dropped) + ${profile.durationS} s measured; ${profile.rounds === 2 ? 'paths in A B B A order, two rounds (mean, then each round)' : 'one round'}. ` +
       `Saturation: wrk, 1 thread, ${profile.wrkConnections} connections. Latency and CPU: fortio, open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; ` +
       `the direct row is the generator's own floor. New connection: fortio at ${int(profile.newConnectionQps)} req/s, a new connection per request. ` +
-      'CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request. ' +
+      'CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request; the destination daemon column is the haproxy-connect process alone (its SPOE agent), part of the destination sidecar. ' +
       "RSS is summed per command over a component's processes (HAProxy master + worker; shared pages count twice).",
     '',
-    '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | new connection p50 µs | new connection p99 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | new connection p50 µs | new connection p99 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req destination daemon | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const p of results.paths) {
     lines.push(
       `| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ${int(mean(p.newConnectionP50Us))} | ${int(mean(p.newConnectionP99Us))} | ` +
-        `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest.app)} | ` +
+        `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest['destination daemon'])} | ${one(p.cpuUsPerRequest.app)} | ` +
         `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`,
     );
   }
   lines.push('', `Paths: ${results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ')}.`, '');
   const routing = routingCostLine(results.paths);
   if (routing !== undefined) lines.push(routing, '');
+  const l7 = l7CostLine(results.paths);
+  if (l7 !== undefined) lines.push(l7, '');
   if (results.controlPlane.length > 0) {
-    lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests |', '|---|---|---|---|---|---|');
+    lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests | reloads |', '|---|---|---|---|---|---|---|');
     for (const c of results.controlPlane) {
-      lines.push(`| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${int(c.failedRequests)} / ${int(c.requests)} |`);
+      lines.push(
+        `| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${int(c.failedRequests)} / ${int(c.requests)} | ${c.reloads === undefined ? '–' : int(c.reloads)} |`,
+      );
     }
     lines.push('');
   }
@@ -149,6 +153,34 @@ export function routingCostLine(paths: readonly PathSummary[]): string | undefin
     `Routing: sidecars' CPU per request (source + destination) hc-http-routed ${one(r.cpu)} µs, hc-http ${one(h.cpu)} µs (${signed(r.cpu - h.cpu)}; source sidecar ${signed(sourceDelta)}); ` +
     `p99 ${int(r.p99)} µs vs ${int(h.p99)} µs${ref}.`
   );
+}
+
+/**
+ * What L7 intentions cost, from the same run: hc-http-l7 (rendered ACL chain) and hc-http-l7-agent
+ * (the agent decides every request) next to hc-http (no intentions beyond the default allow) and
+ * the hand-written reference: sidecars' CPU µs per request (source + destination, and the
+ * destination daemon alone), p50/p99 at the fixed rate, keep-alive req/s. Undefined without the
+ * L7 paths and hc-http, or when no fixed-rate run measured them. Pure.
+ */
+export function l7CostLine(paths: readonly PathSummary[]): string | undefined {
+  const find = (name: string): PathSummary | undefined => paths.find((p) => p.path === name && p.p99Us.length > 0);
+  const plain = find('hc-http');
+  const l7 = ['hc-http-l7', 'hc-http-l7-agent'].map(find).filter((p): p is PathSummary => p !== undefined);
+  if (plain === undefined || l7.length === 0) return undefined;
+  const signed = (n: number): string => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(1)}` : '–');
+  const base = costOf(plain);
+  const daemon = (p: PathSummary): number => p.cpuUsPerRequest['destination daemon'] ?? Number.NaN;
+  const figures = (p: PathSummary): string => {
+    const c = costOf(p);
+    return `${p.path} ${one(c.cpu)} µs/req (destination daemon ${one(daemon(p))}), p50 ${int(mean(p.p50Us))} µs, p99 ${int(c.p99)} µs, keep-alive ${int(mean(p.keepAliveRps))} req/s`;
+  };
+  const deltas = l7.map((p) => `${p.path} ${signed(costOf(p).cpu - base.cpu)} µs/req (destination daemon ${signed(daemon(p) - daemon(plain))})`).join(', ');
+  const reference = paths.find((p) => p.path === 'reference-http' && p.p99Us.length > 0);
+  const ref =
+    reference === undefined
+      ? ''
+      : `; reference-http ${one(costOf(reference).cpu)} µs/req, p50 ${int(mean(reference.p50Us))} µs, p99 ${int(costOf(reference).p99)} µs, keep-alive ${int(mean(reference.keepAliveRps))} req/s`;
+  return `L7 intentions: sidecars' CPU per request (source + destination) ${[...l7, plain].map(figures).join('; ')}${ref}. Over hc-http: ${deltas}.`;
 }
 
 /** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */

@@ -6,14 +6,14 @@
  * With --quick it is a smoke test: it exits 1 unless every case ran. A control-plane case that fails
  * is reported (console, results, Markdown) and the run goes on with the next one, but still exits 1.
  * `--cases` runs only the named control-plane cases and no data-plane workload (while working on a
- * case).
+ * case), also one kept out of the profile (intention-scale runs in the full profile only).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../devtools/consul-dev-agent.js';
-import { repeatsOf, type ControlPlaneCase, type ControlPlaneResult } from './control-plane/case.js';
+import { repeatsOf, runsIn, type ControlPlaneCase, type ControlPlaneResult } from './control-plane/case.js';
 import { CONTROL_PLANE_CASES } from './control-plane/cases.js';
 import { runDataPlane, WORKLOADS } from './data-plane.js';
 import { loadAverage } from './lib/proc-stats.js';
@@ -54,7 +54,7 @@ function parseArgs(argv: readonly string[]): { profile: Profile; note: string; c
 
 async function main(): Promise<number> {
   const { profile, note, cases } = parseArgs(process.argv.slice(2));
-  const controlPlaneCases = cases ?? CONTROL_PLANE_CASES;
+  const controlPlaneCases = cases ?? CONTROL_PLANE_CASES.filter((c) => runsIn(c, profile));
   const multiCore = cpus().length >= 2;
   const generatorCore = multiCore ? GENERATOR_CORE : 0;
   const sutCore = multiCore ? SUT_CORE : 0;

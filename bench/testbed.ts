@@ -14,6 +14,18 @@
  *                   nine routes no benchmark request matches (lib/routed-path.ts): what routing costs.
  *                   Its destination is its own service (`hc-dst-routed`, service-defaults Protocol
  *                   http, the router written before the sidecars start), so hc-http stays unrouted.
+ *   hc-http-l7      hc-http to a destination whose intentions give the source an L7 intention: five
+ *                   permissions rendered as an ACL chain, the last of which allows the benchmark's
+ *                   requests (lib/l7-path.ts): what L7 intentions cost when HAProxy decides them.
+ *   hc-http-l7-agent  the same with a policy the compiler leaves to the agent (a comma-valued header
+ *                   Exact as an earlier permission): every request is a SPOP round trip to the daemon.
+ *                   Both destinations are their own services (`hc-dst-l7`, `hc-dst-l7-agent`, with
+ *                   service-defaults Protocol http and the intentions written before the sidecars
+ *                   start); after the paths answer, a request the policies deny must get the 403 and
+ *                   the destinations' haproxy.cfg must render the policy (resp. leave it to the agent).
+ *
+ * Every haproxy-connect destination also has a `destination daemon` component: the daemon's own
+ * process (no HAProxy), whose CPU per request is the agent's share of the destination sidecar's.
  *
  * The app is HAProxy itself answering a fixed `200 ok` (`http-request return`), not a Node server:
  * it is a few µs of C per request in one thread with no GC pauses, so it neither caps the paths'
@@ -31,7 +43,9 @@ import { freePorts, waitFor } from '../devtools/ports.js';
 import { appConfig, checkConfig, HAPROXY_BIN, referenceHopA, referenceHopB, writeCertificates, type ReferencePorts } from './lib/haproxy-fixtures.js';
 import { assertRunning, type ProcessRegistry, type Started } from './lib/procs.js';
 import { processTree } from './lib/proc-stats.js';
+import { AGENT_L7_PERMISSIONS, DENIED_PATH, RENDERED_L7_PERMISSIONS, renderedL7, serviceIntentions, type RenderedL7 } from './lib/l7-path.js';
 import { ROUTED_PATH_ROUTES, routedPathRouter, routeRulesOfFrontend } from './lib/routed-path.js';
+import { runDirBinding } from './lib/run-dirs.js';
 
 /** How long a path may take to answer after its processes started (Consul health checks run every 1 s). */
 const PATH_READY_TIMEOUT_MS = 90_000;
@@ -93,12 +107,32 @@ function routeRulesUnder(runBase: string, port: number): number {
   return found;
 }
 
+/** `N` ports, as freePorts(N) returns them. */
+type PortTuple<N extends number, T extends number[] = []> = T['length'] extends N ? T : PortTuple<N, [...T, number]>;
+
 function single(role: string, started: Started): Component {
   return { role, rootPid: started.pid, pids: () => [started.pid] };
 }
 
 function tree(role: string, started: Started): Component {
   return { role, rootPid: started.pid, pids: () => processTree(started.pid) };
+}
+
+/** A haproxy-connect destination: the whole sidecar (daemon + HAProxy), and its daemon alone. */
+function destination(started: Started): Component[] {
+  return [tree('destination sidecar', started), single('destination daemon', started)];
+}
+
+/** The L7 rules rendered by the sidecar whose public listener is `port` (undefined until its haproxy.cfg exists). */
+function renderedL7At(runBase: string, port: number): RenderedL7 | undefined {
+  const dir = runDirBinding(runBase, port);
+  return dir === undefined ? undefined : renderedL7(readFileSync(join(dir, 'haproxy.cfg'), 'utf8'));
+}
+
+/** `GET url`: status and body (the L7 paths' denial check). */
+async function statusOf(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+  return { status: res.status, body: await res.text() };
 }
 
 /**
@@ -177,7 +211,11 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
       hcOpenUpstream,
       hcDstRoutedPublic,
       hcRoutedUpstream,
-    ] = (await freePorts(17)) as [number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+      hcDstL7Public,
+      hcL7Upstream,
+      hcDstL7AgentPublic,
+      hcL7AgentUpstream,
+    ] = (await freePorts(21)) as PortTuple<21>;
 
     const app = await startHaproxyApp('app', appPort, 'ok');
     const certs = writeCertificates(workDir);
@@ -207,6 +245,15 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     await agent.put('/v1/config', { Kind: 'service-defaults', Name: 'hc-dst-routed', Protocol: 'http' });
     await agent.put('/v1/config', routedPathRouter('hc-dst-routed'));
     await registerMeshService(agent, { id: 'hc-dst-routed', name: 'hc-dst-routed', port: appPort, sidecarPort: hcDstRoutedPublic, protocol: 'http' });
+    // The L7 destinations: Consul takes L7 intentions only for a destination whose protocol is HTTP.
+    for (const [name, permissions, sidecarPort] of [
+      ['hc-dst-l7', RENDERED_L7_PERMISSIONS, hcDstL7Public],
+      ['hc-dst-l7-agent', AGENT_L7_PERMISSIONS, hcDstL7AgentPublic],
+    ] as const) {
+      await agent.put('/v1/config', { Kind: 'service-defaults', Name: name, Protocol: 'http' });
+      await agent.put('/v1/config', serviceIntentions(name, [{ Name: 'hc-src', Permissions: [...permissions] }]));
+      await registerMeshService(agent, { id: name, name, port: appPort, sidecarPort, protocol: 'http' });
+    }
     await registerMeshService(agent, { id: 'hc-dst-http', name: 'hc-dst-http', port: appPort, sidecarPort: hcDstHttpPublic, protocol: 'http' });
     await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
     await registerMeshService(agent, { id: 'hc-dst-open', name: 'hc-dst-open', port: appPort, sidecarPort: hcDstOpenPublic, protocol: 'tcp' });
@@ -221,6 +268,8 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
         { destinationName: 'hc-dst-open', localBindPort: hcOpenUpstream, protocol: 'tcp' },
         { destinationName: 'hc-dst-routed', localBindPort: hcRoutedUpstream, protocol: 'http' },
+        { destinationName: 'hc-dst-l7', localBindPort: hcL7Upstream, protocol: 'http' },
+        { destinationName: 'hc-dst-l7-agent', localBindPort: hcL7AgentUpstream, protocol: 'http' },
       ],
     });
     signal.throwIfAborted();
@@ -229,6 +278,8 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     // The same destination with intentions off: the difference is what authorization costs.
     const hcDstOpen = startHaproxyConnect('hc-dst-open', 'hc-dst-open', ['-enable-intentions=false']);
     const hcDstRouted = startHaproxyConnect('hc-dst-routed', 'hc-dst-routed');
+    const hcDstL7 = startHaproxyConnect('hc-dst-l7', 'hc-dst-l7');
+    const hcDstL7Agent = startHaproxyConnect('hc-dst-l7-agent', 'hc-dst-l7-agent');
     const hcSrc = startHaproxyConnect('hc-src', 'hc-src');
 
     const appComponent = single('app', app);
@@ -257,28 +308,40 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         name: 'hc-http',
         description: 'haproxy-connect pair, protocol http',
         url: url(hcHttpUpstream),
-        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstHttp), appComponent],
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstHttp), appComponent],
+      },
+      {
+        name: 'hc-http-l7',
+        description: 'hc-http with an L7 intention for the source (5 permissions rendered as an ACL chain; the last allows the request)',
+        url: url(hcL7Upstream),
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstL7), appComponent],
+      },
+      {
+        name: 'hc-http-l7-agent',
+        description: 'hc-http-l7 with a policy left to the agent (a comma-valued header Exact as 2nd permission): a SPOP round trip per request',
+        url: url(hcL7AgentUpstream),
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstL7Agent), appComponent],
       },
       {
         name: 'hc-http-routed',
         description: `hc-http behind a ${ROUTED_PATH_ROUTES}-route service-router (9 routes that do not match, then the catch-all)`,
         url: url(hcRoutedUpstream),
-        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstRouted), appComponent],
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstRouted), appComponent],
       },
       {
         name: 'hc-tcp',
         description: 'haproxy-connect pair, protocol tcp',
         url: url(hcTcpUpstream),
-        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstTcp), appComponent],
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstTcp), appComponent],
       },
       {
         name: 'hc-tcp-no-intentions',
         description: 'haproxy-connect pair, protocol tcp, intentions off at the destination',
         url: url(hcOpenUpstream),
-        components: [tree('source sidecar', hcSrc), tree('destination sidecar', hcDstOpen), appComponent],
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstOpen), appComponent],
       },
     ];
-    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen, hcDstRouted];
+    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen, hcDstRouted, hcDstL7, hcDstL7Agent];
     // Fail at once, with its output, when a process dies while the paths come up.
     const died = Promise.race(everyProcess.map((started) => started.exited.then(() => started))).then((started) => {
       assertRunning(started);
@@ -325,6 +388,23 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     if (unroutedRules > 0) throw new Error(`hc-http is routed too (${unroutedRules} route rules): it must stay the unrouted baseline`);
     const routed = paths.find((p) => p.name === 'hc-http-routed');
     if (routed !== undefined) routed.description += `; ${routeRules} route rules rendered`;
+    // The L7 paths must really be decided by L7 rules: a request their policies deny gets Envoy's 403,
+    // and the rendered path's destination renders its policy while the agent path's renders none.
+    for (const [name, port, renderedPolicies] of [
+      ['hc-http-l7', hcDstL7Public, 1],
+      ['hc-http-l7-agent', hcDstL7AgentPublic, 0],
+    ] as const) {
+      const path = paths.find((p) => p.name === name);
+      if (path === undefined) continue;
+      const denied = await statusOf(new URL(DENIED_PATH, path.url).href);
+      if (denied.status !== 403 || denied.body !== 'RBAC: access denied')
+        throw new Error(`${name}: GET ${DENIED_PATH} answered ${denied.status} '${denied.body.slice(0, 100)}', expected the L7 policy's 403`);
+      const rendered = await waitFor(`the destination of ${name} to render its L7 rules`, async () => renderedL7At(runBase, port), 10_000, 100);
+      if (rendered.policies.length !== renderedPolicies || rendered.agentRules === 0) {
+        throw new Error(`${name}: its destination renders ${rendered.policies.length} L7 policies (expected ${renderedPolicies}) and ${rendered.agentRules} send-spoe-group rules`);
+      }
+      path.description += renderedPolicies > 0 ? `; ${rendered.acls} ACLs, ${rendered.chainRules} chain rules rendered` : '; no policy rendered';
+    }
     return { agent, workDir, runBase, appPort, paths, daemonFrom, startHaproxyConnect, startHaproxyApp, stop };
   } catch (err) {
     await stop();

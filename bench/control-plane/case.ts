@@ -37,6 +37,11 @@ export interface ControlPlaneCase {
    * a scale test runs once, a CA rotation takes seconds each).
    */
   repeats?: (profile: Profile) => number;
+  /**
+   * The profiles whose runs include the case when no `--cases` names it (default: every profile).
+   * A case too slow for the CI smoke test runs in the full profile only.
+   */
+  profiles?: ReadonlyArray<Profile['name']>;
   /** Sets up what it needs on the shared testbed, repeats `ctx.repeats` times, cleans up. */
   run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]>;
 }
@@ -44,6 +49,11 @@ export interface ControlPlaneCase {
 /** How many repetitions (= samples per result) `c` runs in `profile`. */
 export function repeatsOf(c: ControlPlaneCase, profile: Profile): number {
   return c.repeats?.(profile) ?? profile.controlPlaneRepeats;
+}
+
+/** Whether a run of `profile` without `--cases` includes `c`. */
+export function runsIn(c: ControlPlaneCase, profile: Profile): boolean {
+  return c.profiles === undefined || c.profiles.includes(profile.name);
 }
 
 /** Nearest-rank percentile of `samples` (p in 0..100). Pure. */

@@ -8,10 +8,28 @@ import { endpointChurn } from './endpoint-churn.js';
 import { caRotation } from './ca-rotation.js';
 import { endpointScale } from './endpoint-scale.js';
 import { intentionFlip } from './intention-flip.js';
+import { intentionScale } from './intention-scale.js';
+import { l7PermissionChange } from './l7-permission-change.js';
+import { l7SourceMove } from './l7-source-move.js';
 import { resolverSubset } from './resolver-subset.js';
 import { routerShift } from './router-shift.js';
 import { splitterShift } from './splitter-shift.js';
 import { upstreamScale } from './upstream-scale.js';
 
-/** CA rotation runs last: it gives every sidecar of the testbed new roots and leaves. */
-export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [endpointChurn, intentionFlip, resolverSubset, splitterShift, routerShift, endpointScale, upstreamScale, caRotation];
+/**
+ * CA rotation runs last: it gives every sidecar of the testbed new roots and leaves. intention-scale
+ * runs in the full profile only (`profiles`).
+ */
+export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [
+  endpointChurn,
+  intentionFlip,
+  l7PermissionChange,
+  l7SourceMove,
+  resolverSubset,
+  splitterShift,
+  routerShift,
+  endpointScale,
+  upstreamScale,
+  intentionScale,
+  caRotation,
+];

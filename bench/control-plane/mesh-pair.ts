@@ -16,25 +16,56 @@ export interface MeshPair {
   /** Public (mTLS) listener ports of the source and destination sidecars. */
   sourcePublicPort: number;
   destinationPublicPort: number;
+  /** The source sidecar's upstream listener (the probe's port), for more probes. */
+  upstreamPort: number;
+  /** Service names: `<prefix>-src`, `<prefix>-dst`. */
+  source: string;
+  destination: string;
+  /** The destination's haproxy-connect daemon (its pid is the daemon's; HAProxy runs below it). */
+  destinationSidecar: Started;
+  /** The destination sidecar's Prometheus text; throws unless started with `destinationMetrics`. */
+  destinationMetrics(): Promise<string>;
   close(): Promise<void>;
 }
 
+export interface MeshPairOptions {
+  /**
+   * The destination gets a `service-defaults` entry with Protocol http before anything is
+   * registered (Consul takes L7 intentions only for an HTTP destination); `close` deletes it and
+   * the destination's `service-intentions` entry.
+   */
+  httpDefaults?: boolean;
+  /** The destination sidecar serves its metrics (`-stats-addr`) on loopback. */
+  destinationMetrics?: boolean;
+}
+
 /** Starts `<prefix>-src` → `<prefix>-dst` and resolves once the probe is answered by the destination app. */
-export async function startMeshPair(ctx: ControlPlaneContext, prefix: string): Promise<MeshPair> {
+export async function startMeshPair(ctx: ControlPlaneContext, prefix: string, options: MeshPairOptions = {}): Promise<MeshPair> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
-  const [appPort, dstPublic, srcPublic, upstreamPort] = (await freePorts(4)) as [number, number, number, number];
+  const [appPort, dstPublic, srcPublic, upstreamPort, dstStats] = (await freePorts(5)) as [number, number, number, number, number];
   const src = `${prefix}-src`;
   const dst = `${prefix}-dst`;
   const started: Started[] = [];
   const probe = new Probe(upstreamPort);
+  let defaultsWritten = false;
   const close = async (): Promise<void> => {
     probe.close();
     for (const s of started.reverse()) await registry.stop(s);
     // Best effort: the agent is stopped with the testbed anyway.
     for (const id of [src, dst]) await agent.put(`/v1/agent/service/deregister/${id}`).catch((err: unknown) => ctx.log(`${prefix}: cleanup: ${String(err)}`));
+    if (defaultsWritten) {
+      // The intentions first: Consul refuses to drop the protocol under L7 intentions.
+      const res = await agent.fetch(`/v1/config/service-intentions/${dst}`, { method: 'DELETE' }).catch(() => undefined);
+      if (res !== undefined && !res.ok && res.status !== 404) ctx.log(`${prefix}: cleanup: DELETE service-intentions/${dst}: ${res.status}`);
+      await deleteConfigEntry(ctx, 'service-defaults', dst).catch((err: unknown) => ctx.log(`${prefix}: cleanup: ${String(err)}`));
+    }
   };
   try {
+    if (options.httpDefaults === true) {
+      await agent.put('/v1/config', { Kind: 'service-defaults', Name: dst, Protocol: 'http' });
+      defaultsWritten = true;
+    }
     started.push(await testbed.startHaproxyApp(`${dst}-app`, appPort, dst));
     await registerMeshService(agent, { id: dst, name: dst, port: appPort, sidecarPort: dstPublic, protocol: 'http' });
     await registerMeshService(agent, {
@@ -45,10 +76,18 @@ export async function startMeshPair(ctx: ControlPlaneContext, prefix: string): P
       protocol: 'http',
       upstreams: [{ destinationName: dst, localBindPort: upstreamPort, protocol: 'http' }],
     });
-    started.push(testbed.startHaproxyConnect(`${dst}-sidecar`, dst));
+    const destinationSidecar = testbed.startHaproxyConnect(`${dst}-sidecar`, dst, options.destinationMetrics === true ? ['-stats-addr', `127.0.0.1:${dstStats}`] : []);
+    started.push(destinationSidecar);
     started.push(testbed.startHaproxyConnect(`${src}-sidecar`, src));
     await probe.until(`${dst} through the mesh`, (b) => b === dst, SETUP_TIMEOUT_MS);
-    return { probe, sourcePublicPort: srcPublic, destinationPublicPort: dstPublic, close };
+    const destinationMetrics = async (): Promise<string> => {
+      if (options.destinationMetrics !== true) throw new Error(`${dst} sidecar was started without -stats-addr`);
+      const res = await fetch(`http://127.0.0.1:${dstStats}/metrics`, { signal: AbortSignal.timeout(10_000) });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`${dst} sidecar /metrics answered ${res.status}: ${text.slice(0, 200)}`);
+      return text;
+    };
+    return { probe, sourcePublicPort: srcPublic, destinationPublicPort: dstPublic, upstreamPort, source: src, destination: dst, destinationSidecar, destinationMetrics, close };
   } catch (err) {
     await close();
     throw err;

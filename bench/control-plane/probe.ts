@@ -12,6 +12,16 @@ export interface ProbeAnswer {
   at: number;
 }
 
+export interface ProbeReply {
+  /** The HTTP status; undefined when no response came. */
+  status: number | undefined;
+  body: string | undefined;
+  /** `performance.now()` when the answer (or failure) arrived. */
+  at: number;
+  /** Why no response came (`socket hang up`, `read ECONNRESET`, `timeout`, ...). */
+  error?: string;
+}
+
 export class Probe {
   readonly #agent = new Agent({ keepAlive: true, maxSockets: 1 });
   readonly #port: number;
@@ -22,24 +32,29 @@ export class Probe {
     this.#port = port;
   }
 
-  /** One GET; `body` is undefined when the request failed (counted in `failed`). */
-  get(): Promise<ProbeAnswer> {
+  /** One GET of `path` (default `/`); `body` is undefined when the request failed or was not a 200 (counted in `failed`). */
+  async get(path = '/'): Promise<ProbeAnswer> {
+    const reply = await this.ask(path);
+    if (reply.status === 200) return { body: reply.body, at: reply.at };
+    this.failed++;
+    return { body: undefined, at: reply.at };
+  }
+
+  /**
+   * One GET of `path`, whatever its status: a 403 is an answer here (L7 intentions). `status` is
+   * undefined when no response came (error, timeout). Counted in `requests`, never in `failed`.
+   */
+  ask(path: string): Promise<ProbeReply> {
     this.requests++;
     return new Promise((resolve) => {
-      const fail = (): void => {
-        this.failed++;
-        resolve({ body: undefined, at: performance.now() });
-      };
-      const req = request({ host: '127.0.0.1', port: this.#port, path: '/', agent: this.#agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+      const fail = (err?: Error): void => resolve({ status: undefined, body: undefined, at: performance.now(), ...(err !== undefined && { error: err.message }) });
+      const req = request({ host: '127.0.0.1', port: this.#port, path, agent: this.#agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => {
           body += d;
         });
-        res.on('end', () => {
-          if (res.statusCode === 200) resolve({ body, at: performance.now() });
-          else fail();
-        });
+        res.on('end', () => resolve({ status: res.statusCode, body, at: performance.now() }));
         res.on('error', fail);
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
