@@ -393,6 +393,18 @@ const FINDING2_CASES: Case[] = [
   },
 ];
 
+/**
+ * The second known difference: Consul writes source names into Envoy's principal regex unescaped,
+ * so `a.b → web` allow also lets `axb` through in Envoy (default deny); names are compared
+ * exactly here, as /v1/connect/intentions/check does.
+ */
+const DOTTED_CASE: Case = {
+  label: 'a dotted source name, default deny',
+  defaultAllow: false,
+  entries: [{ Kind: 'service-intentions', Name: 'web', Sources: [{ Name: 'a.b', Action: 'allow' }] }],
+  requests: [get('/')],
+};
+
 /** Examples of Consul's service-intentions documentation (destination renamed to web), default deny. */
 const DOC_CASES: Array<Case & { expect: Array<[caller: string, request: number, allowed: boolean]> }> = [
   {
@@ -681,7 +693,7 @@ describe('envoy-rbac evaluator: hand-written filters', () => {
 
 describe(`L7 intentions: decideRequest agrees with Consul 1.16.2's RBAC as Envoy evaluates it (seed ${SEED})`, () => {
   const generated = generatedCases(SEED);
-  const cases: Case[] = [...FINDING2_CASES, ...DOC_CASES, ...generated];
+  const cases: Case[] = [...FINDING2_CASES, DOTTED_CASE, ...DOC_CASES, ...generated];
   let answers: OracleAnswer[] = [];
   let oracleMs = 0;
 
@@ -721,6 +733,18 @@ describe(`L7 intentions: decideRequest agrees with Consul 1.16.2's RBAC as Envoy
         }
       }
     }
+  });
+
+  test('a dotted source name (fixed): Envoy reads the dot as any character, we compare names exactly', () => {
+    const answer = at(DOTTED_CASE);
+    const set = ourSet(answer, false, DOTTED_CASE.label);
+    const r = DOTTED_CASE.requests[0] as RawRequest;
+    const envoy = (service: string) => envoyRbacDecision(answer.rbac as HttpRbacConfig, envoyRequest(answer.trustDomain as string, service, r)).allowed;
+    assert.equal(decideRequest(caller('a.b'), permissionRequest(r), set), true);
+    assert.equal(envoy('a.b'), true);
+    assert.equal(decideRequest(caller('axb'), permissionRequest(r), set), false);
+    assert.equal(envoy('axb'), true, 'Envoy: the unescaped dot matches x');
+    assert.equal(envoy('ab'), false);
   });
 
   test("Consul's documentation examples, on both sides", () => {
