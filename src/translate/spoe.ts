@@ -108,16 +108,31 @@ export function epochMapText(epoch: string): string {
   return `${INTENTIONS_EPOCH_CURRENT_KEY} ${epoch}\n${epoch} 1\n`;
 }
 
+/** Policy id → its ACL count, or null when it cannot be rendered: ids hash the content, so the answer never changes. */
+const renderable = new Map<string, number | null>();
+const MAX_REMEMBERED_POLICIES = 50_000;
+
+/** How many ACLs `policy` renders to; undefined when the agent must decide it (a memo of a pure function). */
+function aclCountOf(policy: L7Policy): number | undefined {
+  let known = renderable.get(policy.id);
+  if (known === undefined) {
+    known = unrenderable(policy) === undefined ? policyAclCount(policy) : null;
+    if (renderable.size >= MAX_REMEMBERED_POLICIES) renderable.clear();
+    renderable.set(policy.id, known);
+  }
+  return known ?? undefined;
+}
+
 /**
  * The L7 policies rendered as ACL chains: those the compiler renders exactly, by id (a stable
  * configuration whatever the intentions' order), within MAX_RENDERED_ACLS; the agent decides the others.
  */
 export function renderedPolicies(set: IntentionSet): L7Policy[] {
-  const candidates = [...policiesOf(set).values()].filter((policy) => unrenderable(policy) === undefined).sort((a, b) => compareStrings(a.id, b.id));
+  const candidates = [...policiesOf(set).values()].filter((policy) => aclCountOf(policy) !== undefined).sort((a, b) => compareStrings(a.id, b.id));
   const rendered: L7Policy[] = [];
   let acls = 0;
   for (const policy of candidates) {
-    const count = policyAclCount(policy);
+    const count = aclCountOf(policy) ?? 0;
     if (acls + count > MAX_RENDERED_ACLS) continue;
     acls += count;
     rendered.push(policy);
