@@ -37,7 +37,7 @@ test-haproxy30:
 build:
 	npm run build
 
-# The benchmark harness (bench/run.ts): `bench` is the full run (about 13 minutes on 2 cores; run it
+# The benchmark harness (bench/run.ts): `bench` is the full run (about 15 minutes on 2 cores; run it
 # on an otherwise idle machine), `bench-quick` a smoke test that fails unless every case ran. Both
 # install wrk and fortio first and write bench/results/<timestamp>.json and bench/results/latest.md.
 .PHONY: bench bench-quick
