@@ -216,7 +216,7 @@ export class ConsulHttp {
     // address, shared by every sidecar on the node; each holds one blocking query per upstream.
     const hint =
       response.status === 429
-        ? " (too many connections from this address: every sidecar on the node holds one blocking query per upstream plus four; raise the agent's limits.http_max_conns_per_client, default 200)"
+        ? " (too many connections from this address: every sidecar on the node holds one blocking query per upstream and per target, plus four or five; raise the agent's limits.http_max_conns_per_client, default 200)"
         : '';
     throw new HaproxyConnectError('CONSUL_HTTP', `Consul agent at ${this.address} answered ${method} ${path} with HTTP ${response.status}: ${excerpt}${hint}`);
   }

@@ -45,7 +45,9 @@ export async function readFirstSnapshot(config: Config, consul: ConsulAgentApi, 
   const registration = (await consul.proxyRegistration(proxy.id, {}, signal)).value;
   // A chain per service upstream and at least one target per upstream (more with subsets and failover).
   const chains = registration.upstreams.filter((u) => u.destinationType === 'service').length;
-  const blockingQueries = chains + registration.upstreams.length + (enforce ? 4 : 3);
+  // Registration, leaf, roots, intentions when enforced, and the mesh entry on an http or http2 listener.
+  const meshWatch = ['http', 'http2'].includes(registration.publicListener.protocol) ? 1 : 0;
+  const blockingQueries = chains + registration.upstreams.length + (enforce ? 4 : 3) + meshWatch;
   if (blockingQueries > AGENT_CONNECTIONS_WARNING) {
     log.consul.warn(
       { blockingQueries, upstreams: registration.upstreams.length },

@@ -19,7 +19,7 @@ import { SpoeAgent } from '../spoe/agent.js';
 import type { SidecarMetrics } from '../telemetry/metrics.js';
 
 export interface IntentionsPart {
-  /** Applies an intentions or roots event (other events are ignored). */
+  /** Applies an intentions, leaf or roots event (other events are ignored). */
   observe(event: SnapshotEvent): void;
   /** Denies every caller until the intentions of the service the proxy now fronts arrive. */
   denyAll(): void;
@@ -60,7 +60,7 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
       if (event.kind === 'intentions') {
         const revoked = authorizer.update({ intentions: event.value });
         reportUnenforceable(event.value);
-        log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
+        log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, l7Policies: authorizer.policies.size, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
         revoke(revoked);
       } else if (event.kind === 'leaf') {
         authorizer.update({ localSpiffeUri: localUriOf(event.value.certPem, log) });

@@ -189,7 +189,7 @@ export class SidecarMetrics {
 
     this.#decisions = new Counter({
       name: name('intention_decisions_total'),
-      help: 'Connections authorized by the intentions agent: allow, deny, or error (no identity could be read; refused)',
+      help: 'Connections authorized by the intentions agent (allow, deny, l7: an L7 policy decides each request, error: no identity could be read, denied), and requests of L7 policies the agent decides (request_allow, request_deny)',
       labelNames: ['result'],
       registers,
     });

@@ -35,14 +35,9 @@ const CONSUL_LEAF_CERT =
   'YWQyZWE4OC0xNTc4LWQ0YzUtYjU1OC1jZjAzOGRiNTcxNmUuY29uc3VsL25zL2Rl%0AZmF1bHQvZGMvZGMxL3N2Yy93ZWIwCgYIKoZIzj0EAwIDRwAwRAIgFovvI7jpbIB3%0A' +
   '7lT%2B5QJyAYtntpX3OkXlH6MkvxSylPECIHwATLHYk3dTgaL%2Bq2%2BnJNh6rWfwKfcF%0AmsW8TFdQLeTK%0A-----END%20CERTIFICATE-----%0A';
 
-const HAS_OPENSSL = ((): boolean => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+/** A fixed seed keeps CI reproducible; XFCC_SEED=random explores (the seed is printed by fast-check on failure). */
+const SEED_ENV = process.env['XFCC_SEED'];
+const SEED = SEED_ENV === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_ENV ?? 20_261_204);
 
 function openssl(args: string[], input: Buffer): string {
   return execFileSync('openssl', ['x509', '-inform', 'DER', ...args], { input }).toString('latin1');
@@ -160,7 +155,7 @@ describe('xfccElement', () => {
     assert.equal(pairs.get('Chain'), enc(leaf) + enc(intermediate));
   });
 
-  test('PEM, hash and subject agree with OpenSSL and Node for the test PKI', { skip: !HAS_OPENSSL && 'no openssl binary' }, () => {
+  test('PEM, hash and subject agree with OpenSSL and Node for the test PKI', () => {
     for (const pem of [PEM.webCert, PEM.apiCert, PEM.ca, PEM.ca2, PEM.expiredCert]) {
       const der = derOf(pem);
       const pairs = new Map(parseElement(xfccElement(der, '')));
@@ -219,11 +214,11 @@ describe('xfccElement', () => {
           ['O', org],
         ]);
       }),
-      { numRuns: 200 },
+      { seed: SEED, numRuns: 200 },
     );
   });
 
-  test('differential: the subject is printed as OpenSSL prints it with XN_FLAG_RFC2253 (types, escapes, unknown attributes, multi-valued RDNs)', { skip: !HAS_OPENSSL && 'no openssl binary' }, () => {
+  test('differential: the subject is printed as OpenSSL prints it with XN_FLAG_RFC2253 (types, escapes, unknown attributes, multi-valued RDNs)', () => {
     // OpenSSL and BoringSSL share these short names; OpenSSL also names 2.5.4.97 and the EV
     // jurisdiction attributes, which BoringSSL (Envoy's) does not, so they are left out here.
     const oids = [CN, O, OU, '2.5.4.6', '2.5.4.7', '2.5.4.8', '2.5.4.5', '2.5.4.42', '2.5.4.65', '1.2.840.113549.1.9.1', '0.9.2342.19200300.100.1.25', '0.9.2342.19200300.100.1.1', '1.2.3.4', '2.999'];
@@ -235,12 +230,28 @@ describe('xfccElement', () => {
         .map(({ oid, s, tag }) => ({ oid, value: stringValue(tag, tag === TAG.BMP ? s.replace(/[\u{10000}-\u{10ffff}]/gu, 'x') : s) })),
       fc.record({ oid: fc.constantFrom(...oids), s: latin1, tag: fc.constantFrom(TAG.T61, TAG.IA5) }).map(({ oid, s, tag }) => ({ oid, value: stringValue(tag, s) })),
     );
+    // A value that is exactly '#': OpenSSL 3.0 prints it bare (its "last character" rule overrides
+    // its "first character" one), we escape it as BoringSSL's source reads (not checked against a
+    // live Envoy); left out of this comparison.
+    const bareHash = (a: Attribute) => {
+      const content = a.value.subarray(2);
+      return [1, 2, 4].includes(content.length) && content.at(-1) === 0x23 && content.subarray(0, -1).every((b) => b === 0);
+    };
     fc.assert(
-      fc.property(fc.array(fc.array(attribute, { minLength: 1, maxLength: 2 }), { maxLength: 3 }), (rdns) => {
-        const der = certificate({ subject: rdns });
-        assert.equal(subjectOf(xfccElement(der, '')), opensslSubject(der));
-      }),
-      { numRuns: 30 },
+      fc.property(
+        fc.array(
+          fc.array(
+            attribute.filter((a) => !bareHash(a)),
+            { minLength: 1, maxLength: 2 },
+          ),
+          { maxLength: 3 },
+        ),
+        (rdns) => {
+          const der = certificate({ subject: rdns });
+          assert.equal(subjectOf(xfccElement(der, '')), opensslSubject(der));
+        },
+      ),
+      { seed: SEED, numRuns: 30 },
     );
   });
 
