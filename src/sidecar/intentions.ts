@@ -60,7 +60,10 @@ export async function startIntentions(options: IntentionsOptions): Promise<Inten
       if (event.kind === 'intentions') {
         const revoked = authorizer.update({ intentions: event.value });
         reportUnenforceable(event.value);
-        log.info({ intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, l7Policies: authorizer.policies.size, revoked: revoked.length, ...authorizer.stats }, 'intentions changed');
+        log.info(
+          { intentions: event.value.intentions.length, defaultAllow: event.value.defaultAllow, l7Policies: authorizer.policies.size, revoked: revoked.length, ...authorizer.stats },
+          'intentions changed',
+        );
         revoke(revoked);
       } else if (event.kind === 'leaf') {
         authorizer.update({ localSpiffeUri: localUriOf(event.value.certPem, log) });
