@@ -3,7 +3,7 @@
  * the response with zod at the boundary and returning domain types plus the blocking cursor.
  */
 import type { z } from 'zod';
-import { parsePermissions } from './permissions.js';
+import { intentionFromJson } from './permissions.js';
 import { HaproxyConnectError } from '../errors.js';
 import type { Intention, IntentionSet } from '../domain/intentions.js';
 import { type Chain, DEFAULT_MESH_CONFIG, type Endpoint, type Leaf, type MeshConfig, type ProxyRegistration, type Roots } from '../domain/snapshot.js';
@@ -266,25 +266,7 @@ export class ConsulHttpClient implements ConsulAgentApi {
       );
     }
     // The body is keyed by the name we asked for; take every list in case of a renamed key.
-    const intentions: Intention[] = Object.values(body)
-      .flat()
-      .map((i): Intention => {
-        const parsed = parsePermissions(i.Permissions);
-        const problem = i.JWT !== undefined && i.JWT !== null ? 'it requires a JWT, which haproxy-connect does not verify' : parsed.problem;
-        return {
-          sourceName: i.SourceName,
-          sourceNamespace: i.SourceNS,
-          sourcePartition: i.SourcePartition,
-          sourcePeer: i.SourcePeer,
-          destinationName: i.DestinationName,
-          destinationNamespace: i.DestinationNS,
-          destinationPartition: i.DestinationPartition,
-          action: i.Action,
-          permissions: parsed.permissions,
-          precedence: i.Precedence,
-          ...(problem !== undefined && { unenforceable: problem }),
-        };
-      });
+    const intentions: Intention[] = Object.values(body).flat().map(intentionFromJson);
     return { value: { intentions, defaultAllow: policy === 'allow' }, cursor: { index } };
   }
 

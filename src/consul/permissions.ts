@@ -10,9 +10,10 @@
  * with none of them is skipped, as Consul does).
  */
 import { z } from 'zod';
-import type { IntentionPermission, PermissionMatch } from '../domain/intentions.js';
+import type { Intention, IntentionPermission, PermissionMatch } from '../domain/intentions.js';
 import { re2Problem } from '../domain/regex.js';
 import { HTTP_TOKEN, type HeaderMatch } from '../domain/routes.js';
+import type { intentionJsonSchema } from './schemas.js';
 
 const text = z
   .string()
@@ -113,4 +114,23 @@ export function parsePermissions(raw: readonly unknown[]): PermissionsResult {
     throw err;
   }
   return { permissions };
+}
+
+/** One intention of the match endpoint's answer: a permission it cannot enforce makes it unenforceable, never the others. */
+export function intentionFromJson(i: z.infer<typeof intentionJsonSchema>): Intention {
+  const parsed = parsePermissions(i.Permissions);
+  const problem = i.JWT !== undefined && i.JWT !== null ? 'it requires a JWT, which haproxy-connect does not verify' : parsed.problem;
+  return {
+    sourceName: i.SourceName,
+    sourceNamespace: i.SourceNS,
+    sourcePartition: i.SourcePartition,
+    sourcePeer: i.SourcePeer,
+    destinationName: i.DestinationName,
+    destinationNamespace: i.DestinationNS,
+    destinationPartition: i.DestinationPartition,
+    action: i.Action,
+    permissions: parsed.permissions,
+    precedence: i.Precedence,
+    ...(problem !== undefined && { unenforceable: problem }),
+  };
 }

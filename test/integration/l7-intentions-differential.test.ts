@@ -11,8 +11,8 @@
  * listener's envoy.filters.http.rbac filter. For every set × caller × request (requests aimed at the
  * set's matchers' edges: prefix boundaries, trailing slashes, %2F, queries, repeated, absent and
  * empty headers, values with commas, lower-case methods):
- * - ours: the IntentionSet built from Consul's intentions as our client builds it (intentionJsonSchema
- *   + parsePermissions; precedence from intentionPrecedence, asserted equal to Consul's), then
+ * - ours: the IntentionSet built from Consul's intentions by our client's own intentionFromJson
+ *   (intentionPrecedence asserted equal to Consul's precedence), then
  *   decideRequest on the request as our model sees it (the path without its query);
  * - Envoy: test/helpers/envoy-rbac.ts on the generated filter, the raw target and the caller's SPIFFE
  *   ID in the snapshot's trust domain.
@@ -32,12 +32,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { parsePermissions } from '../../src/consul/permissions.js';
+import { intentionFromJson } from '../../src/consul/permissions.js';
 import { intentionJsonSchema } from '../../src/consul/schemas.js';
 import type { Intention, IntentionSet, PermissionRequest, SourceIdentity } from '../../src/domain/intentions.js';
 import { re2Problem } from '../../src/domain/regex.js';
 import { decideRequest, evaluate, intentionPrecedence, permissionMatches } from '../../src/intentions/evaluate.js';
 import { envoyRbacDecision, type HttpRbacConfig, type RbacRequest } from '../helpers/envoy-rbac.js';
+import type { ChainHeaderMatch } from '../helpers/envoy-routes.js';
+import { prng } from '../helpers/prng.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
 const ORACLE_MODULE = join(ROOT, 'tools/consul');
@@ -67,33 +69,14 @@ const REQUEST_HEADER_VALUES = ['v', 'v1', 'a', 'b', 'a,b', '', 'V', 'xv', 'v,', 
 const PERMISSION_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'get', 'post'];
 const REQUEST_METHODS = ['GET', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'PATCH', 'OPTIONS', 'get', 'post'];
 
-/** mulberry32, as intentions-differential.test.ts. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
 type Rand = () => number;
 const pick = <T>(rand: Rand, items: readonly T[]): T => items[Math.floor(rand() * items.length)] as T;
 
 // ---------------------------------------------------------------------------------------------
 // Consul's JSON (PUT /v1/config service-intentions entries)
 
-interface HeaderJson {
-  Name: string;
-  Present?: boolean;
-  Exact?: string;
-  Prefix?: string;
-  Suffix?: string;
-  Regex?: string;
-  Invert?: boolean;
-}
+/** A header matcher as Consul writes it, in permissions as in routes. */
+type HeaderJson = ChainHeaderMatch;
 interface HttpJson {
   PathExact?: string;
   PathPrefix?: string;
@@ -536,24 +519,9 @@ async function runOracle(cases: readonly Case[]): Promise<OracleAnswer[]> {
 /** Our IntentionSet from Consul's intentions, as ConsulHttpClient.intentionsMatch builds it. */
 function ourSet(answer: OracleAnswer, defaultAllow: boolean, context: string): IntentionSet {
   const intentions = (answer.intentions ?? []).map((raw): Intention => {
-    const i = intentionJsonSchema.parse(raw);
-    const parsed = parsePermissions(i.Permissions);
-    const problem = i.JWT !== undefined && i.JWT !== null ? 'JWT' : parsed.problem;
-    assert.equal(problem, undefined, `${context}: our parser refused ${JSON.stringify(raw)}`);
-    const intention: Intention = {
-      sourceName: i.SourceName,
-      sourceNamespace: i.SourceNS,
-      sourcePartition: i.SourcePartition,
-      sourcePeer: i.SourcePeer,
-      destinationName: i.DestinationName,
-      destinationNamespace: i.DestinationNS,
-      destinationPartition: i.DestinationPartition,
-      action: i.Action,
-      permissions: parsed.permissions,
-      precedence: 0,
-    };
-    intention.precedence = intentionPrecedence(intention);
-    assert.equal(intention.precedence, i.Precedence, `${context}: intentionPrecedence disagrees with Consul for ${i.SourceName} -> ${i.DestinationName}`);
+    const intention = intentionFromJson(intentionJsonSchema.parse(raw));
+    assert.equal(intention.unenforceable, undefined, `${context}: our parser refused ${JSON.stringify(raw)}`);
+    assert.equal(intentionPrecedence(intention), intention.precedence, `${context}: intentionPrecedence disagrees with Consul for ${intention.sourceName} -> ${intention.destinationName}`);
     return intention;
   });
   return { intentions, defaultAllow };
