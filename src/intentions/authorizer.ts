@@ -79,6 +79,11 @@ interface Tracked {
   identity: SourceIdentity;
 }
 
+/** A message flag written as `int(1)`: it reaches us as an int64 (HAProxy encodes every integer sample so). */
+function isSet(flag: TypedData | undefined): boolean {
+  return (flag?.type === 'int64' || flag?.type === 'int32') && Number(flag.value) === 1;
+}
+
 function int(scope: 'sess' | 'txn', name: string, value: number): SpoeAction {
   return { type: 'set-var', scope, name, value: { type: 'int32', value } };
 }
@@ -114,7 +119,7 @@ export class Authorizer {
   readonly #maxCertificates: number;
   #trustDomain: string | undefined;
   #localSpiffeUri = '';
-  /** DER (latin1) → the XFCC element of a certificate sent without a chain. */
+  /** DER and chain (latin1) → the XFCC element of the connection. */
   readonly #xfcc = new Map<string, string>();
   /** `ip:port` → identity of allowed connections. */
   readonly #tracked = new Map<string, Tracked>();
@@ -199,9 +204,7 @@ export class Authorizer {
     const decision = this.#decisions.decide(identity);
     // On an HTTP listener, each request is decided again (an intention change reaches the next
     // request of a kept-alive connection): such connections are never closed on a change.
-    const httpArg = arg(SPOE_ARG.http);
-    // `int(1)` reaches us as an int64 (HAProxy encodes every integer sample so).
-    const http = (httpArg?.type === 'int64' || httpArg?.type === 'int32') && Number(httpArg.value) === 1;
+    const http = isSet(arg(SPOE_ARG.http));
     const l7 = http && !decision.allowed ? decision.l7 : undefined;
     let result: 'allow' | 'deny' | 'l7';
     if (decision.allowed) {
@@ -219,8 +222,7 @@ export class Authorizer {
     if (this.#log.isLevelEnabled('debug')) {
       this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, result, reason: decision.reason }, 'connection authorized');
     }
-    const xfccArg = arg(SPOE_ARG.xfcc);
-    if (result !== 'deny' && (xfccArg?.type === 'int64' || xfccArg?.type === 'int32') && Number(xfccArg.value) === 1) {
+    if (result !== 'deny' && isSet(arg(SPOE_ARG.xfcc))) {
       const element = this.#xfccOf(arg(SPOE_ARG.cert), arg(SPOE_ARG.chain));
       if (element !== undefined) actions.push(str('sess', SPOE_VAR.xfcc, element));
     }

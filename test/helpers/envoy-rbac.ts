@@ -27,7 +27,7 @@
  * x-forwarded-client-cert, x-envoy-*) and its coalescing of a repeated `cookie` with '; ' are not
  * applied here, so header matchers on those names are outside this model.
  */
-import { RE2JS } from 're2js';
+import { re2FullMatch } from './envoy-routes.js';
 
 type Json = Record<string, unknown>;
 
@@ -55,16 +55,6 @@ export interface RbacDecision {
   allowed: boolean;
   /** The policies that matched (sorted). */
   matched: string[];
-}
-
-const regexes = new Map<string, RE2JS>();
-function fullMatch(pattern: string, value: string): boolean {
-  let re = regexes.get(pattern);
-  if (re === undefined) {
-    re = RE2JS.compile(pattern);
-    regexes.set(pattern, re);
-  }
-  return re.matches(value);
 }
 
 /** Http::Utility::PathUtil::removeQueryAndFragment. */
@@ -102,7 +92,7 @@ function stringMatches(m: Json, value: string, what: string, trace: RbacTrace | 
       break;
     case 'safe_regex':
       if (ignoreCase) throw new Error(`${what}: ignore_case with safe_regex is refused by Envoy`);
-      result = fullMatch((arg as Json)['regex'] as string, value);
+      result = re2FullMatch((arg as Json)['regex'] as string, value);
       break;
     default:
       throw new Error(`${what}: StringMatcher ${kind} is not modelled`);
@@ -147,7 +137,7 @@ function headerMatches(h: Json, request: RbacRequest, trace: RbacTrace | undefin
       matched = value.endsWith(arg as string);
       break;
     case 'safe_regex_match':
-      matched = fullMatch((arg as Json)['regex'] as string, value);
+      matched = re2FullMatch((arg as Json)['regex'] as string, value);
       break;
     case 'present_match':
       if (arg !== true) throw new Error('present_match false is not modelled');

@@ -13,6 +13,7 @@ import { ConsulHttpClient } from '../../src/consul/client.js';
 import { evaluate } from '../../src/intentions/evaluate.js';
 import type { IntentionSet } from '../../src/domain/intentions.js';
 import { ConsulDevAgent } from '../../devtools/consul-dev-agent.js';
+import { prng } from '../helpers/prng.js';
 
 const SEED = Number(process.env.INTENTIONS_SEED ?? 20_261_124);
 const ROUNDS = 3;
@@ -23,18 +24,6 @@ const SOURCES = ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 'unknown'];
 const SOURCE_POOL = ['s0', 's1', 's2', 's3', 's4', 's5', 's6', '*'];
 const AUTHORIZE_SETTLE_MS = 5_000;
 const ROOT_TOKEN = '11111111-2222-3333-4444-555555555555';
-
-/** mulberry32: small, seeded, reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 interface SourceSpec {
   Name: string;
