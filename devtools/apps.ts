@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { connect as netConnect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import { killOnExit } from './children.js';
 
 export interface RunningApp {
   port: number;
@@ -141,6 +142,7 @@ export async function startHangingListener(port: number): Promise<RunningApp> {
     '});',
   ].join('\n');
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  killOnExit(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const sockets: Socket[] = [];
   const close = async (): Promise<void> => {

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killOnExit, retryOnPortTaken } from './children.js';
 import { freePorts, waitFor } from './ports.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -65,7 +66,12 @@ export class ConsulDevAgent {
     });
   }
 
+  /** Starts an agent on free ports; when one was taken meanwhile, again on new ports (3 attempts). */
   static async start(options: ConsulDevAgentOptions = {}): Promise<ConsulDevAgent> {
+    return retryOnPortTaken(() => ConsulDevAgent.#startOnce(options));
+  }
+
+  static async #startOnce(options: ConsulDevAgentOptions): Promise<ConsulDevAgent> {
     const dataDir = await mkdtemp(join(tmpdir(), 'consul-dev-'));
     const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
     const args = [
@@ -98,13 +104,14 @@ export class ConsulDevAgent {
     ];
     if (options.extraConfig !== undefined) args.push('-hcl', options.extraConfig);
     const child = spawn(CONSUL_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    killOnExit(child);
     const agent = new ConsulDevAgent(`127.0.0.1:${http}`, child, dataDir, options.token, serfWan);
     const failed = new Promise<never>((_, reject) => {
       child.once('error', (err) => reject(new Error(`cannot run ${CONSUL_BIN}: ${err.message} (run scripts/setup.sh)`)));
       child.once('exit', (code) => reject(new Error(`consul exited with ${code}: ${agent.output}`)));
     });
     failed.catch(() => {});
-    await Promise.race([
+    const ready = Promise.race([
       waitFor(
         'the consul dev agent to elect a leader and sign leaf certificates',
         async () => {
@@ -118,6 +125,13 @@ export class ConsulDevAgent {
       ),
       failed,
     ]);
+    try {
+      await ready;
+    } catch (err) {
+      // Stopped here (the process and its data dir): a caller whose start failed holds no agent to stop.
+      await agent.stop();
+      throw err;
+    }
     return agent;
   }
 

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CONSUL_BIN, agentGet, agentPut } from './consul-dev-agent.js';
+import { killOnExit, retryOnPortTaken } from './children.js';
 import { freePorts, waitFor } from './ports.js';
 
 /** A server leaves nothing to raft on SIGTERM (leave_on_terminate defaults to false for servers; set anyway). */
@@ -61,7 +62,12 @@ export class ConsulServerAgent {
     this.#args = args;
   }
 
+  /** Starts a server on free ports; when one was taken meanwhile, again on new ports (3 attempts). */
   static async start(options: ConsulServerAgentOptions = {}): Promise<ConsulServerAgent> {
+    return retryOnPortTaken(() => ConsulServerAgent.#startOnce(options));
+  }
+
+  static async #startOnce(options: ConsulServerAgentOptions): Promise<ConsulServerAgent> {
     const dataDir = await mkdtemp(join(tmpdir(), 'consul-server-'));
     const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
     const args = [
@@ -149,6 +155,7 @@ export class ConsulServerAgent {
   async #launch(): Promise<void> {
     const child = spawn(CONSUL_BIN, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
+    killOnExit(child);
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     const keep = (d: Buffer): void => {
       this.output = (this.output + d.toString()).slice(-20_000);

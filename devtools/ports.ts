@@ -1,7 +1,15 @@
 /** Free loopback ports for test and demo processes (bind port 0, read it back, release it). */
 import { createServer } from 'node:net';
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
+/**
+ * Ports this process has handed out. The kernel may give a released port to the next bind(0), so
+ * two helpers asking at the same time (two agents started together) could get the same one;
+ * a port is handed out once per process. (Another process can still take one between the release
+ * and its use: helpers that start servers retry on "address already in use".)
+ */
+const handedOut = new Set<number>();
+
+function bindZero(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
@@ -14,10 +22,21 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 1_000; attempt++) {
+    const port = await bindZero(host);
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port on ${host} that this process has not handed out already (${handedOut.size} handed out)`);
+}
+
 export async function freePorts(count: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < count) ports.add(await freePort());
-  return [...ports];
+  const ports: number[] = [];
+  while (ports.length < count) ports.push(await freePort());
+  return ports;
 }
 
 /** Polls `check` until it returns a value (not undefined) or the deadline passes. */

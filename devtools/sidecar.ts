@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
+import { killOnExit } from './children.js';
 import { waitFor } from './ports.js';
 import { haproxyBinArgs } from './haproxy-bin.js';
 
@@ -25,6 +26,7 @@ export class SidecarProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
+    killOnExit(this.process, 'SIGTERM');
     let partial = '';
     this.process.stdout?.on('data', (d: Buffer) => {
       const lines = (partial + d.toString()).split('\n');

@@ -112,6 +112,7 @@ interface Mesh {
 let baseDir: string;
 let agent: ConsulDevAgent | undefined;
 let aclAgent: ConsulDevAgent | undefined;
+let aclStarting: Promise<ConsulDevAgent> | undefined;
 let main: Mesh;
 let secure: Mesh;
 const apps: RunningApp[] = [];
@@ -479,6 +480,7 @@ before(async () => {
     return a;
   });
   aclStarted.catch(() => {});
+  aclStarting = aclStarted;
   agent = await ConsulDevAgent.start();
   main = await startMesh(agent, 'api', sources, LEAF_SOURCES);
   secure = await startMesh(await aclStarted, 'secure', { dflt: { Permissions: WITH_DEFAULT } }, ['dflt', 'nobody'], ['-token', ROOT_TOKEN]);
@@ -490,6 +492,8 @@ before(async () => {
 after(async () => {
   await Promise.all(sidecars.map((s) => s.stop()));
   await Promise.all(apps.map((a) => a.close()));
+  // The ACL agent may still be starting when `before` failed early: wait for it, then stop it.
+  await aclStarting?.catch(() => undefined);
   await Promise.all([agent?.stop(), aclAgent?.stop()]);
   if (baseDir !== undefined) await rm(baseDir, { recursive: true, force: true });
 });

@@ -18,6 +18,7 @@ import { isHaproxyConnectError } from '../../src/errors.js';
 import { translate } from '../../src/translate/translate.js';
 import { PEM, endpoint, snapshot, upstream } from '../helpers/fixtures.js';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
+import { freePort } from '../../devtools/ports.js';
 
 const READY_DEADLINE_MS = 10_000;
 const POLL_INTERVAL_MS = 50;
@@ -206,15 +207,6 @@ describe('validateModel', () => {
     }, 'missing-roots.pem');
   });
 });
-
-/** A free loopback port: bound on 0 by the kernel, then released for HAProxy. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 interface HandshakeResult {
   ok: boolean;

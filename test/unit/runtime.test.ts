@@ -26,7 +26,7 @@ import { translate } from '../../src/translate/translate.js';
 import type { Endpoint } from '../../src/domain/snapshot.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { ACTIVE_ROOT_ID, CERTS_DIR, PEM, PREVIOUS_ROOT_ID, endpoint, roots, snapshot, upstream, webLeaf } from '../helpers/fixtures.js';
-import { waitFor } from '../../devtools/ports.js';
+import { freePort, waitFor } from '../../devtools/ports.js';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
 const DEADLINE_MS = 5_000;
@@ -54,13 +54,6 @@ let ca2Client = { cert: '', key: '' };
 async function listen(server: http.Server | https.Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return (server.address() as AddressInfo).port;
-}
-
-async function freePort(): Promise<number> {
-  const s = http.createServer();
-  const port = await listen(s);
-  await new Promise((resolve) => s.close(resolve));
-  return port;
 }
 
 function endpoints(...indexes: number[]): Endpoint[] {
