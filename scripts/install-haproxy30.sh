@@ -20,53 +20,10 @@ fi
 source "$root/scripts/lib/apt.sh"
 ensure_commands patchelf:patchelf dpkg-deb:dpkg apt-get:apt
 
-# The machine's Debian mirror: the URIs of its bookworm entry (deb822 or one-line format).
-mirror=""
-for f in /etc/apt/sources.list.d/*.sources; do
-  [ -f "$f" ] || continue
-  mirror=$(awk '
-    /^[[:space:]]*$/ { if (uri != "" && suites ~ /(^| )bookworm( |$)/) { print uri; exit } uri = ""; suites = ""; next }
-    /^URIs:/ { uri = $2 }
-    /^Suites:/ { $1 = ""; suites = $0 " " }
-    END { if (uri != "" && suites ~ /(^| )bookworm( |$)/) print uri }' "$f" | head -n1)
-  [ -z "$mirror" ] || break
-done
-if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-  mirror=$(awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list | head -n1)
-fi
-mirror=${mirror:-http://deb.debian.org/debian}
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-
-apt_dir="$dest/apt"
-rm -rf "$dest/root" "$dest/bin" "$apt_dir/debs"
-mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs" "$dest/root" "$dest/bin"
-cat >"$apt_dir/sources.list.d/trixie.sources" <<SOURCES
-Types: deb
-URIs: $mirror
-Suites: trixie
-Components: main
-Architectures: amd64
-Signed-By: $keyring
-SOURCES
-: >"$apt_dir/status"
-apt_opts=(
-  -o "Dir::Etc::sourcelist=/dev/null"
-  -o "Dir::Etc::sourceparts=$apt_dir/sources.list.d"
-  -o "Dir::State::Lists=$apt_dir/lists"
-  -o "Dir::State::status=$apt_dir/status"
-  -o "Dir::Cache=$apt_dir/cache"
-  -o "Dir::Cache::archives=$apt_dir/cache/archives"
-  -o "APT::Architecture=amd64"
-  -o "APT::Sandbox::User=root"
-)
-echo "install-haproxy30: downloading HAProxy 3.0 and its libraries from Debian trixie ($mirror)"
-apt-get "${apt_opts[@]}" -qq update
+rm -rf "${dest:?}/bin"
+mkdir -p "$dest/bin"
 # haproxy and the libraries it (and trixie's loader) needs; see shared FACTS.md.
-packages=(haproxy libc6 libcrypt1 libjemalloc2 liblua5.4-0 libopentracing-c-wrapper0t64 libopentracing1 libpcre2-8-0 libssl3t64 libstdc++6 libgcc-s1 zlib1g libzstd1)
-(cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" -qq download "${packages[@]}")
-for deb in "$apt_dir/debs"/*.deb; do
-  dpkg -x "$deb" "$dest/root"
-done
+private_apt_unpack trixie "$dest" haproxy libc6 libcrypt1 libjemalloc2 liblua5.4-0 libopentracing-c-wrapper0t64 libopentracing1 libpcre2-8-0 libssl3t64 libstdc++6 libgcc-s1 zlib1g libzstd1
 
 r="$dest/root"
 loader="$r/usr/lib64/ld-linux-x86-64.so.2"

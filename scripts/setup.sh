@@ -19,6 +19,8 @@ bash scripts/build-consul.sh
 # The second platform of the test suite: Node 24 LTS and HAProxy 3.0 LTS, into .deps/.
 bash scripts/install-node24.sh
 bash scripts/install-haproxy30.sh
+# Prometheus for the Consul UI metrics test, into .deps/ (nothing is started).
+bash scripts/install-prometheus.sh
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing npm packages"
