@@ -6,6 +6,7 @@
  */
 import { HaproxyConnectError } from '../src/errors.js';
 import type { IntentionSet } from '../src/domain/intentions.js';
+import type { ExposedCheck } from '../src/domain/expose.js';
 import { type Chain, DEFAULT_MESH_CONFIG, type Endpoint, type Leaf, type MeshConfig, type ProxyRegistration, type Roots } from '../src/domain/snapshot.js';
 import type { AgentInfo, ChainQuery, ConsulAgentApi, Cursor, IntentionTarget, ProxyServiceSummary, ServiceDefinition, UpstreamQuery, Versioned } from '../src/consul/api.js';
 
@@ -55,6 +56,8 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
   readonly #intentions = new Map<string, Entry<IntentionSet>>();
   /** The mesh config entry; undefined: none (Consul answers 404, read as the defaults). */
   #mesh: Entry<MeshConfig> | undefined;
+  /** Checks rerouted through a sidecar (Proxy.Expose.Checks), by service ID. */
+  readonly #exposedChecks = new Map<string, ExposedCheck[]>();
   /** Index of the last write or delete of the mesh entry (Consul's config-entries table index). */
   #meshIndex = 1;
   /** Chains set by tests, by `<service>@<compile datacenter>`; others are Consul's default chain. */
@@ -250,6 +253,16 @@ export class FakeConsulAgentApi implements ConsulAgentApi {
     const read = (): Entry<MeshConfig> => this.#mesh ?? { value: { ...DEFAULT_MESH_CONFIG }, index: this.#meshIndex };
     const entry = await this.#block(read, (e) => e.index <= (cursor.index ?? 0), (cursor.index ?? 0) > 0, signal);
     return { value: copy(entry.value), cursor: { index: entry.index } };
+  }
+
+  /** Sets the checks of `serviceId` the agent sends through the sidecar (polled, not blocking). */
+  setExposedChecks(serviceId: string, checks: ExposedCheck[]): void {
+    this.#exposedChecks.set(serviceId, copy(checks));
+  }
+
+  async exposedChecks(serviceId: string, signal: AbortSignal): Promise<ExposedCheck[]> {
+    this.#enter('exposedChecks', serviceId, undefined, signal);
+    return copy(this.#exposedChecks.get(serviceId) ?? []);
   }
 
   async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {

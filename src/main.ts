@@ -16,6 +16,7 @@
  */
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
+import { formatListenAddress } from './config/listen-address.js';
 import type { ConsulAgentApi } from './consul/api.js';
 import { ConsulHttpClient } from './consul/client.js';
 import { ADMIN_SOCKET_FILE, LOG_SOCKET_FILE, SPOE_AGENT_SOCKET_FILE, STATS_SOCKET_FILE } from './domain/haproxy-names.js';
@@ -123,7 +124,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
           });
     parts.operations = operations;
 
-    const logs = await startLogs(runDir, first.registration.accessLogs, log);
+    const logs = await startLogs(runDir, first.registration.accessLogs, log, operations?.accessObserved);
     parts.logs = logs;
     const intentions =
       first.intentions === undefined
@@ -151,6 +152,9 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       onCrash: () => operations?.metrics.haproxyExitedUnexpectedly(),
       ...(operations !== undefined && { observer: operations.metrics }),
       ...(driftCheckIntervalMs !== undefined && { driftCheckIntervalMs }),
+      ...(config.stats !== undefined && {
+        reservedListeners: [{ conflict: `overlaps -stats-addr ${formatListenAddress(config.stats.listen)}`, address: config.stats.listen.host ?? '0.0.0.0', port: config.stats.listen.port }],
+      }),
     });
     parts.haproxy = haproxy;
 
@@ -181,6 +185,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       missing: () => state.missing(),
       runningWatches: () => parts.intake?.running() ?? [],
       spoe: () => intentions?.spoeStats(),
+      snapshot: () => state.snapshot(),
     });
     parts.intake = startIntake({
       consul,

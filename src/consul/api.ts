@@ -5,6 +5,7 @@
  */
 import type { IntentionSet } from '../domain/intentions.js';
 import type { Chain, Endpoint, Leaf, MeshConfig, ProxyRegistration, Roots } from '../domain/snapshot.js';
+import type { ExposedCheck } from '../domain/expose.js';
 
 /** Blocking-query position: index-based endpoints use `index`, hash-based ones `hash`. */
 export interface Cursor {
@@ -99,6 +100,11 @@ export interface ConsulAgentApi {
    * (MeshConfigEntry.CanRead allows all), so a 403 means the token itself was refused.
    */
   meshConfig(cursor: Cursor, signal: AbortSignal): Promise<Versioned<MeshConfig>>;
+  /**
+   * GET /v1/agent/checks (not blocking: the caller polls): the HTTP and gRPC checks of the service
+   * `serviceId` that the agent sends through the sidecar (Proxy.Expose.Checks), see expose.ts.
+   */
+  exposedChecks(serviceId: string, signal: AbortSignal): Promise<ExposedCheck[]>;
   /** PUT /v1/agent/service/register: registers (or replaces) a service and its check on the local agent. */
   registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void>;
   /** PUT /v1/agent/service/deregister/<id>: removes it (and its check); an unknown ID is not an error. */

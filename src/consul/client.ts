@@ -21,11 +21,14 @@ import {
   intentionsMatchSchema,
   leafSchema,
   meshConfigEntrySchema,
+  agentChecksSchema,
   preparedQueryResultSchema,
   rootsSchema,
   serviceEntrySchema,
 } from './schemas.js';
 import { DEFAULT_NAMESPACE } from '../domain/consul.js';
+import type { ExposedCheck } from '../domain/expose.js';
+import { exposedChecksOf } from './expose.js';
 
 export type { ConsulClientOptions } from './http.js';
 
@@ -283,6 +286,12 @@ export class ConsulHttpClient implements ConsulAgentApi {
       );
     }
     return { value: { sanitizeXForwardedClientCert: sanitize === true }, cursor: { index } };
+  }
+
+  async exposedChecks(serviceId: string, signal: AbortSignal): Promise<ExposedCheck[]> {
+    const path = '/v1/agent/checks';
+    const res = await this.#http.get(path, '', { signal, blocking: false });
+    return exposedChecksOf(Object.values(this.#parse(path, res, agentChecksSchema)), serviceId);
   }
 
   async registerService(service: ServiceDefinition, signal: AbortSignal): Promise<void> {

@@ -9,6 +9,9 @@ import type { AccessLogSink, AccessLogs, DroppedItem, Protocol, ProxyRegistratio
 import { AccessLogTemplateError, checkTemplateHeaders, defaultAccessLogFormat, parseJsonFormat, parseTextFormat, type AccessLogFormat } from '../domain/access-log-template.js';
 import type { AgentServiceJson, UpstreamJson } from './schemas.js';
 import { DEFAULT_NAMESPACE, DEFAULT_PARTITION } from '../domain/consul.js';
+import { parseUpstreamLimits } from './upstream-limits.js';
+import { parseExpose } from './expose.js';
+import { show } from './show.js';
 
 export const DEFAULT_PROTOCOL: Protocol = 'tcp';
 export const PROTOCOLS: readonly Protocol[] = ['tcp', 'http', 'http2', 'grpc'];
@@ -19,16 +22,6 @@ export const DEFAULT_LOCAL_CONNECT_TIMEOUT_MS = 5000;
 export const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS = 5000;
 
 type Config = Record<string, unknown>;
-
-/** A value as it appears in an error message: strings quoted, everything else as JSON. */
-function show(value: unknown): string {
-  if (typeof value === 'string') return `'${value}'`;
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
-}
 
 class Context {
   readonly proxyId: string;
@@ -106,7 +99,8 @@ export function upstreamKey(type: string, namespace: string, name: string, datac
   return `${type}:${namespace}/${name}@${datacenter}`;
 }
 
-function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream {
+/** `settings` receives the upstream's settings that fell back to their defaults (limits, passive health). */
+function parseUpstream(ctx: Context, raw: UpstreamJson, index: number, settings: DroppedItem[]): Upstream {
   const at = `Upstreams[${index}]`;
   const type = raw.DestinationType === '' ? 'service' : raw.DestinationType;
   if (type !== 'service' && type !== 'prepared_query') {
@@ -129,6 +123,8 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
   }
   const config: Config = raw.Config;
   const connectTimeout = readTimeoutMs(ctx, `${label} Config.connect_timeout_ms`, config['connect_timeout_ms']);
+  const { limits, passiveHealthCheck, problems } = parseUpstreamLimits(config);
+  for (const p of problems) settings.push({ kind: 'setting', item: `${at} ${p.field}`, reason: ctx.fail(`${label} ${p.reason}`).message });
   return {
     key: upstreamKey(type, namespace, name, datacenter),
     destinationType: type,
@@ -143,6 +139,8 @@ function parseUpstream(ctx: Context, raw: UpstreamJson, index: number): Upstream
     protocol: readProtocol(ctx, `${label} Config.protocol`, config['protocol']),
     connectTimeoutMs: connectTimeout ?? DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
     ...(connectTimeout !== undefined && { configuredConnectTimeoutMs: connectTimeout }),
+    ...(limits !== undefined && { limits }),
+    ...(passiveHealthCheck !== undefined && { passiveHealthCheck }),
   };
 }
 
@@ -221,8 +219,9 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
   const binds = new Map<string, number>();
   proxy.Upstreams.forEach((raw, i) => {
     let u: Upstream;
+    const settings: DroppedItem[] = [];
     try {
-      u = parseUpstream(ctx, raw, i);
+      u = parseUpstream(ctx, raw, i, settings);
     } catch (err) {
       if (!isHaproxyConnectError(err, 'PROXY_CONFIG_INVALID')) throw err;
       droppedUpstreams.push({ kind: 'upstream', item: `Upstreams[${i}]`, reason: err.message });
@@ -239,10 +238,12 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
       keys.set(u.key, i);
       binds.set(bind, i);
       upstreams.push(u);
+      droppedUpstreams.push(...settings);
     }
   });
 
   const accessLogs = proxy.AccessLogs === null || proxy.AccessLogs === undefined ? undefined : parseAccessLogs(ctx, proxy.AccessLogs);
+  const expose = parseExpose(proxy.Expose, publicListener.localServicePort);
 
   return {
     proxyId: raw.ID,
@@ -255,5 +256,6 @@ export function parseProxyRegistration(raw: AgentServiceJson): ProxyRegistration
     upstreams,
     ...(accessLogs !== undefined && { accessLogs }),
     ...(droppedUpstreams.length > 0 && { droppedUpstreams }),
+    ...(expose !== undefined && { expose }),
   };
 }

@@ -95,9 +95,26 @@ export const agentServiceSchema = z.object({
       // Merged from proxy-defaults by the agent; its values are checked in registration.ts so an
       // error names the field and the value.
       AccessLogs: z.record(z.string(), z.unknown()).nullish(),
+      // Checked in expose.ts, so a bad path is left out alone and named with its value.
+      Expose: z.record(z.string(), z.unknown()).nullish(),
     })
     .nullish(),
 });
+
+// GET /v1/agent/checks: a map from check ID to the check (only what Proxy.Expose.Checks needs).
+export const agentChecksSchema = z
+  .record(
+    z.string(),
+    z.object({
+      CheckID: z.string(),
+      ServiceID: optionalString,
+      Type: optionalString,
+      ExposedPort: optionalInt,
+      Output: optionalString,
+    }),
+  )
+  .nullish()
+  .transform((v) => v ?? {});
 
 /** The agent's registration of one service, as validated at the boundary (input of registration.ts). */
 export type AgentServiceJson = z.infer<typeof agentServiceSchema>;

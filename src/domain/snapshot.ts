@@ -7,6 +7,8 @@ import type { LoadBalancer, Route } from './routes.js';
 export type { HashPolicy, LoadBalancer } from './routes.js';
 import type { IntentionSet } from './intentions.js';
 import type { AccessLogFormat } from './access-log-template.js';
+import type { PassiveHealthCheck, UpstreamLimits } from './upstream-limits.js';
+import type { ExposeConfig, ExposedCheck } from './expose.js';
 
 /** Consul proxy protocols. Consul's default is tcp. */
 export type Protocol = 'tcp' | 'http' | 'http2' | 'grpc';
@@ -47,6 +49,10 @@ export interface Upstream {
    * ConnectTimeout in the discovery chain (Consul's OverrideConnectTimeout), as for Envoy.
    */
   configuredConnectTimeoutMs?: number;
+  /** Config.limits; absent: Envoy's circuit-breaker defaults (1024 each) apply. */
+  limits?: UpstreamLimits;
+  /** Config.passive_health_check; absent: no ejection (README "Upstream limits and passive health"). */
+  passiveHealthCheck?: PassiveHealthCheck;
 }
 
 /** Where access log lines go (Consul's `AccessLogs.Type` and `Path`). */
@@ -68,8 +74,11 @@ export interface AccessLogs {
  * of the configuration keeps flowing; the reconciler logs each one and counts it.
  */
 export interface DroppedItem {
-  kind: 'upstream' | 'endpoint' | 'target' | 'root';
-  /** Names the item: the upstream key (or `Upstreams[i]`), `<upstream key> <instance id>`, or the root ID. */
+  kind: 'upstream' | 'endpoint' | 'target' | 'root' | 'expose' | 'setting';
+  /**
+   * Names the item: the upstream key (or `Upstreams[i]`), `<upstream key> <instance id>`, the root
+   * ID, or `Upstreams[i] <field>` for an upstream setting that fell back to its default.
+   */
   item: string;
   /** What is wrong with it, naming the value. */
   reason: string;
@@ -88,8 +97,10 @@ export interface ProxyRegistration {
   upstreams: Upstream[];
   /** Proxy.AccessLogs; absent when the agent sends none. */
   accessLogs?: AccessLogs;
-  /** Upstreams of the registration that could not be used (bad values, a duplicate key or bind). */
+  /** Upstreams of the registration that could not be used (bad values, a duplicate key or bind), and upstream settings at their defaults because their values were bad. */
   droppedUpstreams?: readonly DroppedItem[];
+  /** Proxy.Expose (see expose.ts); absent when the registration exposes nothing. */
+  expose?: ExposeConfig;
 }
 
 export interface Leaf {
@@ -210,6 +221,8 @@ export interface Snapshot {
   intentions: IntentionSet | undefined;
   /** The mesh config entry: Consul's defaults until (and unless) the entry is read; never waited for. */
   mesh: MeshConfig;
+  /** With Proxy.Expose.Checks: the service's checks the agent sends through the sidecar; absent or [] otherwise. */
+  exposedChecks?: readonly ExposedCheck[];
 }
 
 /** One change from a Consul watch, as the snapshot's owner folds it in. */
@@ -221,6 +234,7 @@ export type SnapshotEvent =
   | { kind: 'target-endpoints'; targetId: string; value: readonly Endpoint[] }
   | { kind: 'target-removed'; targetId: string }
   | { kind: 'intentions'; value: IntentionSet }
-  | { kind: 'mesh'; value: MeshConfig };
+  | { kind: 'mesh'; value: MeshConfig }
+  | { kind: 'exposed-checks'; value: readonly ExposedCheck[] };
 
 export type MissingPart = 'registration' | 'leaf' | 'roots' | 'intentions';

@@ -171,6 +171,11 @@ export interface Frontend {
   xfcc?: 'append' | 'sanitize';
   /** Access log; undefined when Consul's AccessLogs are off. */
   accessLog: FrontendAccessLog | undefined;
+  /**
+   * HTTP only, an exposed-path listener (Proxy.Expose): a request whose path (without the query)
+   * is none of these, exactly, is answered 404 with no body, as Envoy's route table of exact paths.
+   */
+  exposedPaths?: readonly string[];
 }
 
 export interface ServerTls {
@@ -187,6 +192,17 @@ export interface Server {
   address: string;
   port: number;
   weight: number;
+}
+
+/**
+ * `check observe <layer> error-limit <errorLimit> on-error mark-down`: that many consecutive
+ * errors (layer7: 500, 502-504, 506+, timeouts and connection failures; layer4: connection
+ * failures) mark a server down; a health check `ejectMs` later brings it back when it passes.
+ */
+export interface ServerPassiveHealth {
+  observe: 'layer4' | 'layer7';
+  errorLimit: number;
+  ejectMs: number;
 }
 
 export interface Backend {
@@ -218,6 +234,13 @@ export interface Backend {
   retries?: { count: number; on: readonly string[] };
   /** HTTP only: the server timeout comes per request from the route (`txn.rto`), when set. */
   routeTimeout?: boolean;
+  /**
+   * Circuit breaker (an upstream's `limits`): the most streams the backend serves at once (TCP
+   * connections, or HTTP requests in flight); one more is refused (TCP: closed; HTTP: 503).
+   */
+  maxActive?: number;
+  /** Outlier ejection (an upstream's `passive_health_check`), on every server of the backend. */
+  passiveHealth?: ServerPassiveHealth;
   servers: Server[];
 }
 

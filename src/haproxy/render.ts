@@ -144,6 +144,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   }
   if (frontend.spoe?.http === undefined) lines.push(...frontendAccessLogLines(frontend, global));
   lines.push(...xfccLines(frontend.xfcc));
+  if (frontend.exposedPaths !== undefined) lines.push(...exposedPathsLines(frontend.exposedPaths));
   if (frontend.routes !== undefined && frontend.routes.length > 0) {
     lines.push(...routeFrontendLines(frontend, runDir, hashKeyLines));
   } else {
@@ -152,6 +153,18 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   }
   lines.push(`default_backend ${frontend.defaultBackend}`);
   return section(`frontend ${frontend.name}`, lines);
+}
+
+/** The named ACL of an exposed-path listener: one `acl` line per path (lines of one name are ORed). */
+const EXPOSED_PATH_ACL = 'exposed_path';
+
+/**
+ * Only the exposed paths reach the backend; any other request gets Envoy's 404 (empty body). One
+ * line per path: HAProxy 2.6 truncates a line after 64 words.
+ */
+function exposedPathsLines(paths: readonly string[]): string[] {
+  // validate.ts admits absolute paths only: never a flag (`-x`).
+  return [...paths.map((p) => `acl ${EXPOSED_PATH_ACL} path -m str ${quoteArg(p)}`), `http-request return status 404 unless ${EXPOSED_PATH_ACL}`];
 }
 
 /**
@@ -264,8 +277,20 @@ export function uriSanDerHex(uri: string): string {
     .toUpperCase();
 }
 
+/**
+ * The circuit breaker: `be_conn` already counts the stream being decided (measured on 2.6.12 and
+ * 3.0.11: with `gt 3`, three concurrent connections or requests pass and the fourth is refused).
+ * Envoy answers an HTTP overflow with 503 and `x-envoy-overloaded: true`, and closes a TCP one.
+ */
+function circuitBreakerLines(backend: Backend): string[] {
+  if (backend.maxActive === undefined) return [];
+  const over = `{ be_conn gt ${backend.maxActive} }`;
+  return backend.mode === 'http' ? [`http-request return status 503 hdr x-envoy-overloaded true if ${over}`] : [`tcp-request content reject if ${over}`];
+}
+
 function renderBackend(backend: Backend): string {
   const lines = [`mode ${backend.mode}`, ...balanceLines(backend.balance), `timeout connect ${formatDuration(backend.timeoutConnectMs)}`, `timeout server ${formatDuration(backend.timeoutServerMs)}`];
+  lines.push(...circuitBreakerLines(backend));
   lines.push(...routeBackendLines(backend));
   if (backend.httpReuse !== undefined) lines.push(`http-reuse ${backend.httpReuse}`);
   if (backend.peerIdentity !== undefined) {

@@ -130,8 +130,10 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
       const name = target(op.backend, op.server.name);
       if (!op.spec.startsWith(`${op.server.name} `)) refuse(`spec ${JSON.stringify(op.spec)} is not for server ${op.server.name}`);
       if (/(^|\s)(enabled|disabled)(\s|$)/.test(op.spec)) refuse(`spec of ${name} carries enabled/disabled (FACTS §2)`);
-      // A new server starts in maintenance; `enable server` puts it into load balancing.
-      return [command(`add server ${op.backend}/${op.spec}`, ADDED), command(`enable server ${name}`, EMPTY)];
+      // A new server starts in maintenance; `enable server` puts it into load balancing, and
+      // `enable health` starts its checks (passive health): without it they never run.
+      const checked = /(^|\s)check(\s|$)/.test(op.spec);
+      return [command(`add server ${op.backend}/${op.spec}`, ADDED), command(`enable server ${name}`, EMPTY), ...(checked ? [command(`enable health ${name}`, EMPTY)] : [])];
     }
     case 'remove-server': {
       const name = target(op.backend, op.server);

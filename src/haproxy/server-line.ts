@@ -21,6 +21,31 @@ export const SERVER_POOL_MAX_CONN = -1;
 /** HAProxy's default for file servers (5 s); dynamic servers otherwise get 0. */
 export const SERVER_POOL_PURGE_DELAY = '5s';
 
+/**
+ * Health checks of a server with passive health run this rarely while it is up, so they cost
+ * nothing in practice: `on-error mark-down` switches to `fastinter` by itself (measured on 2.6.12:
+ * with `inter 1h fastinter 2s`, a marked-down server was back 2 s later).
+ */
+export const PASSIVE_HEALTH_UP_INTER = '1h';
+
+function durationArg(ms: number): string {
+  const whole = Math.round(ms);
+  return whole % 1000 === 0 ? `${whole / 1000}s` : `${whole}ms`;
+}
+
+/**
+ * Outlier ejection: `error-limit` consecutive errors mark the server down; a check `ejectMs`
+ * later (the TLS handshake with the peer sidecar, as for traffic) brings it back at the first
+ * success (`rise 1`). Accepted on `add server` (measured on 2.6.12 and 3.0.11); a server added at
+ * runtime needs `enable health` for its checks (runtime-ops.ts).
+ */
+function passiveHealthOptions(backend: Backend): string[] {
+  const health = backend.passiveHealth;
+  if (health === undefined) return [];
+  const eject = durationArg(health.ejectMs);
+  return ['check', 'observe', health.observe, 'error-limit', String(health.errorLimit), 'on-error', 'mark-down', 'inter', PASSIVE_HEALTH_UP_INTER, 'fastinter', eject, 'downinter', eject, 'rise', '1'];
+}
+
 /** `addr:port`, with IPv6 literals in brackets as HAProxy's address parser expects. */
 export function formatAddress(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
@@ -55,6 +80,7 @@ export function serverOptions(server: Server, backend: Backend): string[] {
   if (pools(backend)) {
     options.push('pool-max-conn', String(SERVER_POOL_MAX_CONN), 'pool-purge-delay', SERVER_POOL_PURGE_DELAY);
   }
+  options.push(...passiveHealthOptions(backend));
   return options;
 }
 

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { HaproxyConnectError, isHaproxyConnectError } from '../errors.js';
 import type { Backend, Bind, Frontend, HashKeyPart, HaproxyModel, ModelFile, Server } from './model.js';
 import { MAX_TEMPLATE_HEADERS } from '../domain/access-log-template.js';
+import { exposePathProblem } from '../domain/expose.js';
 import { checkBackendRoutes, checkFrontendRoutes } from './validate-routes.js';
 import { HAPROXY_NAME_PATTERN, PLAIN_PATH_CHARACTERS, isPlainAbsolutePath, runDirPath } from '../domain/haproxy-names.js';
 
@@ -185,6 +186,14 @@ export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, 
     if (tier.mode !== frontend.mode) invalid(`${what} is mode ${frontend.mode} but fails over to backend ${show(name)} in mode ${tier.mode}`);
   }
   checkFrontendRoutes(frontend, backends);
+  if (frontend.exposedPaths !== undefined) {
+    if (frontend.mode !== 'http') invalid(`${what} exposes paths in mode ${frontend.mode}`);
+    if (frontend.exposedPaths.length === 0) invalid(`${what} exposes an empty list of paths`);
+    for (const path of frontend.exposedPaths) {
+      const problem = exposePathProblem(path);
+      if (problem !== undefined) invalid(`${what} exposed path ${show(path)} ${problem}`);
+    }
+  }
   if (frontend.splitsMapFile !== undefined) checkFileName(`${what} splits map`, frontend.splitsMapFile);
   if (frontend.hashKey !== undefined && frontend.hashKey.length > 0) {
     if (frontend.mode !== 'http') invalid(`${what} sets a hash key in mode ${frontend.mode}`);
@@ -264,6 +273,7 @@ export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelF
     if (!PEER_IDENTITY_PATTERN.test(backend.peerIdentity)) invalid(`${what} peer identity ${show(backend.peerIdentity)} must match ${PEER_IDENTITY_PATTERN}`);
   }
   checkBackendRoutes(backend);
+  checkBackendLimits(what, backend);
   if (typeof backend.balance === 'object') checkInteger(`${what} balance random draws`, backend.balance.random, 1, MAX_RANDOM_DRAWS);
   if (backend.balance === 'hash' && backend.mode !== 'http') invalid(`${what} balances on the HTTP hash key in mode ${backend.mode}`);
   if (backend.tls !== undefined) {
@@ -277,6 +287,21 @@ export function checkBackend(backend: Backend, files: ReadonlyMap<string, ModelF
     serverNames.add(server.name);
     checkServer(what, server);
   }
+}
+
+/** HAProxy's integer samples are 64-bit; Envoy's thresholds are uint32. */
+const MAX_CIRCUIT_BREAKER = 4_294_967_295;
+/** `error-limit` is a signed int in HAProxy. */
+const MAX_ERROR_LIMIT = 2_147_483_647;
+
+/** The circuit breaker and the passive health of a backend (translate/limits.ts). */
+function checkBackendLimits(what: string, backend: Backend): void {
+  if (backend.maxActive !== undefined) checkInteger(`${what} circuit breaker`, backend.maxActive, 0, MAX_CIRCUIT_BREAKER);
+  const health = backend.passiveHealth;
+  if (health === undefined) return;
+  if (health.observe === 'layer7' && backend.mode !== 'http') invalid(`${what} observes layer7 in mode ${backend.mode}`);
+  checkInteger(`${what} error-limit`, health.errorLimit, 1, MAX_ERROR_LIMIT);
+  checkTimeout(`${what} ejection time`, health.ejectMs);
 }
 
 /** One server line: its name, address, port and weight. */

@@ -18,8 +18,9 @@ import { render } from '../haproxy/render.js';
 import { describeOp, type RuntimeOp } from '../haproxy/runtime-ops.js';
 import type { SnapshotState } from '../snapshot/fold.js';
 import type { Logger } from '../logger.js';
-import { translate } from '../translate/translate.js';
+import { translate, type ReservedListener } from '../translate/translate.js';
 import { DroppedItemLog } from './dropped-items.js';
+import { type PortProbe, probePort, unbindableExposedPorts } from './exposed-ports.js';
 import { ReloadQuiet } from './reload-quiet.js';
 import type { ReconcileObserver, ReconcileStats } from './observer.js';
 
@@ -34,6 +35,8 @@ export const PENDING_DELETE_RETRY_MS = 1_000;
  * so the reload that adds it carries its servers (one reload, not a reload and a runtime batch).
  */
 export const UPSTREAM_FIRST_ANSWER_WAIT_MS = 3_000;
+/** While an exposed path's port cannot be bound, it is tried again this often. */
+export const EXPOSED_PORT_RETRY_MS = 10_000;
 /** How often the live state is read back and compared with what was applied. */
 export const DRIFT_CHECK_INTERVAL_MS = 30_000;
 
@@ -48,6 +51,10 @@ export interface ReconcilerOptions {
   observer?: ReconcileObserver;
   /** HAProxy's `hard-stop-after` (at least the shutdown grace period); translate's default when absent. */
   hardStopAfterMs?: number;
+  /** Ports exposed paths must not take (the daemon's -stats-addr). */
+  reservedListeners?: readonly ReservedListener[];
+  /** Tries whether a new exposed path's port can be bound (default: a plain listen, exposed-ports.ts). */
+  probePort?: PortProbe;
 }
 
 interface Applied {
@@ -67,6 +74,7 @@ export class Reconciler {
   #retryTimer: NodeJS.Timeout | undefined;
   #pendingTimer: NodeJS.Timeout | undefined;
   #upstreamWaitTimer: NodeJS.Timeout | undefined;
+  #exposedPortTimer: NodeJS.Timeout | undefined;
   #quiet = new ReloadQuiet();
   #quietTimer: NodeJS.Timeout | undefined;
   /** When each target still without endpoints was first seen (performance.now()). */
@@ -129,6 +137,7 @@ export class Reconciler {
       clearTimeout(this.#retryTimer);
       clearTimeout(this.#pendingTimer);
       clearTimeout(this.#upstreamWaitTimer);
+      clearTimeout(this.#exposedPortTimer);
       clearTimeout(this.#quietTimer);
     }
   }
@@ -141,10 +150,19 @@ export class Reconciler {
       return;
     }
     if (this.#waitForUpstreams()) return;
+    // Exposed paths on ports another process holds are left out (translate says why), not written.
+    const unbindable = await unbindableExposedPorts(snapshot, this.#applied?.model, this.#opts.probePort ?? probePort);
+    clearTimeout(this.#exposedPortTimer);
+    if (unbindable.length > 0) this.#exposedPortTimer = setTimeout(() => this.#poke(), EXPOSED_PORT_RETRY_MS);
     let model: HaproxyModel;
     let text: string;
     try {
-      const translation = translate(snapshot, { runDir, ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }) });
+      const reservedListeners = [...(this.#opts.reservedListeners ?? []), ...unbindable];
+      const translation = translate(snapshot, {
+        runDir,
+        ...(this.#opts.hardStopAfterMs !== undefined && { hardStopAfterMs: this.#opts.hardStopAfterMs }),
+        ...(reservedListeners.length > 0 && { reservedListeners }),
+      });
       const added = this.#droppedLog.report(translation.dropped);
       if (added !== undefined) this.#opts.observer?.dropped({ current: translation.dropped, added });
       model = translation.model;

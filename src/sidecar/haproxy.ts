@@ -13,7 +13,7 @@ import type { Logger } from '../logger.js';
 import { type ReconcileObserver, Reconciler } from '../reconcile/reconciler.js';
 import { RestartPolicy } from '../reconcile/restart-policy.js';
 import type { SnapshotState } from '../snapshot/fold.js';
-import { DEFAULT_HARD_STOP_AFTER_MS } from '../translate/translate.js';
+import { DEFAULT_HARD_STOP_AFTER_MS, type ReservedListener } from '../translate/translate.js';
 
 /** The master CLI socket in the run directory. */
 export const MASTER_SOCKET = 'master.sock';
@@ -33,6 +33,8 @@ export interface HaproxyPartOptions {
   onCrash?: () => void;
   observer?: ReconcileObserver;
   driftCheckIntervalMs?: number;
+  /** Ports exposed paths must not take (the daemon's -stats-addr). */
+  reservedListeners?: readonly ReservedListener[];
 }
 
 export interface HaproxyPart {
@@ -65,6 +67,7 @@ export function createHaproxy(options: HaproxyPartOptions): HaproxyPart {
     hardStopAfterMs: Math.max(DEFAULT_HARD_STOP_AFTER_MS, options.shutdownGraceMs),
     ...(options.driftCheckIntervalMs !== undefined && { driftCheckIntervalMs: options.driftCheckIntervalMs }),
     ...(options.observer !== undefined && { observer: options.observer }),
+    ...(options.reservedListeners !== undefined && { reservedListeners: options.reservedListeners }),
   });
   const restarts = new RestartPolicy({
     target: haproxy,

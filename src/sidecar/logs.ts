@@ -9,6 +9,7 @@ import { LOG_SOCKET_FILE } from '../domain/haproxy-names.js';
 import type { AccessLogs } from '../domain/snapshot.js';
 import type { Logger } from '../logger.js';
 import { AccessLogWriter } from '../telemetry/access-log-writer.js';
+import type { AccessRecord } from '../telemetry/access-log-record.js';
 import { HaproxyLogReceiver } from '../telemetry/haproxy-logs.js';
 
 export interface LogsPart {
@@ -18,13 +19,26 @@ export interface LogsPart {
 }
 
 /** An access log file that cannot be opened is a start error naming the path. */
-export async function startLogs(runDir: string, settings: AccessLogs | undefined, logger: { main: Logger; haproxy: Logger }): Promise<LogsPart> {
+export async function startLogs(
+  runDir: string,
+  settings: AccessLogs | undefined,
+  logger: { main: Logger; haproxy: Logger },
+  /** Also sees every access record (the Envoy-compatible latency histograms of -stats-addr). */
+  onAccess?: (record: AccessRecord) => void,
+): Promise<LogsPart> {
   const accessLogLog = logger.main.child({ component: 'access-log' });
   const accessLog = new AccessLogWriter({ logger: accessLogLog });
   let receiver: HaproxyLogReceiver;
   try {
     await accessLog.configure(settings);
-    receiver = await HaproxyLogReceiver.listen({ socketPath: join(runDir, LOG_SOCKET_FILE), logger: logger.haproxy, onAccess: (record) => accessLog.write(record) });
+    receiver = await HaproxyLogReceiver.listen({
+      socketPath: join(runDir, LOG_SOCKET_FILE),
+      logger: logger.haproxy,
+      onAccess: (record) => {
+        accessLog.write(record);
+        onAccess?.(record);
+      },
+    });
   } catch (err) {
     await accessLog.close();
     throw err;

@@ -7,6 +7,7 @@
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { IntentionSet } from '../domain/intentions.js';
+import type { ExposedCheck } from '../domain/expose.js';
 import { chainOf } from '../domain/chain.js';
 import {
   type Chain,
@@ -41,6 +42,8 @@ export class SnapshotState {
   readonly #enforceIntentions: boolean;
   #intentions: IntentionSet | undefined;
   #mesh: MeshConfig = { ...DEFAULT_MESH_CONFIG };
+  /** Checks the agent reroutes through the sidecar (only read while Proxy.Expose.Checks is set). */
+  #exposedChecks: readonly ExposedCheck[] = [];
 
   constructor(datacenter: string, options: SnapshotStateOptions = {}) {
     this.#datacenter = datacenter;
@@ -108,6 +111,10 @@ export class SnapshotState {
         if (isDeepStrictEqual(this.#mesh, event.value)) return false;
         this.#mesh = structuredClone(event.value);
         return true;
+      case 'exposed-checks':
+        if (isDeepStrictEqual(this.#exposedChecks, event.value)) return false;
+        this.#exposedChecks = structuredClone(event.value);
+        return true;
     }
   }
 
@@ -165,6 +172,7 @@ export class SnapshotState {
       targets: new Map([...this.#targets].map(([k, v]) => [k, structuredClone(v)])),
       intentions: this.#enforceIntentions ? structuredClone(this.#intentions) : undefined,
       mesh: structuredClone(this.#mesh),
+      ...(this.#exposedChecks.length > 0 && { exposedChecks: structuredClone(this.#exposedChecks) }),
     });
   }
 }

@@ -13,6 +13,7 @@ import { HaproxyConnectError } from '../errors.js';
 import type { SnapshotEvent } from './fold.js';
 import { chainOf } from '../domain/chain.js';
 import type { Chain, Endpoint, Protocol, ProxyRegistration, Target, Upstream } from '../domain/snapshot.js';
+import type { ExposedCheck } from '../domain/expose.js';
 
 /** Watches of upstream targets are named `target:<target id>`. */
 export const TARGET_WATCH_PREFIX = 'target:';
@@ -22,6 +23,13 @@ export const CHAIN_WATCH_PREFIX = 'chain:';
 export const MESH_WATCH = 'mesh';
 /** Prepared queries cannot block: poll them at this interval. */
 export const PREPARED_QUERY_POLL_MS = 10_000;
+/** The watch of the service's checks rerouted through the sidecar is named `exposed-checks:<service id>`. */
+export const EXPOSED_CHECKS_WATCH_PREFIX = 'exposed-checks:';
+/**
+ * GET /v1/agent/checks cannot block: with Proxy.Expose.Checks it is polled this often (an answer
+ * that changes nothing is not an event). A new check's path is known after the agent first ran it.
+ */
+export const EXPOSED_CHECKS_POLL_MS = 2_000;
 
 export interface WatchErrorReport {
   watch: string;
@@ -51,6 +59,8 @@ export interface SidecarWatchesOptions {
    * error and the upstream keeps its last good chain, as Envoy keeps its last good routes.
    */
   checkChain?: (upstreamKey: string, chain: Chain) => void;
+  /** How often the exposed checks are polled (EXPOSED_CHECKS_POLL_MS when absent). */
+  exposedChecksPollMs?: number;
 }
 
 interface RunningWatch {
@@ -88,6 +98,7 @@ export class SidecarWatches {
         this.#syncLeaf(registration.serviceName);
         if (this.#opts.watchIntentions === true) this.#syncIntentions(registration.serviceName, registration.namespace);
         this.#syncMesh(registration.publicListener.protocol);
+        this.#syncExposedChecks(registration.expose?.checks === true ? registration.serviceId : undefined);
         this.#upstreams = registration.upstreams;
         this.#syncChains(registration.upstreams);
         this.#syncTargets();
@@ -154,6 +165,34 @@ export class SidecarWatches {
       (cursor, signal) => api.meshConfig(cursor, signal),
       (value) => this.#opts.emit({ kind: 'mesh', value }),
     );
+  }
+
+  /**
+   * With Proxy.Expose.Checks, the service's checks that the agent sends through the sidecar
+   * (`exposed-checks:<service id>`, polled); none otherwise. An HTTP check whose output names no
+   * URL for a moment (the agent rewrote it) keeps the path it had, so the listener does not flap.
+   */
+  #syncExposedChecks(serviceId: string | undefined): void {
+    const name = serviceId === undefined ? undefined : `${EXPOSED_CHECKS_WATCH_PREFIX}${serviceId}`;
+    for (const running of this.#running.keys()) {
+      if (running.startsWith(EXPOSED_CHECKS_WATCH_PREFIX) && running !== name) {
+        this.#stopWatch(running);
+        this.#opts.emit({ kind: 'exposed-checks', value: [] });
+      }
+    }
+    if (serviceId === undefined || name === undefined || this.#running.has(name)) return;
+    const { api } = this.#opts;
+    let last: readonly ExposedCheck[] = [];
+    const fetch = async (_cursor: Cursor, signal: AbortSignal): Promise<Versioned<ExposedCheck[]>> => {
+      const checks = (await api.exposedChecks(serviceId, signal)).map((c) => {
+        if (c.path !== undefined) return c;
+        const known = last.find((p) => p.checkId === c.checkId && p.exposedPort === c.exposedPort);
+        return known === undefined ? c : { ...c, path: known.path };
+      });
+      last = checks;
+      return { value: checks, cursor: {} };
+    };
+    this.#startWatch(name, fetch, (value) => this.#opts.emit({ kind: 'exposed-checks', value }), this.#opts.exposedChecksPollMs ?? EXPOSED_CHECKS_POLL_MS);
   }
 
   /**

@@ -78,9 +78,11 @@ export const EVENT_WATCH: Record<SnapshotEvent['kind'], WatchKind | undefined> =
   'target-removed': undefined,
   // The mesh config entry's watch (`mesh`) has no kind of its own: watchKind reports it as `other`.
   mesh: 'other',
+  // The watch of the service's checks rerouted through Proxy.Expose (`exposed-checks:<id>`).
+  'exposed-checks': 'other',
 };
 
-export const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'target', 'root'];
+export const DROPPED_KINDS: ReadonlyArray<DroppedItem['kind']> = ['upstream', 'endpoint', 'target', 'root', 'expose', 'setting'];
 
 /**
  * What the reconcile loop tells the metrics (src/reconcile/reconciler.ts calls these through its

@@ -7,7 +7,10 @@
 import type { StatsConfig } from '../config/config.js';
 import { errorMessage } from '../errors.js';
 import type { ProcessState } from '../domain/haproxy.js';
-import type { Leaf, MissingPart, Roots, SnapshotEvent } from '../domain/snapshot.js';
+import type { Leaf, MissingPart, Roots, Snapshot, SnapshotEvent } from '../domain/snapshot.js';
+import type { AccessRecord } from './access-log-record.js';
+import { EnvoyLatency, envoyExposition } from './envoy-compat.js';
+import { type EnvoyView, envoyView } from './envoy-tags.js';
 import { HaproxyStatsClient } from './haproxy-stats.js';
 import type { Logger } from '../logger.js';
 import { SidecarMetrics, type BuildInfo } from './metrics.js';
@@ -39,6 +42,8 @@ export interface OperationsSources {
   missing(): readonly MissingPart[];
   runningWatches(): readonly string[];
   spoe(): { connections: number; protocolErrors: number; handlerErrors: number } | undefined;
+  /** The complete snapshot (undefined while parts are missing): the labels of the Envoy-compatible series. */
+  snapshot?(): Snapshot | undefined;
 }
 
 export class Operations {
@@ -51,6 +56,9 @@ export class Operations {
   #leafValidBefore: string;
   #caRoots: number;
   #server: StatsServer | undefined;
+  readonly #latency = new EnvoyLatency();
+  #envoyView: EnvoyView | undefined;
+  #envoyViewStale = true;
 
   constructor(opts: OperationsOptions) {
     this.#opts = opts;
@@ -86,6 +94,7 @@ export class Operations {
   snapshotChanged(event: SnapshotEvent): void {
     if (event.kind === 'leaf') this.#leafValidBefore = event.value.validBefore;
     if (event.kind === 'roots') this.#caRoots = event.value.roots.length;
+    this.#envoyViewStale = true;
     this.metrics.snapshotChanged(event.kind);
   }
 
@@ -103,9 +112,30 @@ export class Operations {
       metrics: this.metrics,
       haproxy: this.#haproxyStats,
       view: () => this.view(),
+      envoy: (haproxyText) => envoyExposition(haproxyText, this.#currentEnvoyView(), this.#latency),
       logger: this.#opts.logger,
     });
     await this.#registration?.register(this.#opts.signal);
+  }
+
+  /** An access record from HAProxy's log receiver: feeds the Envoy-compatible latency histograms. */
+  readonly accessObserved = (record: AccessRecord): void => {
+    if (record.kind !== 'request') return;
+    this.#currentEnvoyView();
+    this.#latency.observe(record);
+  };
+
+  /** Recomputed after a snapshot change, on the next scrape or access record. */
+  #currentEnvoyView(): EnvoyView | undefined {
+    if (this.#envoyViewStale) {
+      const snapshot = this.#sources?.snapshot?.();
+      if (snapshot !== undefined) {
+        this.#envoyView = envoyView(snapshot);
+        this.#latency.setView(this.#envoyView);
+        this.#envoyViewStale = false;
+      }
+    }
+    return this.#envoyView;
   }
 
   /** HAProxy came back after a crash: register again, in case Consul reaped the service meanwhile. Never throws. */

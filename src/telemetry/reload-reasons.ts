@@ -44,6 +44,8 @@ export type ReloadReasonCategory = (typeof RELOAD_REASON_CATEGORIES)[number];
 function proxyCategory(name: string): ReloadReasonCategory {
   if (name.startsWith(UPSTREAM_PREFIX)) return 'upstream';
   if (name === PUBLIC_FRONTEND_NAME || name === LOCAL_APP_BACKEND_NAME) return 'listener';
+  // Proxy.Expose listeners and their backends (translate/expose.ts: exposed_path_<port>, exposed_cluster_<port>).
+  if (name.startsWith('exposed_path_') || name.startsWith('exposed_cluster_')) return 'listener';
   if (name === SPOE_AGENT_BACKEND_NAME) return 'intentions';
   return 'other';
 }

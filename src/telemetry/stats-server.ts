@@ -29,6 +29,8 @@ export interface StatsServerOptions {
   haproxy: HaproxyStatsClient;
   /** The sidecar as /ready and /health see it, read on every request. */
   view: () => SidecarView;
+  /** The Envoy-compatible series (envoy-compat.ts) for HAProxy's text of this scrape ('' when unread). */
+  envoy?: (haproxyText: string) => string;
   logger: Logger;
   now?: () => number;
 }
@@ -132,8 +134,19 @@ export class StatsServer {
     }
     const own = await metrics.exposition();
     const body = haproxyText === '' || haproxyText.endsWith('\n') ? `${own}${haproxyText}` : `${own}${haproxyText}\n`;
+    const envoy = this.#envoyText(haproxyText);
     res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
-    res.end(body);
+    res.end(`${body}${envoy}`);
+  }
+
+  /** A failure here costs the Envoy-compatible series of one scrape, never the scrape. */
+  #envoyText(haproxyText: string): string {
+    try {
+      return this.#opts.envoy?.(haproxyText) ?? '';
+    } catch (err) {
+      this.#opts.logger.error({ err: errorMessage(err) }, 'computing the Envoy-compatible metrics failed');
+      return '';
+    }
   }
 
   async #ready(res: ServerResponse): Promise<void> {

@@ -25,6 +25,9 @@ import { DEFAULT_HARD_STOP_AFTER_MS, DEFAULT_HTTP_REQUEST_TIMEOUT_MS, DEFAULT_MA
 import { intentionsEnforcement, intentionsEpoch, renderedPolicies } from './spoe.js';
 import { compareStrings, leafFile, publicCrtListFile, rootsFile } from './tls-files.js';
 import { upstreamProxies } from './upstream.js';
+import { exposeProxies, type ReservedListener } from './expose.js';
+
+export type { ReservedListener } from './expose.js';
 
 export {
   DEFAULT_HARD_STOP_AFTER_MS,
@@ -46,6 +49,8 @@ export interface TranslateOptions {
   maxconn?: number;
   /** `hard-stop-after`; DEFAULT_HARD_STOP_AFTER_MS when absent (raised to the shutdown grace period). */
   hardStopAfterMs?: number;
+  /** Ports of this host that exposed paths must not take (the daemon's -stats-addr). */
+  reservedListeners?: readonly ReservedListener[];
 }
 
 /** Weight of the single local application server (the value is irrelevant with one server). */
@@ -175,6 +180,11 @@ export function translate(snapshot: Snapshot, options: TranslateOptions): Transl
     backends.push(...proxies.backends);
     splits.push(...proxies.splits);
   }
+
+  // Exposed paths come last: a path on the port of another listener is the one left out.
+  const exposed = exposeProxies(snapshot, frontends, options.reservedListeners ?? [], dropped);
+  frontends.push(...exposed.frontends);
+  backends.push(...exposed.backends);
 
   if (splits.length > 0) {
     files.push(splitsMapFile(splits));

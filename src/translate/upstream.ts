@@ -11,6 +11,7 @@ import type { Backend, Frontend, Server } from '../haproxy/model.js';
 import { checkServer, modelProblem } from '../haproxy/validate.js';
 import { DEFAULT_HTTP_REQUEST_TIMEOUT_MS, TCP_IDLE_TIMEOUT_MS, clampWeight, frontendTimeouts, modeOf, upstreamAlpn } from './defaults.js';
 import { isPlainRoute, routedProxies } from './routes.js';
+import { backendLimits } from './limits.js';
 import { type BackendFactory, balanceOf, healthyEndpoints, targetBackendName, targetIdentity } from './targets.js';
 import { compareStrings } from './tls-files.js';
 
@@ -61,6 +62,7 @@ function backendFactory(upstream: Upstream, snapshot: Snapshot, dropped: Dropped
       protoH2: false,
       ...(identity !== undefined && { peerIdentity: identity }),
       ...(mode === 'http' && { retries: NO_RETRIES }),
+      ...backendLimits(upstream),
       servers: [],
     };
   };

@@ -226,6 +226,29 @@ const CASES: Case[] = [
       roots: roots({ roots: [...roots().roots, { id: 'garbage', rootCertPem: '-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n', intermediateCertsPem: [], active: false }] }),
     }),
   },
+  {
+    // Circuit breaker and outlier ejection on an HTTP and a TCP upstream (README "Upstream limits and passive health").
+    name: 'upstream-limits',
+    snapshot: snapshot({
+      upstreams: [
+        upstream('api', {
+          localBindPort: 9191,
+          protocol: 'http',
+          limits: { maxConnections: 3, maxPendingRequests: 4, maxConcurrentRequests: 2 },
+          passiveHealthCheck: { intervalMs: 1_000, maxFailures: 3, enforcingConsecutive5xx: 100, maxEjectionPercent: 10, baseEjectionTimeMs: 2_500 },
+        }),
+        upstream('db', {
+          localBindPort: 9192,
+          limits: { maxConnections: 3, maxPendingRequests: 1024, maxConcurrentRequests: 1024 },
+          passiveHealthCheck: { intervalMs: 10_000, maxFailures: 5, enforcingConsecutive5xx: 100, maxEjectionPercent: 10, baseEjectionTimeMs: 30_000 },
+        }),
+      ],
+      endpoints: [
+        ['service:default/api@', [endpoint('node-1', '10.0.0.1'), endpoint('node-2', '10.0.0.2')]],
+        ['service:default/db@', [endpoint('node-1', '10.0.0.3', 21000, 1, 'db-sidecar-proxy')]],
+      ],
+    }),
+  },
   { name: 'intentions-tcp', snapshot: snapshot({ intentions: INTENTIONS, upstreams: [api], endpoints: [[api.key, [endpoint('node-1', '10.0.0.1')]]] }) },
   { name: 'intentions-http', snapshot: snapshot({ listener: { protocol: 'http' }, intentions: INTENTIONS }) },
   {
@@ -263,6 +286,33 @@ const CASES: Case[] = [
         ],
       }),
     }),
+  },
+  {
+    // Proxy.Expose: a metrics path, an HTTP/2 path, the rerouted HTTP and gRPC checks; a path on
+    // the public port is left out (README "Expose paths and checks").
+    name: 'expose',
+    snapshot: (() => {
+      const base = snapshot({ listener: { protocol: 'http' }, accessLogs: { enabled: true, disableListenerLogs: false, sink: { type: 'stdout' }, format: defaultAccessLogFormat() } });
+      const exposePath = (source: string, listenerPort: number, p: string, localPathPort: number, protocol: 'http' | 'http2') => ({ source, listenerPort, path: p, localPathPort, protocol });
+      return {
+        ...base,
+        registration: {
+          ...base.registration,
+          expose: {
+            checks: true,
+            paths: [
+              exposePath('Expose.Paths[0]', 21600, '/metrics', 9090, 'http'),
+              exposePath('Expose.Paths[1]', 21601, "/it's$here", 9091, 'http2'),
+              exposePath('Expose.Paths[2]', 21000, '/public', 8080, 'http'),
+            ],
+          },
+        },
+        exposedChecks: [
+          { checkId: 'service:web:1', type: 'http' as const, exposedPort: 21500, path: '/health' },
+          { checkId: 'service:web:2', type: 'grpc' as const, exposedPort: 21501, path: '/grpc.health.v1.Health/Check' },
+        ],
+      };
+    })(),
   },
 ];
 
