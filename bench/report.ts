@@ -78,6 +78,11 @@ const one = (n: number | undefined): string => (n !== undefined && Number.isFini
 const withSpread = (xs: readonly number[]): string => (xs.length > 1 ? `${int(mean(xs))} (${xs.map(int).join('/')})` : int(mean(xs)));
 const mib = (kib: number): string => (kib / 1024).toFixed(1);
 
+/** Failed / sent probe requests; `n/a` for a case that runs no probe (nothing was sent). */
+export function probeCell(failed: number, sent: number): string {
+  return sent === 0 && failed === 0 ? 'n/a' : `${int(failed)} / ${int(sent)}`;
+}
+
 function rssCell(byCommand: Record<string, number> | undefined): string {
   if (byCommand === undefined) return '–';
   return Object.entries(byCommand)
@@ -119,7 +124,7 @@ export function renderMarkdown(results: Results): string {
     lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests | reloads |', '|---|---|---|---|---|---|---|');
     for (const c of results.controlPlane) {
       lines.push(
-        `| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${int(c.failedRequests)} / ${int(c.requests)} | ${c.reloads === undefined ? '–' : int(c.reloads)} |`,
+        `| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${probeCell(c.failedRequests, c.requests)} | ${c.reloads === undefined ? '–' : int(c.reloads)} |`,
       );
     }
     lines.push('');

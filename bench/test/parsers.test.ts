@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import { percentile } from '../control-plane/case.js';
 import { parseFortio, parseWrk } from '../lib/load-tools.js';
 import { appConfig, referenceHopA } from '../lib/haproxy-fixtures.js';
+import { probeCell } from '../report.js';
 
 const WRK_OUTPUT = `Running 2s test @ http://127.0.0.1:40557/
   1 threads and 50 connections
@@ -95,5 +96,13 @@ describe('fixtures', () => {
     const ports = { entry: 1, mtls: 2, app: 3 };
     assert.match(referenceHopA('http', ports, certs), /http-reuse always/);
     assert.doesNotMatch(referenceHopA('tcp', ports, certs), /http-reuse/);
+  });
+});
+
+describe('probeCell (the "failed probe requests" column)', () => {
+  test('a case that sent no probe request says n/a, never 0 / 0', () => {
+    assert.equal(probeCell(0, 0), 'n/a');
+    assert.equal(probeCell(0, 1200), '0 / 1,200');
+    assert.equal(probeCell(3, 1200), '3 / 1,200');
   });
 });
