@@ -1,8 +1,8 @@
 /**
  * Child processes of the test and demo helpers that must not outlive this process. A helper that
  * starts a long-running child registers it; when this process exits while the child still runs
- * (a failed `before` hook that never reached its `after`, a test file ended by --test-force-exit),
- * the child is sent SIGKILL, so no agent or sidecar is left behind holding ports and pipes.
+ * (a failed `before` hook that never reached its `after`), the child is sent a signal, so no agent
+ * or sidecar is left behind holding ports and pipes.
  */
 import type { ChildProcess } from 'node:child_process';
 
@@ -21,6 +21,19 @@ export function killOnExit(child: ChildProcess, signal: NodeJS.Signals = 'SIGKIL
   process.once('exit', () => {
     for (const [c, sig] of live) if (c.exitCode === null && c.signalCode === null) c.kill(sig);
   });
+}
+
+/**
+ * A child that must neither outlive this process nor keep it alive: a Consul agent that a failed
+ * `before` hook never stopped would otherwise hold a test file open forever through its pipes.
+ * It is unreferenced (with its output pipes; they are still read while anything else runs) and
+ * killed at exit. Whoever waits for it must keep the event loop alive meanwhile (a timer), as
+ * waitFor's polling and stop()'s kill timer do.
+ */
+export function backgroundChild(child: ChildProcess): void {
+  killOnExit(child);
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
 }
 
 /** True when a server failed to start because a port it was given was taken meanwhile. */

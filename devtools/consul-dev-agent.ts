@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { killOnExit, retryOnPortTaken } from './children.js';
+import { backgroundChild, retryOnPortTaken } from './children.js';
 import { freePorts, waitFor } from './ports.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -104,7 +104,7 @@ export class ConsulDevAgent {
     ];
     if (options.extraConfig !== undefined) args.push('-hcl', options.extraConfig);
     const child = spawn(CONSUL_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    killOnExit(child);
+    backgroundChild(child);
     const agent = new ConsulDevAgent(`127.0.0.1:${http}`, child, dataDir, options.token, serfWan);
     const failed = new Promise<never>((_, reject) => {
       child.once('error', (err) => reject(new Error(`cannot run ${CONSUL_BIN}: ${err.message} (run scripts/setup.sh)`)));

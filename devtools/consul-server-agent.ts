@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CONSUL_BIN, agentGet, agentPut } from './consul-dev-agent.js';
-import { killOnExit, retryOnPortTaken } from './children.js';
+import { backgroundChild, retryOnPortTaken } from './children.js';
 import { freePorts, waitFor } from './ports.js';
 
 /** A server leaves nothing to raft on SIGTERM (leave_on_terminate defaults to false for servers; set anyway). */
@@ -155,7 +155,7 @@ export class ConsulServerAgent {
   async #launch(): Promise<void> {
     const child = spawn(CONSUL_BIN, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
-    killOnExit(child);
+    backgroundChild(child);
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     const keep = (d: Buffer): void => {
       this.output = (this.output + d.toString()).slice(-20_000);
