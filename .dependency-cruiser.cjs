@@ -3,7 +3,8 @@
  *
  *   config ─▶ consul (client, watch loop) ─▶ snapshot (fold, watch set) ─▶ translate (pure)
  *     ─▶ haproxy (model, validate, render, plan: pure) ─▶ driver (process, runtime API, master
- *     CLI, files: I/O) ─▶ reconcile (the loop)
+ *     CLI, files: I/O) ─▶ dataplane (the Data Plane API driver, on the driver's interface) ─▶
+ *     reconcile (the loop)
  *
  * with the leaves beside it: domain (plain types and pure rules every layer shares; imports
  * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
@@ -37,6 +38,7 @@ module.exports = {
     layer('intentions', ['spiffe', 'spoe']),
     layer('haproxy', []),
     layer('driver', ['haproxy']),
+    layer('dataplane', ['haproxy', 'driver']),
     layer('translate', ['haproxy']),
     layer('telemetry', ['config']),
     layer('reconcile', ['translate', 'haproxy', 'driver', 'snapshot']),

@@ -14,3 +14,14 @@ export const HAPROXY_BIN = fromEnv ? (fromEnv.includes('/') ? resolve(fromEnv) :
 export function haproxyBinArgs(): string[] {
   return fromEnv ? ['-haproxy', HAPROXY_BIN] : [];
 }
+
+/**
+ * `DATAPLANEAPI_BIN` (a Data Plane API v2.9 binary) runs every sidecar the harness starts with the
+ * Data Plane API driver: the integration suite then tests that driver against the real API.
+ */
+export const DATAPLANEAPI_BIN = process.env['DATAPLANEAPI_BIN'] ? resolve(process.env['DATAPLANEAPI_BIN']) : undefined;
+
+/** The daemon's `-dataplane` flag for DATAPLANEAPI_BIN, or nothing. */
+export function dataplaneArgs(): string[] {
+  return DATAPLANEAPI_BIN === undefined ? [] : ['-dataplane', DATAPLANEAPI_BIN];
+}

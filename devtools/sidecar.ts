@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
 import { killOnExit } from './children.js';
 import { waitFor } from './ports.js';
-import { haproxyBinArgs } from './haproxy-bin.js';
+import { dataplaneArgs, haproxyBinArgs } from './haproxy-bin.js';
 
 export class SidecarProcess {
   readonly process: ChildProcess;
@@ -20,7 +20,7 @@ export class SidecarProcess {
     const useDist = process.env.HAPROXY_CONNECT_DIST === '1';
     const command = useDist ? [join(REPO_ROOT, 'dist/cli.js')] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
     // HAPROXY_BIN, unless the caller names a binary itself (a test of a missing one).
-    const binary = args.some((a) => /^--?haproxy(=|$)/.test(a)) ? [] : haproxyBinArgs();
+    const binary = [...(args.some((a) => /^--?haproxy(=|$)/.test(a)) ? [] : haproxyBinArgs()), ...(args.some((a) => /^--?dataplane(=|$)/.test(a)) ? [] : dataplaneArgs())];
     this.process = spawn(process.execPath, [...command, ...binary, ...args], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

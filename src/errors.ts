@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   SPOE_LISTEN_FAILED: 'the intentions agent (SPOE) could not listen on its socket in the run directory',
   LOG_RECEIVER_FAILED: "the receiver of HAProxy's logs could not listen on its socket in the run directory",
   STATS_LISTEN_FAILED: 'the stats server could not listen on the -stats-addr address',
+  DATAPLANE_API: 'the HAProxy Data Plane API could not be reached, or refused a request (the message names what it refused)',
+  DATAPLANE_UNSUPPORTED: 'the Data Plane API binary (-dataplane) is a version haproxy-connect cannot drive',
   HAPROXY_STATS_FAILED: "HAProxy's stats frontend (its metrics and health, on the stats socket in the run directory) did not answer",
 } as const;
 

@@ -145,6 +145,7 @@ async function runSidecar(config: Config, consul: ConsulAgentApi, signal: AbortS
       runDir,
       state,
       shutdownGraceMs: config.shutdownGraceMs,
+      ...(config.dataplaneBin !== undefined && { dataplaneBin: config.dataplaneBin }),
       logger: log,
       onSpawn: (pid) => claim.haproxyStarted(pid),
       // Back from a crash: Consul may have reaped the stats service while its check was critical.

@@ -63,12 +63,22 @@ export const FLAGS: readonly FlagSpec[] = [
     usage: "serve /metrics (Prometheus: HAProxy's and haproxy-connect's own), /ready and /health over HTTP on this address, e.g. 127.0.0.1:9102 or [::1]:9102",
   },
   { name: 'stats-service-register', kind: 'boolean', usage: 'register a service <service>-connect-stats for -stats-addr on the local agent, with an HTTP check on /health (deregistered on exit)' },
+  {
+    name: 'dataplane',
+    kind: 'optional-string',
+    valueName: '<dataplaneapi binary>',
+    usage:
+      "apply every change through the HAProxy Data Plane API (v2.9.x), started next to HAProxy on a unix socket in the run directory; a bare -dataplane runs 'dataplaneapi' from PATH. Without it, haproxy-connect drives HAProxy itself (the native driver)",
+  },
   { name: 'version', kind: 'boolean', usage: 'print the version and exit' },
   { name: 'help', kind: 'boolean', usage: 'print this help and exit' },
 ];
 
 /** Flags of the original tool that this version does not implement yet: refused with a clear message. */
-const NOT_YET_IMPLEMENTED = ['dataplane'];
+const NOT_YET_IMPLEMENTED: string[] = [];
+
+/** What a bare `-dataplane` runs: the Data Plane API's binary name, looked up on PATH. */
+export const DEFAULT_DATAPLANE_BIN = 'dataplaneapi';
 
 export interface ConsulConnection {
   address: string;
@@ -89,6 +99,8 @@ export interface Config {
   enforceIntentions: boolean;
   /** On shutdown, how long open connections may take to finish after the listeners close. */
   shutdownGraceMs: number;
+  /** -dataplane: the Data Plane API binary; absent: the native driver. */
+  dataplaneBin?: string | undefined;
   /** -stats-addr (and -stats-service-register); absent: no stats server. */
   stats?: StatsConfig | undefined;
 }
@@ -253,6 +265,7 @@ export async function loadConfig({ argv, env }: ConfigSources): Promise<CliReque
       enforceIntentions: values.get('enable-intentions') !== false,
       shutdownGraceMs,
       stats,
+      ...(values.has('dataplane') && { dataplaneBin: nonEmpty(str('dataplane')) ?? DEFAULT_DATAPLANE_BIN }),
     },
   };
 }

@@ -7,7 +7,8 @@ import { HaproxyConnectError } from '../errors.js';
 
 export interface FlagSpec {
   name: string;
-  kind: 'string' | 'boolean';
+  /** `optional-string`: `-name value`, or a bare `-name` (followed by another flag or nothing), which gives ''. */
+  kind: 'string' | 'boolean' | 'optional-string';
   usage: string;
   /** Placeholder shown in help, e.g. `<service-id>`. */
   valueName?: string;
@@ -55,6 +56,10 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[]):
     let value = inline;
     if (value === undefined) {
       const next = argv[i + 1];
+      if (spec.kind === 'optional-string' && (next === undefined || (next.startsWith('-') && next !== '-'))) {
+        values.set(name, '');
+        continue;
+      }
       if (next === undefined) throw invalid(`flag needs an argument: -${name}`);
       value = next;
       i++;
@@ -67,7 +72,7 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[]):
 export function formatHelp(program: string, specs: readonly FlagSpec[]): string {
   const lines = [`Usage: ${program} -sidecar-for <service-id> [flags]`, '', 'Flags:'];
   for (const spec of specs) {
-    const value = spec.kind === 'string' ? ` ${spec.valueName ?? '<value>'}` : '';
+    const value = spec.kind === 'string' ? ` ${spec.valueName ?? '<value>'}` : spec.kind === 'optional-string' ? ` [${spec.valueName ?? '<value>'}]` : '';
     lines.push(`  -${spec.name}${value}`);
     const def = spec.defaultText === undefined ? '' : ` (default: ${spec.defaultText})`;
     lines.push(`      ${spec.usage}${def}`);

@@ -32,6 +32,11 @@ export interface HaproxyDriver {
   readonly detail: string;
   /** Makes `model` the live configuration: files and configuration written and checked, then a start or a hitless reload. */
   activate(model: HaproxyModel, text: string, signal: AbortSignal): Promise<ActivateOutcome>;
+  /**
+   * Why some of `ops` cannot be applied at runtime by this driver (the reconciler reloads instead,
+   * with these as the reasons); empty when all can. Absent: every op can.
+   */
+  runtimeLimits?(ops: readonly RuntimeOp[]): string[];
   /** Applies runtime operations in order; never throws for a refused operation (each gets a result). */
   applyRuntime(ops: readonly RuntimeOp[], signal: AbortSignal): Promise<OpResult[]>;
   /** Records that `model` is live after runtime operations, so a later reload or restart starts from it. Never throws. */

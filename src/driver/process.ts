@@ -144,9 +144,11 @@ export class HaproxyProcess extends EventEmitter {
   /**
    * Hitless reload through the master CLI. The caller has run checkConfig on the new file. Resolves
    * when a new worker generation runs; throws HAPROXY_RELOAD_FAILED if the master reports a failed
-   * reload (the old worker keeps serving) or no new worker appears in time.
+   * reload (the old worker keeps serving) or no new worker appears in time. `trigger`, when given,
+   * asks for the reload another way (the Data Plane API runs its reload command) instead of the
+   * master CLI's `reload`; the new worker is confirmed the same way.
    */
-  async reload(): Promise<void> {
+  async reload(trigger?: () => Promise<void>): Promise<void> {
     if (!this.#is('running')) {
       throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', `Cannot reload haproxy while it is ${this.#state}`);
     }
@@ -168,8 +170,16 @@ export class HaproxyProcess extends EventEmitter {
       // 2.6 answers nothing to `reload` and closes (FACTS §2); 3.0 answers `Success=0|1` only once
       // the new worker is ready (seconds for a large config), so wait as long as for the reload.
       // Either way the new worker is confirmed from `show proc`.
-      answer = parseReloadAnswer(await sendCommand(this.#opts.masterSocket, 'reload', { timeoutMs: this.#opts.reloadTimeoutMs }));
+      if (trigger === undefined) answer = parseReloadAnswer(await sendCommand(this.#opts.masterSocket, 'reload', { timeoutMs: this.#opts.reloadTimeoutMs }));
+      else {
+        await trigger();
+        answer = undefined;
+      }
     } catch (err) {
+      if (err instanceof HaproxyConnectError && err.code === 'HAPROXY_CONFIG_REJECTED') {
+        if (this.#is('reloading')) this.#transition('running');
+        throw err;
+      }
       throw failed(`Cannot reload haproxy with ${this.#opts.cfgPath}: ${errorMessage(err)}`, err);
     }
     if (answer?.success === false) {

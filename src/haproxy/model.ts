@@ -192,6 +192,11 @@ export interface Server {
   address: string;
   port: number;
   weight: number;
+  /**
+   * Starts in maintenance (`disabled` in haproxy.cfg): a spare server slot that the Data Plane API
+   * driver fills at runtime. Never set by translate; never on the runtime `add server` path.
+   */
+  maintenance?: true;
 }
 
 /**

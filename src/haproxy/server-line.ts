@@ -91,5 +91,5 @@ export function serverSpec(server: Server, backend: Backend): string {
 
 /** The haproxy.cfg line (without indentation). */
 export function serverConfigLine(server: Server, backend: Backend): string {
-  return `server ${serverSpec(server, backend)}`;
+  return `server ${serverSpec(server, backend)}${server.maintenance === true ? ' disabled' : ''}`;
 }

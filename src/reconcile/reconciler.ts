@@ -213,7 +213,10 @@ export class Reconciler {
         return;
       }
     }
-    const decision = plan(previous.model, model);
+    const planned = plan(previous.model, model);
+    const limits = this.#runtimeLimits(planned);
+    // What this driver cannot do at runtime is a reload, with the driver's reason.
+    const decision: typeof planned = planned.kind === 'runtime' && limits.length > 0 ? { kind: 'reload', reasons: limits } : planned;
     if (decision.kind === 'none') {
       if (previous.text !== text || !sameModelFiles(previous.model, model)) this.#opts.driver.persist(model, text);
       this.#applied = { model, text };
@@ -258,7 +261,7 @@ export class Reconciler {
     if (previous === undefined || this.#opts.driver.state !== 'running' || signal.aborted) return;
     const partial = runtimeSubset(previous.model, desired);
     const decision = plan(previous.model, partial);
-    if (decision.kind !== 'runtime') return;
+    if (decision.kind !== 'runtime' || this.#runtimeLimits(decision).length > 0) return;
     try {
       const failures = await this.#applyRuntime(decision.ops, signal);
       if (failures.length > 0) return;
@@ -269,6 +272,13 @@ export class Reconciler {
     } catch (err) {
       this.#opts.logger.error({ err: errorMessage(err) }, 'applying the changes that need no reload failed too');
     }
+  }
+
+  /** The driver's reasons why some of a runtime plan's ops need a reload (one line per kind). */
+  #runtimeLimits(decision: ReturnType<typeof plan>): string[] {
+    const driver = this.#opts.driver;
+    if (decision.kind !== 'runtime' || driver.runtimeLimits === undefined) return [];
+    return driver.runtimeLimits(decision.ops).map((limit) => `the ${driver.name} driver: ${limit}`);
   }
 
   /** True while the first endpoints of a new upstream's targets are awaited (bounded by UPSTREAM_FIRST_ANSWER_WAIT_MS). */

@@ -8,6 +8,8 @@ import { errorMessage } from '../errors.js';
 import { CONFIG_FILE } from '../driver/config-writer.js';
 import { ManagedFiles } from '../driver/files.js';
 import { NativeDriver } from '../driver/native-driver.js';
+import { DataplaneApiProcess } from '../dataplane/api-process.js';
+import { DataplaneDriver } from '../dataplane/driver.js';
 import { HaproxyProcess } from '../driver/process.js';
 import type { Logger } from '../logger.js';
 import { type ReconcileObserver, Reconciler } from '../reconcile/reconciler.js';
@@ -22,6 +24,8 @@ export interface HaproxyPartOptions {
   haproxyBin: string;
   runDir: string;
   state: SnapshotState;
+  /** -dataplane: apply through the Data Plane API started from this binary; absent: the native driver. */
+  dataplaneBin?: string;
   /** Soft stop: the listeners close at once, open connections get this long. */
   shutdownGraceMs: number;
   logger: { haproxy: Logger; reconcile: Logger };
@@ -57,7 +61,11 @@ export function createHaproxy(options: HaproxyPartOptions): HaproxyPart {
     killTimeoutMs: options.shutdownGraceMs,
     onSpawn: options.onSpawn,
   });
-  const driver = new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: options.haproxyBin, runDir, logger: log.reconcile });
+  const api = options.dataplaneBin === undefined ? undefined : new DataplaneApiProcess({ bin: options.dataplaneBin, runDir, haproxyBin: options.haproxyBin, logger: log.haproxy });
+  const driver =
+    api === undefined
+      ? new NativeDriver({ haproxy, files: new ManagedFiles(runDir), haproxyBin: options.haproxyBin, runDir, logger: log.reconcile })
+      : new DataplaneDriver({ haproxy, api, files: new ManagedFiles(runDir), runDir, logger: log.reconcile });
   const reconciler = new Reconciler({
     state: options.state,
     driver,
@@ -88,6 +96,7 @@ export function createHaproxy(options: HaproxyPartOptions): HaproxyPart {
     stopHaproxy: async () => {
       await restarts.stop();
       await haproxy.stop().catch((err: unknown) => log.haproxy.error({ err: errorMessage(err) }, 'stopping haproxy failed'));
+      await api?.stop().catch((err: unknown) => log.haproxy.error({ err: errorMessage(err) }, 'stopping the Data Plane API failed'));
     },
   };
 }

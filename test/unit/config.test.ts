@@ -3,8 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadConfig, normalizeConsulAddress, type Config } from '../../src/config/config.js';
-import { parseFlags } from '../../src/config/flags.js';
+import { DEFAULT_DATAPLANE_BIN, FLAGS, loadConfig, normalizeConsulAddress, type Config } from '../../src/config/config.js';
+import { formatHelp, parseFlags } from '../../src/config/flags.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 
 let dir: string;
@@ -33,6 +33,7 @@ describe('Go-style flags', () => {
   const specs = [
     { name: 'sidecar-for', kind: 'string', usage: '' },
     { name: 'enable-intentions', kind: 'boolean', usage: '' },
+    { name: 'dataplane', kind: 'optional-string', usage: '' },
   ] as const;
   const cases: Array<[string, string[], Record<string, string | boolean>]> = [
     ['single dash with space', ['-sidecar-for', 'web'], { 'sidecar-for': 'web' }],
@@ -44,6 +45,10 @@ describe('Go-style flags', () => {
     ['boolean =false', ['-enable-intentions=false'], { 'enable-intentions': false }],
     ['boolean =1', ['--enable-intentions=1'], { 'enable-intentions': true }],
     ['stops at --', ['-enable-intentions', '--', '-sidecar-for'], { 'enable-intentions': true }],
+    ['optional string with a value', ['-dataplane', '/opt/dpapi'], { dataplane: '/opt/dpapi' }],
+    ['optional string bare at the end', ['-sidecar-for', 'web', '-dataplane'], { 'sidecar-for': 'web', dataplane: '' }],
+    ['optional string bare before a flag', ['-dataplane', '-sidecar-for', 'web'], { dataplane: '', 'sidecar-for': 'web' }],
+    ['optional string with =', ['-dataplane=/x'], { dataplane: '/x' }],
   ];
   for (const [name, argv, want] of cases) {
     test(name, () => {
@@ -149,6 +154,25 @@ describe('config from flags and environment', () => {
     const c = await config(['-sidecar-for', 'web'], { CONSUL_HTTP_ADDR: 'unix:///run/consul/http.sock' });
     assert.equal(c.consul.address, 'unix:///run/consul/http.sock');
   });
+  test('-dataplane takes an optional binary (bare: dataplaneapi from PATH)', async () => {
+    assert.equal(DEFAULT_DATAPLANE_BIN, 'dataplaneapi');
+    assert.equal((await config(['-sidecar-for', 'web', '-dataplane', '/opt/dpapi'])).dataplaneBin, '/opt/dpapi');
+    assert.equal((await config(['-sidecar-for', 'web', '-dataplane'])).dataplaneBin, 'dataplaneapi');
+    assert.equal((await config(['-dataplane', '-sidecar-for', 'web'])).dataplaneBin, 'dataplaneapi');
+    assert.equal((await config(['-sidecar-for', 'web', '-dataplane=/x'])).dataplaneBin, '/x');
+    assert.equal((await config(['-sidecar-for', 'web', '--dataplane=/x'])).dataplaneBin, '/x');
+    assert.equal((await config(['-sidecar-for', 'web', '-dataplane='])).dataplaneBin, 'dataplaneapi');
+  });
+  test('without -dataplane, the native driver (no dataplaneBin)', async () => {
+    const c = await config(['-sidecar-for', 'web']);
+    assert.equal(c.dataplaneBin, undefined);
+    assert.ok(!('dataplaneBin' in c));
+  });
+  test('-help lists -dataplane with its optional binary', () => {
+    const help = formatHelp('haproxy-connect', FLAGS);
+    assert.match(help, /^ {2}-dataplane \[<dataplaneapi binary>\]$/m);
+    assert.doesNotMatch(help, /not supported/);
+  });
   test('-sidecar-for-tag alone is enough', async () => {
     const c = await config(['-sidecar-for-tag', 'blue']);
     assert.equal(c.sidecarFor, undefined);
@@ -168,7 +192,6 @@ describe('config from flags and environment', () => {
     ['cert without key', () => ['-sidecar-for', 'web'], { CONSUL_CLIENT_CERT: '/c.pem' }, /must be set together/],
     ['missing base path', () => ['-sidecar-for', 'web', '-haproxy-cfg-base-path', '/nonexistent/dir'], {}, /-haproxy-cfg-base-path '\/nonexistent\/dir' does not exist/],
     ['positional', () => ['-sidecar-for', 'web', 'extra'], {}, /unexpected argument 'extra'/],
-    ['not yet implemented', () => ['-sidecar-for', 'web', '-dataplane', '/usr/bin/dataplaneapi'], {}, /-dataplane is not supported by this version/],
   ];
   for (const [name, argv, env, pattern] of bad) test(name, async () => rejects(argv(), env, pattern));
 });

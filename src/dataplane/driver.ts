@@ -1,0 +1,500 @@
+/**
+ * The Data Plane API driver: the same plan as the native driver, applied through the HAProxy Data
+ * Plane API (v2, the 2.9 line for HAProxy 2.6):
+ * - structure: the whole rendered configuration through `configuration/raw` with its version
+ *   (the API checks it with `haproxy -c`, writes it, and reloads with `force_reload`);
+ * - endpoints: `configuration/servers` (address, port, weight and maintenance, which the API
+ *   changes through the runtime API without a reload) and `runtime/servers` (deletion);
+ * - certificates: `storage/ssl_certificates` (the leaf and the CA bundle in the run directory);
+ * - the intentions epoch and split weights: `runtime/maps_entries`.
+ * HAProxy itself stays under our supervisor (master-worker); the API's reload command signals its
+ * master, and the new worker is confirmed from the master CLI as with the native driver.
+ *
+ * What the API cannot do at runtime costs a reload, and says so (`runtimeLimits`). Measured on
+ * v2.9.27: `POST runtime/servers` writes only the first option it finds (its serializer is a
+ * `switch` with one case taken), so an mTLS server cannot be added with its `ssl crt ca-file
+ * verify` options: new endpoints take spare slots instead (slots.ts), as the original tool did.
+ * There is no runtime endpoint for `set ssl cert`: a new leaf is stored, then reloaded.
+ */
+import { basename, join } from 'node:path';
+import { chmod, writeFile } from 'node:fs/promises';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { ActivateOutcome, DriverState, HaproxyDriver, LiveState } from '../driver/driver.js';
+import type { ManagedFiles } from '../driver/files.js';
+import type { HaproxyProcess } from '../driver/process.js';
+import type { OpResult } from '../driver/runtime-apply.js';
+import type { HaproxyModel, ModelFile } from '../haproxy/model.js';
+import type { LiveServer } from '../haproxy/runtime-state.js';
+import type { RuntimeOp } from '../haproxy/runtime-ops.js';
+import { LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
+import { HAPROXY_MASTER_PID_FILE } from './api-config.js';
+import { render } from '../haproxy/render.js';
+import { type SlotLayout, endpointNameOf, freeSlots, freshLayout, slotOf, slottedModel, withHolder } from './slots.js';
+import type { DataplaneApiProcess } from './api-process.js';
+
+/** What the driver needs of the API's process (src/dataplane/api-process.ts). */
+export type DataplaneApi = Pick<DataplaneApiProcess, 'state' | 'client' | 'start' | 'ready' | 'restart' | 'startedBeforeHaproxy'>;
+import type { DataplaneClient, DataplaneRequest } from './client.js';
+
+/**
+ * Files that go through the API's storage, by the storage that takes them; the rest of the run
+ * directory's files are written as by the native driver. The CA bundle goes to general storage:
+ * certificate storage refuses a file without a private key (measured on v2.9.27).
+ */
+const STORED_FILES: ReadonlyMap<string, string> = new Map([
+  [LEAF_FILE, '/services/haproxy/storage/ssl_certificates'],
+  [ROOTS_FILE, '/services/haproxy/storage/general'],
+]);
+/** Runtime writes are persisted to the configuration file after this much quiet (no reload). */
+const PERSIST_QUIET_MS = 1_000;
+/** The key naming the current intentions epoch (runtime-ops.ts). */
+const CURRENT_EPOCH_KEY = 'current';
+
+/** What the driver needs of the HAProxy supervisor (src/driver/process.ts). */
+export type SupervisedHaproxy = Pick<HaproxyProcess, 'state' | 'pid' | 'start' | 'reload'>;
+
+export interface DataplaneDriverOptions {
+  haproxy: SupervisedHaproxy;
+  api: DataplaneApi;
+  files: ManagedFiles;
+  runDir: string;
+  logger: Logger;
+}
+
+/**
+ * Why an op can never be applied through the Data Plane API v2.9 at runtime, or undefined. Adding a
+ * server is possible through the spare slots (slots.ts) when one is free.
+ */
+export function runtimeLimit(op: RuntimeOp): string | undefined {
+  switch (op.kind) {
+    case 'set-leaf':
+      return 'the Data Plane API v2.9 stores certificates but has no runtime endpoint to load them';
+    default:
+      return undefined;
+  }
+}
+
+/** The reasons why `ops` cannot all be applied at runtime with `layout`'s free slots (one line per reason). */
+export function runtimeLimits(ops: readonly RuntimeOp[], layout: SlotLayout): string[] {
+  const reasons = new Set<string>();
+  const free = new Map<string, number>();
+  for (const op of ops) {
+    const limit = runtimeLimit(op);
+    if (limit !== undefined) reasons.add(`${op.kind}: ${limit}`);
+    if (op.kind !== 'add-server') continue;
+    // POST runtime/servers writes only one option of a server on v2.9.27 (measured): new
+    // endpoints go into spare slots written with the backend's TLS options.
+    const left = free.get(op.backend) ?? freeSlots(layout, op.backend).length;
+    if (left <= 0) reasons.add(`add-server: no free server slot left in backend ${op.backend} (a reload makes new ones)`);
+    free.set(op.backend, left - 1);
+  }
+  return [...reasons];
+}
+
+export class DataplaneDriver implements HaproxyDriver {
+  readonly name = 'dataplane';
+  readonly #haproxy: SupervisedHaproxy;
+  readonly #api: DataplaneApi;
+  readonly #files: ManagedFiles;
+  readonly #runDir: string;
+  readonly #log: Logger;
+  /** What storage holds, by file name, so an unchanged certificate is not sent again. */
+  readonly #stored = new Map<string, string>();
+  /** The configuration text the API last accepted. */
+  #posted: string | undefined;
+  #persistTimer: NodeJS.Timeout | undefined;
+  #persistQueued: { model: HaproxyModel; text: string } | undefined;
+  #persisting: Promise<void> | undefined;
+  /** Which endpoint each spare slot holds, as HAProxy runs it. */
+  #layout: SlotLayout = new Map();
+
+  constructor(opts: DataplaneDriverOptions) {
+    this.#haproxy = opts.haproxy;
+    this.#api = opts.api;
+    this.#files = opts.files;
+    this.#runDir = opts.runDir;
+    this.#log = opts.logger;
+  }
+
+  get state(): DriverState {
+    const state = this.#haproxy.state;
+    return state === 'running' || state === 'stopped' ? state : 'unavailable';
+  }
+
+  get detail(): string {
+    return `${this.#haproxy.state}, Data Plane API ${this.#api.state}`;
+  }
+
+  runtimeLimits(ops: readonly RuntimeOp[]): string[] {
+    return runtimeLimits(ops, this.#layout);
+  }
+
+  /** `_text` (the reconcile loop's rendering) is not used: HAProxy runs the model with its spare slots. */
+  async activate(model: HaproxyModel, _text: string, signal: AbortSignal): Promise<ActivateOutcome> {
+    this.#cancelPersist();
+    await this.#persisting;
+    if (this.#api.state === 'stopped') await this.#api.start();
+    await this.#api.ready(signal);
+    await this.#writeFiles(model, signal);
+    // A reload or start places every endpoint under its own name, with every slot free again.
+    const layout = freshLayout(model);
+    const text = render(slottedModel(model, layout));
+    // The layout is the one of the file as soon as the API took it: whatever fails after that
+    // (the start, the reload), HAProxy runs this file next.
+    const post = async (options: Record<string, string>): Promise<void> => {
+      await this.#postConfig(text, options, signal);
+      this.#layout = layout;
+    };
+    switch (this.#haproxy.state) {
+      case 'stopped':
+        await post({ skip_reload: 'true' });
+        await this.#haproxy.start();
+        // The API sets up its runtime client from the configuration it read at its own start, and
+        // again only on a reload it runs: restarted, it finds the stats socket just written.
+        if (this.#api.startedBeforeHaproxy) {
+          await this.#api.restart(signal);
+          await this.#api.client.expect({ method: 'GET', path: '/services/haproxy/runtime/info' }, [200], "reach HAProxy's runtime API", signal);
+        }
+        return 'started';
+      case 'running': {
+        const pid = this.#haproxy.pid;
+        if (pid === undefined) throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', 'Cannot reload haproxy: its master pid is unknown');
+        await writeFile(join(this.#runDir, HAPROXY_MASTER_PID_FILE), `${pid}\n`, { mode: 0o600 });
+        await this.#haproxy.reload(() => post({ force_reload: 'true' }));
+        return 'reloaded';
+      }
+      default:
+        await post({ skip_reload: 'true' });
+        return 'deferred';
+    }
+  }
+
+  async applyRuntime(ops: readonly RuntimeOp[], signal: AbortSignal): Promise<OpResult[]> {
+    const results: OpResult[] = [];
+    for (const op of ops) {
+      try {
+        const limit = runtimeLimits([op], this.#layout)[0];
+        if (limit !== undefined) throw new HaproxyConnectError('DATAPLANE_API', limit);
+        await this.#api.ready(signal);
+        results.push({ op, status: await this.#applyOne(op, signal), error: undefined });
+      } catch (err) {
+        const error = isHaproxyConnectError(err) ? err : new HaproxyConnectError('DATAPLANE_API', errorMessage(err), { cause: err });
+        results.push({ op, status: 'failed', error });
+      }
+    }
+    return results;
+  }
+
+  persist(model: HaproxyModel, _text: string): void {
+    this.#persistQueued = { model, text: render(slottedModel(model, this.#layout)) };
+    clearTimeout(this.#persistTimer);
+    this.#persistTimer = setTimeout(() => this.#startPersist(), PERSIST_QUIET_MS);
+  }
+
+  async restore(model: HaproxyModel, _text: string): Promise<void> {
+    this.#cancelPersist();
+    await this.#persisting;
+    await this.#api.ready();
+    await this.#writeFiles(model);
+    await this.#postConfig(render(slottedModel(model, this.#layout)), { skip_reload: 'true' });
+  }
+
+  async readLive(applied: HaproxyModel, signal: AbortSignal): Promise<LiveState> {
+    await this.#api.ready(signal);
+    const client = this.#api.client;
+    const servers: LiveServer[] = [];
+    for (const backend of applied.backends.filter((b) => b.tls !== undefined)) {
+      const answer = await client.expect({ method: 'GET', path: '/services/haproxy/runtime/servers', query: { backend: backend.name } }, [200], `list the servers of backend ${backend.name}`, signal);
+      const weights = new Map(backend.servers.map((s) => [s.name, s.weight]));
+      for (const s of parseRuntimeServers(answer.body, backend.name)) {
+        const name = endpointNameOf(this.#layout, backend.name, s.name);
+        if (name === undefined) continue; // a free slot
+        // The API does not report weights: the applied one stands in (weight drift is not seen here).
+        servers.push({ ...s, name, weight: weights.get(name) ?? 1 });
+      }
+    }
+    let leafSerial: string | undefined;
+    const leaf = await client.send({ method: 'GET', path: `/services/haproxy/storage/ssl_certificates/${LEAF_FILE}` }, signal);
+    if (leaf.status === 200) leafSerial = readSerial(leaf.body);
+    return { servers, leafSerial };
+  }
+
+  async flushed(): Promise<void> {
+    if (this.#persistTimer !== undefined) this.#startPersist();
+    await this.#persisting;
+  }
+
+  #cancelPersist(): void {
+    clearTimeout(this.#persistTimer);
+    this.#persistTimer = undefined;
+    this.#persistQueued = undefined;
+  }
+
+  #startPersist(): void {
+    clearTimeout(this.#persistTimer);
+    this.#persistTimer = undefined;
+    this.#persisting ??= this.#drainPersist().finally(() => (this.#persisting = undefined));
+  }
+
+  async #drainPersist(): Promise<void> {
+    while (this.#persistQueued !== undefined) {
+      const { model, text } = this.#persistQueued;
+      this.#persistQueued = undefined;
+      try {
+        await this.#api.ready();
+        await this.#writeFiles(model);
+        await this.#postConfig(text, { skip_reload: 'true' });
+      } catch (err) {
+        this.#log.error({ err: errorMessage(err) }, 'cannot save the live configuration through the Data Plane API; a later reload or restart may not match the live state');
+      }
+    }
+  }
+
+  async #applyOne(op: RuntimeOp, signal: AbortSignal): Promise<OpResult['status']> {
+    const client = this.#api.client;
+    switch (op.kind) {
+      case 'add-server': {
+        const slot = freeSlots(this.#layout, op.backend)[0];
+        if (slot === undefined) throw new HaproxyConnectError('DATAPLANE_API', `no free server slot left in backend ${op.backend}`);
+        // Address first, in maintenance; then into load balancing.
+        await this.#editServer(op.backend, slot, { address: op.server.address, port: op.server.port, weight: op.server.weight }, signal);
+        await this.#editServer(op.backend, slot, { maintenance: 'disabled' }, signal);
+        this.#layout = withHolder(this.#layout, op.backend, slot, op.server.name);
+        return 'ok';
+      }
+      case 'set-address': {
+        const name = slotOf(this.#layout, op.backend, op.server) ?? op.server;
+        // Through maintenance, as the native driver does: it closes idle pooled connections to the old address.
+        await this.#editServer(op.backend, name, { maintenance: 'enabled' }, signal);
+        await this.#editServer(op.backend, name, { address: op.address, port: op.port }, signal);
+        await this.#editServer(op.backend, name, { maintenance: 'disabled' }, signal);
+        return 'ok';
+      }
+      case 'set-weight': {
+        await this.#editServer(op.backend, slotOf(this.#layout, op.backend, op.server) ?? op.server, { weight: op.weight }, signal);
+        return 'ok';
+      }
+      case 'remove-server': {
+        const slot = slotOf(this.#layout, op.backend, op.server);
+        if (slot !== undefined) {
+          // A slot is never deleted: in maintenance it is free for the next endpoint.
+          await this.#editServer(op.backend, slot, { maintenance: 'enabled' }, signal);
+          this.#layout = withHolder(this.#layout, op.backend, slot, undefined);
+          return 'ok';
+        }
+        // A server written under its own name is deleted at runtime (the configuration API would reload).
+        await client.expect(
+          { method: 'PUT', path: `/services/haproxy/runtime/servers/${op.server}`, query: { backend: op.backend }, body: { json: { admin_state: 'maint' } } },
+          [200],
+          `put server ${op.backend}/${op.server} into maintenance`,
+          signal,
+        );
+        const answer = await client.send({ method: 'DELETE', path: `/services/haproxy/runtime/servers/${op.server}`, query: { backend: op.backend } }, signal);
+        if (answer.status === 204 || answer.status === 404) return 'ok';
+        const message = client.apiMessage(answer);
+        if (/still has connections attached/i.test(message)) return 'pending-deletion';
+        throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to delete server ${op.backend}/${op.server}: ${answer.status} ${message}`);
+      }
+      case 'set-intentions-epoch': {
+        const map = this.#mapName(op.path);
+        const added = await client.send({ method: 'POST', path: '/services/haproxy/runtime/maps_entries', query: { map }, body: { json: { key: op.epoch, value: '1' } } }, signal);
+        if (added.status !== 201 && added.status !== 409) {
+          throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to add epoch ${op.epoch} to map ${map}: ${added.status} ${client.apiMessage(added)}`);
+        }
+        await client.expect(
+          { method: 'PUT', path: `/services/haproxy/runtime/maps_entries/${CURRENT_EPOCH_KEY}`, query: { map }, body: { json: { value: op.epoch } } },
+          [200],
+          `make epoch ${op.epoch} current in map ${map}`,
+          signal,
+        );
+        for (const key of op.previous.filter((k) => k !== op.epoch)) {
+          await client.expect({ method: 'DELETE', path: `/services/haproxy/runtime/maps_entries/${key}`, query: { map } }, [204, 404], `remove epoch ${key} from map ${map}`, signal);
+        }
+        return 'ok';
+      }
+      case 'set-split-weights': {
+        const map = this.#mapName(op.path);
+        for (const [key, cut] of op.entries) {
+          // Split keys hold slashes, which the API's path would split: the id is URL-encoded.
+          await client.expect(
+            { method: 'PUT', path: `/services/haproxy/runtime/maps_entries/${encodeURIComponent(key)}`, query: { map }, body: { json: { value: String(cut) } } },
+            [200],
+            `set split ${key} in map ${map}`,
+            signal,
+          );
+        }
+        return 'ok';
+      }
+      default:
+        throw new HaproxyConnectError('DATAPLANE_API', runtimeLimit(op) ?? `op ${op.kind} has no Data Plane API equivalent`);
+    }
+  }
+
+  /**
+   * Changes fields of a server through the configuration API: the API applies address, port,
+   * weight and maintenance through HAProxy's runtime API and writes the file, without a reload
+   * (answer 200; measured on v2.9.27). A 202 means it scheduled a reload instead: refused.
+   * (`PUT runtime/servers` ignores address and port on v2.9.27: only the states change.)
+   */
+  async #editServer(backend: string, name: string, changes: Record<string, unknown>, signal: AbortSignal): Promise<void> {
+    const client = this.#api.client;
+    const path = `/services/haproxy/configuration/servers/${name}`;
+    const current = await client.expect({ method: 'GET', path, query: { backend } }, [200], `read server ${backend}/${name}`, signal);
+    const { version, data } = readVersioned(current.body, `server ${backend}/${name}`);
+    const answer = await client.expect(
+      { method: 'PUT', path, query: { backend, version: String(version) }, body: { json: { ...data, ...changes } } },
+      [200, 202],
+      `change server ${backend}/${name}`,
+      signal,
+    );
+    if (answer.status === 202)
+      throw new HaproxyConnectError(
+        'DATAPLANE_API',
+        `The Data Plane API scheduled a reload to change server ${backend}/${name} (${Object.keys(changes).join(', ')}) instead of changing it at runtime`,
+      );
+  }
+
+  /** Maps are addressed by their name in `maps_dir` (the run directory). */
+  #mapName(path: string): string {
+    if (join(this.#runDir, basename(path)) !== path)
+      throw new HaproxyConnectError('DATAPLANE_API', `Map ${path} is outside the run directory ${this.#runDir}, where the Data Plane API looks for maps`);
+    return basename(path);
+  }
+
+  /** The run directory's files: certificates through storage, the others written directly (SPOE configuration, maps, crt-list). */
+  async #writeFiles(model: HaproxyModel, signal?: AbortSignal): Promise<void> {
+    await this.#files.write(model.files.filter((f) => !STORED_FILES.has(f.name)));
+    for (const file of model.files) {
+      const storage = STORED_FILES.get(file.name);
+      if (storage !== undefined) await this.#store(storage, file, signal);
+    }
+  }
+
+  /**
+   * PUT replaces a stored file; a file not stored yet (404) is created with a multipart POST, which
+   * on v2.9.27 schedules a reload whatever `skip_reload` says (measured): it happens only before
+   * HAProxy first starts, when the reload command finds no master to signal.
+   */
+  async #store(storage: string, file: ModelFile, signal?: AbortSignal): Promise<void> {
+    if (this.#stored.get(file.name) === file.content) return;
+    const client = this.#api.client;
+    const replaced = await client.send({ method: 'PUT', path: `${storage}/${file.name}`, query: { skip_reload: 'true' }, body: { text: file.content, contentType: 'text/plain' } }, signal);
+    if (replaced.status === 404) {
+      const boundary = `haproxy-connect-${randomBytes(12).toString('hex')}`;
+      const form = [
+        `--${boundary}`,
+        `Content-Disposition: form-data; name="file_upload"; filename="${file.name}"`,
+        'Content-Type: application/octet-stream',
+        '',
+        file.content,
+        `--${boundary}--`,
+        '',
+      ].join('\r\n');
+      const created = await client.send({ method: 'POST', path: storage, body: { text: form, contentType: `multipart/form-data; boundary=${boundary}` } }, signal);
+      if (created.status !== 201 && created.status !== 202) {
+        throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to store ${file.name} (POST ${storage}): ${created.status} ${client.apiMessage(created)}`);
+      }
+    } else if (![200, 202, 204].includes(replaced.status)) {
+      throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to replace ${file.name} (PUT ${storage}/${file.name}): ${replaced.status} ${client.apiMessage(replaced)}`);
+    }
+    // The API writes stored files 0644 (measured on v2.9.27); the leaf holds the private key.
+    await chmod(join(this.#runDir, file.name), file.mode).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // nothing on disk to protect
+      throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot set mode ${file.mode.toString(8)} on ${join(this.#runDir, file.name)}: ${errorMessage(err)}`, { cause: err });
+    });
+    this.#stored.set(file.name, file.content);
+  }
+
+  /** Posts the whole configuration with the version the API holds; a refused configuration is HAPROXY_CONFIG_REJECTED. */
+  async #postConfig(text: string, options: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    if (this.#posted === text && options['force_reload'] === undefined) return;
+    const client = this.#api.client;
+    for (let attempt = 0; ; attempt++) {
+      const version = await readVersion(client, signal);
+      const request: DataplaneRequest = { method: 'POST', path: '/services/haproxy/configuration/raw', query: { version: String(version), ...options }, body: { text, contentType: 'text/plain' } };
+      const answer = await client.send(request, signal);
+      if (answer.status === 201 || answer.status === 202) {
+        this.#posted = text;
+        return;
+      }
+      const message = client.apiMessage(answer);
+      // Someone else changed the configuration between our read and our write: read it again once.
+      if (answer.status === 409 && attempt === 0) continue;
+      if (answer.status === 400) throw new HaproxyConnectError('HAPROXY_CONFIG_REJECTED', `The Data Plane API rejected the configuration: ${message}`);
+      throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused the configuration (POST configuration/raw, version ${version}): ${answer.status} ${message}`);
+    }
+  }
+}
+
+async function readVersion(client: DataplaneClient, signal?: AbortSignal): Promise<number> {
+  const answer = await client.expect({ method: 'GET', path: '/services/haproxy/configuration/version' }, [200], 'report the configuration version', signal);
+  const version = Number(answer.body.trim());
+  if (!Number.isInteger(version)) throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API reported configuration version ${JSON.stringify(answer.body.slice(0, 100))}, not a number`);
+  return version;
+}
+
+/** `{"_version": n, "data": {...}}`, as the configuration API answers a GET. */
+function readVersioned(body: string, what: string): { version: number; data: Record<string, unknown> } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed !== null && typeof parsed === 'object' && '_version' in parsed && 'data' in parsed && typeof parsed._version === 'number' && parsed.data !== null && typeof parsed.data === 'object') {
+    return { version: parsed._version, data: parsed.data as Record<string, unknown> };
+  }
+  throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API described ${what} as ${body.slice(0, 200)}, not {"_version", "data"}`);
+}
+
+/** `GET runtime/servers`: name, address, port, admin_state (ready|maint|drain), operational_state (up|down|stopping). */
+export function parseRuntimeServers(body: string, backend: string): Omit<LiveServer, 'weight'>[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API listed the servers of ${backend} as something other than JSON: ${body.slice(0, 200)}`);
+  }
+  if (!Array.isArray(parsed)) throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API listed the servers of ${backend} as ${typeof parsed}, not an array`);
+  return parsed.map((item: unknown) => {
+    if (item === null || typeof item !== 'object') throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API listed a server of ${backend} as ${JSON.stringify(item)}`);
+    const record = item as Record<string, unknown>;
+    const name = record['name'];
+    const address = record['address'];
+    const port = record['port'];
+    const admin = record['admin_state'];
+    const op = record['operational_state'];
+    if (typeof name !== 'string' || typeof address !== 'string')
+      throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API listed a server of ${backend} without name or address: ${JSON.stringify(item).slice(0, 200)}`);
+    const maintenance = admin === 'maint';
+    return {
+      backend,
+      name,
+      address,
+      port: typeof port === 'number' ? port : 0,
+      maintenance,
+      adminState: maintenance ? 1 : 0,
+      opState: op === 'up' ? 'running' : op === 'stopping' ? 'stopping' : 'stopped',
+    };
+  });
+}
+
+/** The serial the API reports for a stored certificate, upper-case hex like HAProxy's (v2.9.27 reports none). */
+function readSerial(body: string): string | undefined {
+  try {
+    const parsed: unknown = JSON.parse(body);
+    if (parsed !== null && typeof parsed === 'object' && 'serial' in parsed && typeof parsed.serial === 'string' && parsed.serial !== '') {
+      return parsed.serial.replace(/[^0-9A-Fa-f]/g, '').toUpperCase();
+    }
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** Serial of a PEM's first certificate (tests compare it with what the API reports). */
+export function pemSerial(pem: string): string {
+  return new X509Certificate(pem).serialNumber.toUpperCase();
+}
