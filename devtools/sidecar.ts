@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
 import { killOnExit } from './children.js';
 import { waitFor } from './ports.js';
-import { dataplaneArgs, haproxyBinArgs } from './haproxy-bin.js';
+import { DATAPLANEAPI_BIN, dataplaneArgs, haproxyBinArgs } from './haproxy-bin.js';
 
 export class SidecarProcess {
   readonly process: ChildProcess;
@@ -111,4 +111,18 @@ export function note(line: string): void {
 /** Whole milliseconds since `t` (a performance.now() value). */
 export function msSince(t: number): number {
   return Math.round(performance.now() - t);
+}
+
+/**
+ * Whether the last change `logs` (from `mark` on) shows is live: a runtime batch or a reload
+ * finished after the mark, and no reload is still under way. A test that reads haproxy.cfg to know
+ * a change was applied also asks this: with the Data Plane API driver the API writes the file in the
+ * middle of a runtime batch (a spare slot's address before it leaves maintenance).
+ */
+export function lastChangeLive(logs: ReadonlyArray<Record<string, unknown>>, mark = 0): boolean {
+  // The native driver writes haproxy.cfg only once a change is live.
+  if (DATAPLANEAPI_BIN === undefined) return true;
+  const since = logs.slice(mark);
+  const last = since.findLastIndex((l) => l.msg === 'reloading haproxy' || l.msg === 'haproxy reloaded' || l.msg === 'applied runtime changes');
+  return last >= 0 && since[last]?.msg !== 'reloading haproxy';
 }

@@ -4,7 +4,7 @@
  * - structure: the whole rendered configuration through `configuration/raw` with its version
  *   (the API checks it with `haproxy -c`, writes it, and reloads with `force_reload`);
  * - endpoints: `configuration/servers` (address, port, weight and maintenance, which the API
- *   changes through the runtime API without a reload) and `runtime/servers` (deletion);
+ *   changes through the runtime API without a reload), with spare slots for new endpoints;
  * - certificates: `storage/ssl_certificates` (the leaf and the CA bundle in the run directory);
  * - the intentions epoch and split weights: `runtime/maps_entries`.
  * HAProxy itself stays under our supervisor (master-worker); the API's reload command signals its
@@ -161,7 +161,10 @@ export class DataplaneDriver implements HaproxyDriver {
       case 'running': {
         const pid = this.#haproxy.pid;
         if (pid === undefined) throw new HaproxyConnectError('HAPROXY_RELOAD_FAILED', 'Cannot reload haproxy: its master pid is unknown');
-        await writeFile(join(this.#runDir, HAPROXY_MASTER_PID_FILE), `${pid}\n`, { mode: 0o600 });
+        const pidFile = join(this.#runDir, HAPROXY_MASTER_PID_FILE);
+        await writeFile(pidFile, `${pid}\n`, { mode: 0o600 }).catch((err: unknown) => {
+          throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot write ${pidFile}: ${errorMessage(err)}`, { cause: err });
+        });
         await this.#haproxy.reload(() => post({ force_reload: 'true' }));
         return 'reloaded';
       }
@@ -277,25 +280,13 @@ export class DataplaneDriver implements HaproxyDriver {
         return 'ok';
       }
       case 'remove-server': {
-        const slot = slotOf(this.#layout, op.backend, op.server);
-        if (slot !== undefined) {
-          // A slot is never deleted: in maintenance it is free for the next endpoint.
-          await this.#editServer(op.backend, slot, { maintenance: 'enabled' }, signal);
-          this.#layout = withHolder(this.#layout, op.backend, slot, undefined);
-          return 'ok';
-        }
-        // A server written under its own name is deleted at runtime (the configuration API would reload).
-        await client.expect(
-          { method: 'PUT', path: `/services/haproxy/runtime/servers/${op.server}`, query: { backend: op.backend }, body: { json: { admin_state: 'maint' } } },
-          [200],
-          `put server ${op.backend}/${op.server} into maintenance`,
-          signal,
-        );
-        const answer = await client.send({ method: 'DELETE', path: `/services/haproxy/runtime/servers/${op.server}`, query: { backend: op.backend } }, signal);
-        if (answer.status === 204 || answer.status === 404) return 'ok';
-        const message = client.apiMessage(answer);
-        if (/still has connections attached/i.test(message)) return 'pending-deletion';
-        throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to delete server ${op.backend}/${op.server}: ${answer.status} ${message}`);
+        // Never deleted: in maintenance, a server is a free slot for the next endpoint, under its
+        // own name until the next reload. (Deleting it would take it out of the API's file too,
+        // and an endpoint that comes back would find nothing to change.)
+        const name = slotOf(this.#layout, op.backend, op.server) ?? op.server;
+        await this.#editServer(op.backend, name, { maintenance: 'enabled' }, signal);
+        this.#layout = withHolder(this.#layout, op.backend, name, undefined);
+        return 'ok';
       }
       case 'set-intentions-epoch': {
         const map = this.#mapName(op.path);

@@ -3,6 +3,7 @@
  * server at runtime: every upstream backend gets a few servers in maintenance with the backend's
  * TLS options, and a new endpoint takes a free slot (address, port, ready) instead of a reload.
  * The reconcile loop keeps naming servers by endpoint; the layout maps slot names to those names.
+ * A removed endpoint's server stays, in maintenance, as one more free slot under its own name.
  * A reload starts a fresh layout: every endpoint under its own name, all slots free. PURE.
  */
 import type { Backend, HaproxyModel, Server } from '../haproxy/model.js';

@@ -92,7 +92,11 @@ export function createHaproxy(options: HaproxyPartOptions): HaproxyPart {
   return {
     haproxy,
     reconciler,
-    run: (signal) => reconciler.run(signal),
+    run: async (signal) => {
+      // Started before the loop, so a missing binary or a version we cannot drive stops the start.
+      await api?.start();
+      return reconciler.run(signal);
+    },
     stopHaproxy: async () => {
       await restarts.stop();
       await haproxy.stop().catch((err: unknown) => log.haproxy.error({ err: errorMessage(err) }, 'stopping haproxy failed'));

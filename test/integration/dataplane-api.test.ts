@@ -79,6 +79,9 @@ describe('Data Plane API driver, real Data Plane API', { skip: DATAPLANEAPI_BIN 
     assert.ok(live);
     const last = scenarioModels(runDir, ports).at(-1)?.model;
     for (const backend of last?.backends.filter((b) => b.tls !== undefined) ?? []) {
+      for (const server of live.servers.filter((x) => x.backend === backend.name)) {
+        assert.equal(server.opState, 'running', `${backend.name}/${server.name} is ${server.opState}${server.maintenance ? ', in maintenance' : ''}`);
+      }
       const names: string[] = live.servers.filter((s) => s.backend === backend.name && !s.maintenance).map((s) => `${s.name}@${s.address}:${s.port}`);
       assert.deepEqual(names.sort(), backend.servers.map((s) => `${s.name}@${s.address}:${s.port}`).sort(), backend.name);
     }

@@ -27,7 +27,7 @@ import { startHangingListener, startTcpEcho, startTunableHttpApp, type RunningAp
 import { ConsulDevAgent, registerMeshService, registerMeshServiceWithMeta, type MeshServiceSpec } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { tcpExchange } from '../../devtools/probes.js';
-import { msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
+import { lastChangeLive, msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic, waitForAnswers } from '../../devtools/traffic.js';
 import { parseExposition, sampleSum, type Exposition } from '../helpers/prometheus.js';
 import { explainedBy, type MeshInstance, VERSION_SUBSETS } from '../../devtools/explained.js';
@@ -191,7 +191,7 @@ async function waitForWebConfig(what: string, mark: number, ready: (cfg: string)
         const lastReload = logs.findLastIndex((l) => l.msg === 'reloading haproxy');
         if (lastReload >= 0 && !logs.slice(lastReload).some((l) => l.msg === 'haproxy reloaded')) return undefined;
         const cfg = await webConfig();
-        return ready(cfg) ? cfg : undefined;
+        return ready(cfg) && lastChangeLive(web().logs, mark) ? cfg : undefined;
       },
       timeoutMs,
       100,

@@ -160,7 +160,8 @@ describe('runtime faults with real Consul and HAProxy', () => {
       'haproxy.cfg on disk to list api-1 and api-2',
       async () => {
         const cfg = await readFile(join(runDirOf(sidecar), 'haproxy.cfg'), 'utf8');
-        const servers = cfg.split('\n').filter((l) => /^\s+server \S*api-[12]-sidecar-proxy/.test(l));
+        // By address: the Data Plane API driver writes an endpoint added at runtime under its spare slot's name.
+        const servers = cfg.split('\n').filter((l) => /^\s+server \S+ /.test(l) && [port('api1Sidecar'), port('api2Sidecar')].some((p) => l.includes(`127.0.0.1:${p} `)));
         return servers.length === 2 ? servers : undefined;
       },
       PERSIST_BOUND_MS,

@@ -36,7 +36,7 @@ import { after, before, describe, test } from 'node:test';
 import { type HttpReport, type ReportingHttpApp, type RunningApp, startReportingHttpApp } from '../../devtools/apps.js';
 import { ConsulDevAgent, registerMeshService, registerMeshServiceWithMeta } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
-import { msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
+import { lastChangeLive, msSince, note, type SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { Traffic } from '../../devtools/traffic.js';
 import { explainedBy, type MeshInstance, VERSION_SUBSETS } from '../../devtools/explained.js';
 
@@ -840,7 +840,15 @@ describe('HTTP routing (service-router, service-splitter) with real Consul and H
         Meta: { version: 'v2' },
         Proxy: { DestinationServiceName: 'api', DestinationServiceID: 'api-dead', LocalServiceAddress: '127.0.0.1', LocalServicePort: port('deadApp') },
       });
-      await explained(waitFor('the refusing v2 endpoint in web’s applied configuration', async () => ((await webConfig()).includes(dead) ? true : undefined), APPLY_TIMEOUT_MS, 100));
+      const mark = web().logs.length;
+      await explained(
+        waitFor(
+          'the refusing v2 endpoint in web’s applied configuration',
+          async () => ((await webConfig()).includes(dead) && lastChangeLive(web().logs, mark) ? true : undefined),
+          APPLY_TIMEOUT_MS,
+          100,
+        ),
+      );
       const run = async (path: string, n: number): Promise<{ answers: string[]; ms: number }> => {
         const startedAt = performance.now();
         const answers: string[] = [];

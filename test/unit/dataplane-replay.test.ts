@@ -161,9 +161,9 @@ describe('Data Plane API driver, replayed against the v2.9.27 recording', () => 
     assert.deepEqual(violationsOf(first.request), []);
     assert.notDeepEqual(violationsOf({ ...first.request, query: { ...first.request.query, reload: 'now' } }), []);
     assert.notDeepEqual(violationsOf({ ...first.request, method: 'PATCH' }), []);
-    const put = recording.exchanges.find((e) => e.request.path.startsWith('/services/haproxy/runtime/servers/') && e.request.method === 'PUT');
+    const put = recording.exchanges.find((e) => e.request.path.startsWith('/services/haproxy/runtime/maps_entries/') && e.request.method === 'PUT');
     assert.ok(put);
-    assert.notDeepEqual(violationsOf({ ...put.request, body: '{"admin_state":"disabled"}' }), []);
+    assert.notDeepEqual(violationsOf({ ...put.request, body: '{"value":5}' }), []);
     // The server model closes its properties (additionalProperties: false over its allOf members).
     const edit = recording.exchanges.find((e) => e.request.path.startsWith('/services/haproxy/configuration/servers/') && e.request.method === 'PUT');
     assert.ok(edit?.request.body);

@@ -47,6 +47,15 @@ describe('spare server slots', () => {
     assert.deepEqual(freeSlots(withHolder(layout, backend, slotName(0), undefined), backend).length, MIN_SLOTS);
   });
 
+  test('a removed endpoint stays as a free slot under its own name, written in maintenance', () => {
+    const own = model.backends.find((b) => b.name === backend)?.servers[0]?.name as string;
+    const layout = withHolder(freshLayout(model), backend, own, undefined);
+    assert.deepEqual(freeSlots(layout, backend), [...Array.from({ length: MIN_SLOTS }, (_, i) => slotName(i)), own]);
+    const without = { ...model, backends: model.backends.map((b) => (b.name === backend ? { ...b, servers: b.servers.filter((s) => s.name !== own) } : b)) };
+    assert.match(render(slottedModel(without, layout)), new RegExp(`server ${own} 127\\.0\\.0\\.1:1 .* disabled\\n`));
+    assert.equal(endpointNameOf(layout, backend, own), undefined);
+  });
+
   test('haproxy -c accepts a configuration with slots', async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'hc-slots-'));
     try {
