@@ -25,7 +25,7 @@ import type { ActivateOutcome, DriverState, HaproxyDriver, LiveState } from '../
 import type { ManagedFiles } from '../driver/files.js';
 import type { HaproxyProcess } from '../driver/process.js';
 import type { OpResult } from '../driver/runtime-apply.js';
-import type { HaproxyModel, ModelFile } from '../haproxy/model.js';
+import type { HaproxyModel, ModelFile, Server } from '../haproxy/model.js';
 import type { LiveServer } from '../haproxy/runtime-state.js';
 import type { RuntimeOp } from '../haproxy/runtime-ops.js';
 import { LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
@@ -36,7 +36,7 @@ import type { DataplaneApiProcess } from './api-process.js';
 
 /** What the driver needs of the API's process (src/dataplane/api-process.ts). */
 export type DataplaneApi = Pick<DataplaneApiProcess, 'state' | 'client' | 'start' | 'ready' | 'restart' | 'startedBeforeHaproxy'>;
-import type { DataplaneClient, DataplaneRequest } from './client.js';
+import type { DataplaneAnswer, DataplaneClient, DataplaneRequest } from './client.js';
 
 /**
  * Files that go through the API's storage, by the storage that takes them; the rest of the run
@@ -107,6 +107,11 @@ export class DataplaneDriver implements HaproxyDriver {
   #persistTimer: NodeJS.Timeout | undefined;
   #persistQueued: { model: HaproxyModel; text: string } | undefined;
   #persisting: Promise<void> | undefined;
+  /**
+   * Requests that change the API's configuration run one at a time: each reads the version it
+   * writes against, and a queued save between a read and its write would fail it (409).
+   */
+  #writing: Promise<unknown> = Promise.resolve();
   /** Which endpoint each spare slot holds, as HAProxy runs it. */
   #layout: SlotLayout = new Map();
 
@@ -127,6 +132,13 @@ export class DataplaneDriver implements HaproxyDriver {
     return `${this.#haproxy.state}, Data Plane API ${this.#api.state}`;
   }
 
+  /** Runs `fn` after every change started before it. */
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#writing.then(fn, fn);
+    this.#writing = run.catch(() => undefined);
+    return run;
+  }
+
   runtimeLimits(ops: readonly RuntimeOp[]): string[] {
     return runtimeLimits(ops, this.#layout);
   }
@@ -135,6 +147,10 @@ export class DataplaneDriver implements HaproxyDriver {
   async activate(model: HaproxyModel, _text: string, signal: AbortSignal): Promise<ActivateOutcome> {
     this.#cancelPersist();
     await this.#persisting;
+    return this.#exclusive(() => this.#activateNow(model, signal));
+  }
+
+  async #activateNow(model: HaproxyModel, signal: AbortSignal): Promise<ActivateOutcome> {
     if (this.#api.state === 'stopped') await this.#api.start();
     await this.#api.ready(signal);
     await this.#writeFiles(model, signal);
@@ -174,7 +190,11 @@ export class DataplaneDriver implements HaproxyDriver {
     }
   }
 
-  async applyRuntime(ops: readonly RuntimeOp[], signal: AbortSignal): Promise<OpResult[]> {
+  applyRuntime(ops: readonly RuntimeOp[], signal: AbortSignal): Promise<OpResult[]> {
+    return this.#exclusive(() => this.#applyRuntimeNow(ops, signal));
+  }
+
+  async #applyRuntimeNow(ops: readonly RuntimeOp[], signal: AbortSignal): Promise<OpResult[]> {
     const results: OpResult[] = [];
     for (const op of ops) {
       try {
@@ -199,9 +219,11 @@ export class DataplaneDriver implements HaproxyDriver {
   async restore(model: HaproxyModel, _text: string): Promise<void> {
     this.#cancelPersist();
     await this.#persisting;
-    await this.#api.ready();
-    await this.#writeFiles(model);
-    await this.#postConfig(render(slottedModel(model, this.#layout)), { skip_reload: 'true' });
+    await this.#exclusive(async () => {
+      await this.#api.ready();
+      await this.#writeFiles(model);
+      await this.#postConfig(render(slottedModel(model, this.#layout)), { skip_reload: 'true' });
+    });
   }
 
   async readLive(applied: HaproxyModel, signal: AbortSignal): Promise<LiveState> {
@@ -246,9 +268,11 @@ export class DataplaneDriver implements HaproxyDriver {
       const { model, text } = this.#persistQueued;
       this.#persistQueued = undefined;
       try {
-        await this.#api.ready();
-        await this.#writeFiles(model);
-        await this.#postConfig(text, { skip_reload: 'true' });
+        await this.#exclusive(async () => {
+          await this.#api.ready();
+          await this.#writeFiles(model);
+          await this.#postConfig(text, { skip_reload: 'true' });
+        });
       } catch (err) {
         this.#log.error({ err: errorMessage(err) }, 'cannot save the live configuration through the Data Plane API; a later reload or restart may not match the live state');
       }
@@ -259,7 +283,15 @@ export class DataplaneDriver implements HaproxyDriver {
     const client = this.#api.client;
     switch (op.kind) {
       case 'add-server': {
-        const slot = freeSlots(this.#layout, op.backend)[0];
+        const free = freeSlots(this.#layout, op.backend);
+        // An endpoint that comes back finds its own server in maintenance: unchanged, it only needs
+        // to leave maintenance, a runtime call that writes no file (a full disk does not stop it).
+        if (free.includes(op.server.name) && (await this.#unchanged(op.backend, op.server, signal))) {
+          await this.#setState(op.backend, op.server.name, 'ready', signal);
+          this.#layout = withHolder(this.#layout, op.backend, op.server.name, op.server.name);
+          return 'ok';
+        }
+        const slot = free[0];
         if (slot === undefined) throw new HaproxyConnectError('DATAPLANE_API', `no free server slot left in backend ${op.backend}`);
         // Address first, in maintenance; then into load balancing.
         await this.#editServer(op.backend, slot, { address: op.server.address, port: op.server.port, weight: op.server.weight }, signal);
@@ -284,7 +316,7 @@ export class DataplaneDriver implements HaproxyDriver {
         // own name until the next reload. (Deleting it would take it out of the API's file too,
         // and an endpoint that comes back would find nothing to change.)
         const name = slotOf(this.#layout, op.backend, op.server) ?? op.server;
-        await this.#editServer(op.backend, name, { maintenance: 'enabled' }, signal);
+        await this.#setState(op.backend, name, 'maint', signal);
         this.#layout = withHolder(this.#layout, op.backend, name, undefined);
         return 'ok';
       }
@@ -332,19 +364,42 @@ export class DataplaneDriver implements HaproxyDriver {
   async #editServer(backend: string, name: string, changes: Record<string, unknown>, signal: AbortSignal): Promise<void> {
     const client = this.#api.client;
     const path = `/services/haproxy/configuration/servers/${name}`;
-    const current = await client.expect({ method: 'GET', path, query: { backend } }, [200], `read server ${backend}/${name}`, signal);
-    const { version, data } = readVersioned(current.body, `server ${backend}/${name}`);
-    const answer = await client.expect(
-      { method: 'PUT', path, query: { backend, version: String(version) }, body: { json: { ...data, ...changes } } },
-      [200, 202],
-      `change server ${backend}/${name}`,
-      signal,
-    );
+    let answer: DataplaneAnswer | undefined;
+    // The version changed between the read and the write (409): read it again, once.
+    for (let attempt = 0; answer === undefined || (answer.status === 409 && attempt < 2); attempt++) {
+      const current = await client.expect({ method: 'GET', path, query: { backend } }, [200], `read server ${backend}/${name}`, signal);
+      const { version, data } = readVersioned(current.body, `server ${backend}/${name}`);
+      answer = await client.expect(
+        { method: 'PUT', path, query: { backend, version: String(version) }, body: { json: { ...data, ...changes } } },
+        [200, 202, 409],
+        `change server ${backend}/${name}`,
+        signal,
+      );
+    }
+    if (answer.status === 409) throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to change server ${backend}/${name}: ${client.apiMessage(answer)}`);
     if (answer.status === 202)
       throw new HaproxyConnectError(
         'DATAPLANE_API',
         `The Data Plane API scheduled a reload to change server ${backend}/${name} (${Object.keys(changes).join(', ')}) instead of changing it at runtime`,
       );
+  }
+
+  /** A server's state through the runtime endpoint: no file is written (the next save records it). */
+  async #setState(backend: string, name: string, state: 'ready' | 'maint', signal: AbortSignal): Promise<void> {
+    await this.#api.client.expect(
+      { method: 'PUT', path: `/services/haproxy/runtime/servers/${name}`, query: { backend }, body: { json: { admin_state: state } } },
+      [200],
+      `put server ${backend}/${name} ${state === 'maint' ? 'into' : 'out of'} maintenance`,
+      signal,
+    );
+  }
+
+  /** Whether the API's file has `server` with its address, port and weight. */
+  async #unchanged(backend: string, server: Server, signal: AbortSignal): Promise<boolean> {
+    const answer = await this.#api.client.send({ method: 'GET', path: `/services/haproxy/configuration/servers/${server.name}`, query: { backend } }, signal);
+    if (answer.status !== 200) return false;
+    const { data } = readVersioned(answer.body, `server ${backend}/${server.name}`);
+    return data['address'] === server.address && data['port'] === server.port && (data['weight'] ?? 1) === server.weight;
   }
 
   /** Maps are addressed by their name in `maps_dir` (the run directory). */

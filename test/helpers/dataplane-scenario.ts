@@ -63,6 +63,8 @@ export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ na
     { name: 'endpoint added', model: build([e1, e3], deny) },
     { name: 'endpoint weight changed', model: build([e1, e3heavy], deny) },
     { name: 'leaf rotated', model: build([e1, e3heavy], deny, rotated) },
+    { name: 'endpoint removed again', model: build([e1], deny, rotated) },
+    { name: 'endpoint back, unchanged', model: build([e1, e3heavy], deny, rotated) },
     { name: 'endpoint added after the reload', model: build([e1, e3heavy, e2], deny, rotated) },
   ];
 }
@@ -103,6 +105,8 @@ export const EXPECTED_OUTCOMES = [
   ['endpoint added', 'runtime'],
   ['endpoint weight changed', 'runtime'],
   ['leaf rotated', 'reloaded'],
+  ['endpoint removed again', 'runtime'],
+  ['endpoint back, unchanged', 'runtime'],
   ['endpoint added after the reload', 'runtime'],
   ['read back', 'read'],
 ] as const;
