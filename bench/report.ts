@@ -1,5 +1,5 @@
 /** Summaries of the runs and the Markdown table the README quotes. Pure. */
-import type { ControlPlaneResult } from './control-plane/case.js';
+import type { ControlPlaneResult, DataplaneApiRss, Driver } from './control-plane/case.js';
 import type { DataPlaneRun, Workload } from './data-plane.js';
 import type { Environment } from './lib/versions.js';
 import type { Profile } from './profile.js';
@@ -33,6 +33,8 @@ export interface Results {
   paths: PathSummary[];
   dataPlaneRuns: DataPlaneRun[];
   controlPlane: ControlPlaneResult[];
+  /** The drivers the control-plane cases ran with (absent in results older than the dataplane runs: native only). */
+  drivers?: readonly Driver[];
   /** Control-plane cases that threw, with the start of their error. */
   failedCases?: Array<{ case: string; error: string }>;
 }
@@ -120,17 +122,44 @@ export function renderMarkdown(results: Results): string {
   if (routing !== undefined) lines.push(routing, '');
   const l7 = l7CostLine(results.paths);
   if (l7 !== undefined) lines.push(l7, '');
-  if (results.controlPlane.length > 0) {
-    lines.push('| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests | reloads |', '|---|---|---|---|---|---|---|');
-    for (const c of results.controlPlane) {
-      lines.push(
-        `| ${c.case}: ${c.description} | ${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${probeCell(c.failedRequests, c.requests)} | ${c.reloads === undefined ? '–' : int(c.reloads)} |`,
-      );
-    }
-    lines.push('');
+  if (results.controlPlane.length > 0) lines.push(...controlPlaneTable(results.controlPlane), '');
+  if (results.controlPlane.length > 0 && results.drivers !== undefined && !results.drivers.includes('dataplane')) {
+    lines.push('Control-plane cases ran with the native driver only: set DATAPLANEAPI_BIN to a Data Plane API binary to run them with the Data Plane API driver (`-dataplane`) too.', '');
   }
   for (const f of results.failedCases ?? []) lines.push(`Control-plane case **${f.case}** failed: ${f.error.replaceAll('\n', ' ').replaceAll('|', '\\|')}`, '');
   return lines.join('\n');
+}
+
+const driverOf = (c: ControlPlaneResult): Driver => c.driver ?? 'native';
+
+/** RSS of a dataplane run's Data Plane APIs: the mean of each sidecar's peak, then the highest. */
+export function dataplaneRssCell(rss: DataplaneApiRss | undefined): string {
+  return rss === undefined ? '–' : `${one(rss.meanPeakMiB)} (max ${one(rss.maxMiB)}, ${rss.sidecars} sidecar${rss.sidecars === 1 ? '' : 's'})`;
+}
+
+/**
+ * The control-plane table. With native results only it is the table it always was; with dataplane
+ * results too, each result's rows sit together (native first) with a driver column and the RSS of
+ * the Data Plane API processes. Pure.
+ */
+export function controlPlaneTable(results: readonly ControlPlaneResult[]): string[] {
+  const reloadsCell = (c: ControlPlaneResult): string => (c.reloads === undefined ? '–' : int(c.reloads));
+  const figures = (c: ControlPlaneResult): string => `${c.samplesMs.length} | ${one(c.p50Ms)} | ${one(c.p99Ms)} | ${one(c.maxMs)} | ${probeCell(c.failedRequests, c.requests)} | ${reloadsCell(c)}`;
+  if (!results.some((c) => driverOf(c) === 'dataplane')) {
+    return [
+      '| control-plane case | repeats | p50 ms | p99 ms | max ms | failed probe requests | reloads |',
+      '|---|---|---|---|---|---|---|',
+      ...results.map((c) => `| ${c.case}: ${c.description} | ${figures(c)} |`),
+    ];
+  }
+  const names = [...new Set(results.map((c) => c.case))];
+  const order: readonly Driver[] = ['native', 'dataplane'];
+  const rows = names.flatMap((name) => results.filter((c) => c.case === name).sort((a, b) => order.indexOf(driverOf(a)) - order.indexOf(driverOf(b))));
+  return [
+    '| control-plane case | driver | repeats | p50 ms | p99 ms | max ms | failed probe requests | reloads | Data Plane API RSS MiB |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((c) => `| ${c.case}: ${c.description} | ${driverOf(c)} | ${figures(c)} | ${dataplaneRssCell(c.dataplaneApiRss)} |`),
+  ];
 }
 
 /** CPU per request of both sidecars together, and p99, of a path (means over the rounds). */
@@ -189,7 +218,7 @@ export function l7CostLine(paths: readonly PathSummary[]): string | undefined {
 }
 
 /** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */
-export function findProblems(results: Results, expectedRuns: number, expectedCases: ReadonlyArray<{ name: string; samples: number }>, maxErrorRatio: number): string[] {
+export function findProblems(results: Results, expectedRuns: number, expectedCases: ReadonlyArray<{ name: string; samples: number; driver?: Driver }>, maxErrorRatio: number): string[] {
   const problems: string[] = [];
   if (results.dataPlaneRuns.length !== expectedRuns) problems.push(`expected ${expectedRuns} data-plane runs, got ${results.dataPlaneRuns.length}`);
   for (const r of results.dataPlaneRuns) {
@@ -199,10 +228,11 @@ export function findProblems(results: Results, expectedRuns: number, expectedCas
   for (const p of results.paths) {
     if (p.requests > 0 && p.errors / p.requests > maxErrorRatio) problems.push(`${p.path}: ${p.errors} errors in ${p.requests} requests`);
   }
-  for (const { name, samples } of expectedCases) {
-    const c = results.controlPlane.find((x) => x.case === name);
-    if (c === undefined) problems.push(`control-plane case ${name} did not run`);
-    else if (c.samplesMs.length !== samples) problems.push(`control-plane case ${name}: ${c.samplesMs.length} of ${samples} repetitions`);
+  for (const { name, samples, driver = 'native' } of expectedCases) {
+    const label = driver === 'native' ? name : `${name} (${driver} driver)`;
+    const c = results.controlPlane.find((x) => x.case === name && driverOf(x) === driver);
+    if (c === undefined) problems.push(`control-plane case ${label} did not run`);
+    else if (c.samplesMs.length !== samples) problems.push(`control-plane case ${label}: ${c.samplesMs.length} of ${samples} repetitions`);
   }
   return problems;
 }

@@ -7,15 +7,20 @@
  * is reported (console, results, Markdown) and the run goes on with the next one, but still exits 1.
  * `--cases` runs only the named control-plane cases and no data-plane workload (while working on a
  * case), also one kept out of the profile (intention-scale runs in the full profile only).
+ * With DATAPLANEAPI_BIN set, every control-plane case runs twice, its sidecars under test first with
+ * the native driver, then with the Data Plane API driver (`-dataplane`); the second run's results
+ * carry `driver: 'dataplane'` and the RSS of its Data Plane API processes.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../devtools/consul-dev-agent.js';
-import { repeatsOf, runsIn, type ControlPlaneCase, type ControlPlaneResult } from './control-plane/case.js';
+import { DATAPLANEAPI_BIN, dataplaneArgs } from '../devtools/haproxy-bin.js';
+import { repeatsOf, runsIn, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult, type Driver } from './control-plane/case.js';
 import { CONTROL_PLANE_CASES } from './control-plane/cases.js';
 import { runDataPlane, WORKLOADS } from './data-plane.js';
+import { sampleDataplaneRss } from './lib/dataplane-rss.js';
 import { loadAverage } from './lib/proc-stats.js';
 import { ProcessRegistry } from './lib/procs.js';
 import { captureEnvironment } from './lib/versions.js';
@@ -32,6 +37,31 @@ const MAX_ERROR_RATIO = 0.01;
 const FAILURE_IN_REPORT_CHARS = 1_000;
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
+
+/** The drivers every control-plane case runs with: the Data Plane API's only when its binary is given. */
+const DRIVERS: readonly Driver[] = DATAPLANEAPI_BIN === undefined ? ['native'] : ['native', 'dataplane'];
+
+/**
+ * Runs `cpCase` with its sidecars under test on `driver`: for `dataplane`, every sidecar the case
+ * starts on the testbed gets `-dataplane`, an in-process one `ctx.dataplaneBin`, and the Data Plane
+ * API processes are sampled for their RSS while it runs. Every result is tagged with the driver.
+ */
+async function runCase(cpCase: ControlPlaneCase, driver: Driver, base: Omit<ControlPlaneContext, 'driver' | 'dataplaneBin'>): Promise<ControlPlaneResult[]> {
+  if (driver === 'native' || DATAPLANEAPI_BIN === undefined) {
+    return (await cpCase.run({ ...base, driver: 'native', dataplaneBin: undefined })).map((r) => ({ ...r, driver: 'native' }));
+  }
+  const { testbed } = base;
+  const ctx: ControlPlaneContext = {
+    ...base,
+    testbed: { ...testbed, startHaproxyConnect: (name, serviceId, extraArgs = []) => testbed.startHaproxyConnect(name, serviceId, [...extraArgs, ...dataplaneArgs()]) },
+    driver,
+    dataplaneBin: DATAPLANEAPI_BIN,
+  };
+  const sampler = sampleDataplaneRss(DATAPLANEAPI_BIN);
+  const results = await cpCase.run(ctx).finally(() => sampler.stop());
+  const dataplaneApiRss = sampler.peaks();
+  return results.map((r) => ({ ...r, driver, ...(dataplaneApiRss !== undefined && { dataplaneApiRss }) }));
+}
 
 function parseArgs(argv: readonly string[]): { profile: Profile; note: string; cases: readonly ControlPlaneCase[] | undefined } {
   let profile = PROFILES.full;
@@ -64,6 +94,7 @@ async function main(): Promise<number> {
   const startedAt = new Date().toISOString();
   const environment = captureEnvironment();
   say(`bench: ${profile.name} profile; load average ${loadAverageAtStart.toFixed(2)}; ${environment.haproxy}; ${environment.consul}`);
+  if (DATAPLANEAPI_BIN !== undefined) say(`bench: control-plane cases run twice: native driver, then the Data Plane API driver (${DATAPLANEAPI_BIN})`);
 
   const registry = new ProcessRegistry();
   let testbed: Testbed | undefined;
@@ -108,16 +139,19 @@ async function main(): Promise<number> {
     const failedCases: NonNullable<Results['failedCases']> = [];
     for (const cpCase of controlPlaneCases) {
       const repeats = repeatsOf(cpCase, profile);
-      say(`bench: control-plane case ${cpCase.name} (${repeats} repetitions)`);
-      try {
-        controlPlane.push(...(await Promise.race([cpCase.run({ testbed: bed, registry, profile, repeats, log: say }), interrupted])));
-      } catch (err) {
-        // A failed case (it cleaned up after itself) does not cost the results of the others; the
-        // run still fails (findProblems: the case did not run).
-        if (interruption.signal.aborted) throw err;
-        const error = err instanceof Error ? err.message : String(err);
-        say(`bench: control-plane case ${cpCase.name} failed: ${error}`);
-        failedCases.push({ case: cpCase.name, error: error.slice(0, FAILURE_IN_REPORT_CHARS) });
+      for (const driver of DRIVERS) {
+        const label = driver === 'native' ? cpCase.name : `${cpCase.name} (${driver} driver)`;
+        say(`bench: control-plane case ${label} (${repeats} repetitions)`);
+        try {
+          controlPlane.push(...(await Promise.race([runCase(cpCase, driver, { testbed: bed, registry, profile, repeats, log: say }), interrupted])));
+        } catch (err) {
+          // A failed case (it cleaned up after itself) does not cost the results of the others; the
+          // run still fails (findProblems: the case did not run).
+          if (interruption.signal.aborted) throw err;
+          const error = err instanceof Error ? err.message : String(err);
+          say(`bench: control-plane case ${label} failed: ${error}`);
+          failedCases.push({ case: label, error: error.slice(0, FAILURE_IN_REPORT_CHARS) });
+        }
       }
     }
     const loadAverageAtEnd = loadAverage();
@@ -139,6 +173,7 @@ async function main(): Promise<number> {
       paths: summarizePaths(bed.paths, runs),
       dataPlaneRuns: runs,
       controlPlane,
+      drivers: DRIVERS,
       failedCases,
     };
     mkdirSync(RESULTS_DIR, { recursive: true });
@@ -154,7 +189,7 @@ async function main(): Promise<number> {
     const problems = findProblems(
       results,
       expectedRuns,
-      controlPlaneCases.flatMap((c) => c.produces.map((name) => ({ name, samples: repeatsOf(c, profile) }))),
+      controlPlaneCases.flatMap((c) => DRIVERS.flatMap((driver) => c.produces.map((name) => ({ name, driver, samples: repeatsOf(c, profile) })))),
       MAX_ERROR_RATIO,
     );
     for (const problem of problems) process.stderr.write(`bench: problem: ${problem}\n`);

@@ -2,23 +2,22 @@
  * Control-plane case "CA rotation": Consul's Connect CA is rotated to a new root (which re-issues
  * every leaf) while a keep-alive probe runs through a source → destination pair. Figures per
  * rotation: from the CA write to both sidecars serving a leaf of the new CA; probe requests that
- * failed meanwhile (0 is the goal); and the HAProxy reloads each rotation cost, summed over every
- * haproxy-connect sidecar of the testbed (each sees the rotation) and reported per sidecar: 0 for
- * a first rotation (only the leaves change, src/translate/trust-bundle.ts); 1 for a rotation that
- * follows before Consul pruned the previous root (the trust bundle changes).
+ * failed meanwhile (0 is the goal); and the HAProxy reloads each rotation cost the pair's two
+ * sidecars (the ones started with the driver under test), reported per sidecar: 0 for a first
+ * rotation (only the leaves change, src/translate/trust-bundle.ts); 1 for a rotation that follows
+ * before Consul pruned the previous root (the trust bundle changes). The result's `reloads` is the
+ * pair's total. With DATAPLANEAPI_BIN the case runs twice (native, then dataplane): the second run's
+ * first rotation follows the first run's, so it is not a first rotation any more.
  * The convergence time is mostly the Consul agent's own: after a root change it waits a random
  * jitter (up to about 30 s) before re-signing each leaf, to spread the load on the servers.
  * Runs last: every sidecar of the testbed gets new roots and leaves.
  */
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { rotateConnectCa } from '../../devtools/certs.js';
 import { waitFor } from '../../devtools/ports.js';
 import { servedCertificate } from '../../devtools/probes.js';
-import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
-import { MASTER_SOCKET } from '../../src/main.js';
+import { masterReloadsBinding } from '../lib/run-dirs.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
-import { startMeshPair } from './mesh-pair.js';
+import { type MeshPair, startMeshPair } from './mesh-pair.js';
 
 const NAME = 'ca-rotation';
 const ROTATED = 'ca-rotated';
@@ -26,18 +25,11 @@ const CONVERGENCE_TIMEOUT_MS = 60_000;
 /** The probe keeps running this long after both sidecars serve the new leaf (old workers finishing). */
 const SETTLE_MS = 2_000;
 
-/** Sum of the reload counters of every haproxy-connect master under `runBase`, and how many there are. */
-async function reloadsUnder(runBase: string): Promise<{ reloads: number; sidecars: number }> {
+/** Sum of the reload counters of the pair's two sidecars (by their public ports). */
+async function pairReloads(runBase: string, pair: MeshPair): Promise<number> {
   let reloads = 0;
-  let sidecars = 0;
-  for (const dir of readdirSync(runBase)) {
-    const socket = join(runBase, dir, MASTER_SOCKET);
-    if (!existsSync(socket)) continue;
-    const proc = parseShowProc(await sendCommand(socket, 'show proc', { timeoutMs: 5_000 }));
-    reloads += proc.master.reloads;
-    sidecars++;
-  }
-  return { reloads, sidecars };
+  for (const port of [pair.sourcePublicPort, pair.destinationPublicPort]) reloads += await masterReloadsBinding(runBase, port);
+  return reloads;
 }
 
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
@@ -51,9 +43,10 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   try {
     const baseline = { requests: probe.requests, failed: probe.failed };
     const samplesMs: number[] = [];
-    const reloadsPerSidecar: number[] = [];
+    /** Reloads of both sidecars together, rotation by rotation. */
+    const pairReloadCounts: number[] = [];
     for (let i = 0; i < ctx.repeats; i++) {
-      const before = await reloadsUnder(runBase);
+      const before = await pairReloads(runBase, pair);
       const written = performance.now();
       const { activeRoot } = await rotateConnectCa(agent, CONVERGENCE_TIMEOUT_MS);
       for (const port of [pair.destinationPublicPort, pair.sourcePublicPort]) {
@@ -66,16 +59,17 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       }
       samplesMs.push(performance.now() - written);
       await new Promise((r) => setTimeout(r, SETTLE_MS));
-      const after = await reloadsUnder(runBase);
-      reloadsPerSidecar.push((after.reloads - before.reloads) / Math.max(1, after.sidecars));
+      const after = await pairReloads(runBase, pair);
+      pairReloadCounts.push(after - before);
       ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} new leaves served after ${samplesMs.at(-1)?.toFixed(0)} ms; probe ${probe.failed - baseline.failed} failed of ${probe.requests - baseline.requests}`);
     }
     // The first rotation changes only leaves; a rotation before Consul pruned the previous old root
     // chains a new bridge onto a bridged root, which changes the bundle (one reload).
-    const reloads = reloadsPerSidecar.map((r) => r.toFixed(2)).join(', ');
+    const reloads = pairReloadCounts.map((r) => (r / 2).toFixed(2)).join(', ');
     const description = `CA write -> both sidecars serve a leaf of the new CA (includes Consul's re-signing jitter); reloads per sidecar, rotation by rotation: ${reloads}`;
     ctx.log(`${NAME}: ${description}`);
-    return [summarize(ROTATED, description, samplesMs, probe.requests - baseline.requests, probe.failed - baseline.failed)];
+    const total = pairReloadCounts.reduce((sum, r) => sum + r, 0);
+    return [{ ...summarize(ROTATED, description, samplesMs, probe.requests - baseline.requests, probe.failed - baseline.failed), reloads: total }];
   } finally {
     probing = false;
     await background;

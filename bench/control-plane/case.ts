@@ -3,13 +3,33 @@ import type { ProcessRegistry } from '../lib/procs.js';
 import type { Profile } from '../profile.js';
 import type { Testbed } from '../testbed.js';
 
+/**
+ * How the sidecars under test apply changes: haproxy-connect's own driver, or the Data Plane API
+ * driver (`-dataplane`), which runs.ts adds only when DATAPLANEAPI_BIN is set.
+ */
+export type Driver = 'native' | 'dataplane';
+
 export interface ControlPlaneContext {
+  /** Its `startHaproxyConnect` starts sidecars with `driver` (run.ts adds `-dataplane` for the dataplane run). */
   testbed: Testbed;
   registry: ProcessRegistry;
   profile: Profile;
   /** Repetitions to run (`repeatsOf(case, profile)`). */
   repeats: number;
+  driver: Driver;
+  /** The Data Plane API binary when `driver` is `dataplane`: an in-process sidecar needs it in its config. */
+  dataplaneBin: string | undefined;
   log(line: string): void;
+}
+
+/** Memory of the Data Plane API processes of a dataplane run, sampled while the case ran (lib/dataplane-rss.ts). */
+export interface DataplaneApiRss {
+  /** Sidecars whose Data Plane API was seen (one per run directory; a restarted API counts once). */
+  sidecars: number;
+  /** Highest RSS seen, over every sidecar's API. */
+  maxMiB: number;
+  /** Mean over the sidecars of each one's highest RSS. */
+  meanPeakMiB: number;
 }
 
 export interface ControlPlaneResult {
@@ -25,6 +45,10 @@ export interface ControlPlaneResult {
   requests: number;
   /** HAProxy reloads of the sidecar under test during the repetitions, for the cases that count them. */
   reloads?: number;
+  /** The driver of the sidecars under test (run.ts sets it; results without it are `native`). */
+  driver?: Driver;
+  /** Set for a dataplane run: what its Data Plane API processes used. */
+  dataplaneApiRss?: DataplaneApiRss;
 }
 
 export interface ControlPlaneCase {

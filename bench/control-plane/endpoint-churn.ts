@@ -12,10 +12,15 @@
  * connect-proxy instance of `ep` pointing at ep-2's ready sidecar (the catalog write), measures from
  * the moment that PUT returns to the first probe request answered by ep-2, then deregisters it and
  * waits until ep-1 alone answers again.
+ *
+ * Reloads: the source sidecar's HAProxy reloads over the repetitions (its master's reload counter,
+ * read before the first and SETTLE_MS after the last), in both results: an endpoint change is a
+ * runtime change for the native driver; the Data Plane API cannot add a TLS server at runtime.
  */
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { registerMeshService } from '../../devtools/consul-dev-agent.js';
 import type { Started } from '../lib/procs.js';
+import { masterReloadsBinding } from '../lib/run-dirs.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { Probe } from './probe.js';
 
@@ -29,6 +34,8 @@ const CONVERGENCE_TIMEOUT_MS = 30_000;
 /** After a removal, this many ep-1 answers in a row mean ep-2 is out of rotation. */
 const CONSECUTIVE_AFTER_REMOVAL = 20;
 const SETUP_TIMEOUT_MS = 90_000;
+/** Wait before the last reload count: longer than a reload may wait for quiet (src/reconcile/reload-quiet.ts, 1 s at most). */
+const SETTLE_MS = 1_500;
 
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { testbed, registry } = ctx;
@@ -68,6 +75,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       250,
     );
     const baseline = { requests: probe.requests, failed: probe.failed };
+    const reloadsBefore = await masterReloadsBinding(testbed.runBase, srcPublic);
 
     const samplesMs: number[] = [];
     const removedMs: number[] = [];
@@ -102,9 +110,15 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       removedMs.push(streakStart - removed);
       ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} added ${samplesMs.at(-1)?.toFixed(1)} ms, removed ${removedMs.at(-1)?.toFixed(1)} ms`);
     }
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const reloads = (await masterReloadsBinding(testbed.runBase, srcPublic)) - reloadsBefore;
+    ctx.log(`${NAME}: source sidecar reloads: ${reloads} in ${ctx.repeats} additions and ${ctx.repeats} removals`);
     const requests = probe.requests - baseline.requests;
     const failed = probe.failed - baseline.failed;
-    return [summarize(ADDED, ADDED_DESCRIPTION, samplesMs, requests, failed), summarize(REMOVED, REMOVED_DESCRIPTION, removedMs, requests, failed)];
+    return [
+      { ...summarize(ADDED, ADDED_DESCRIPTION, samplesMs, requests, failed), reloads },
+      { ...summarize(REMOVED, REMOVED_DESCRIPTION, removedMs, requests, failed), reloads },
+    ];
   } finally {
     probe.close();
     for (const s of started.reverse()) await registry.stop(s);

@@ -31,18 +31,18 @@ function endpoints(count: number, weight: number): Endpoint[] {
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const count = ctx.profile.name === 'full' ? 10_000 : 1_000;
   const consul = await fakeWebAgent([]);
-  const sidecar = await startInProcessSidecar(consul, 'hc-bench-scale-');
+  const sidecar = await startInProcessSidecar(consul, 'hc-bench-scale-', ctx.dataplaneBin);
   const { after } = sidecar;
   try {
-    await waitFor('sidecar ready', async () => after('sidecar ready', 0), 30_000);
+    await sidecar.explain(waitFor('sidecar ready', async () => after('sidecar ready', 0), 30_000));
     let t0 = performance.now();
     consul.setEndpoints(API, endpoints(count, 1));
-    const applied = await waitFor(`${count} endpoints applied`, async () => after('haproxy reloaded', t0) ?? after('applied runtime changes', t0), APPLY_TIMEOUT_MS, 5);
+    const applied = await sidecar.explain(waitFor(`${count} endpoints applied`, async () => after('haproxy reloaded', t0) ?? after('applied runtime changes', t0), APPLY_TIMEOUT_MS, 5));
     const addedMs = applied.at - t0;
     const haproxyRss = await sidecar.haproxyRssMiB();
     t0 = performance.now();
     consul.setEndpoints(API, endpoints(count, 2));
-    const reweighted = await waitFor(`${count} weights applied`, async () => after('applied runtime changes', t0) ?? after('haproxy reloaded', t0), APPLY_TIMEOUT_MS, 5);
+    const reweighted = await sidecar.explain(waitFor(`${count} weights applied`, async () => after('applied runtime changes', t0) ?? after('haproxy reloaded', t0), APPLY_TIMEOUT_MS, 5));
     const reweightedMs = reweighted.at - t0;
     ctx.log(
       `${NAME}: ${count} TLS endpoints added in ${addedMs.toFixed(0)} ms (${applied.msg as string}), reweighted in ${reweightedMs.toFixed(0)} ms (${reweighted.msg as string}); HAProxy RSS ${haproxyRss.toFixed(1)} MiB`,

@@ -15,6 +15,10 @@ import { webSidecarConfig } from '../../test/helpers/fake-web-agent.js';
 import { rssKiB } from '../lib/proc-stats.js';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
 
+/** Log levels quoted when a change does not go live in time, and how many of those lines. */
+const PROBLEM_LEVELS: ReadonlySet<string> = new Set(['warn', 'error', 'fatal']);
+const PROBLEMS_QUOTED = 3;
+
 /** A parsed log line and `performance.now()` when it was written. */
 export type TimedLine = Record<string, unknown> & { at: number };
 
@@ -22,14 +26,19 @@ export interface InProcessSidecar {
   readonly lines: readonly TimedLine[];
   /** The first line with message `msg` written after `since` (performance.now()). */
   after(msg: string, since: number): TimedLine | undefined;
+  /** `pending`, whose error (a timeout) also quotes the sidecar's last warnings and errors: what held the change up. */
+  explain<T>(pending: Promise<T>): Promise<T>;
   /** RSS of the HAProxy master and its current workers, in MiB. */
   haproxyRssMiB(): Promise<number>;
   /** Stops the sidecar and removes its directory; `log` hears a failure of the run. */
   stop(log: (line: string) => void): Promise<void>;
 }
 
-/** Starts the `web` sidecar of the fake agent `consul`, with its run directory under a new temp dir named `prefix`. */
-export async function startInProcessSidecar(consul: FakeConsulAgentApi, prefix: string): Promise<InProcessSidecar> {
+/**
+ * Starts the `web` sidecar of the fake agent `consul`, with its run directory under a new temp dir
+ * named `prefix`; with `dataplaneBin` (a dataplane run, ControlPlaneContext) through the Data Plane API driver.
+ */
+export async function startInProcessSidecar(consul: FakeConsulAgentApi, prefix: string, dataplaneBin?: string): Promise<InProcessSidecar> {
   const base = await mkdtemp(join(tmpdir(), prefix));
   const lines: TimedLine[] = [];
   const sink = new Writable({
@@ -39,10 +48,21 @@ export async function startInProcessSidecar(consul: FakeConsulAgentApi, prefix: 
     },
   });
   const shutdown = new AbortController();
-  const done = runSidecar(webSidecarConfig(consul, base, { haproxyBin: HAPROXY_BIN, logLevel: 'info' }), shutdown.signal, { logger: createLogger('info', sink), consul });
+  const done = runSidecar(webSidecarConfig(consul, base, { haproxyBin: HAPROXY_BIN, logLevel: 'info', ...(dataplaneBin !== undefined && { dataplaneBin }) }), shutdown.signal, {
+    logger: createLogger('info', sink),
+    consul,
+  });
   return {
     lines,
     after: (msg, since) => lines.find((l) => l.msg === msg && l.at > since),
+    explain: (pending) =>
+      pending.catch((err: unknown) => {
+        const problems = lines
+          .filter((l) => PROBLEM_LEVELS.has(String(l.level)))
+          .slice(-PROBLEMS_QUOTED)
+          .map((l) => `${String(l.msg)}${l.err === undefined ? '' : `: ${String(l.err)}`}`);
+        throw new Error(`${err instanceof Error ? err.message : String(err)}; the sidecar's last warnings and errors: ${problems.length === 0 ? '(none)' : problems.join(' | ')}`, { cause: err });
+      }),
     async haproxyRssMiB() {
       const runDir = lines.find((l) => l.msg === 'created run directory')?.runDir as string;
       const procs = parseShowProc(await sendCommand(join(runDir, MASTER_SOCKET), 'show proc', { timeoutMs: 5_000 }));

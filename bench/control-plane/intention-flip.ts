@@ -5,7 +5,11 @@
  * - intention-allowed: from the write (allow) returning to the first request served again.
  * After each flip converged, CHECK_REQUESTS more requests must all agree with it: a request
  * served after a deny took effect, or refused after an allow did, counts as a failed request.
+ * Reloads: the destination sidecar's HAProxy reloads over the flips (its master's reload counter,
+ * read before the first and SETTLE_MS after the last), in both results: the goal is 0 (a flip is a
+ * runtime change of the intentions epoch).
  */
+import { masterReloadsBinding } from '../lib/run-dirs.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 import { startMeshPair } from './mesh-pair.js';
 
@@ -17,6 +21,8 @@ const ALLOWED_DESCRIPTION = 'intention write (allow) -> first request served aga
 const CONVERGENCE_TIMEOUT_MS = 30_000;
 /** Requests after each convergence that must agree with the new decision. */
 const CHECK_REQUESTS = 20;
+/** Wait before the last reload count: longer than a reload may wait for quiet (src/reconcile/reload-quiet.ts, 1 s at most). */
+const SETTLE_MS = 1_500;
 
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { agent } = ctx.testbed;
@@ -25,6 +31,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   try {
     const { probe } = pair;
     const baseline = probe.requests;
+    const reloadsBefore = await masterReloadsBinding(ctx.testbed.runBase, pair.destinationPublicPort);
     const deniedMs: number[] = [];
     const allowedMs: number[] = [];
     let disagreeing = 0;
@@ -39,8 +46,14 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       disagreeing += CHECK_REQUESTS - (await probe.served(CHECK_REQUESTS));
       ctx.log(`${NAME}: ${i + 1}/${ctx.repeats} denied ${deniedMs.at(-1)?.toFixed(1)} ms, allowed ${allowedMs.at(-1)?.toFixed(1)} ms`);
     }
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    const reloads = (await masterReloadsBinding(ctx.testbed.runBase, pair.destinationPublicPort)) - reloadsBefore;
+    ctx.log(`${NAME}: destination sidecar reloads: ${reloads} in ${2 * ctx.repeats} flips`);
     const requests = probe.requests - baseline;
-    return [summarize(DENIED, DENIED_DESCRIPTION, deniedMs, requests, disagreeing), summarize(ALLOWED, ALLOWED_DESCRIPTION, allowedMs, requests, disagreeing)];
+    return [
+      { ...summarize(DENIED, DENIED_DESCRIPTION, deniedMs, requests, disagreeing), reloads },
+      { ...summarize(ALLOWED, ALLOWED_DESCRIPTION, allowedMs, requests, disagreeing), reloads },
+    ];
   } finally {
     await agent.fetch(path, { method: 'DELETE' }).catch((err: unknown) => ctx.log(`${NAME}: cleanup: ${String(err)}`));
     await pair.close();

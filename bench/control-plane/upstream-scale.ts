@@ -46,10 +46,10 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   });
 
   let t0 = performance.now();
-  const sidecar = await startInProcessSidecar(consul, 'hc-bench-upstreams-');
+  const sidecar = await startInProcessSidecar(consul, 'hc-bench-upstreams-', ctx.dataplaneBin);
   const { after, lines } = sidecar;
   try {
-    const ready = await waitFor(`${upstreamCount} upstreams ready`, async () => after('sidecar ready', 0), APPLY_TIMEOUT_MS, 5);
+    const ready = await sidecar.explain(waitFor(`${upstreamCount} upstreams ready`, async () => after('sidecar ready', 0), APPLY_TIMEOUT_MS, 5));
     const readyMs = ready.at - t0;
     const haproxyRss = await sidecar.haproxyRssMiB();
     // The daemon shares this process: a heap difference would be at the mercy of GC timing (it
@@ -59,15 +59,17 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     queries.forEach((q, i) => {
       consul.setEndpoints(q, endpointsOf(i, 2));
     });
-    const reweighted = await waitFor(
-      `${servers} weights applied`,
-      async () => {
-        const batch = lines.filter((l) => l.msg === 'applied runtime changes' && l.at > t0);
-        const ops = batch.reduce((sum, l) => sum + ((l.ops as number | undefined) ?? 0), 0);
-        return ops >= servers ? batch.at(-1) : after('haproxy reloaded', t0);
-      },
-      APPLY_TIMEOUT_MS,
-      5,
+    const reweighted = await sidecar.explain(
+      waitFor(
+        `${servers} weights applied`,
+        async () => {
+          const batch = lines.filter((l) => l.msg === 'applied runtime changes' && l.at > t0);
+          const ops = batch.reduce((sum, l) => sum + ((l.ops as number | undefined) ?? 0), 0);
+          return ops >= servers ? batch.at(-1) : after('haproxy reloaded', t0);
+        },
+        APPLY_TIMEOUT_MS,
+        5,
+      ),
     );
     const reweightedMs = reweighted.at - t0;
     const memory = `HAProxy RSS ${haproxyRss.toFixed(0)} MiB, heap in use ${heapMiB.toFixed(0)} MiB (daemon + harness)`;
