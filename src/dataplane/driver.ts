@@ -49,6 +49,12 @@ const STORED_FILES: ReadonlyMap<string, string> = new Map([
 ]);
 /** Runtime writes are persisted to the configuration file after this much quiet (no reload). */
 const PERSIST_QUIET_MS = 1_000;
+/**
+ * Above this many server changes in one batch, a reload: each change through `configuration/servers`
+ * writes (and syncs) the API's whole file, so 1,000 weight changes on a 1,000-server backend took
+ * longer than 120 s (bench, endpoint-scale), where one reload takes about a second.
+ */
+export const MAX_SERVER_EDITS = 32;
 /** The key naming the current intentions epoch (runtime-ops.ts). */
 const CURRENT_EPOCH_KEY = 'current';
 
@@ -89,6 +95,10 @@ export function runtimeLimits(ops: readonly RuntimeOp[], layout: SlotLayout): st
     const left = free.get(op.backend) ?? freeSlots(layout, op.backend).length;
     if (left <= 0) reasons.add(`add-server: no free server slot left in backend ${op.backend} (a reload makes new ones)`);
     free.set(op.backend, left - 1);
+  }
+  const edits = ops.filter((op) => op.kind === 'add-server' || op.kind === 'set-address' || op.kind === 'set-weight').length;
+  if (edits > MAX_SERVER_EDITS) {
+    reasons.add(`${edits} server changes: each writes the Data Plane API's whole configuration file, one reload is faster above ${MAX_SERVER_EDITS}`);
   }
   return [...reasons];
 }

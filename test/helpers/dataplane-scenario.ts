@@ -26,6 +26,8 @@ export interface ScenarioStep {
   outcome: string;
   ops?: string[];
   live?: LiveState;
+  /** How long the step took, from the plan to the answer of the last request. */
+  ms: number;
 }
 
 const allow = { defaultAllow: true, intentions: [] };
@@ -75,8 +77,10 @@ export async function runScenario(driver: DataplaneDriver, runDir: string, ports
   let applied: HaproxyModel | undefined;
   for (const { name, model } of scenarioModels(runDir, ports)) {
     const text = render(model);
+    const startedAt = performance.now();
+    const ms = (): number => Math.round(performance.now() - startedAt);
     if (applied === undefined) {
-      steps.push({ name, outcome: await driver.activate(model, text, signal) });
+      steps.push({ name, outcome: await driver.activate(model, text, signal), ms: ms() });
       applied = model;
       continue;
     }
@@ -84,15 +88,20 @@ export async function runScenario(driver: DataplaneDriver, runDir: string, ports
     if (decision.kind === 'runtime' && driver.runtimeLimits(decision.ops).length === 0) {
       const results = await driver.applyRuntime(decision.ops, signal);
       for (const r of results) assert.equal(r.status, 'ok', `${name}: ${r.op.kind} ${r.error?.message ?? ''}`);
+      const applyMs = ms();
       driver.persist(model, text);
       await driver.flushed();
-      steps.push({ name, outcome: 'runtime', ops: decision.ops.map((op) => op.kind) });
+      steps.push({ name, outcome: 'runtime', ops: decision.ops.map((op) => op.kind), ms: applyMs });
     } else if (decision.kind !== 'none') {
-      steps.push({ name, outcome: await driver.activate(model, text, signal) });
-    } else steps.push({ name, outcome: 'none' });
+      steps.push({ name, outcome: await driver.activate(model, text, signal), ms: ms() });
+    } else steps.push({ name, outcome: 'none', ms: ms() });
     applied = model;
   }
-  if (applied !== undefined) steps.push({ name: 'read back', outcome: 'read', live: await driver.readLive(applied, signal) });
+  if (applied !== undefined) {
+    const startedAt = performance.now();
+    const live = await driver.readLive(applied, signal);
+    steps.push({ name: 'read back', outcome: 'read', live, ms: Math.round(performance.now() - startedAt) });
+  }
   return steps;
 }
 

@@ -69,8 +69,9 @@ describe('Data Plane API driver, real Data Plane API', { skip: DATAPLANEAPI_BIN 
     if (runDir !== '') await removeRunDir(runDir);
   });
 
-  test('the scenario converges through the API: runtime where it can, a reload where it cannot', async () => {
+  test('the scenario converges through the API: runtime where it can, a reload where it cannot', async (t) => {
     const steps = await runScenario(driver, runDir, ports, controller.signal);
+    for (const step of steps) t.diagnostic(`${step.name}: ${step.outcome}${step.ops ? ` (${step.ops.join(', ')})` : ''} in ${step.ms} ms`);
     assert.deepEqual(
       steps.map((s) => [s.name, s.outcome]),
       EXPECTED_OUTCOMES.map(([n, o]) => [n, o]),

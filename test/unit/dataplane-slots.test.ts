@@ -1,7 +1,7 @@
 /** Spare server slots of the Data Plane API driver (src/dataplane/slots.ts), and what needs a reload with them. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { runtimeLimits } from '../../src/dataplane/driver.js';
+import { MAX_SERVER_EDITS, runtimeLimits } from '../../src/dataplane/driver.js';
 import { MIN_SLOTS, endpointNameOf, freeSlots, freshLayout, slotName, slotOf, slottedModel, withHolder } from '../../src/dataplane/slots.js';
 import { render } from '../../src/haproxy/render.js';
 import type { RuntimeOp } from '../../src/haproxy/runtime-ops.js';
@@ -87,5 +87,8 @@ describe('spare server slots', () => {
     );
     assert.deepEqual(runtimeLimits([add(3), { kind: 'set-weight', backend, server: 'x', weight: 2 }], layout), []);
     assert.match(runtimeLimits([{ kind: 'set-leaf', path: `${RUN_DIR}/leaf.pem`, pem: 'x' }], layout).join(), /no runtime endpoint to load them/);
+    const weights = (n: number): RuntimeOp[] => Array.from({ length: n }, (_, i) => ({ kind: 'set-weight', backend, server: `s${i}`, weight: 2 }));
+    assert.deepEqual(runtimeLimits(weights(MAX_SERVER_EDITS), layout), []);
+    assert.match(runtimeLimits(weights(MAX_SERVER_EDITS + 1), layout).join(), /one reload is faster/);
   });
 });
