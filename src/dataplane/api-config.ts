@@ -16,7 +16,7 @@ import { HaproxyConnectError } from '../errors.js';
 export const DATAPLANE_CONFIG_FILE = 'dataplaneapi.yaml';
 export const DATAPLANE_SOCKET_FILE = 'dataplane.sock';
 export const DATAPLANE_RELOAD_SCRIPT = 'dataplane-reload.sh';
-/** The master's pid, written by the driver before it asks for a reload; read by the reload script. */
+/** The master's pid, written by the driver only while it reloads; read by the reload script. */
 export const HAPROXY_MASTER_PID_FILE = 'haproxy-master.pid';
 export const DATAPLANE_USER = 'haproxy-connect';
 /** Folders the API insists on having (transactions, storage it is not given anything for). */

@@ -17,7 +17,7 @@
  * There is no runtime endpoint for `set ssl cert`: a new leaf is stored, then reloaded.
  */
 import { basename, join } from 'node:path';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, rm, writeFile } from 'node:fs/promises';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -191,7 +191,14 @@ export class DataplaneDriver implements HaproxyDriver {
         await writeFile(pidFile, `${pid}\n`, { mode: 0o600 }).catch((err: unknown) => {
           throw new HaproxyConnectError('FILE_WRITE_FAILED', `Cannot write ${pidFile}: ${errorMessage(err)}`, { cause: err });
         });
-        await this.#haproxy.reload(() => post({ force_reload: 'true' }));
+        // The pid file exists only while we reload: a reload the API schedules on its own (its
+        // reload_delay after some calls, whatever skip_reload says) finds no master to signal, so
+        // HAProxy never reloads from a file the reconcile loop did not ask for.
+        try {
+          await this.#haproxy.reload(() => post({ force_reload: 'true' }));
+        } finally {
+          await rm(pidFile, { force: true });
+        }
         return 'reloaded';
       }
       default:
@@ -479,6 +486,10 @@ export class DataplaneDriver implements HaproxyDriver {
       // Someone else changed the configuration between our read and our write: read it again once.
       if (answer.status === 409 && attempt === 0) continue;
       if (answer.status === 400) throw new HaproxyConnectError('HAPROXY_CONFIG_REJECTED', `The Data Plane API rejected the configuration: ${message}`);
+      // The API writes the file itself: a full disk is the same fault as when we write it.
+      if (/no space left on device|read-only file system|permission denied/i.test(message)) {
+        throw new HaproxyConnectError('FILE_WRITE_FAILED', `The Data Plane API could not write the configuration: ${message}`);
+      }
       throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused the configuration (POST configuration/raw, version ${version}): ${answer.status} ${message}`);
     }
   }

@@ -176,7 +176,8 @@ export class HaproxyProcess extends EventEmitter {
         answer = undefined;
       }
     } catch (err) {
-      if (err instanceof HaproxyConnectError && err.code === 'HAPROXY_CONFIG_REJECTED') {
+      // What the trigger knows better than a reload failure (a refused or unwritable configuration) keeps its code.
+      if (err instanceof HaproxyConnectError && (err.code === 'HAPROXY_CONFIG_REJECTED' || err.code === 'FILE_WRITE_FAILED')) {
         if (this.#is('reloading')) this.#transition('running');
         throw err;
       }
