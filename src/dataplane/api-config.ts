@@ -13,7 +13,7 @@
 import { join } from 'node:path';
 import { HaproxyConnectError } from '../errors.js';
 
-export const DATAPLANE_CONFIG_FILE = 'dataplaneapi.yaml';
+export { DATAPLANE_CONFIG_FILE } from '../domain/haproxy-names.js';
 export const DATAPLANE_SOCKET_FILE = 'dataplane.sock';
 export const DATAPLANE_RELOAD_SCRIPT = 'dataplane-reload.sh';
 /** The master's pid, written by the driver only while it reloads; read by the reload script. */

@@ -16,6 +16,8 @@ export const LOCAL_APP_SERVER_NAME = 'app';
 
 /** Run-directory files (no slashes: the applier writes them next to haproxy.cfg). */
 export const LEAF_FILE = 'leaf.pem';
+/** The Data Plane API's configuration in the run directory (`-dataplane`); its process is `<binary> -f <this>`. */
+export const DATAPLANE_CONFIG_FILE = 'dataplaneapi.yaml';
 export const ROOTS_FILE = 'roots.pem';
 export const PUBLIC_CRT_LIST_FILE = 'public.crtlist';
 export const ADMIN_SOCKET_FILE = 'admin.sock';

@@ -24,6 +24,7 @@ import type { Logger } from '../logger.js';
 import { RUN_DIR_PREFIX, createRunDir, removeRunDir } from './files.js';
 import { cmdlineHash, createOwnerRecord, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord } from './owner-record.js';
 import { isAlive, listPids, procCmdline, procStat, signalPid } from './pids.js';
+import { DATAPLANE_CONFIG_FILE } from '../domain/haproxy-names.js';
 
 /** An orphaned master gets this long after SIGTERM (it hard-stops its workers and exits in ms). */
 export const ORPHAN_TERM_TIMEOUT_MS = 3_000;
@@ -99,31 +100,48 @@ export interface RunDirProcess {
   pid: number;
   ppid: number;
   pgrp: number;
-  role: 'master' | 'worker';
+  /** `dataplane-api`: the Data Plane API the daemon ran next to HAProxy (`-dataplane`). */
+  role: 'master' | 'worker' | 'dataplane-api';
 }
 
 /**
- * Live haproxy processes of `runDir`, found by command line in /proc. A master is the recorded
+ * True when `argv` is a Data Plane API started for `runDir` (`-dataplane`): `-f` names the run
+ * directory's DATAPLANE_CONFIG_FILE. It is the daemon's child, so a SIGKILLed daemon leaves it
+ * running too.
+ */
+export function isDataplaneApiOfRunDir(argv: readonly string[], runDir: string): boolean {
+  const at = argv.indexOf('-f');
+  const config = at > 0 ? argv[at + 1] : undefined;
+  return config !== undefined && path.isAbsolute(config) && path.normalize(config) === path.join(path.resolve(runDir), DATAPLANE_CONFIG_FILE);
+}
+
+/** An haproxy or a Data Plane API of `runDir`. */
+function isOfRunDir(argv: readonly string[], runDir: string): boolean {
+  return isHaproxyOfRunDir(argv, runDir) || isDataplaneApiOfRunDir(argv, runDir);
+}
+
+/**
+ * Live haproxy processes of `runDir` (and its Data Plane API, if any), found by command line in /proc. A master is the recorded
  * one, or one whose parent is not in the set; its workers (current and draining generations) are
  * its children and share its command line.
  */
 export function findRunDirHaproxy(runDir: string, recordedMaster?: number): RunDirProcess[] {
-  const found: Array<Omit<RunDirProcess, 'role'>> = [];
+  const found: Array<Omit<RunDirProcess, 'role'> & { api: boolean }> = [];
   for (const pid of listPids()) {
     if (pid === process.pid) continue;
     const argv = procCmdline(pid);
-    if (argv === undefined || !isHaproxyOfRunDir(argv, runDir) || !isAlive(pid)) continue;
+    if (argv === undefined || !isOfRunDir(argv, runDir) || !isAlive(pid)) continue;
     const stat = procStat(pid);
-    if (stat !== undefined) found.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp });
+    if (stat !== undefined) found.push({ pid, ppid: stat.ppid, pgrp: stat.pgrp, api: isDataplaneApiOfRunDir(argv, runDir) });
   }
-  const pids = new Set(found.map((p) => p.pid));
-  return found.map((p) => ({ ...p, role: p.pid === recordedMaster || !pids.has(p.ppid) ? 'master' : 'worker' }));
+  const pids = new Set(found.filter((p) => !p.api).map((p) => p.pid));
+  return found.map(({ api, ...p }) => ({ ...p, role: api ? 'dataplane-api' : p.pid === recordedMaster || !pids.has(p.ppid) ? 'master' : 'worker' }));
 }
 
 /** Still the process we found: alive and still an haproxy of the run directory (pids get reused). */
 function stillOrphan(pid: number, runDir: string): boolean {
   const argv = procCmdline(pid);
-  return argv !== undefined && isAlive(pid) && isHaproxyOfRunDir(argv, runDir);
+  return argv !== undefined && isAlive(pid) && isOfRunDir(argv, runDir);
 }
 
 async function waitGone(pids: readonly number[], runDir: string, timeoutMs: number): Promise<number[]> {
@@ -165,10 +183,11 @@ export async function stopRunDirHaproxy(opts: StopOrphansOptions): Promise<numbe
   if (found.length === 0) return [];
   const masters = found.filter((p) => p.role === 'master').map((p) => p.pid);
   const workers = found.filter((p) => p.role === 'worker').map((p) => p.pid);
+  const dataplaneApis = found.filter((p) => p.role === 'dataplane-api').map((p) => p.pid);
   const pids = found.map((p) => p.pid);
   const startedAt = Date.now();
-  logger.warn({ masters, workers, runDir }, 'stopping the haproxy left running by the previous haproxy-connect (SIGTERM)');
-  for (const pid of masters) signalOrphan(pid, 'SIGTERM', runDir);
+  logger.warn({ masters, workers, ...(dataplaneApis.length > 0 && { dataplaneApis }), runDir }, 'stopping the haproxy left running by the previous haproxy-connect (SIGTERM)');
+  for (const pid of [...masters, ...dataplaneApis]) signalOrphan(pid, 'SIGTERM', runDir);
   let left = await waitGone(pids, runDir, opts.termTimeoutMs ?? ORPHAN_TERM_TIMEOUT_MS);
   if (left.length > 0) {
     logger.warn({ pids: left, runDir, timeoutMs: opts.termTimeoutMs ?? ORPHAN_TERM_TIMEOUT_MS }, 'the orphaned haproxy did not stop after SIGTERM; sending SIGKILL');

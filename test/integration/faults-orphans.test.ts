@@ -21,6 +21,7 @@ import { isAlive, tcpListeners } from '../../devtools/proc.js';
 import { SidecarProcess, startReadySidecar } from '../../devtools/sidecar.js';
 import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
 import { ownerRecordPath } from '../../src/driver/owner-record.js';
+import { findRunDirHaproxy } from '../../src/driver/orphans.js';
 import { procStat } from '../../src/driver/pids.js';
 import { MASTER_SOCKET } from '../../src/main.js';
 import { HAPROXY_BIN } from '../../devtools/haproxy-bin.js';
@@ -235,6 +236,8 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     }
 
     assert.deepEqual([old.master, ...old.workers].filter(isAlive), [], 'old haproxy pids still running');
+    // With -dataplane, the killed daemon's Data Plane API too.
+    assert.deepEqual(findRunDirHaproxy(old.runDir), [], 'processes of the old run directory still running');
     assert.equal(existsSync(old.runDir), false, `old run directory ${old.runDir} left behind`);
     const gone = api.find('the previous haproxy-connect for this proxy is gone without cleaning up; cleaning up after it');
     assert.equal(gone?.previousPid, killed.pid, JSON.stringify(gone));

@@ -15,7 +15,7 @@ import { waitFor } from '../../devtools/ports.js';
 import { isHaproxyConnectError } from '../../src/errors.js';
 import { RUN_DIR_PREFIX } from '../../src/driver/files.js';
 import { parseShowProc, sendCommand } from '../../src/driver/master-cli.js';
-import { claimSidecar, findRunDirHaproxy, haproxyPaths, isHaproxyOfRunDir, isRecordedDaemon, isRunDirUnder } from '../../src/driver/orphans.js';
+import { claimSidecar, findRunDirHaproxy, haproxyPaths, isDataplaneApiOfRunDir, isHaproxyOfRunDir, isRecordedDaemon, isRunDirUnder } from '../../src/driver/orphans.js';
 import { cmdlineHash, createOwnerRecord, ownerRecordName, ownerRecordPath, readOwnerRecord, removeOwnerRecordIf, replaceOwnerRecord, type OwnerRecord } from '../../src/driver/owner-record.js';
 import { isAlive, parseCmdline, procCmdline, procStat } from '../../src/driver/pids.js';
 import { captureLogs } from '../helpers/log-capture.js';
@@ -58,6 +58,17 @@ describe('matching an haproxy command line to a run directory', () => {
   ];
   for (const [name, argv, expected] of cases) {
     test(name, () => assert.equal(isHaproxyOfRunDir(argv, RUN), expected));
+  }
+
+  const apiCases: Array<[string, string[], boolean]> = [
+    ['a Data Plane API of the run directory', ['/opt/bin/dataplaneapi', '-f', `${RUN}/dataplaneapi.yaml`], true],
+    ['a Data Plane API of another run directory', ['dataplaneapi', '-f', '/var/lib/hc/haproxy-connect-Zz99Yy/dataplaneapi.yaml'], false],
+    ['another file of the run directory', ['dataplaneapi', '-f', `${RUN}/haproxy.cfg`], false],
+    ['a relative path', ['dataplaneapi', '-f', 'dataplaneapi.yaml'], false],
+    ['no -f', ['dataplaneapi', `${RUN}/dataplaneapi.yaml`], false],
+  ];
+  for (const [name, argv, expected] of apiCases) {
+    test(name, () => assert.equal(isDataplaneApiOfRunDir(argv, RUN), expected));
   }
 
   test('-S keeps only the path before its options', () => {
