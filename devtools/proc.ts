@@ -34,6 +34,15 @@ export function commandName(pid: number): string | undefined {
   }
 }
 
+/** The argument list of `pid` (/proc/<pid>/cmdline), undefined when it is gone. */
+export function commandLine(pid: number): string[] | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Live processes whose process group is `pgid` (an HAProxy master runs detached: its group is its pid). */
 export function processGroup(pgid: number): number[] {
   const out: number[] = [];
