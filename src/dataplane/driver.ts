@@ -3,8 +3,9 @@
  * Plane API (v2, the 2.9 line for HAProxy 2.6):
  * - structure: the whole rendered configuration through `configuration/raw` with its version
  *   (the API checks it with `haproxy -c`, writes it, and reloads with `force_reload`);
- * - endpoints: `configuration/servers` (address, port, weight and maintenance, which the API
- *   changes through the runtime API without a reload), with spare slots for new endpoints;
+ * - endpoints: `configuration/servers` for address, port and weight (which the API changes
+ *   through the runtime API without a reload), `runtime/servers` for maintenance, with spare slots
+ *   for new endpoints;
  * - certificates: `storage/ssl_certificates` (the leaf and the CA bundle in the run directory);
  * - the intentions epoch and split weights: `runtime/maps_entries`.
  * HAProxy itself stays under our supervisor (master-worker); the API's reload command signals its
@@ -18,7 +19,7 @@
  */
 import { basename, join } from 'node:path';
 import { chmod, rm, writeFile } from 'node:fs/promises';
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { HaproxyConnectError, errorMessage, isHaproxyConnectError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ActivateOutcome, DriverState, HaproxyDriver, LiveState } from '../driver/driver.js';
@@ -28,10 +29,10 @@ import type { OpResult } from '../driver/runtime-apply.js';
 import type { HaproxyModel, ModelFile, Server } from '../haproxy/model.js';
 import type { LiveServer } from '../haproxy/runtime-state.js';
 import type { RuntimeOp } from '../haproxy/runtime-ops.js';
-import { LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
+import { INTENTIONS_EPOCH_CURRENT_KEY, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
 import { HAPROXY_MASTER_PID_FILE } from './api-config.js';
 import { render } from '../haproxy/render.js';
-import { type SlotLayout, endpointNameOf, freeSlots, freshLayout, slotOf, slottedModel, withHolder } from './slots.js';
+import { type ServerValues, type SlotLayout, endpointNameOf, freeSlots, freshLayout, slotOf, slottedModel, withHolder } from './slots.js';
 import type { DataplaneApiProcess } from './api-process.js';
 
 /** What the driver needs of the API's process (src/dataplane/api-process.ts). */
@@ -55,8 +56,6 @@ const PERSIST_QUIET_MS = 1_000;
  * longer than 120 s (bench, endpoint-scale), where one reload takes about a second.
  */
 export const MAX_SERVER_EDITS = 32;
-/** The key naming the current intentions epoch (runtime-ops.ts). */
-const CURRENT_EPOCH_KEY = 'current';
 
 /** What the driver needs of the HAProxy supervisor (src/driver/process.ts). */
 export type SupervisedHaproxy = Pick<HaproxyProcess, 'state' | 'pid' | 'start' | 'reload'>;
@@ -115,7 +114,8 @@ export class DataplaneDriver implements HaproxyDriver {
   /** The configuration text the API last accepted. */
   #posted: string | undefined;
   #persistTimer: NodeJS.Timeout | undefined;
-  #persistQueued: { model: HaproxyModel; text: string } | undefined;
+  /** The model to save once quiet: rendered when saved, with the slot layout of that moment. */
+  #persistQueued: HaproxyModel | undefined;
   #persisting: Promise<void> | undefined;
   /**
    * Requests that change the API's configuration run one at a time: each reads the version it
@@ -124,6 +124,13 @@ export class DataplaneDriver implements HaproxyDriver {
   #writing: Promise<unknown> = Promise.resolve();
   /** Which endpoint each spare slot holds, as HAProxy runs it. */
   #layout: SlotLayout = new Map();
+  /**
+   * Address, port and weight of every server of the slotted backends as HAProxy holds them. The
+   * API changes at runtime only what differs from its file, so every save writes these (a freed
+   * slot keeps its last holder's values), never a placeholder HAProxy does not hold.
+   */
+  #values = new Map<string, ServerValues>();
+  readonly #held = (backend: string, server: string): ServerValues | undefined => this.#values.get(valuesKey(backend, server));
 
   constructor(opts: DataplaneDriverOptions) {
     this.#haproxy = opts.haproxy;
@@ -166,12 +173,16 @@ export class DataplaneDriver implements HaproxyDriver {
     await this.#writeFiles(model, signal);
     // A reload or start places every endpoint under its own name, with every slot free again.
     const layout = freshLayout(model);
-    const text = render(slottedModel(model, layout));
+    const slotted = slottedModel(model, layout);
+    const text = render(slotted);
     // The layout is the one of the file as soon as the API took it: whatever fails after that
     // (the start, the reload), HAProxy runs this file next.
     const post = async (options: Record<string, string>): Promise<void> => {
       await this.#postConfig(text, options, signal);
       this.#layout = layout;
+      this.#values = new Map(
+        slotted.backends.filter((b) => layout.has(b.name)).flatMap((b) => b.servers.map((s) => [valuesKey(b.name, s.name), { address: s.address, port: s.port, weight: s.weight }] as const)),
+      );
     };
     switch (this.#haproxy.state) {
       case 'stopped':
@@ -228,7 +239,7 @@ export class DataplaneDriver implements HaproxyDriver {
   }
 
   persist(model: HaproxyModel, _text: string): void {
-    this.#persistQueued = { model, text: render(slottedModel(model, this.#layout)) };
+    this.#persistQueued = model;
     clearTimeout(this.#persistTimer);
     this.#persistTimer = setTimeout(() => this.#startPersist(), PERSIST_QUIET_MS);
   }
@@ -239,7 +250,7 @@ export class DataplaneDriver implements HaproxyDriver {
     await this.#exclusive(async () => {
       await this.#api.ready();
       await this.#writeFiles(model);
-      await this.#postConfig(render(slottedModel(model, this.#layout)), { skip_reload: 'true' });
+      await this.#postConfig(render(slottedModel(model, this.#layout, this.#held)), { skip_reload: 'true' });
     });
   }
 
@@ -257,10 +268,8 @@ export class DataplaneDriver implements HaproxyDriver {
         servers.push({ ...s, name, weight: weights.get(name) ?? 1 });
       }
     }
-    let leafSerial: string | undefined;
-    const leaf = await client.send({ method: 'GET', path: `/services/haproxy/storage/ssl_certificates/${LEAF_FILE}` }, signal);
-    if (leaf.status === 200) leafSerial = readSerial(leaf.body);
-    return { servers, leafSerial };
+    // The API reports no serial for a stored certificate (v2.9.27): the loaded leaf is not read back.
+    return { servers, leafSerial: undefined };
   }
 
   async flushed(): Promise<void> {
@@ -282,13 +291,13 @@ export class DataplaneDriver implements HaproxyDriver {
 
   async #drainPersist(): Promise<void> {
     while (this.#persistQueued !== undefined) {
-      const { model, text } = this.#persistQueued;
+      const model = this.#persistQueued;
       this.#persistQueued = undefined;
       try {
         await this.#exclusive(async () => {
           await this.#api.ready();
           await this.#writeFiles(model);
-          await this.#postConfig(text, { skip_reload: 'true' });
+          await this.#postConfig(render(slottedModel(model, this.#layout, this.#held)), { skip_reload: 'true' });
         });
       } catch (err) {
         this.#log.error({ err: errorMessage(err) }, 'cannot save the live configuration through the Data Plane API; a later reload or restart may not match the live state');
@@ -310,18 +319,20 @@ export class DataplaneDriver implements HaproxyDriver {
         }
         const slot = free[0];
         if (slot === undefined) throw new HaproxyConnectError('DATAPLANE_API', `no free server slot left in backend ${op.backend}`);
-        // Address first, in maintenance; then into load balancing.
+        // Address first, in maintenance; then into load balancing. The state goes through the
+        // runtime endpoint: the API's file may still say "ready" for a slot freed at runtime, and
+        // the API applies only what differs from its file (measured on v2.9.27).
         await this.#editServer(op.backend, slot, { address: op.server.address, port: op.server.port, weight: op.server.weight }, signal);
-        await this.#editServer(op.backend, slot, { maintenance: 'disabled' }, signal);
+        await this.#setState(op.backend, slot, 'ready', signal);
         this.#layout = withHolder(this.#layout, op.backend, slot, op.server.name);
         return 'ok';
       }
       case 'set-address': {
         const name = slotOf(this.#layout, op.backend, op.server) ?? op.server;
         // Through maintenance, as the native driver does: it closes idle pooled connections to the old address.
-        await this.#editServer(op.backend, name, { maintenance: 'enabled' }, signal);
+        await this.#setState(op.backend, name, 'maint', signal);
         await this.#editServer(op.backend, name, { address: op.address, port: op.port }, signal);
-        await this.#editServer(op.backend, name, { maintenance: 'disabled' }, signal);
+        await this.#setState(op.backend, name, 'ready', signal);
         return 'ok';
       }
       case 'set-weight': {
@@ -344,7 +355,7 @@ export class DataplaneDriver implements HaproxyDriver {
           throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused to add epoch ${op.epoch} to map ${map}: ${added.status} ${client.apiMessage(added)}`);
         }
         await client.expect(
-          { method: 'PUT', path: `/services/haproxy/runtime/maps_entries/${CURRENT_EPOCH_KEY}`, query: { map }, body: { json: { value: op.epoch } } },
+          { method: 'PUT', path: `/services/haproxy/runtime/maps_entries/${INTENTIONS_EPOCH_CURRENT_KEY}`, query: { map }, body: { json: { value: op.epoch } } },
           [200],
           `make epoch ${op.epoch} current in map ${map}`,
           signal,
@@ -373,12 +384,13 @@ export class DataplaneDriver implements HaproxyDriver {
   }
 
   /**
-   * Changes fields of a server through the configuration API: the API applies address, port,
-   * weight and maintenance through HAProxy's runtime API and writes the file, without a reload
-   * (answer 200; measured on v2.9.27). A 202 means it scheduled a reload instead: refused.
+   * Changes fields of a server through the configuration API: the API applies address, port and
+   * weight through HAProxy's runtime API and writes the file, without a reload (answer 200;
+   * measured on v2.9.27). It applies only the fields that differ from its file, so the file must
+   * hold what HAProxy holds (`#values`). A 202 means it scheduled a reload instead: refused.
    * (`PUT runtime/servers` ignores address and port on v2.9.27: only the states change.)
    */
-  async #editServer(backend: string, name: string, changes: Record<string, unknown>, signal: AbortSignal): Promise<void> {
+  async #editServer(backend: string, name: string, changes: Partial<ServerValues>, signal: AbortSignal): Promise<void> {
     const client = this.#api.client;
     const path = `/services/haproxy/configuration/servers/${name}`;
     let answer: DataplaneAnswer | undefined;
@@ -399,6 +411,9 @@ export class DataplaneDriver implements HaproxyDriver {
         'DATAPLANE_API',
         `The Data Plane API scheduled a reload to change server ${backend}/${name} (${Object.keys(changes).join(', ')}) instead of changing it at runtime`,
       );
+    const key = valuesKey(backend, name);
+    const held = this.#values.get(key);
+    if (held !== undefined) this.#values.set(key, { ...held, ...changes });
   }
 
   /** A server's state through the runtime endpoint: no file is written (the next save records it). */
@@ -495,6 +510,10 @@ export class DataplaneDriver implements HaproxyDriver {
   }
 }
 
+function valuesKey(backend: string, server: string): string {
+  return `${backend}\n${server}`;
+}
+
 async function readVersion(client: DataplaneClient, signal?: AbortSignal): Promise<number> {
   const answer = await client.expect({ method: 'GET', path: '/services/haproxy/configuration/version' }, [200], 'report the configuration version', signal);
   const version = Number(answer.body.trim());
@@ -546,22 +565,4 @@ export function parseRuntimeServers(body: string, backend: string): Omit<LiveSer
       opState: op === 'up' ? 'running' : op === 'stopping' ? 'stopping' : 'stopped',
     };
   });
-}
-
-/** The serial the API reports for a stored certificate, upper-case hex like HAProxy's (v2.9.27 reports none). */
-function readSerial(body: string): string | undefined {
-  try {
-    const parsed: unknown = JSON.parse(body);
-    if (parsed !== null && typeof parsed === 'object' && 'serial' in parsed && typeof parsed.serial === 'string' && parsed.serial !== '') {
-      return parsed.serial.replace(/[^0-9A-Fa-f]/g, '').toUpperCase();
-    }
-  } catch {
-    return undefined;
-  }
-  return undefined;
-}
-
-/** Serial of a PEM's first certificate (tests compare it with what the API reports). */
-export function pemSerial(pem: string): string {
-  return new X509Certificate(pem).serialNumber.toUpperCase();
 }

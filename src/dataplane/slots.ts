@@ -23,6 +23,9 @@ export function slotName(index: number): string {
   return `slot-${index}`;
 }
 
+/** What HAProxy holds for a server beside its state: a freed slot keeps its last holder's. */
+export type ServerValues = Pick<Server, 'address' | 'port' | 'weight'>;
+
 /** Per upstream backend: slot name → the endpoint server it holds, or undefined when free. */
 export type SlotLayout = ReadonlyMap<string, ReadonlyMap<string, string | undefined>>;
 
@@ -42,9 +45,11 @@ export function freshLayout(model: HaproxyModel): SlotLayout {
 
 /**
  * `model` as HAProxy holds it under `layout`: an endpoint in a slot appears under the slot's name,
- * the others under their own; free slots are written in maintenance.
+ * the others under their own; free slots are written in maintenance, with the values `held` says
+ * HAProxy keeps for them (a freed slot keeps its last holder's address and weight), else a
+ * placeholder.
  */
-export function slottedModel(model: HaproxyModel, layout: SlotLayout): HaproxyModel {
+export function slottedModel(model: HaproxyModel, layout: SlotLayout, held?: (backend: string, slot: string) => ServerValues | undefined): HaproxyModel {
   return {
     ...model,
     backends: model.backends.map((backend) => {
@@ -56,7 +61,8 @@ export function slottedModel(model: HaproxyModel, layout: SlotLayout): HaproxyMo
       for (const [slot, holder] of slots) {
         const server = holder === undefined ? undefined : byName.get(holder);
         if (server === undefined) {
-          slotServers.push({ name: slot, address: FREE_SLOT_ADDRESS, port: FREE_SLOT_PORT, weight: SLOT_WEIGHT, maintenance: true });
+          const values = held?.(backend.name, slot) ?? { address: FREE_SLOT_ADDRESS, port: FREE_SLOT_PORT, weight: SLOT_WEIGHT };
+          slotServers.push({ name: slot, address: values.address, port: values.port, weight: values.weight, maintenance: true });
         } else {
           inSlots.add(server.name);
           slotServers.push({ ...server, name: slot });

@@ -25,7 +25,7 @@
  */
 import { HaproxyConnectError } from '../errors.js';
 import type { Server } from './model.js';
-import { HAPROXY_NAME_PATTERN, isPlainAbsolutePath } from '../domain/haproxy-names.js';
+import { HAPROXY_NAME_PATTERN, INTENTIONS_EPOCH_CURRENT_KEY, isPlainAbsolutePath } from '../domain/haproxy-names.js';
 import { formatAddress } from './server-line.js';
 
 /**
@@ -77,8 +77,6 @@ const SAFE_ADDRESS = /^[0-9A-Fa-f:.]+$/;
 const SAFE_MAP_KEY = /^[A-Za-z0-9_.-]+$/;
 /** Split keys: `<frontend>/<route>/<leg>` (names.ts ROUTE_SPLITS_MAP_FILE). */
 const SAFE_SPLIT_KEY = /^[A-Za-z0-9_.:-]+\/[0-9]+\/[0-9]+$/;
-/** The key naming the current epoch (names.ts INTENTIONS_EPOCH_CURRENT_KEY). */
-const CURRENT_EPOCH_KEY = 'current';
 
 function refuse(what: string): never {
   throw new HaproxyConnectError('HAPROXY_CLI', `Refusing to build a runtime API command: ${what}`);
@@ -160,11 +158,11 @@ export function opCommands(op: RuntimeOp): RuntimeCommand[] {
     case 'set-intentions-epoch': {
       const path = checkPath(op.path);
       for (const key of [op.epoch, ...op.previous]) {
-        if (!SAFE_MAP_KEY.test(key) || key === CURRENT_EPOCH_KEY) refuse(`map key ${JSON.stringify(key)} must match ${SAFE_MAP_KEY}`);
+        if (!SAFE_MAP_KEY.test(key) || key === INTENTIONS_EPOCH_CURRENT_KEY) refuse(`map key ${JSON.stringify(key)} must match ${SAFE_MAP_KEY}`);
       }
       return [
         command(`add map ${path} ${op.epoch} 1`, EMPTY),
-        command(`set map ${path} ${CURRENT_EPOCH_KEY} ${op.epoch}`, EMPTY),
+        command(`set map ${path} ${INTENTIONS_EPOCH_CURRENT_KEY} ${op.epoch}`, EMPTY),
         ...op.previous.filter((key) => key !== op.epoch).map((key) => command(`del map ${path} ${key}`, EMPTY)),
       ];
     }

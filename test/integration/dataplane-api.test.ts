@@ -124,6 +124,6 @@ describe('Data Plane API driver, real Data Plane API', { skip: DATAPLANEAPI_BIN 
     );
     // An unknown server is refused by the API, with its message: proof the restarted API answers.
     assert.equal(results[0]?.status, 'failed');
-    assert.match(results[0]?.error?.message ?? '', /Data Plane API refused to read server .*404/);
+    assert.match(results[0]?.error?.message ?? '', /Data Plane API refused to put server \S+\/x into maintenance .*: 500 no data for \S+\/x: not found/);
   });
 });

@@ -56,6 +56,18 @@ describe('spare server slots', () => {
     assert.equal(endpointNameOf(layout, backend, own), undefined);
   });
 
+  test('a freed slot is written with the values HAProxy still holds for it, not the placeholder', () => {
+    // The API changes at runtime only what differs from its file: a placeholder in the file for a
+    // server HAProxy holds at 10.0.0.7:21000 weight 5 would hide a later change back to weight 1.
+    const own = model.backends.find((b) => b.name === backend)?.servers[0]?.name as string;
+    const layout = withHolder(freshLayout(model), backend, own, undefined);
+    const without = { ...model, backends: model.backends.map((b) => (b.name === backend ? { ...b, servers: b.servers.filter((s) => s.name !== own) } : b)) };
+    const held = (b: string, s: string) => (b === backend && s === own ? { address: '10.0.0.7', port: 21000, weight: 5 } : undefined);
+    const text = render(slottedModel(without, layout, held));
+    assert.match(text, new RegExp(`server ${own} 10\\.0\\.0\\.7:21000 weight 5 .* disabled\\n`));
+    assert.match(text, new RegExp(`server ${slotName(0)} 127\\.0\\.0\\.1:1 weight 1 .* disabled\\n`), 'slots without held values keep the placeholder');
+  });
+
   test('haproxy -c accepts a configuration with slots', async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'hc-slots-'));
     try {
