@@ -25,16 +25,3 @@ export const DATAPLANEAPI_BIN = process.env['DATAPLANEAPI_BIN'] ? resolve(proces
 export function dataplaneArgs(): string[] {
   return DATAPLANEAPI_BIN === undefined ? [] : ['-dataplane', DATAPLANEAPI_BIN];
 }
-
-/**
- * The reloads a test sees that the native driver would not make: with the Data Plane API driver a
- * new leaf is a reload (the API has no runtime endpoint that loads a certificate). Tests that count
- * reloads count what this leaves.
- */
-export function reloadsBeyondDriverCost(lines: ReadonlyArray<Record<string, unknown>>): Array<Record<string, unknown>> {
-  if (DATAPLANEAPI_BIN === undefined) return [...lines];
-  return lines.filter((l) => {
-    const reasons = Array.isArray(l['reasons']) ? (l['reasons'] as unknown[]) : [];
-    return !(reasons.length > 0 && reasons.every((r) => typeof r === 'string' && /set-leaf/.test(r)));
-  });
-}

@@ -15,7 +15,9 @@
  * v2.9.27: `POST runtime/servers` writes only the first option it finds (its serializer is a
  * `switch` with one case taken), so an mTLS server cannot be added with its `ssl crt ca-file
  * verify` options: new endpoints take spare slots instead (slots.ts), as the original tool did.
- * There is no runtime endpoint for `set ssl cert`: a new leaf is stored, then reloaded.
+ * There is no runtime endpoint for certificates: a new leaf is stored through the API, then loaded
+ * through HAProxy's own runtime API (`set ssl cert`, `commit ssl cert`), the one change that does
+ * not go through the API: a reload per leaf rotation cuts keep-alive requests.
  */
 import { basename, join } from 'node:path';
 import { chmod, rm, writeFile } from 'node:fs/promises';
@@ -29,8 +31,11 @@ import type { OpResult } from '../driver/runtime-apply.js';
 import type { HaproxyModel, ModelFile, Server } from '../haproxy/model.js';
 import type { LiveServer } from '../haproxy/runtime-state.js';
 import type { RuntimeOp } from '../haproxy/runtime-ops.js';
-import { INTENTIONS_EPOCH_CURRENT_KEY, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
+import { ADMIN_SOCKET_FILE, INTENTIONS_EPOCH_CURRENT_KEY, LEAF_FILE, ROOTS_FILE } from '../domain/haproxy-names.js';
 import { HAPROXY_MASTER_PID_FILE } from './api-config.js';
+import { applyOps } from '../driver/runtime-apply.js';
+import { RuntimeSession } from '../driver/runtime-session.js';
+import { parseShowSslCert } from '../haproxy/runtime-state.js';
 import { render } from '../haproxy/render.js';
 import { type ServerValues, type SlotLayout, endpointNameOf, freeSlots, freshLayout, slotOf, slottedModel, withHolder } from './slots.js';
 import type { DataplaneApiProcess } from './api-process.js';
@@ -60,25 +65,17 @@ export const MAX_SERVER_EDITS = 32;
 /** What the driver needs of the HAProxy supervisor (src/driver/process.ts). */
 export type SupervisedHaproxy = Pick<HaproxyProcess, 'state' | 'pid' | 'start' | 'reload'>;
 
+/** A session on HAProxy's own runtime API, for what the Data Plane API v2.9 has no endpoint for. */
+export type OpenHaproxyRuntime = (signal?: AbortSignal) => Promise<RuntimeSession>;
+
 export interface DataplaneDriverOptions {
   haproxy: SupervisedHaproxy;
   api: DataplaneApi;
   files: ManagedFiles;
   runDir: string;
   logger: Logger;
-}
-
-/**
- * Why an op can never be applied through the Data Plane API v2.9 at runtime, or undefined. Adding a
- * server is possible through the spare slots (slots.ts) when one is free.
- */
-export function runtimeLimit(op: RuntimeOp): string | undefined {
-  switch (op.kind) {
-    case 'set-leaf':
-      return 'the Data Plane API v2.9 stores certificates but has no runtime endpoint to load them';
-    default:
-      return undefined;
-  }
+  /** Default: the admin socket in the run directory. */
+  openHaproxyRuntime?: OpenHaproxyRuntime;
 }
 
 /** The reasons why `ops` cannot all be applied at runtime with `layout`'s free slots (one line per reason). */
@@ -86,8 +83,6 @@ export function runtimeLimits(ops: readonly RuntimeOp[], layout: SlotLayout): st
   const reasons = new Set<string>();
   const free = new Map<string, number>();
   for (const op of ops) {
-    const limit = runtimeLimit(op);
-    if (limit !== undefined) reasons.add(`${op.kind}: ${limit}`);
     if (op.kind !== 'add-server') continue;
     // POST runtime/servers writes only one option of a server on v2.9.27 (measured): new
     // endpoints go into spare slots written with the backend's TLS options.
@@ -109,6 +104,7 @@ export class DataplaneDriver implements HaproxyDriver {
   readonly #files: ManagedFiles;
   readonly #runDir: string;
   readonly #log: Logger;
+  readonly #openRuntime: OpenHaproxyRuntime;
   /** What storage holds, by file name, so an unchanged certificate is not sent again. */
   readonly #stored = new Map<string, string>();
   /** The configuration text the API last accepted. */
@@ -138,6 +134,7 @@ export class DataplaneDriver implements HaproxyDriver {
     this.#files = opts.files;
     this.#runDir = opts.runDir;
     this.#log = opts.logger;
+    this.#openRuntime = opts.openHaproxyRuntime ?? ((signal) => RuntimeSession.open(join(opts.runDir, ADMIN_SOCKET_FILE), signal === undefined ? {} : { signal }));
   }
 
   get state(): DriverState {
@@ -268,8 +265,13 @@ export class DataplaneDriver implements HaproxyDriver {
         servers.push({ ...s, name, weight: weights.get(name) ?? 1 });
       }
     }
-    // The API reports no serial for a stored certificate (v2.9.27): the loaded leaf is not read back.
-    return { servers, leafSerial: undefined };
+    // The API reports no serial for a stored certificate (v2.9.27): HAProxy says which leaf it serves.
+    const session = await this.#openRuntime(signal);
+    try {
+      return { servers, leafSerial: parseShowSslCert(await session.send(`show ssl cert ${join(this.#runDir, LEAF_FILE)}`)).serial };
+    } finally {
+      session.close();
+    }
   }
 
   async flushed(): Promise<void> {
@@ -310,11 +312,13 @@ export class DataplaneDriver implements HaproxyDriver {
     switch (op.kind) {
       case 'add-server': {
         const free = freeSlots(this.#layout, op.backend);
-        // An endpoint that comes back finds its own server in maintenance: unchanged, it only needs
-        // to leave maintenance, a runtime call that writes no file (a full disk does not stop it).
-        if (free.includes(op.server.name) && (await this.#unchanged(op.backend, op.server, signal))) {
-          await this.#setState(op.backend, op.server.name, 'ready', signal);
-          this.#layout = withHolder(this.#layout, op.backend, op.server.name, op.server.name);
+        // An endpoint that comes back finds the server it left (its own or a slot) in maintenance,
+        // still holding its address, port and weight: it only needs to leave maintenance, a
+        // runtime call that writes no file (a full disk does not stop it).
+        const left = free.find((slot) => sameValues(this.#values.get(valuesKey(op.backend, slot)), op.server));
+        if (left !== undefined) {
+          await this.#setState(op.backend, left, 'ready', signal);
+          this.#layout = withHolder(this.#layout, op.backend, left, op.server.name);
           return 'ok';
         }
         const slot = free[0];
@@ -378,8 +382,20 @@ export class DataplaneDriver implements HaproxyDriver {
         }
         return 'ok';
       }
-      default:
-        throw new HaproxyConnectError('DATAPLANE_API', runtimeLimit(op) ?? `op ${op.kind} has no Data Plane API equivalent`);
+      case 'set-leaf': {
+        if (op.path !== join(this.#runDir, LEAF_FILE)) throw new HaproxyConnectError('DATAPLANE_API', `Leaf ${op.path} is not the run directory's ${LEAF_FILE}`);
+        // Stored through the API (the file a start or reload reads), then loaded through HAProxy's
+        // own runtime API: v2.9 has no endpoint that loads a certificate.
+        await this.#store(STORED_FILES.get(LEAF_FILE) as string, { name: LEAF_FILE, content: op.pem, mode: 0o600 }, signal);
+        const session = await this.#openRuntime(signal);
+        try {
+          const [result] = await applyOps(session, [op], { signal });
+          if (result?.status !== 'ok') throw result?.error ?? new HaproxyConnectError('HAPROXY_CLI', `set ssl cert ${op.path} got no answer`);
+        } finally {
+          session.close();
+        }
+        return 'ok';
+      }
     }
   }
 
@@ -424,14 +440,6 @@ export class DataplaneDriver implements HaproxyDriver {
       `put server ${backend}/${name} ${state === 'maint' ? 'into' : 'out of'} maintenance`,
       signal,
     );
-  }
-
-  /** Whether the API's file has `server` with its address, port and weight. */
-  async #unchanged(backend: string, server: Server, signal: AbortSignal): Promise<boolean> {
-    const answer = await this.#api.client.send({ method: 'GET', path: `/services/haproxy/configuration/servers/${server.name}`, query: { backend } }, signal);
-    if (answer.status !== 200) return false;
-    const { data } = readVersioned(answer.body, `server ${backend}/${server.name}`);
-    return data['address'] === server.address && data['port'] === server.port && (data['weight'] ?? 1) === server.weight;
   }
 
   /** Maps are addressed by their name in `maps_dir` (the run directory). */
@@ -508,6 +516,10 @@ export class DataplaneDriver implements HaproxyDriver {
       throw new HaproxyConnectError('DATAPLANE_API', `The Data Plane API refused the configuration (POST configuration/raw, version ${version}): ${answer.status} ${message}`);
     }
   }
+}
+
+function sameValues(held: ServerValues | undefined, server: Server): boolean {
+  return held !== undefined && held.address === server.address && held.port === server.port && held.weight === server.weight;
 }
 
 function valuesKey(backend: string, server: string): string {

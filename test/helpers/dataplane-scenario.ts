@@ -34,9 +34,10 @@ const allow = { defaultAllow: true, intentions: [] };
 const deny = { defaultAllow: false, intentions: [] };
 
 /** The models of the scenario, in order, for the given run directory and ports. */
-export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ name: string; model: HaproxyModel; unsaved?: true }> {
+export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ name: string; model: HaproxyModel; unsaved?: true; readBack?: true }> {
   const api = upstream('api', { protocol: 'http', localBindPort: ports.apiPort });
   const db = upstream('db', { localBindPort: ports.dbPort });
+  const dbSlow = { ...db, connectTimeoutMs: 9000 };
   const e1 = endpoint('node-1', '10.0.0.1');
   const e2 = endpoint('node-2', '10.0.0.2');
   const e2moved = endpoint('node-2', '10.0.0.22', 21002);
@@ -44,11 +45,11 @@ export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ na
   const e3heavy = endpoint('node-3', '10.0.0.3', 21000, 2);
   const e4 = endpoint('node-4', '10.0.0.4');
   const rotated = webLeaf({ certPem: PEM.apiCert, privateKeyPem: PEM.apiKey, serialNumber: 'aa:01', modifyIndex: 43 });
-  const build = (apiEndpoints: ReturnType<typeof endpoint>[], intentions = allow, leaf = webLeaf()): HaproxyModel =>
+  const build = (apiEndpoints: ReturnType<typeof endpoint>[], intentions = allow, leaf = webLeaf(), dbUpstream = db): HaproxyModel =>
     translate(
       snapshot({
         listener: publicListener({ bindAddress: '127.0.0.1', bindPort: ports.publicPort }),
-        upstreams: [api, db],
+        upstreams: [api, dbUpstream],
         endpoints: [
           [api.key, apiEndpoints],
           [db.key, [e1]],
@@ -65,14 +66,15 @@ export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ na
     { name: 'intentions changed', model: build([e1], deny) },
     { name: 'endpoint added', model: build([e1, e3], deny) },
     { name: 'endpoint weight changed', model: build([e1, e3heavy], deny) },
-    { name: 'leaf rotated', model: build([e1, e3heavy], deny, rotated) },
-    { name: 'endpoint removed again', model: build([e1], deny, rotated) },
-    { name: 'endpoint back, unchanged', model: build([e1, e3heavy], deny, rotated) },
+    { name: 'leaf rotated', model: build([e1, e3heavy], deny, rotated), readBack: true },
+    { name: 'upstream timeout changed', model: build([e1, e3heavy], deny, rotated, dbSlow) },
+    { name: 'endpoint removed again', model: build([e1], deny, rotated, dbSlow) },
+    { name: 'endpoint back, unchanged', model: build([e1, e3heavy], deny, rotated, dbSlow) },
     // No save between these three: a slot taken, freed at runtime and taken again while the API's
     // file still says it is ready (the API applies only what differs from its file).
-    { name: 'endpoint added after the reload', model: build([e1, e3heavy, e2], deny, rotated), unsaved: true },
-    { name: 'endpoint removed, not saved', model: build([e1, e3heavy], deny, rotated), unsaved: true },
-    { name: 'endpoint added into the slot freed before a save', model: build([e1, e3heavy, e4], deny, rotated) },
+    { name: 'endpoint added after the reload', model: build([e1, e3heavy, e2], deny, rotated, dbSlow), unsaved: true },
+    { name: 'endpoint removed, not saved', model: build([e1, e3heavy], deny, rotated, dbSlow), unsaved: true },
+    { name: 'endpoint added into the slot freed before a save', model: build([e1, e3heavy, e4], deny, rotated, dbSlow) },
   ];
 }
 
@@ -80,7 +82,7 @@ export function scenarioModels(runDir: string, ports: ScenarioPorts): Array<{ na
 export async function runScenario(driver: DataplaneDriver, runDir: string, ports: ScenarioPorts, signal: AbortSignal): Promise<ScenarioStep[]> {
   const steps: ScenarioStep[] = [];
   let applied: HaproxyModel | undefined;
-  for (const { name, model, unsaved } of scenarioModels(runDir, ports)) {
+  for (const { name, model, unsaved, readBack } of scenarioModels(runDir, ports)) {
     const text = render(model);
     const startedAt = performance.now();
     const ms = (): number => Math.round(performance.now() - startedAt);
@@ -98,7 +100,7 @@ export async function runScenario(driver: DataplaneDriver, runDir: string, ports
         driver.persist(model, text);
         await driver.flushed();
       }
-      steps.push({ name, outcome: 'runtime', ops: decision.ops.map((op) => op.kind), ms: applyMs });
+      steps.push({ name, outcome: 'runtime', ops: decision.ops.map((op) => op.kind), ms: applyMs, ...(readBack === true && { live: await driver.readLive(model, signal) }) });
     } else if (decision.kind !== 'none') {
       steps.push({ name, outcome: await driver.activate(model, text, signal), ms: ms() });
     } else steps.push({ name, outcome: 'none', ms: ms() });
@@ -120,7 +122,8 @@ export const EXPECTED_OUTCOMES = [
   ['intentions changed', 'runtime'],
   ['endpoint added', 'runtime'],
   ['endpoint weight changed', 'runtime'],
-  ['leaf rotated', 'reloaded'],
+  ['leaf rotated', 'runtime'],
+  ['upstream timeout changed', 'reloaded'],
   ['endpoint removed again', 'runtime'],
   ['endpoint back, unchanged', 'runtime'],
   ['endpoint added after the reload', 'runtime'],

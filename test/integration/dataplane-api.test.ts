@@ -6,6 +6,7 @@
  * driver too when DATAPLANEAPI_BIN is set (devtools/haproxy-bin.ts).
  */
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { DataplaneDriver } from '../../src/dataplane/driver.js';
 import { ManagedFiles, createRunDir, removeRunDir } from '../../src/driver/files.js';
 import { HaproxyProcess } from '../../src/driver/process.js';
 import { EXPECTED_OUTCOMES, type Recording, type ScenarioPorts, normalizeExchange, runScenario, scenarioModels } from '../helpers/dataplane-scenario.js';
+import { PEM } from '../helpers/fixtures.js';
 import { captureLogs } from '../helpers/log-capture.js';
 
 const RECORDING = new URL('../fixtures/dataplaneapi/recording-v2.9.27.json', import.meta.url);
@@ -86,8 +88,11 @@ describe('Data Plane API driver, real Data Plane API', { skip: DATAPLANEAPI_BIN 
       const names: string[] = live.servers.filter((s) => s.backend === backend.name && !s.maintenance).map((s) => `${s.name}@${s.address}:${s.port}`);
       assert.deepEqual(names.sort(), backend.servers.map((s) => `${s.name}@${s.address}:${s.port}`).sort(), backend.name);
     }
-    // v2.9.27 leaves `serial` out of a stored certificate's description: no leaf drift check here.
-    assert.equal(live.leafSerial, undefined);
+    // v2.9.27 leaves `serial` out of a stored certificate's description: HAProxy reports the leaf it serves.
+    const rotated = new X509Certificate(PEM.apiCert).serialNumber.toUpperCase();
+    assert.notEqual(rotated, new X509Certificate(PEM.webCert).serialNumber.toUpperCase());
+    assert.equal(steps.find((s) => s.name === 'leaf rotated')?.live?.leafSerial, rotated, 'the rotated leaf, served right after the runtime change');
+    assert.equal(live.leafSerial, rotated);
     if (process.env['DATAPLANE_RECORD'] === '1') {
       const recording: Recording = { api: api.version?.text ?? '', haproxy: HAPROXY_BIN, ports, exchanges };
       writeFileSync(RECORDING, `${JSON.stringify(recording, null, 1)}\n`);

@@ -6,6 +6,7 @@
  * by that binary at /v2/specification.
  */
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -17,6 +18,8 @@ import type { DataplaneApiProcess } from '../../src/dataplane/api-process.js';
 import { DataplaneClient, type DataplaneExchange } from '../../src/dataplane/client.js';
 import { DataplaneDriver, type DataplaneApi, type SupervisedHaproxy } from '../../src/dataplane/driver.js';
 import { ManagedFiles } from '../../src/driver/files.js';
+import type { RuntimeSession } from '../../src/driver/runtime-session.js';
+import { type RuntimeCommand, isExpected } from '../../src/haproxy/runtime-ops.js';
 import { captureLogs } from '../helpers/log-capture.js';
 import { EXPECTED_OUTCOMES, RUN_DIR_PLACEHOLDER, type Recording, normalizeExchange, runScenario } from '../helpers/dataplane-scenario.js';
 import { loadSpec, validateRequest, type Violation } from '../helpers/openapi2.js';
@@ -47,6 +50,37 @@ interface ReplayResult {
   mismatches: string[];
   violations: string[];
   served: number;
+  /** The first line of each command sent to HAProxy's own runtime API. */
+  runtime: string[];
+}
+
+/**
+ * HAProxy's runtime API as the driver uses it beside the Data Plane API (loading a leaf, reading
+ * it back), answering as HAProxy 2.6 does on success.
+ */
+function fakeHaproxyRuntime(runtime: string[]): () => Promise<RuntimeSession> {
+  let serial = 'NONE';
+  const answer = (first: string, payload?: string): string => {
+    runtime.push(first);
+    if (first.startsWith('set ssl cert ')) {
+      serial = new X509Certificate(payload ?? '').serialNumber;
+      return `Transaction created for certificate ${first.slice('set ssl cert '.length)}!`;
+    }
+    if (first.startsWith('commit ssl cert ')) return `Committing ${first.slice('commit ssl cert '.length)}\nSuccess!`;
+    if (first.startsWith('show ssl cert '))
+      return `Filename: ${first.slice('show ssl cert '.length)}\nStatus: Used\nSerial: ${serial}\nnotBefore: Jan  1 00:00:00 2025 GMT\nnotAfter: Jan  1 00:00:00 2125 GMT`;
+    return `Unknown command: ${first}`;
+  };
+  const session = {
+    send: async (line: string) => answer(line),
+    run: async (cmd: RuntimeCommand) => {
+      const got = answer(cmd.line, cmd.payload);
+      assert.ok(isExpected(cmd, got), `${cmd.line} -> ${got}`);
+      return got;
+    },
+    close: () => undefined,
+  };
+  return async () => session as unknown as RuntimeSession;
 }
 
 /** Runs the scenario against a fake API serving `exchanges` in order. */
@@ -116,10 +150,11 @@ async function replay(exchanges: readonly DataplaneExchange[]): Promise<ReplayRe
     restart: async () => undefined,
     startedBeforeHaproxy: true,
   } as Pick<DataplaneApiProcess, keyof DataplaneApi> as DataplaneApi;
-  const driver = new DataplaneDriver({ haproxy, api, files: new ManagedFiles(runDir), runDir, logger: captureLogs().logger });
+  const runtime: string[] = [];
+  const driver = new DataplaneDriver({ haproxy, api, files: new ManagedFiles(runDir), runDir, logger: captureLogs().logger, openHaproxyRuntime: fakeHaproxyRuntime(runtime) });
   try {
     const steps = await runScenario(driver, runDir, recording.ports, new AbortController().signal);
-    return { outcomes: steps.map((s) => [s.name, s.outcome]), mismatches, violations, served: next };
+    return { outcomes: steps.map((s) => [s.name, s.outcome]), mismatches, violations, served: next, runtime: runtime.map((line) => line.split(runDir).join(RUN_DIR_PLACEHOLDER)) };
   } finally {
     client.close();
     await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -143,6 +178,9 @@ describe('Data Plane API driver, replayed against the v2.9.27 recording', () => 
       result.outcomes,
       EXPECTED_OUTCOMES.map(([n, o]) => [n, o]),
     );
+    // The leaf, stored through the API, is loaded through HAProxy's runtime API: the one change there.
+    const leaf = `${RUN_DIR_PLACEHOLDER}/leaf.pem`;
+    assert.deepEqual(result.runtime, [`set ssl cert ${leaf}`, `commit ssl cert ${leaf}`, `show ssl cert ${leaf}`, `show ssl cert ${leaf}`, `show ssl cert ${leaf}`]);
   });
 
   test('a request that differs from the recording is reported', async () => {
