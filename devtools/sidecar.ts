@@ -115,7 +115,8 @@ export function msSince(t: number): number {
 
 /**
  * Whether the last change `logs` (from `mark` on) shows is live: a runtime batch or a reload
- * finished after the mark, and no reload is still under way. A test that reads haproxy.cfg to know
+ * finished after the mark, and no batch or reload is still under way (the daemon runs with
+ * `-log-level debug`, which logs a batch's start). A test that reads haproxy.cfg to know
  * a change was applied also asks this: with the Data Plane API driver the API writes the file in the
  * middle of a runtime batch (a spare slot's address before it leaves maintenance).
  */
@@ -123,6 +124,7 @@ export function lastChangeLive(logs: ReadonlyArray<Record<string, unknown>>, mar
   // The native driver writes haproxy.cfg only once a change is live.
   if (DATAPLANEAPI_BIN === undefined) return true;
   const since = logs.slice(mark);
-  const last = since.findLastIndex((l) => l.msg === 'reloading haproxy' || l.msg === 'haproxy reloaded' || l.msg === 'applied runtime changes');
-  return last >= 0 && since[last]?.msg !== 'reloading haproxy';
+  const started = new Set(['reloading haproxy', 'applying runtime changes']);
+  const last = since.findLastIndex((l) => started.has(String(l.msg)) || l.msg === 'haproxy reloaded' || l.msg === 'applied runtime changes');
+  return last >= 0 && !started.has(String(since[last]?.msg));
 }

@@ -83,9 +83,14 @@ export function renderApiConfig({ runDir, haproxyBin, password }: ApiConfigInput
   ].join('\n');
 }
 
-/** The reload script: SIGUSR2 to the master whose pid the driver wrote. */
+/**
+ * The reload script: SIGUSR2 to the master whose pid the driver wrote. Without that file (a reload
+ * the API scheduled on its own) it does nothing and succeeds: a failed reload makes the API copy its
+ * last known good file (`haproxy.cfg.lkg`, the one of its last successful reload) over haproxy.cfg
+ * (measured on v2.9.27), which put the bootstrap configuration back on disk at the first start.
+ */
 export function renderReloadScript(runDir: string): string {
-  return `#!/bin/sh\nexec kill -USR2 "$(cat ${join(runDir, HAPROXY_MASTER_PID_FILE)})"\n`;
+  return `#!/bin/sh\npid=$(cat ${join(runDir, HAPROXY_MASTER_PID_FILE)} 2>/dev/null) || exit 0\nexec kill -USR2 "$pid"\n`;
 }
 
 export interface ApiVersion {

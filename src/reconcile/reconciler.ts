@@ -305,6 +305,7 @@ export class Reconciler {
   async #applyRuntime(planned: RuntimeOp[], signal: AbortSignal): Promise<string[]> {
     const startedAt = performance.now();
     const ops = planned.flatMap((op) => this.#reviveInsteadOfAdd(op));
+    this.#opts.logger.debug({ ops: ops.length, kinds: countKinds(ops) }, 'applying runtime changes');
     const results = await this.#opts.driver.applyRuntime(ops, signal);
     const failures = results.filter((r) => r.status === 'failed').map((r) => `${describeOp(r.op)}: ${errorMessage(r.error)}`);
     for (const result of results) {

@@ -155,13 +155,24 @@ describe('runtime faults with real Consul and HAProxy', () => {
     await agent.put('/v1/agent/check/pass/api-2-ttl');
     await waitForAnswers(['hello from api-1', 'hello from api-2']);
     const reloads = sidecar.logs.filter((l) => l.msg === 'reloading haproxy').map((l) => l.reasons);
-    assert.equal(reloads.length, 0, `api-2 must have been added at runtime: ${JSON.stringify(reloads)}`);
+    assert.equal(
+      reloads.length,
+      0,
+      `api-2 must have been added at runtime: ${JSON.stringify(reloads)}\n${logsSince(sidecar, 0)}\n${sidecar.logs
+        .filter((l) => l.msg === 'dataplaneapi output')
+        .map((l) => `${String(l.time)} ${String(l.line)}`)
+        .join('\n')}`,
+    );
     const persisted = await waitFor(
-      'haproxy.cfg on disk to list api-1 and api-2',
+      'haproxy.cfg on disk to list api-1 and api-2 in service',
       async () => {
         const cfg = await readFile(join(runDirOf(sidecar), 'haproxy.cfg'), 'utf8');
         // By address: the Data Plane API driver writes an endpoint added at runtime under its spare slot's name.
-        const servers = cfg.split('\n').filter((l) => /^\s+server \S+ /.test(l) && [port('api1Sidecar'), port('api2Sidecar')].some((p) => l.includes(`127.0.0.1:${p} `)));
+        // In service: the Data Plane API driver saves a slot's state after its address (debounced),
+        // and the API writes `disabled` right after the address.
+        const servers = cfg
+          .split('\n')
+          .filter((l) => /^\s+server \S+ /.test(l) && !/\sdisabled(\s|$)/.test(l) && [port('api1Sidecar'), port('api2Sidecar')].some((p) => l.includes(`127.0.0.1:${p} `)));
         return servers.length === 2 ? servers : undefined;
       },
       PERSIST_BOUND_MS,
@@ -220,7 +231,7 @@ describe('runtime faults with real Consul and HAProxy', () => {
       assert.equal(exited?.signal, 'SIGKILL', logsSince(sidecar, mark));
       assert.ok(typeof backoff?.delayMs === 'number', logsSince(sidecar, mark));
       assert.ok(recoveryMs <= RESTART_BOUND_MS);
-      assert.equal(repaired, undefined, `the restarted master did not run the live state from disk (${persisted.length} servers were on disk)`);
+      assert.equal(repaired, undefined, `the restarted master did not run the live state from disk (${persisted.length} servers were on disk:\n${persisted.join('\n')})\n${logsSince(sidecar, mark)}`);
       // Requests fail only during the outage: from the kill until the new master serves.
       assert.ok(report.firstFailedAt === undefined || report.firstFailedAt >= killedAt, describeFailures(report, killedAt));
       assert.ok(

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
@@ -89,6 +92,23 @@ describe('renderReloadScript', () => {
     assert.match(script, /^#!\/bin\/sh\n/);
     assert.match(script, /kill -USR2/);
     assert.ok(script.includes(join(RUN_DIR, HAPROXY_MASTER_PID_FILE)), script);
+  });
+
+  test('run: SIGUSR2 to the pid in the file; without the file, nothing and exit 0 (a failed reload makes the API revert haproxy.cfg)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hc-reload-script-'));
+    const script = join(dir, 'reload.sh');
+    await writeFile(script, renderReloadScript(dir));
+    const child = spawn('sleep', ['30']);
+    try {
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+      assert.equal(spawnSync('/bin/sh', [script]).status, 0, 'no pid file: success, no signal');
+      await writeFile(join(dir, HAPROXY_MASTER_PID_FILE), `${child.pid}\n`);
+      assert.equal(spawnSync('/bin/sh', [script]).status, 0);
+      assert.equal(await exited, 'SIGUSR2');
+    } finally {
+      child.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
