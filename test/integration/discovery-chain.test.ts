@@ -385,8 +385,11 @@ describe('discovery chain (service-resolver) with real Consul and HAProxy', () =
         Subsets: { ...VERSION_SUBSETS, stuck: { Filter: 'Service.Meta.version == stuck' } },
       });
       const stuckServer = `127.0.0.1:${port('stuck')}`;
-      const servesStuck = (s: { lines: string[] }): boolean => s.lines.some((l) => l.startsWith('server ') && l.includes(stuckServer));
-      const cfg = await waitForWebConfig('the hanging instance in web’s applied configuration', mark, (c) => sections(c).some(servesStuck));
+      // The instance's own backend (the resolver's subset), not the default one it may join first
+      // (the Data Plane API driver adds it there at runtime before the resolver's reload).
+      const servesStuck = (s: { lines: string[] }): boolean =>
+        s.lines.some((l) => l.startsWith('server ') && l.includes(stuckServer)) && !s.lines.includes(`timeout connect ${DEFAULT_CONNECT_TIMEOUT_MS / 1_000}s`);
+      const cfg = await waitForWebConfig('the hanging instance in web’s applied configuration, in a backend without the default connect timeout', mark, (c) => sections(c).some(servesStuck));
       const backend = sections(cfg).find(servesStuck);
       const timeoutLine = backend?.lines.find((l) => l.startsWith('timeout connect '));
       // What Consul compiles for the targets when asked without an override (as `GET /v1/discovery-chain` does).
