@@ -244,11 +244,14 @@ export class DataplaneDriver implements HaproxyDriver {
   async restore(model: HaproxyModel, _text: string): Promise<void> {
     this.#cancelPersist();
     await this.#persisting;
-    await this.#exclusive(async () => {
-      await this.#api.ready();
-      await this.#writeFiles(model);
-      await this.#postConfig(render(slottedModel(model, this.#layout, this.#held)), { skip_reload: 'true' });
-    });
+    await this.#exclusive(() => this.#save(model));
+  }
+
+  /** Writes `model` as HAProxy holds it (its slots, the values freed slots keep) into the API's file, without a reload. */
+  async #save(model: HaproxyModel): Promise<void> {
+    await this.#api.ready();
+    await this.#writeFiles(model);
+    await this.#postConfig(render(slottedModel(model, this.#layout, this.#held)), { skip_reload: 'true' });
   }
 
   async readLive(applied: HaproxyModel, signal: AbortSignal): Promise<LiveState> {
@@ -296,11 +299,7 @@ export class DataplaneDriver implements HaproxyDriver {
       const model = this.#persistQueued;
       this.#persistQueued = undefined;
       try {
-        await this.#exclusive(async () => {
-          await this.#api.ready();
-          await this.#writeFiles(model);
-          await this.#postConfig(render(slottedModel(model, this.#layout, this.#held)), { skip_reload: 'true' });
-        });
+        await this.#exclusive(() => this.#save(model));
       } catch (err) {
         this.#log.error({ err: errorMessage(err) }, 'cannot save the live configuration through the Data Plane API; a later reload or restart may not match the live state');
       }
