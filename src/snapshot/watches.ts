@@ -86,6 +86,15 @@ export class SidecarWatches {
 
   constructor(opts: SidecarWatchesOptions) {
     this.#opts = opts;
+    // One listener on the root signal for all watches: one per watch passed Node's limit of 10
+    // listeners from four upstreams on (a MaxListenersExceededWarning on stderr at every start).
+    opts.signal.addEventListener(
+      'abort',
+      () => {
+        for (const watch of this.#running.values()) watch.controller.abort(opts.signal.reason);
+      },
+      { once: true },
+    );
   }
 
   start(): void {
@@ -283,9 +292,6 @@ export class SidecarWatches {
   #startWatch<T>(name: string, fetch: (cursor: Cursor, signal: AbortSignal) => Promise<Versioned<T>>, onValue: (value: T) => void, pollIntervalMs?: number): void {
     if (this.#running.has(name) || this.#opts.signal.aborted) return;
     const controller = new AbortController();
-    const root = this.#opts.signal;
-    const onRootAbort = (): void => controller.abort(root.reason);
-    root.addEventListener('abort', onRootAbort, { once: true });
     const done = runWatch<T>({
       name,
       fetch,
@@ -295,7 +301,7 @@ export class SidecarWatches {
       onSuccess: () => this.#opts.onSuccess?.(name),
       signal: controller.signal,
       ...(pollIntervalMs !== undefined && { pollIntervalMs }),
-    }).finally(() => root.removeEventListener('abort', onRootAbort));
+    });
     this.#running.set(name, { controller, done });
   }
 

@@ -45,6 +45,31 @@ describe('SidecarWatches', () => {
     await watches.stopped();
   });
 
+  test('many upstreams: no MaxListenersExceededWarning on the root signal, and its abort stops every watch', async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `svc${i}`);
+    const consul = new FakeConsulAgentApi();
+    consul.setRegistration(registration(...names));
+    consul.setLeaf('web', webLeaf());
+    consul.setRoots(roots());
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === 'MaxListenersExceededWarning') warnings.push(w.message);
+    };
+    process.on('warning', onWarning);
+    const root = new AbortController();
+    const watches = new SidecarWatches({ api: consul, proxyId: 'web-sidecar-proxy', datacenter: 'dc1', emit: () => {}, onError: () => {}, signal: root.signal });
+    try {
+      watches.start();
+      await waitFor('every upstream watch', async () => (watches.running().length === 3 + 2 * names.length ? true : undefined), 5_000, 10);
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+      root.abort();
+    }
+    await watches.stopped();
+  });
+
   test('upstream watches start and stop as the registration changes', async () => {
     const consul = new FakeConsulAgentApi();
     consul.setRegistration(registration('api', 'db'));
