@@ -29,7 +29,9 @@ import { killOnExit } from '../../devtools/children.js';
 import { type RunningApp, startTcpEcho } from '../../devtools/apps.js';
 import { ConsulDevAgent, REPO_ROOT, registerMeshService } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
-import { type SidecarProcess, note, startReadySidecar } from '../../devtools/sidecar.js';
+import { type SidecarProcess, note, sidecarServing, startReadySidecar } from '../../devtools/sidecar.js';
+import { ADMIN_SOCKET_FILE } from '../../src/domain/haproxy-names.js';
+import { RuntimeSession } from '../../src/driver/runtime-session.js';
 
 const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? join(REPO_ROOT, '.deps/prometheus/bin/prometheus');
 const CONSUL_VERSION = 'v1.16.2';
@@ -148,6 +150,23 @@ function tcpRoundTrip(port: number): Promise<void> {
   });
 }
 
+/** Whether web's HAProxy holds api's sidecar as a server in service (from `show stat` on its admin socket). */
+async function webServesApi(): Promise<true | undefined> {
+  const web = sidecarServing(sidecars, 'web');
+  const runDir = web.find('created run directory')?.runDir;
+  if (typeof runDir !== 'string') return undefined;
+  const session = await RuntimeSession.open(join(runDir, ADMIN_SOCKET_FILE));
+  try {
+    const [header, ...rows] = (await session.send('show stat')).split('\n');
+    const cols = (header ?? '').replace(/^# /, '').split(',');
+    const at = (row: string[], name: string): string => row[cols.indexOf(name)] ?? '';
+    const serving = rows.map((r) => r.split(',')).some((r) => at(r, 'addr') === `127.0.0.1:${ports.apiSidecar}` && !/^(MAINT|DOWN|DRAIN)/.test(at(r, 'status')));
+    return serving ? true : undefined;
+  } finally {
+    session.close();
+  }
+}
+
 before(async () => {
   // A missing Prometheus is a failure, never a skip: scripts/setup.sh installs it.
   assert.ok(existsSync(PROMETHEUS_BIN), `Prometheus is not installed at ${PROMETHEUS_BIN}: run scripts/install-prometheus.sh`);
@@ -202,6 +221,10 @@ before(async () => {
     startReadySidecar(sidecars, 'web', agent.httpAddr, baseDir, ['-stats-addr', `127.0.0.1:${ports.webStats}`]),
     startReadySidecar(sidecars, 'db', agent.httpAddr, baseDir, ['-stats-addr', `127.0.0.1:${ports.dbStats}`]),
   ]);
+
+  // Ready is not serving: web learns api's endpoint once Consul's check of api's sidecar passes
+  // (up to its 10 s interval later). No warm-up request may count, so wait on web's HAProxy itself.
+  await waitFor('web has an api endpoint in service', () => webServesApi(), 30_000, 250);
 
   const promDir = join(baseDir, 'prometheus');
   await mkdir(join(promDir, 'data'), { recursive: true });
