@@ -106,7 +106,7 @@ function entryId(entry: unknown): string | undefined {
   return typeof node === 'string' && typeof id === 'string' ? `${node}/${id}` : undefined;
 }
 
-function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+function describeIssue(issue: z.ZodIssue | undefined): string {
   return issue === undefined ? 'unexpected shape' : `${formatIssuePath(issue.path)}: ${issue.message}`;
 }
 

@@ -259,7 +259,7 @@ describe('ConsulHttpClient over TCP', () => {
       client.roots({}, signal()),
       rejectsWith('CONSUL_RESPONSE_INVALID', (m) => {
         assert.match(m, /\/v1\/agent\/connect\/ca\/roots/);
-        assert.match(m, /Roots\[0\]\.RootCert: .*expected string/);
+        assert.match(m, /Roots\[0\]\.RootCert: .*expected string/i);
       }),
     );
   });
@@ -443,7 +443,7 @@ describe('ConsulHttpClient over TCP', () => {
         ['node-c/db-sidecar-proxy', false],
       ],
     );
-    assert.match(got.value.find((e) => e.id === 'node-c/db-sidecar-proxy')?.invalid ?? '', /Service\.Port: .*expected number/);
+    assert.match(got.value.find((e) => e.id === 'node-c/db-sidecar-proxy')?.invalid ?? '', /Service\.Port: .*expected number/i);
   });
 
   test('upstreamEndpoints: a null list is empty', async () => {
