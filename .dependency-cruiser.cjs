@@ -10,10 +10,10 @@
  * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
  * telemetry (logs, metrics, health: observes through interfaces it defines). main.ts, cli.ts and
  * sidecar/ (the parts main.ts starts and stops) are the composition root: the only files that know
- * every part. errors.ts, logger.ts and
- * version.ts are shared by all. Every import between folders must match one `allowed` rule.
+ * every part. errors.ts, logger.ts, version.ts and http-exchange.ts (one HTTP exchange over node:http)
+ * are shared by all. Every import between folders must match one `allowed` rule.
  */
-const shared = '^src/(errors|logger|version)[.]ts$';
+const shared = '^src/(errors|logger|version|http-exchange)[.]ts$';
 const layer = (name, may) => ({
   comment: `${name} may import ${may.length === 0 ? 'only itself, domain and the shared files' : `itself, ${may.join(', ')}, domain and the shared files`}`,
   from: { path: `^src/${name}/` },

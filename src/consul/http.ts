@@ -1,11 +1,13 @@
 /**
- * The HTTP transport to the local Consul agent on undici: address parsing, a dedicated dispatcher
- * (never the global one, never handed to global fetch), the ACL token header, per-request timeouts
- * and the mapping of failures to stable error codes. It knows nothing about individual endpoints.
+ * The HTTP transport to the local Consul agent: address parsing, a dedicated keep-alive agent (never
+ * Node's global one), the ACL token header, per-request timeouts and the mapping of failures to
+ * stable error codes. It knows nothing about individual endpoints.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'undici';
+import http from 'node:http';
+import https from 'node:https';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { exchange } from '../http-exchange.js';
 
 /** Consul's default blocking wait (5 min); its maximum is 10 min. */
 export const DEFAULT_WAIT_SECONDS = 300;
@@ -16,8 +18,10 @@ const WAIT_JITTER_DIVISOR = 16;
 const BLOCKING_MARGIN_MS = 15_000;
 /** Timeout of requests that do not block (agent/self, prepared queries...). */
 export const NON_BLOCKING_TIMEOUT_MS = 30_000;
-/** undici's own timeouts sit above ours so that our clearer timeout error fires first. */
-const DISPATCHER_TIMEOUT_SLACK_MS = 10_000;
+/** The socket's own inactivity limit sits above ours so that our clearer timeout error fires first. */
+const SOCKET_TIMEOUT_SLACK_MS = 10_000;
+/** An idle pooled connection closes after this long (a watch's first, non-blocking, request leaves one behind). */
+const FREE_SOCKET_MS = 4_000;
 /** How much of an error body goes into an error message. */
 const BODY_EXCERPT_CHARS = 300;
 
@@ -39,7 +43,7 @@ export interface ConsulClientOptions {
 }
 
 export interface ConsulAddress {
-  /** The origin undici connects to (`http://localhost` for unix sockets). */
+  /** The origin requests go to (`http://localhost` for unix sockets). */
   origin: string;
   socketPath: string | undefined;
   /** Readable form for error messages, e.g. `http://127.0.0.1:8500` or `unix:///run/consul.sock`. */
@@ -101,7 +105,7 @@ function readFileOption(what: string, file: string): string {
   }
 }
 
-/** The first line of an error's cause chain that says something (undici wraps socket errors). */
+/** The first line of an error's cause chain that says something, with the socket error's code. */
 function describeCause(err: unknown): string {
   const parts: string[] = [];
   let current: unknown = err;
@@ -117,10 +121,12 @@ function describeCause(err: unknown): string {
 export class ConsulHttp {
   readonly address: string;
   readonly waitSeconds: number;
-  readonly #origin: string;
   readonly #token: string | undefined;
-  readonly #dispatcher: Agent;
+  readonly #agent: http.Agent;
+  readonly #tls: boolean;
+  readonly #peer: { host: string; port: number } | { socketPath: string };
   readonly #blockingTimeoutMs: number;
+  readonly #socketTimeoutMs: number;
 
   constructor(options: ConsulClientOptions) {
     const parsed = parseConsulAddress(options.address);
@@ -130,25 +136,24 @@ export class ConsulHttp {
     }
     this.address = parsed.display;
     this.waitSeconds = wait;
-    this.#origin = parsed.origin;
     this.#token = options.token === '' ? undefined : options.token;
     this.#blockingTimeoutMs = wait * 1000 + (wait * 1000) / WAIT_JITTER_DIVISOR + BLOCKING_MARGIN_MS;
-    const dispatcherTimeout = Math.max(this.#blockingTimeoutMs, NON_BLOCKING_TIMEOUT_MS) + DISPATCHER_TIMEOUT_SLACK_MS;
-
-    const connect: Record<string, unknown> = {};
-    if (parsed.socketPath !== undefined) connect['socketPath'] = parsed.socketPath;
+    this.#socketTimeoutMs = Math.max(this.#blockingTimeoutMs, NON_BLOCKING_TIMEOUT_MS) + SOCKET_TIMEOUT_SLACK_MS;
+    const url = new URL(parsed.origin);
+    this.#tls = parsed.socketPath === undefined && url.protocol === 'https:';
+    this.#peer = parsed.socketPath !== undefined ? { socketPath: parsed.socketPath } : { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || (this.#tls ? 443 : 80)) };
+    // One keep-alive pool for this agent: every watch holds a blocking query on its own connection.
     const tls = options.tls;
-    if (tls !== undefined) {
-      if (tls.caFile !== undefined) connect['ca'] = readFileOption('CA file', tls.caFile);
-      if (tls.certFile !== undefined) connect['cert'] = readFileOption('certificate file', tls.certFile);
-      if (tls.keyFile !== undefined) connect['key'] = readFileOption('key file', tls.keyFile);
-      connect['rejectUnauthorized'] = tls.verify;
-    }
-    this.#dispatcher = new Agent({
-      connect,
-      headersTimeout: dispatcherTimeout,
-      bodyTimeout: dispatcherTimeout,
-    });
+    this.#agent = this.#tls
+      ? new https.Agent({
+          keepAlive: true,
+          timeout: FREE_SOCKET_MS,
+          ...(tls?.caFile !== undefined && { ca: readFileOption('CA file', tls.caFile) }),
+          ...(tls?.certFile !== undefined && { cert: readFileOption('certificate file', tls.certFile) }),
+          ...(tls?.keyFile !== undefined && { key: readFileOption('key file', tls.keyFile) }),
+          rejectUnauthorized: tls?.verify ?? true,
+        })
+      : new http.Agent({ keepAlive: true, timeout: FREE_SOCKET_MS });
   }
 
   /**
@@ -185,16 +190,24 @@ export class ConsulHttp {
       controller.abort();
     }, timeoutMs);
 
-    const url = `${this.#origin}${path}${query === '' ? '' : `?${query}`}`;
     const headers: Record<string, string> = { accept: 'application/json' };
     if (payload !== undefined) headers['content-type'] = 'application/json';
     if (this.#token !== undefined) headers['x-consul-token'] = this.#token;
 
     let response: ConsulResponse;
     try {
-      const res = await request(url, { method, headers, dispatcher: this.#dispatcher, signal: controller.signal, ...(payload !== undefined && { body: payload }) });
-      const body = await res.body.text();
-      response = { status: res.statusCode, headers: res.headers, body };
+      const res = await exchange({
+        agent: this.#agent,
+        tls: this.#tls,
+        ...this.#peer,
+        method,
+        path: `${path}${query === '' ? '' : `?${query}`}`,
+        headers,
+        signal: controller.signal,
+        idleTimeoutMs: this.#socketTimeoutMs,
+        ...(payload !== undefined && { body: payload }),
+      });
+      response = { status: res.status, headers: res.headers, body: res.body };
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       if (timedOut) {
@@ -230,6 +243,6 @@ export class ConsulHttp {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher.destroy();
+    this.#agent.destroy();
   }
 }

@@ -7,6 +7,7 @@
 import http from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { exchange } from '../http-exchange.js';
 
 /** Every call is bounded: a reload behind `force_reload` on a large configuration takes seconds. */
 export const DATAPLANE_REQUEST_TIMEOUT_MS = 30_000;
@@ -118,30 +119,26 @@ export class DataplaneClient {
     return message.length > 2_000 ? `${message.slice(0, 2_000)}…` : message;
   }
 
-  #roundTrip(method: string, path: string, payload: string | undefined, contentType: string | undefined, signal?: AbortSignal): Promise<DataplaneAnswer> {
-    const timeoutMs = this.#opts.timeoutMs ?? DATAPLANE_REQUEST_TIMEOUT_MS;
-    return new Promise((resolve, reject) => {
-      const headers: Record<string, string> = { authorization: this.#authorization, accept: 'application/json' };
-      if (payload !== undefined && contentType !== undefined) {
-        headers['content-type'] = contentType;
-        headers['content-length'] = String(Buffer.byteLength(payload));
-      }
-      const fail = (err: unknown): void => {
-        reject(new HaproxyConnectError('DATAPLANE_API', `Cannot reach the Data Plane API at ${this.#opts.socketPath} for ${method} ${path}: ${errorMessage(err)}`, { cause: err }));
-      };
-      const req = http.request({ socketPath: this.#opts.socketPath, path, method, headers, agent: this.#agent, timeout: timeoutMs, ...(signal !== undefined && { signal }) }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('error', fail);
-        res.on('end', () => {
-          const flat: Record<string, string> = {};
-          for (const [key, value] of Object.entries(res.headers)) if (typeof value === 'string') flat[key] = value;
-          resolve({ status: res.statusCode ?? 0, headers: flat, body: Buffer.concat(chunks).toString('utf8') });
-        });
+  async #roundTrip(method: string, path: string, payload: string | undefined, contentType: string | undefined, signal?: AbortSignal): Promise<DataplaneAnswer> {
+    const headers: Record<string, string> = { authorization: this.#authorization, accept: 'application/json' };
+    if (payload !== undefined && contentType !== undefined) headers['content-type'] = contentType;
+    try {
+      const res = await exchange({
+        agent: this.#agent,
+        tls: false,
+        socketPath: this.#opts.socketPath,
+        method,
+        path,
+        headers,
+        idleTimeoutMs: this.#opts.timeoutMs ?? DATAPLANE_REQUEST_TIMEOUT_MS,
+        ...(payload !== undefined && { body: payload }),
+        ...(signal !== undefined && { signal }),
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on('error', fail);
-      req.end(payload);
-    });
+      const flat: Record<string, string> = {};
+      for (const [key, value] of Object.entries(res.headers)) if (typeof value === 'string') flat[key] = value;
+      return { status: res.status, headers: flat, body: res.body };
+    } catch (err) {
+      throw new HaproxyConnectError('DATAPLANE_API', `Cannot reach the Data Plane API at ${this.#opts.socketPath} for ${method} ${path}: ${errorMessage(err)}`, { cause: err });
+    }
   }
 }

@@ -1,11 +1,12 @@
 /**
  * Reads HAProxy's own metrics frontend (render.ts: the Prometheus exporter and `monitor-uri` on a
- * unix socket in the run directory) over HTTP with undici. One connection per request
+ * unix socket in the run directory) over HTTP. One connection per request
  * (`Connection: close`): after a reload the socket is served by the new worker, and a pooled
  * connection to the old one would fail the next scrape.
  */
-import { Agent, request } from 'undici';
+import http from 'node:http';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
+import { exchange } from '../http-exchange.js';
 import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';
 
 /** A scrape of a small instance takes about a millisecond; bound it well below Prometheus' 10 s default. */
@@ -22,7 +23,8 @@ export interface HaproxyStatsOptions {
 
 export class HaproxyStatsClient {
   readonly socketPath: string;
-  readonly #dispatcher: Agent;
+  /** Without keep-alive: every request says `Connection: close`. */
+  readonly #agent = new http.Agent({ keepAlive: false });
   readonly #scrapeTimeoutMs: number;
   readonly #probeTimeoutMs: number;
 
@@ -30,7 +32,6 @@ export class HaproxyStatsClient {
     this.socketPath = options.socketPath;
     this.#scrapeTimeoutMs = options.scrapeTimeoutMs ?? DEFAULT_SCRAPE_TIMEOUT_MS;
     this.#probeTimeoutMs = options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
-    this.#dispatcher = new Agent({ connect: { socketPath: options.socketPath } });
   }
 
   /** HAProxy's Prometheus text exposition; throws (with the reason) when it cannot be read. */
@@ -49,7 +50,7 @@ export class HaproxyStatsClient {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher.destroy();
+    this.#agent.destroy();
   }
 
   async #get(path: string, timeoutMs: number): Promise<string> {
@@ -58,9 +59,9 @@ export class HaproxyStatsClient {
     let status: number;
     let body: string;
     try {
-      const res = await request(`http://localhost${path}`, { dispatcher: this.#dispatcher, reset: true, signal: controller.signal });
-      status = res.statusCode;
-      body = await res.body.text();
+      const res = await exchange({ agent: this.#agent, tls: false, socketPath: this.socketPath, method: 'GET', path, headers: { host: 'localhost' }, signal: controller.signal });
+      status = res.status;
+      body = res.body;
     } catch (err) {
       if (controller.signal.aborted) throw controller.signal.reason as Error;
       throw new HaproxyConnectError('HAPROXY_STATS_FAILED', `GET ${path} on ${this.socketPath} failed: ${describe(err)}`, { cause: err });
@@ -72,7 +73,7 @@ export class HaproxyStatsClient {
   }
 }
 
-/** undici wraps socket errors: keep the code (ENOENT, ECONNREFUSED) that says what happened. */
+/** Keep the socket error's code (ENOENT, ECONNREFUSED) that says what happened. */
 function describe(err: unknown): string {
   const cause = (err as { cause?: { code?: unknown } }).cause;
   const code = (err as { code?: unknown }).code ?? cause?.code;

@@ -23,11 +23,11 @@ const UPSTREAMS = 10;
 const FIXED_WATCHES = 4;
 /**
  * Idle keep-alive connections the client may still hold: the first request of every watch does not
- * block, and undici keeps its connection for 4 s (keepAliveTimeout) when the blocking request that
- * follows took another one. They close by themselves.
+ * block, and the client keeps its connection for 4 s when the blocking request that follows took
+ * another one. They close by themselves.
  */
 const IDLE_SLACK = 2;
-/** Longer than undici's 4 s keep-alive, so idle connections are gone. */
+/** Longer than the client's 4 s keep-alive, so idle connections are gone. */
 const SETTLE_MS = 5_000;
 
 let agent: ConsulDevAgent;

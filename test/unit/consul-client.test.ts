@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { ConsulHttpClient } from '../../src/consul/client.js';
 import { parseConsulAddress } from '../../src/consul/http.js';
@@ -520,6 +523,63 @@ describe('ConsulHttpClient failures and transports', () => {
       await client.close();
       await agent.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('https: the CA file verifies the agent and the client certificate is presented; without the CA it is CONSUL_UNREACHABLE', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'consul-tls-'));
+    const run = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-subj', '/CN=Test Agent CA', '-days', '2', '-out', 'ca.pem');
+    for (const [name, ext] of [
+      ['agent', 'subjectAltName=IP:127.0.0.1'],
+      ['client', 'extendedKeyUsage=clientAuth'],
+    ] as const) {
+      run('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-subj', `/CN=${name}`, '-out', `${name}.csr`);
+      writeFileSync(join(dir, `${name}.ext`), `${ext}\n`);
+      run('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
+    }
+    const peers: Array<string | undefined> = [];
+    const server = createHttpsServer(
+      { cert: readFileSync(join(dir, 'agent.pem')), key: readFileSync(join(dir, 'agent.key')), ca: readFileSync(join(dir, 'ca.pem')), requestCert: true, rejectUnauthorized: false },
+      (req, res) => {
+        peers.push((req.socket as TLSSocket).getPeerCertificate().subject?.CN);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ Config: { Datacenter: 'dc-tls', NodeName: 'n' } }));
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const address = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const trusted = new ConsulHttpClient({ address, tls: { verify: true, caFile: join(dir, 'ca.pem'), certFile: join(dir, 'client.pem'), keyFile: join(dir, 'client.key') } });
+    const untrusted = new ConsulHttpClient({ address, tls: { verify: true } });
+    const unverified = new ConsulHttpClient({ address, tls: { verify: false } });
+    try {
+      assert.deepEqual(await trusted.agentSelf(signal()), { datacenter: 'dc-tls', nodeName: 'n' });
+      assert.deepEqual(peers, ['client']);
+      await assert.rejects(
+        untrusted.agentSelf(signal()),
+        rejectsWith('CONSUL_UNREACHABLE', (m) => assert.match(m, /https:\/\/127\.0\.0\.1:\d+: .*(certificate|UNABLE_TO)/i)),
+      );
+      assert.deepEqual(await unverified.agentSelf(signal()), { datacenter: 'dc-tls', nodeName: 'n' });
+    } finally {
+      await Promise.all([trusted.close(), untrusted.close(), unverified.close()]);
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an answer cut short is CONSUL_UNREACHABLE, never a truncated body parsed', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000', 'x-consul-index': '5' });
+      res.write('{"Config":{"Datacenter":"dc1"');
+      setTimeout(() => res.socket?.destroy(), 20);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = new ConsulHttpClient({ address: `127.0.0.1:${(server.address() as AddressInfo).port}` });
+    try {
+      await assert.rejects(client.agentSelf(signal()), rejectsWith('CONSUL_UNREACHABLE'));
+    } finally {
+      await client.close();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 
