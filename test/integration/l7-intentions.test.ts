@@ -539,6 +539,9 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
     const cases = [...COMMA_CASES, ...PATH_CASES, ...HEADER_CASES, ...METHOD_CASES];
     const mark = decided().length;
     await assertNoMismatch(main, await check(main, 'agent', cases), { agent: id });
+    // The daemon logs a decision before it answers, but its stdout reaches this process on its own
+    // pipe, after the answer sometimes: wait for the lines (bounded), then count them.
+    await waitFor('the decisions logged', async () => (decided().length - mark >= cases.length ? true : undefined), 5_000, 20).catch(() => undefined);
     const asked = decided().slice(mark);
     // HEAD, POST and the lower-case methods too: every request of the connection is sent to the agent.
     assert.equal(asked.length, cases.length, `the agent decided ${asked.length} of ${cases.length} requests`);
