@@ -1,12 +1,34 @@
 /**
- * Structured logs on stdout (pino), one child logger per component: one JSON object per line by
- * default, or one readable text line per entry (`-log-format text`).
+ * Structured logs on stdout, one child logger per component: one JSON object per line by default,
+ * or one readable text line per entry (`-log-format text`). The JSON line is pino's: `level` as a
+ * label, an ISO `time`, `app`, the child's bindings, the call's fields, `msg`; every key once (the
+ * most specific value wins). Written synchronously, so a line is never lost at exit.
  * Secrets never reach a log line: known secret-bearing keys are redacted as a safety net, but the
  * first rule is not to log them at all. Redaction runs before either format is written.
  */
-import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { writeSync } from 'node:fs';
 
-export type Logger = PinoLogger;
+/** Where lines go: a Writable, or anything with a `write(line)`. */
+export interface DestinationStream {
+  write(chunk: string): unknown;
+}
+
+type LogFn = {
+  (msg: string): void;
+  (fields: Record<string, unknown>, msg?: string): void;
+};
+
+export interface Logger {
+  readonly level: LogLevel | 'silent';
+  trace: LogFn;
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  fatal: LogFn;
+  child(bindings: Record<string, unknown>): Logger;
+  isLevelEnabled(level: string): boolean;
+}
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -14,7 +36,11 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const LOG_FORMATS = ['json', 'text'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
-const REDACT_PATHS = ['token', '*.token', 'privateKeyPem', '*.privateKeyPem', 'headers["x-consul-token"]'];
+/** Redacted wherever they appear at the top of a line or one object down (`headers` included). */
+const REDACTED_KEYS: ReadonlySet<string> = new Set(['token', 'privateKeyPem', 'x-consul-token']);
+const CENSOR = '[redacted]';
+/** pino's numbers, which order the levels. */
+const LEVEL_VALUES: Readonly<Record<string, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Number.POSITIVE_INFINITY };
 
 /** Keys the text format shows in its fixed columns, or drops as noise (`app` is on every line). */
 const TEXT_FIXED_KEYS: ReadonlySet<string> = new Set(['time', 'level', 'msg', 'component', 'app']);
@@ -36,8 +62,8 @@ function textValue(value: unknown): string {
 }
 
 /**
- * One pino JSON line → `time LEVEL component: msg key=value ...`. PURE. A line that is not a JSON
- * object is returned unchanged (it cannot come from pino, but must never be lost).
+ * One JSON log line → `time LEVEL component: msg key=value ...`. PURE. A line that is not a JSON
+ * object is returned unchanged (it cannot come from the logger, but must never be lost).
  */
 export function formatTextLine(jsonLine: string): string {
   let entry: unknown;
@@ -65,59 +91,93 @@ export function formatTextLine(jsonLine: string): string {
   return parts.join(' ');
 }
 
-/** Wraps a destination so every pino line reaches it as one text line. */
-export function textDestination(destination: DestinationStream): DestinationStream {
-  return {
-    write(chunk: string): void {
-      const lines = chunk.split('\n').filter((line) => line !== '');
-      destination.write(lines.map((line) => `${formatTextLine(line)}\n`).join(''));
-    },
-  };
-}
-
-/**
- * One pino line with every key once. pino writes a child's bindings and the call's fields side by
- * side, so `logger.child({ component: 'haproxy' }).info({ component: 'x' })` would print the key
- * twice, which many log pipelines reject. The last value (the most specific) wins, as in JSON.parse.
- * A line that is not a JSON object is returned unchanged.
- */
-export function uniqueKeysLine(jsonLine: string): string {
-  let entry: unknown;
-  try {
-    entry = JSON.parse(jsonLine);
-  } catch {
-    return jsonLine;
+/** A copy of `entry` with secret-bearing keys censored, at the top level and one object down. */
+function redact(entry: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(entry)) {
+    if (REDACTED_KEYS.has(key)) out[key] = CENSOR;
+    else if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).some((k) => REDACTED_KEYS.has(k))) {
+      out[key] = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, REDACTED_KEYS.has(k) ? CENSOR : v]));
+    } else out[key] = value;
   }
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return jsonLine;
-  return JSON.stringify(entry);
+  return out;
 }
 
-/** Wraps a destination so every pino line reaches it with unique keys. */
-export function uniqueKeysDestination(destination: DestinationStream): DestinationStream {
-  return {
-    write(chunk: string): void {
-      const lines = chunk.split('\n').filter((line) => line !== '');
-      destination.write(lines.map((line) => `${uniqueKeysLine(line)}\n`).join(''));
-    },
-  };
+/** An Error under `err` is written as pino writes it: type, message, stack. */
+function errorFields(value: unknown): unknown {
+  return value instanceof Error ? { type: value.name, message: value.message, stack: value.stack } : value;
+}
+
+/** One line of JSON; a value JSON cannot write (a BigInt, a cycle) is written as its string form. */
+function stringify(entry: Record<string, unknown>): string {
+  try {
+    return JSON.stringify(entry);
+  } catch {
+    return JSON.stringify(Object.fromEntries(Object.entries(entry).map(([k, v]) => [k, typeof v === 'object' && v !== null ? String(v) : typeof v === 'bigint' ? v.toString() : v])));
+  }
+}
+
+class LineLogger implements Logger {
+  readonly level: LogLevel | 'silent';
+  readonly #threshold: number;
+  readonly #bindings: Record<string, unknown>;
+  readonly #write: (line: string) => void;
+
+  constructor(level: LogLevel | 'silent', bindings: Record<string, unknown>, write: (line: string) => void) {
+    this.level = level;
+    this.#threshold = LEVEL_VALUES[level] ?? 30;
+    this.#bindings = bindings;
+    this.#write = write;
+  }
+
+  readonly trace: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('trace', a, msg);
+  readonly debug: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('debug', a, msg);
+  readonly info: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('info', a, msg);
+  readonly warn: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('warn', a, msg);
+  readonly error: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('error', a, msg);
+  readonly fatal: LogFn = (a: Record<string, unknown> | string, msg?: string) => this.#log('fatal', a, msg);
+
+  child(bindings: Record<string, unknown>): Logger {
+    return new LineLogger(this.level, { ...this.#bindings, ...bindings }, this.#write);
+  }
+
+  isLevelEnabled(level: string): boolean {
+    return (LEVEL_VALUES[level] ?? Number.POSITIVE_INFINITY) >= this.#threshold;
+  }
+
+  #log(level: LogLevel | 'fatal', a: Record<string, unknown> | string, msg: string | undefined): void {
+    if ((LEVEL_VALUES[level] as number) < this.#threshold) return;
+    const fields = typeof a === 'string' ? {} : a;
+    const text = typeof a === 'string' ? a : msg;
+    const entry: Record<string, unknown> = { level, time: new Date().toISOString(), ...this.#bindings, ...fields };
+    if ('err' in fields) entry['err'] = errorFields(fields['err']);
+    // `msg` last, as pino writes it; a field named msg gives way to the message.
+    delete entry['msg'];
+    if (text !== undefined) entry['msg'] = text;
+    else if (typeof fields['msg'] === 'string') entry['msg'] = fields['msg'];
+    this.#write(stringify(redact(entry)));
+  }
+}
+
+/** Every line to stdout, synchronously (EAGAIN on a non-blocking pipe is retried). */
+function stdoutWrite(line: string): void {
+  const data = Buffer.from(line);
+  for (let offset = 0; offset < data.length; ) {
+    try {
+      offset += writeSync(1, data, offset);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'EAGAIN') return;
+    }
+  }
 }
 
 export function createLogger(level: LogLevel, destination?: DestinationStream, format: LogFormat = 'json'): Logger {
-  const sink = destination ?? pino.destination({ fd: 1, sync: true });
-  return pino(
-    {
-      level,
-      base: { app: 'haproxy-connect' },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    },
-    // The text format parses each line too, which keeps one value per key the same way.
-    format === 'text' ? textDestination(sink) : uniqueKeysDestination(sink),
-  );
+  const write = destination === undefined ? stdoutWrite : (line: string): unknown => destination.write(line);
+  const toLine = format === 'text' ? (json: string): string => `${formatTextLine(json)}\n` : (json: string): string => `${json}\n`;
+  return new LineLogger(level, { app: 'haproxy-connect' }, (json) => void write(toLine(json)));
 }
 
 /** A logger that writes nothing (for parts built without one, e.g. in tests). */
 export function silentLogger(): Logger {
-  return pino({ level: 'silent' });
+  return new LineLogger('silent', {}, () => undefined);
 }

@@ -3,7 +3,7 @@
  * kept so a failed start or reload can quote them.
  */
 
-/** The subset of a pino logger this module uses (pino's Logger satisfies it). */
+/** The subset of the logger this module uses (src/logger.ts' Logger satisfies it). */
 export interface ProcessLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;

@@ -17,68 +17,12 @@
  */
 import type { AccessRecord } from './access-log-record.js';
 import { type EnvoyView, type Labels, clusterOfBackend } from './envoy-tags.js';
+import { BucketCounts, Exposition, formatLabels } from './exposition.js';
 
 /** Envoy's default histogram buckets (milliseconds): source/common/stats/histogram_impl.cc. */
 export const ENVOY_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 
 const CODE_CLASSES = ['1', '2', '3', '4', '5'] as const;
-
-interface Sample {
-  labels: Labels;
-  value: number;
-}
-
-interface Family {
-  type: 'counter' | 'histogram';
-  help: string;
-  samples: Sample[];
-}
-
-/** Families in a fixed order, so the exposition is stable. */
-class Exposition {
-  readonly #families = new Map<string, Family>();
-
-  add(name: string, type: Family['type'], help: string, labels: Labels, value: number): void {
-    let family = this.#families.get(name);
-    if (family === undefined) {
-      family = { type, help, samples: [] };
-      this.#families.set(name, family);
-    }
-    family.samples.push({ labels, value });
-  }
-
-  text(): string {
-    const out: string[] = [];
-    for (const [name, family] of this.#families) {
-      out.push(`# HELP ${name} ${family.help}`, `# TYPE ${name} ${family.type}`);
-      for (const sample of family.samples) out.push(`${sampleName(name, family, sample)}${formatLabels(sample.labels)} ${formatValue(sample.value)}`);
-    }
-    return out.length === 0 ? '' : `${out.join('\n')}\n`;
-  }
-}
-
-/** Histogram samples carry their own suffix in a reserved label key (removed when written). */
-const SUFFIX = '\u0000suffix';
-
-function sampleName(name: string, family: Family, sample: Sample): string {
-  return family.type === 'histogram' ? `${name}${sample.labels[SUFFIX] ?? ''}` : name;
-}
-
-function escapeLabel(value: string): string {
-  return value.replaceAll('\\', '\\\\').replaceAll('\n', '\\n').replaceAll('"', '\\"');
-}
-
-export function formatLabels(labels: Labels): string {
-  const parts = Object.entries(labels)
-    .filter(([k]) => k !== SUFFIX)
-    .map(([k, v]) => `${k}="${escapeLabel(v)}"`);
-  return parts.length === 0 ? '' : `{${parts.join(',')}}`;
-}
-
-function formatValue(value: number): string {
-  if (value === Number.POSITIVE_INFINITY) return '+Inf';
-  return Number.isFinite(value) ? String(value) : 'NaN';
-}
 
 /** HAProxy's per-proxy samples: family → proxy → code ('' when the family has no code label) → value. */
 export type HaproxyCounters = Map<string, Map<string, Map<string, number>>>;
@@ -206,29 +150,16 @@ export function envoyCounters(counters: HaproxyCounters, view: EnvoyView, out = 
   return out;
 }
 
-class MsHistogram {
+class MsHistogram extends BucketCounts {
   readonly labels: Labels;
-  readonly counts = new Array<number>(ENVOY_BUCKETS_MS.length).fill(0);
-  sum = 0;
-  count = 0;
 
   constructor(labels: Labels) {
+    super(ENVOY_BUCKETS_MS);
     this.labels = labels;
   }
 
-  observe(ms: number): void {
-    for (let i = 0; i < ENVOY_BUCKETS_MS.length; i++) if (ms <= (ENVOY_BUCKETS_MS[i] as number)) (this.counts[i] as number)++;
-    this.sum += ms;
-    this.count++;
-  }
-
   write(out: Exposition, name: string, help: string): void {
-    ENVOY_BUCKETS_MS.forEach((le, i) => {
-      out.add(name, 'histogram', help, { ...this.labels, le: String(le), [SUFFIX]: '_bucket' }, this.counts[i] as number);
-    });
-    out.add(name, 'histogram', help, { ...this.labels, le: '+Inf', [SUFFIX]: '_bucket' }, this.count);
-    out.add(name, 'histogram', help, { ...this.labels, [SUFFIX]: '_sum' }, this.sum);
-    out.add(name, 'histogram', help, { ...this.labels, [SUFFIX]: '_count' }, this.count);
+    out.addHistogram(name, help, this.labels, this);
   }
 }
 

@@ -7,7 +7,7 @@
  * the methods below; states (readiness, leaf expiry, HAProxy's process state) are read from
  * `MetricsSources` at scrape time. Every label takes values from a fixed set.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { type Counter, type Gauge, type Histogram, Registry } from './metric-families.js';
 import type { AuthorizationDecision } from '../domain/intentions.js';
 import type { SnapshotEvent } from '../domain/snapshot.js';
 import { RELOAD_REASON_CATEGORIES, reloadReasonCategories } from './reload-reasons.js';
@@ -41,99 +41,91 @@ export class SidecarMetrics {
   /** Consecutive failures per running watch name (0 after an answer); absent = no answer yet. */
   readonly #watchFailures = new Map<string, number>();
 
-  readonly #watchErrors: Counter<'watch'>;
-  readonly #watchUpdates: Counter<'watch'>;
-  readonly #applies: Counter<'method' | 'result'>;
-  readonly #applyDuration: Histogram<'method'>;
-  readonly #reloads: Counter<'reason'>;
-  readonly #runtimeOps: Counter<'op' | 'result'>;
-  readonly #decisions: Counter<'result'>;
+  readonly #watchErrors: Counter;
+  readonly #watchUpdates: Counter;
+  readonly #applies: Counter;
+  readonly #applyDuration: Histogram;
+  readonly #reloads: Counter;
+  readonly #runtimeOps: Counter;
+  readonly #decisions: Counter;
   readonly #decisionDuration: Histogram;
   readonly #haproxyExits: Counter;
-  readonly #droppedNow: Gauge<'kind'>;
-  readonly #droppedTotal: Counter<'kind'>;
+  readonly #droppedNow: Gauge;
+  readonly #droppedTotal: Counter;
   readonly #scrapeSuccess: Gauge;
   readonly #scrapeDuration: Gauge;
 
   constructor(build: BuildInfo, sources: MetricsSources, now: () => number = Date.now) {
-    const registers = [this.registry];
     const name = (suffix: string): string => `${METRIC_PREFIX}${suffix}`;
 
-    new Gauge({
-      name: name('build_info'),
-      help: 'Always 1; the labels name the versions of haproxy-connect, HAProxy and Node.js',
-      labelNames: ['version', 'haproxy_version', 'nodejs_version'],
-      registers,
-    }).set({ version: build.version, haproxy_version: build.haproxyVersion, nodejs_version: build.nodeVersion }, 1);
+    this.registry
+      .gauge({
+        name: name('build_info'),
+        help: 'Always 1; the labels name the versions of haproxy-connect, HAProxy and Node.js',
+        labelNames: ['version', 'haproxy_version', 'nodejs_version'],
+      })
+      .set({ version: build.version, haproxy_version: build.haproxyVersion, nodejs_version: build.nodeVersion }, 1);
 
-    new Gauge({
+    this.registry.gauge({
       name: name('ready'),
       help: '1 while the sidecar serves with a valid leaf and CA roots (what /ready answers 200 for)',
-      registers,
-      collect() {
-        this.set(sources.ready() ? 1 : 0);
+      collect: (f) => {
+        f.set({}, sources.ready() ? 1 : 0);
       },
     });
 
-    new Gauge({
+    this.registry.gauge({
       name: name('haproxy_state'),
       help: 'State of the HAProxy master-worker process as the supervisor sees it (1 for the current state)',
       labelNames: ['state'],
-      registers,
-      collect() {
+      collect: (f) => {
         const current = sources.haproxyState();
-        for (const state of Object.keys(HAPROXY_STATES)) this.set({ state }, state === current ? 1 : 0);
+        for (const state of Object.keys(HAPROXY_STATES)) f.set({ state }, state === current ? 1 : 0);
       },
     });
 
-    this.#droppedNow = new Gauge({
+    this.#droppedNow = this.registry.gauge({
       name: name('dropped_items'),
       help: 'Items left out of the HAProxy configuration because their data from Consul cannot be used (everything else keeps updating), by kind',
       labelNames: ['kind'],
-      registers,
     });
-    this.#droppedTotal = new Counter({
+    this.#droppedTotal = this.registry.counter({
       name: name('dropped_items_total'),
       help: 'Times an item was left out of the HAProxy configuration (or left out for a new reason), by kind',
       labelNames: ['kind'],
-      registers,
     });
     for (const kind of DROPPED_KINDS) {
       this.#droppedNow.set({ kind }, 0);
       this.#droppedTotal.inc({ kind }, 0);
     }
 
-    this.#haproxyExits = new Counter({
+    this.#haproxyExits = this.registry.counter({
       name: name('haproxy_unexpected_exits_total'),
       help: 'HAProxy master processes that exited without being asked to (each is restarted with backoff)',
-      registers,
     });
 
-    new Gauge({
+    this.registry.gauge({
       name: name('leaf_certificate_expiry_seconds'),
       help: 'Seconds until the leaf certificate expires (negative once expired)',
-      registers,
-      collect() {
-        this.set((Date.parse(sources.leafValidBefore()) - now()) / MS_PER_SECOND);
+      collect: (f) => {
+        f.set({}, (Date.parse(sources.leafValidBefore()) - now()) / MS_PER_SECOND);
       },
     });
 
-    new Gauge({
+    this.registry.gauge({
       name: name('ca_roots'),
       help: 'CA root certificates in the trust bundle',
-      registers,
-      collect() {
-        this.set(sources.caRoots());
+      collect: (f) => {
+        f.set({}, sources.caRoots());
       },
     });
 
     const watchFailures = this.#watchFailures;
-    new Gauge({
+    this.registry.gauge({
       name: name('consul_watches'),
       help: 'Running Consul watches by kind and state: ok (last request answered), failing (last request failed; retried with backoff), pending (no answer yet)',
       labelNames: ['watch', 'state'],
-      registers,
-      collect() {
+      collect: (f) => {
         const running = new Set(sources.runningWatches());
         for (const watch of [...watchFailures.keys()]) if (!running.has(watch)) watchFailures.delete(watch);
         const counts = new Map<string, number>();
@@ -144,125 +136,111 @@ export class SidecarMetrics {
           counts.set(key, (counts.get(key) ?? 0) + 1);
         }
         for (const watch of WATCH_KINDS) {
-          for (const state of WATCH_STATES) this.set({ watch, state }, counts.get(`${watch}/${state}`) ?? 0);
+          for (const state of WATCH_STATES) f.set({ watch, state }, counts.get(`${watch}/${state}`) ?? 0);
         }
       },
     });
-    this.#watchErrors = new Counter({
+    this.#watchErrors = this.registry.counter({
       name: name('consul_watch_errors_total'),
       help: 'Failed Consul watch requests (the last good value keeps serving), by watch kind',
       labelNames: ['watch'],
-      registers,
     });
-    this.#watchUpdates = new Counter({
+    this.#watchUpdates = this.registry.counter({
       name: name('consul_watch_updates_total'),
       help: 'Changes received from Consul watches, by watch kind',
       labelNames: ['watch'],
-      registers,
     });
 
-    this.#applies = new Counter({
+    this.#applies = this.registry.counter({
       name: name('config_applies_total'),
       help: 'Configuration changes applied to HAProxy: through a reload (or start) or through the runtime API, ok or failed',
       labelNames: ['method', 'result'],
-      registers,
     });
-    this.#applyDuration = new Histogram({
+    this.#applyDuration = this.registry.histogram({
       name: name('config_apply_duration_seconds'),
       help: 'Time to apply a configuration change (a reload includes writing files and haproxy -c)',
       labelNames: ['method'],
       buckets: APPLY_BUCKETS_SECONDS,
-      registers,
     });
-    this.#reloads = new Counter({
+    this.#reloads = this.registry.counter({
       name: name('haproxy_reloads_total'),
       help: 'HAProxy starts and hitless reloads by reason category; a reload with reasons of several categories counts once in each',
       labelNames: ['reason'],
-      registers,
     });
-    this.#runtimeOps = new Counter({
+    this.#runtimeOps = this.registry.counter({
       name: name('runtime_operations_total'),
       help: 'Runtime API operations by kind and result (pending: a server deletion waiting for its connections)',
       labelNames: ['op', 'result'],
-      registers,
     });
 
-    this.#decisions = new Counter({
+    this.#decisions = this.registry.counter({
       name: name('intention_decisions_total'),
       help: 'Connections authorized by the intentions agent (allow, deny, l7: an L7 policy decides each request, error: no identity could be read, denied), and requests of L7 policies the agent decides (request_allow, request_deny)',
       labelNames: ['result'],
-      registers,
     });
-    this.#decisionDuration = new Histogram({
+    this.#decisionDuration = this.registry.histogram({
       name: name('intention_decision_duration_seconds'),
       help: 'Time the intentions agent took to decide about one connection',
       buckets: DECISION_BUCKETS_SECONDS,
-      registers,
     });
-    new Gauge({
+    this.registry.gauge({
       name: name('spoe_connections'),
       help: 'Open SPOE connections from HAProxy to the intentions agent (0 when intentions are not enforced)',
-      registers,
-      collect() {
-        this.set(sources.spoe()?.connections ?? 0);
+      collect: (f) => {
+        f.set({}, sources.spoe()?.connections ?? 0);
       },
     });
-    new Counter({
+    this.registry.counter({
       name: name('spoe_errors_total'),
       help: 'SPOE connections closed for a protocol error or timeout (protocol), and verdicts the handler failed to give (handler)',
       labelNames: ['kind'],
-      registers,
-      collect() {
+      collect: (f) => {
         const spoe = sources.spoe();
-        this.reset();
+        f.reset();
         if (spoe === undefined) return;
-        this.inc({ kind: 'protocol' }, spoe.protocolErrors);
-        this.inc({ kind: 'handler' }, spoe.handlerErrors);
+        f.inc({ kind: 'protocol' }, spoe.protocolErrors);
+        f.inc({ kind: 'handler' }, spoe.handlerErrors);
       },
     });
 
-    this.#scrapeSuccess = new Gauge({
+    this.#scrapeSuccess = this.registry.gauge({
       name: name('haproxy_scrape_success'),
       help: "1 when HAProxy's own metrics (appended below) could be read for this scrape, else 0",
-      registers,
     });
-    this.#scrapeDuration = new Gauge({
+    this.#scrapeDuration = this.registry.gauge({
       name: name('haproxy_scrape_duration_seconds'),
       help: "Time taken to read HAProxy's own metrics for this scrape",
-      registers,
     });
 
-    new Gauge({
+    this.registry.gauge({
       name: name('process_resident_memory_bytes'),
       help: "Resident memory of the haproxy-connect process (not HAProxy's)",
-      registers,
-      collect() {
-        this.set(process.memoryUsage.rss());
+      collect: (f) => {
+        f.set({}, process.memoryUsage.rss());
       },
     });
-    new Gauge({
+    this.registry.gauge({
       name: name('process_heap_used_bytes'),
       help: 'V8 heap in use by the haproxy-connect process',
-      registers,
-      collect() {
-        this.set(process.memoryUsage().heapUsed);
+      collect: (f) => {
+        f.set({}, process.memoryUsage().heapUsed);
       },
     });
-    new Counter({
+    this.registry.counter({
       name: name('process_cpu_seconds_total'),
       help: 'User and system CPU time of the haproxy-connect process',
-      registers,
-      collect() {
+      collect: (f) => {
         const usage = process.cpuUsage();
-        this.reset();
-        this.inc((usage.user + usage.system) / US_PER_SECOND);
+        f.reset();
+        f.inc({}, (usage.user + usage.system) / US_PER_SECOND);
       },
     });
-    new Gauge({
-      name: name('process_start_time_seconds'),
-      help: 'Start time of the haproxy-connect process, in seconds since the Unix epoch',
-      registers,
-    }).set(Math.round((Date.now() - process.uptime() * MS_PER_SECOND) / MS_PER_SECOND));
+    this.registry
+      .gauge({
+        name: name('process_start_time_seconds'),
+        help: 'Start time of the haproxy-connect process, in seconds since the Unix epoch',
+      })
+      .set({}, Math.round((Date.now() - process.uptime() * MS_PER_SECOND) / MS_PER_SECOND));
 
     // Every series exists from the start, so rate() and absent-value alerts work before the first event.
     for (const watch of WATCH_KINDS) {
@@ -278,7 +256,7 @@ export class SidecarMetrics {
       for (const result of Object.values(RUNTIME_OP_RESULTS)) this.#runtimeOps.inc({ op, result }, 0);
     }
     for (const result of DECISION_RESULTS) this.#decisions.inc({ result }, 0);
-    this.#scrapeSuccess.set(0);
+    this.#scrapeSuccess.set({}, 0);
   }
 
   /** The Content-Type of `exposition()`. */
@@ -287,8 +265,8 @@ export class SidecarMetrics {
   }
 
   /** The text exposition of every metric, with states read now. */
-  exposition(): Promise<string> {
-    return this.registry.metrics();
+  exposition(): string {
+    return this.registry.text();
   }
 
   // --- Consul watches --------------------------------------------------------------------------
@@ -342,13 +320,13 @@ export class SidecarMetrics {
   /** The authorizer's `onDecision` hook. */
   readonly intentionDecided = (decision: AuthorizationDecision): void => {
     this.#decisions.inc({ result: decision.result });
-    this.#decisionDuration.observe(decision.durationMs / MS_PER_SECOND);
+    this.#decisionDuration.observe({}, decision.durationMs / MS_PER_SECOND);
   };
 
   // --- the stats server --------------------------------------------------------------------------
 
   haproxyScraped(success: boolean, durationMs: number): void {
-    this.#scrapeSuccess.set(success ? 1 : 0);
-    this.#scrapeDuration.set(durationMs / MS_PER_SECOND);
+    this.#scrapeSuccess.set({}, success ? 1 : 0);
+    this.#scrapeDuration.set({}, durationMs / MS_PER_SECOND);
   }
 }

@@ -132,7 +132,7 @@ export class StatsServer {
       else logger.warn({ err: scrapeError }, 'cannot read haproxy metrics; serving our own only');
       this.#lastScrapeError = scrapeError;
     }
-    const own = await metrics.exposition();
+    const own = metrics.exposition();
     const body = haproxyText === '' || haproxyText.endsWith('\n') ? `${own}${haproxyText}` : `${own}${haproxyText}\n`;
     const envoy = this.#envoyText(haproxyText);
     res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
