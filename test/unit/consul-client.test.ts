@@ -542,7 +542,7 @@ describe('ConsulHttpClient failures and transports', () => {
     const server = createHttpsServer(
       { cert: readFileSync(join(dir, 'agent.pem')), key: readFileSync(join(dir, 'agent.key')), ca: readFileSync(join(dir, 'ca.pem')), requestCert: true, rejectUnauthorized: false },
       (req, res) => {
-        peers.push((req.socket as TLSSocket).getPeerCertificate().subject?.CN);
+        peers.push(String((req.socket as TLSSocket).getPeerCertificate().subject?.CN));
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ Config: { Datacenter: 'dc-tls', NodeName: 'n' } }));
       },
     );
