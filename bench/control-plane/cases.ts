@@ -6,6 +6,7 @@
 import type { ControlPlaneCase } from './case.js';
 import { endpointChurn } from './endpoint-churn.js';
 import { caRotation } from './ca-rotation.js';
+import { daemonMemory } from './daemon-memory.js';
 import { endpointScale } from './endpoint-scale.js';
 import { intentionFlip } from './intention-flip.js';
 import { intentionScale } from './intention-scale.js';
@@ -30,6 +31,7 @@ export const CONTROL_PLANE_CASES: readonly ControlPlaneCase[] = [
   routerShift,
   endpointScale,
   upstreamScale,
+  daemonMemory,
   intentionScale,
   caRotation,
 ];

@@ -1,0 +1,159 @@
+/**
+ * Control-plane case "daemon memory", two figures for the daemon's own memory (HAProxy's is its own row):
+ * - daemon-idle-memory: SIDECARS daemons with UPSTREAMS upstreams each on the testbed's real Consul
+ *   agent, side by side, idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
+ *   its own (anonymous memory: heap, stacks, malloc) and the part that is file-backed (the node
+ *   binary's and libraries' pages, shared by every Node process on the host), PSS (RSS with shared
+ *   pages divided among the processes that map them: what one more sidecar costs the host), and the
+ *   V8 heap in use (its `haproxy_connect_process_heap_used_bytes`).
+ * - daemon-churn-memory: then CHURN_MS of changes to the first daemon (an upstream instance
+ *   registered and deregistered, an intention to it flipped between allow and deny, in turn), its RSS
+ *   sampled every SAMPLE_MS: the least-squares slope over the second half (after warm-up) in MiB per
+ *   hour, with the first and last samples. A leak shows as a slope that does not shrink with time.
+ * The timing columns say how long each phase took (the last daemon ready after the first start; the
+ * churn); the memory figures are in the description.
+ */
+import { readFileSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import { registerMeshService } from '../../devtools/consul-dev-agent.js';
+import { freePorts, waitFor } from '../../devtools/ports.js';
+import type { Started } from '../lib/procs.js';
+import { processTree, rssKiB } from '../lib/proc-stats.js';
+import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
+
+const NAME = 'daemon-memory';
+const IDLE = 'daemon-idle-memory';
+const CHURN = 'daemon-churn-memory';
+const SIDECARS = 4;
+const UPSTREAMS = 10;
+const IDLE_MS = 20_000;
+const SAMPLE_MS = 5_000;
+const READY_TIMEOUT_MS = 90_000;
+const MIB = 1024;
+
+/** KiB fields of /proc/<pid>/smaps_rollup and /proc/<pid>/status (0 once the process is gone). */
+function kib(pid: number, file: 'smaps_rollup' | 'status', field: string): number {
+  try {
+    return Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/${file}`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+async function heapUsedMiB(statsPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+  return Number(/^haproxy_connect_process_heap_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN) / 1024 / 1024;
+}
+
+const range = (values: readonly number[]): string => {
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  return lo.toFixed(1) === hi.toFixed(1) ? lo.toFixed(1) : `${lo.toFixed(1)}–${hi.toFixed(1)}`;
+};
+
+/** Least-squares slope of (t ms, y) in y per hour. */
+function slopePerHour(points: ReadonlyArray<readonly [number, number]>): number {
+  const n = points.length;
+  const mt = points.reduce((s, [t]) => s + t, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  const num = points.reduce((s, [t, y]) => s + (t - mt) * (y - my), 0);
+  const den = points.reduce((s, [t]) => s + (t - mt) ** 2, 0);
+  return den === 0 ? 0 : (num / den) * 3_600_000;
+}
+
+async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
+  const { testbed, registry } = ctx;
+  const { agent } = testbed;
+  const churnMs = ctx.profile.name === 'full' ? 300_000 : 30_000;
+  const ports = await freePorts(2 * UPSTREAMS + 4 * SIDECARS + SIDECARS * UPSTREAMS);
+  const take = (): number => ports.shift() as number;
+  const started: Started[] = [];
+  const services: string[] = [];
+  try {
+    for (let i = 0; i < UPSTREAMS; i++) {
+      await registerMeshService(agent, { id: `mem-svc${i}`, name: `mem-svc${i}`, port: take(), sidecarPort: take() });
+      services.push(`mem-svc${i}`);
+    }
+    const statsPorts: number[] = [];
+    const t0 = performance.now();
+    for (let k = 0; k < SIDECARS; k++) {
+      const upstreams = Array.from({ length: UPSTREAMS }, (_, i) => ({ destinationName: `mem-svc${i}`, localBindPort: take(), protocol: i % 2 === 0 ? 'http' : 'tcp' }));
+      await registerMeshService(agent, { id: `mem-web${k}`, name: `mem-web${k}`, port: take(), sidecarPort: take(), upstreams });
+      services.push(`mem-web${k}`);
+      const statsPort = take();
+      take();
+      statsPorts.push(statsPort);
+      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`]));
+    }
+    const readyMs: number[] = [];
+    for (const [k, port] of statsPorts.entries()) {
+      await waitFor(
+        `mem-web${k} ready (${started[k]?.output().slice(-500)})`,
+        async () => ((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200 ? true : undefined),
+        READY_TIMEOUT_MS,
+        50,
+      );
+      readyMs.push(performance.now() - t0);
+    }
+    await delay(IDLE_MS);
+    const daemons = started.map((s) => s.pid);
+    const rss = daemons.map((pid) => kib(pid, 'status', 'VmRSS') / MIB);
+    const anon = daemons.map((pid) => kib(pid, 'status', 'RssAnon') / MIB);
+    const file = daemons.map((pid) => kib(pid, 'status', 'RssFile') / MIB);
+    const pss = daemons.map((pid) => kib(pid, 'smaps_rollup', 'Pss') / MIB);
+    const heap = await Promise.all(statsPorts.map(heapUsedMiB));
+    const haproxy = daemons.map(
+      (pid) =>
+        processTree(pid)
+          .slice(1)
+          .reduce((sum, p) => sum + rssKiB(p), 0) / MIB,
+    );
+    const idleText =
+      `${SIDECARS} daemons side by side, ${UPSTREAMS} upstreams each, idle ${IDLE_MS / 1000} s after ready: RSS ${range(rss)} MiB ` +
+      `(own ${range(anon)}, file-backed ${range(file)}), PSS ${range(pss)} MiB, V8 heap in use ${range(heap)} MiB; HAProxy RSS ${range(haproxy)} MiB`;
+    ctx.log(`${NAME}: ${idleText}`);
+
+    // Churn on the first daemon: an instance of one of its upstreams comes and goes, its intention flips.
+    const target = daemons[0] as number;
+    const points: Array<[number, number]> = [];
+    let changes = 0;
+    const churnStart = performance.now();
+    let nextSample = churnStart;
+    for (let i = 0; performance.now() - churnStart < churnMs; i++) {
+      const svc = `mem-svc${Math.floor(i / 3) % UPSTREAMS}`;
+      // The instance's app port is never dialled; its sidecar port is the endpoint the daemon adds.
+      if (i % 3 === 0) await registerMeshService(agent, { id: `${svc}-extra`, name: svc, port: 1, sidecarPort: 20_000 + (i % 1_000) });
+      else if (i % 3 === 1) await agent.put(`/v1/agent/service/deregister/${svc}-extra-sidecar-proxy`).then(() => agent.put(`/v1/agent/service/deregister/${svc}-extra`));
+      else await agent.put('/v1/config', { Kind: 'service-intentions', Name: 'mem-web0', Sources: [{ Name: svc, Action: i % 2 === 0 ? 'deny' : 'allow' }] });
+      changes++;
+      if (performance.now() >= nextSample) {
+        points.push([performance.now() - churnStart, kib(target, 'status', 'VmRSS') / MIB]);
+        nextSample += SAMPLE_MS;
+      }
+      await delay(100);
+    }
+    points.push([performance.now() - churnStart, kib(target, 'status', 'VmRSS') / MIB]);
+    const churnDone = performance.now() - churnStart;
+    const secondHalf = points.filter(([t]) => t >= churnDone / 2);
+    const slope = slopePerHour(secondHalf);
+    const heapAfter = await heapUsedMiB(statsPorts[0] as number);
+    const churnText =
+      `${changes} changes (instance added, removed, intention flipped) to one daemon over ${(churnDone / 1000).toFixed(0)} s: RSS ${points[0]?.[1].toFixed(1)} -> ` +
+      `${points.at(-1)?.[1].toFixed(1)} MiB (max ${Math.max(...points.map(([, y]) => y)).toFixed(1)}), slope over the second half ${slope.toFixed(1)} MiB/h; V8 heap in use ${heap[0]?.toFixed(1)} -> ${heapAfter.toFixed(1)} MiB`;
+    ctx.log(`${NAME}: ${churnText}`);
+    return [summarize(IDLE, idleText, [Math.max(...readyMs)], 0, 0), summarize(CHURN, churnText, [churnDone], 0, 0)];
+  } finally {
+    await Promise.all(started.map((s) => registry.stop(s)));
+    for (const id of services.reverse()) {
+      await agent.put(`/v1/agent/service/deregister/${id}-sidecar-proxy`).catch(() => undefined);
+      await agent.put(`/v1/agent/service/deregister/${id}`).catch(() => undefined);
+    }
+    for (let i = 0; i < UPSTREAMS; i++) {
+      await agent.put(`/v1/agent/service/deregister/mem-svc${i}-extra-sidecar-proxy`).catch(() => undefined);
+      await agent.put(`/v1/agent/service/deregister/mem-svc${i}-extra`).catch(() => undefined);
+    }
+    await agent.fetch('/v1/config/service-intentions/mem-web0', { method: 'DELETE' }).catch(() => undefined);
+  }
+}
+
+export const daemonMemory: ControlPlaneCase = { name: NAME, produces: [IDLE, CHURN], repeats: () => 1, run };
