@@ -39,6 +39,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConsulDevAgent, CONSUL_BIN, REPO_ROOT, registerMeshService } from '../devtools/consul-dev-agent.js';
+import { daemonNode } from '../devtools/daemon-node.js';
 import { freePorts, waitFor } from '../devtools/ports.js';
 import { appConfig, checkConfig, HAPROXY_BIN, referenceHopA, referenceHopB, writeCertificates, type ReferencePorts } from './lib/haproxy-fixtures.js';
 import { assertRunning, type ProcessRegistry, type Started } from './lib/procs.js';
@@ -163,20 +164,15 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
   const startHaproxyConnect = (name: string, serviceId: string, extraArgs: readonly string[] = []): Started => {
     if (agent === undefined) throw new Error('the Consul agent is not running');
     const cli = daemonFrom === 'dist' ? [distCli] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
-    return registry.start(name, sutCore, process.execPath, [
-      ...cli,
-      '-sidecar-for',
-      serviceId,
-      '-http-addr',
-      agent.httpAddr,
-      '-haproxy',
-      HAPROXY_BIN,
-      '-haproxy-cfg-base-path',
-      runBase,
-      '-log-level',
-      'warn',
-      ...extraArgs,
-    ]);
+    // The bin's own Node flags and environment (its shebang line), as users run it.
+    const node = daemonNode();
+    return registry.start(
+      name,
+      sutCore,
+      process.execPath,
+      [...node.args, ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN, '-haproxy-cfg-base-path', runBase, '-log-level', 'warn', ...extraArgs],
+      node.env,
+    );
   };
 
   const stop = async (): Promise<void> => {

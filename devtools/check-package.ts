@@ -9,10 +9,11 @@
  *   node --import tsx devtools/check-package.ts <prefix>/node_modules/.bin/haproxy-connect
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, realpath, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, realpath, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { daemonNode } from './daemon-node.js';
 import { ConsulDevAgent, REPO_ROOT, registerMeshService } from './consul-dev-agent.js';
 import { freePorts, waitFor } from './ports.js';
 import { descendants } from './proc.js';
@@ -95,6 +96,13 @@ async function main(binArg: string | undefined): Promise<void> {
     exitedEarly.catch(() => {});
     await Promise.race([waitFor(`'sidecar ready' from ${bin}`, async () => running.find('sidecar ready'), 60_000), exitedEarly]);
     say(`'sidecar ready' ${Date.now() - started} ms after start (pid ${running.child.pid}, ${bin})`);
+    // The bin's shebang (`env -S node <flags>`) worked: the daemon's Node runs with those flags.
+    const argv = (await readFile(`/proc/${running.child.pid}/cmdline`, 'utf8')).split('\0');
+    const wanted = daemonNode().args;
+    if (argv[0] === undefined || !/node/.test(argv[0]) || !wanted.every((flag) => argv.includes(flag))) {
+      throw new Error(`the installed bin did not start Node with ${wanted.join(' ')}: its command line is ${argv.join(' ')}`);
+    }
+    say(`Node runs with the bin's flags: ${argv.slice(0, 1 + wanted.length).join(' ')}`);
 
     const roots = await agent.get<Roots>('/v1/agent/connect/ca/roots');
     const leaf = await agent.get<Leaf>('/v1/agent/connect/ca/leaf/client');

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { REPO_ROOT } from './consul-dev-agent.js';
 import { killOnExit } from './children.js';
+import { daemonNode } from './daemon-node.js';
 import { waitFor } from './ports.js';
 import { DATAPLANEAPI_BIN, dataplaneArgs, haproxyBinArgs } from './haproxy-bin.js';
 
@@ -21,10 +22,12 @@ export class SidecarProcess {
     const command = useDist ? [join(REPO_ROOT, 'dist/cli.js')] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
     // HAPROXY_BIN, unless the caller names a binary itself (a test of a missing one).
     const binary = [...(args.some((a) => /^--?haproxy(=|$)/.test(a)) ? [] : haproxyBinArgs()), ...(args.some((a) => /^--?dataplane(=|$)/.test(a)) ? [] : dataplaneArgs())];
-    this.process = spawn(process.execPath, [...command, ...binary, ...args], {
+    // The bin's own Node flags and environment (its shebang line), as users run it.
+    const node = daemonNode();
+    this.process = spawn(process.execPath, [...node.args, ...command, ...binary, ...args], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
+      env: { ...process.env, ...node.env, ...env },
     });
     killOnExit(this.process, 'SIGTERM');
     let partial = '';

@@ -50,7 +50,7 @@ fi
 for required in package.json README.md dist/cli.js; do
   grep -qxF "$required" "$tmp/files" || fail "the tarball lacks $required"
 done
-head -n1 dist/cli.js | grep -qxF '#!/usr/bin/env node' || fail "dist/cli.js does not start with #!/usr/bin/env node"
+head -n1 dist/cli.js | grep -qE '^#!/usr/bin/env (-S )?node( |$)' || fail "dist/cli.js does not start with #!/usr/bin/env [-S] node"
 grep -qE '^LICENSE' "$tmp/files" || echo "check-package: warning: no LICENSE file in the tarball (package.json says $(node -p 'require("./package.json").license'))"
 count=$(wc -l <"$tmp/files")
 size=$(stat -c %s "$tarball")

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 /**
  * The command line: flags + environment → config → run(). Exits in one place:
  * 0 after a clean shutdown, 2 for invalid flags or environment, 1 when the sidecar cannot run.
