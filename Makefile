@@ -37,9 +37,10 @@ test-haproxy30:
 build:
 	npm run build
 
-# The benchmark harness (bench/run.ts): `bench` is the full run (about 15 minutes on 2 cores; run it
-# on an otherwise idle machine), `bench-quick` a smoke test that fails unless every case ran. Both
-# install wrk and fortio first and write bench/results/<timestamp>.json and bench/results/latest.md.
+# The benchmark harness (bench/run.ts): `bench` is the full run (about 10 minutes on 2 cores, plus
+# about 1.5 for the daemon-memory case; the time budget is in bench/profile.ts; run it on an
+# otherwise idle machine), `bench-quick` a smoke test that fails unless every case ran. Both install
+# wrk and fortio first and write bench/results/<timestamp>.json and bench/results/latest.md.
 .PHONY: bench bench-quick
 
 bench: setup

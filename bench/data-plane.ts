@@ -1,18 +1,21 @@
 /**
- * Data-plane workloads, each run over every path in A B B A order (paths forward, then reversed) so
- * slow drifts of the machine hit every path alike:
+ * Data-plane workloads, run in the order of the profile's plan (profile.ts `plannedRuns`: each
+ * workload in rounds over its paths, A B … / … B A, so slow drifts of the machine hit every path
+ * alike):
  *   keep-alive        wrk, closed loop at saturation, persistent client connections
  *   connection-close  wrk with `Connection: close`: a new client connection per request
  *   fixed-rate        fortio, open loop at a fixed rate: latency percentiles, CPU per request of each
  *                     component (schedstat around the run) and memory after it
+ *   new-connection    fortio, open loop at a lower rate with a new connection per request
+ *   tail              fortio, the fixed-rate settings for a long run (full profile only): p99.9 and
+ *                     the maximum, which a few seconds per round cannot show
  */
 import { runFortio, runWrk, type FixedRateResult, type SaturationResult } from './lib/load-tools.js';
 import { commandName, cpuNsOf, rssKiB } from './lib/proc-stats.js';
-import { GENERATOR_CORE, type Profile } from './profile.js';
+import { GENERATOR_CORE, type PlannedRun, type Profile, type Workload } from './profile.js';
 import type { PathUnderTest } from './testbed.js';
 
-export const WORKLOADS = ['keep-alive', 'connection-close', 'fixed-rate', 'new-connection'] as const;
-export type Workload = (typeof WORKLOADS)[number];
+export { WORKLOADS, type Workload } from './profile.js';
 
 export interface ComponentCpu {
   role: string;
@@ -33,49 +36,52 @@ export interface DataPlaneRun {
   fixedRate?: FixedRateResult;
   cpu?: ComponentCpu[];
   memory?: ComponentMemory[];
+  /** Wall time of the run with its warm-up and the generators' start-up (where the time goes). */
+  elapsedS?: number;
 }
 
 async function measure(path: PathUnderTest, workload: Workload, profile: Profile, round: number, signal: AbortSignal): Promise<DataPlaneRun> {
   const core = GENERATOR_CORE;
-  if (workload === 'new-connection') {
-    const fresh = (durationS: number): Promise<FixedRateResult> =>
+  const durationS = profile.durationS[workload];
+  if (workload === 'new-connection' || workload === 'tail') {
+    const fortio = (seconds: number): Promise<FixedRateResult> =>
       runFortio({
         core,
         url: path.url,
-        qps: profile.newConnectionQps,
-        durationS,
+        qps: workload === 'tail' ? profile.fixedRateQps : profile.newConnectionQps,
+        durationS: seconds,
         connections: profile.fixedRateConnections,
-        keepAlive: false,
+        keepAlive: workload === 'tail',
         signal,
       });
-    await fresh(profile.warmupS);
-    return { path: path.name, workload, round, fixedRate: await fresh(profile.durationS) };
+    await fortio(profile.warmupS);
+    return { path: path.name, workload, round, fixedRate: await fortio(durationS) };
   }
   if (workload !== 'fixed-rate') {
-    const wrk = (durationS: number): Promise<SaturationResult> =>
+    const wrk = (seconds: number): Promise<SaturationResult> =>
       runWrk({
         core,
         url: path.url,
-        durationS,
+        durationS: seconds,
         connections: profile.wrkConnections,
         connectionClose: workload === 'connection-close',
         signal,
       });
     await wrk(profile.warmupS);
-    return { path: path.name, workload, round, saturation: await wrk(profile.durationS) };
+    return { path: path.name, workload, round, saturation: await wrk(durationS) };
   }
-  const fortio = (durationS: number): Promise<FixedRateResult> =>
+  const fortio = (seconds: number): Promise<FixedRateResult> =>
     runFortio({
       core,
       url: path.url,
       qps: profile.fixedRateQps,
-      durationS,
+      durationS: seconds,
       connections: profile.fixedRateConnections,
       signal,
     });
   await fortio(profile.warmupS);
   const before = path.components.map((c) => cpuNsOf(c.pids()));
-  const fixedRate = await fortio(profile.durationS);
+  const fixedRate = await fortio(durationS);
   const after = path.components.map((c) => cpuNsOf(c.pids()));
   const served = Math.max(1, fixedRate.requests);
   const cpu = path.components.map((c, i) => {
@@ -89,19 +95,27 @@ async function measure(path: PathUnderTest, workload: Workload, profile: Profile
   return { path: path.name, workload, round, fixedRate, cpu, memory };
 }
 
-/** Runs every workload over every path; `onRun` sees each result as it lands (progress output). */
-export async function runDataPlane(paths: readonly PathUnderTest[], profile: Profile, signal: AbortSignal, onRun: (run: DataPlaneRun) => void): Promise<DataPlaneRun[]> {
+/**
+ * Runs `planned` (profile.ts `plannedRuns` of the profile over `paths`) in order; `onRun` sees each
+ * result as it lands (progress output).
+ */
+export async function runDataPlane(
+  paths: readonly PathUnderTest[],
+  planned: readonly PlannedRun[],
+  profile: Profile,
+  signal: AbortSignal,
+  onRun: (run: DataPlaneRun) => void,
+): Promise<DataPlaneRun[]> {
   const runs: DataPlaneRun[] = [];
-  for (const workload of WORKLOADS) {
-    for (let round = 1; round <= profile.rounds; round++) {
-      const order = round % 2 === 1 ? paths : [...paths].reverse();
-      for (const path of order) {
-        signal.throwIfAborted();
-        const run = await measure(path, workload, profile, round, signal);
-        runs.push(run);
-        onRun(run);
-      }
-    }
+  for (const { path: name, workload, round } of planned) {
+    signal.throwIfAborted();
+    const path = paths.find((p) => p.name === name);
+    if (path === undefined) throw new Error(`planned run over unknown path '${name}' (testbed paths: ${paths.map((p) => p.name).join(', ')})`);
+    const started = performance.now();
+    const run = await measure(path, workload, profile, round, signal);
+    run.elapsedS = (performance.now() - started) / 1000;
+    runs.push(run);
+    onRun(run);
   }
   return runs;
 }

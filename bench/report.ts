@@ -1,10 +1,13 @@
-/** Summaries of the runs and the Markdown table the README quotes. Pure. */
+/** Summaries of the runs and the Markdown tables the README quotes. Pure. */
 import type { ControlPlaneResult, DataplaneApiRss, Driver } from './control-plane/case.js';
-import type { DataPlaneRun, Workload } from './data-plane.js';
+import type { DataPlaneRun } from './data-plane.js';
+import type { FixedRateResult } from './lib/load-tools.js';
+import { BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrapRatio, median, spreadOf, withinVerdict } from './lib/stats.js';
 import type { Environment } from './lib/versions.js';
-import type { Profile } from './profile.js';
+import { type PlannedRun, type Profile, WORKLOADS, type Workload } from './profile.js';
 import type { PathUnderTest } from './testbed.js';
 
+/** A path's figures, each a list with one value per round in the order measured (the tables show median [min–max]). */
 export interface PathSummary {
   path: string;
   description: string;
@@ -16,12 +19,22 @@ export interface PathSummary {
   /** Fixed rate with a new connection per request. */
   newConnectionP50Us: number[];
   newConnectionP99Us: number[];
-  /** Mean CPU µs per request by component role. */
-  cpuUsPerRequest: Record<string, number>;
+  /** CPU µs per request by component role, one value per fixed-rate round. */
+  cpuUsPerRequest: Record<string, number[]>;
+  /** The tail workload's long runs (none outside the full profile's TAIL_PATHS). */
+  tail: FixedRateResult[];
   /** RSS in KiB by component role and command (last fixed-rate run). */
   rssKiB: Record<string, Record<string, number>>;
   errors: number;
   requests: number;
+}
+
+/** Where a run's time went (bench/run.ts measures it; the budget is in profile.ts). */
+export interface Timings {
+  testbedS: number;
+  dataPlaneS: number;
+  controlPlane: Array<{ case: string; driver: Driver; seconds: number }>;
+  totalS: number;
 }
 
 export interface Results {
@@ -37,16 +50,15 @@ export interface Results {
   drivers?: readonly Driver[];
   /** Control-plane cases that threw, with the start of their error. */
   failedCases?: Array<{ case: string; error: string }>;
+  timings?: Timings;
 }
-
-const mean = (xs: readonly number[]): number => (xs.length === 0 ? Number.NaN : xs.reduce((a, b) => a + b, 0) / xs.length);
 
 export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly DataPlaneRun[]): PathSummary[] {
   return paths.map((path) => {
     const of = (w: Workload): DataPlaneRun[] => runs.filter((r) => r.path === path.name && r.workload === w);
     const fixed = of('fixed-rate');
     const roles = [...new Set(fixed.flatMap((r) => r.cpu?.map((c) => c.role) ?? []))];
-    const cpuUsPerRequest = Object.fromEntries(roles.map((role) => [role, mean(fixed.flatMap((r) => r.cpu?.filter((c) => c.role === role).map((c) => c.usPerRequest) ?? []))]));
+    const cpuUsPerRequest = Object.fromEntries(roles.map((role) => [role, fixed.map((r) => r.cpu?.find((c) => c.role === role)?.usPerRequest ?? Number.NaN)]));
     const rssKiB: Record<string, Record<string, number>> = {};
     for (const m of fixed.at(-1)?.memory ?? []) {
       const byCommand: Record<string, number> = {};
@@ -67,6 +79,7 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
       newConnectionP50Us: of('new-connection').map((r) => r.fixedRate?.p50Us ?? Number.NaN),
       newConnectionP99Us: of('new-connection').map((r) => r.fixedRate?.p99Us ?? Number.NaN),
       cpuUsPerRequest,
+      tail: of('tail').flatMap((r) => (r.fixedRate === undefined ? [] : [r.fixedRate])),
       rssKiB,
       errors,
       requests,
@@ -76,9 +89,19 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
 
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '–');
 const one = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? n.toFixed(1) : '–');
-/** Mean, with the spread of the rounds when there are several. */
-const withSpread = (xs: readonly number[]): string => (xs.length > 1 ? `${int(mean(xs))} (${xs.map(int).join('/')})` : int(mean(xs)));
+const signed = (n: number): string => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(1)}` : '–');
 const mib = (kib: number): string => (kib / 1024).toFixed(1);
+
+/**
+ * A figure over the rounds: `1,067 [900–1,200]`, the median with the range of the rounds; the value
+ * alone for one round (or a range that rounds to nothing), – for none. Pure.
+ */
+export function spreadCell(rounds: readonly number[], format: (n: number) => string = int): string {
+  const s = spreadOf(rounds);
+  if (s.count === 0) return '–';
+  if (s.count === 1 || format(s.min) === format(s.max)) return format(s.median);
+  return `${format(s.median)} [${format(s.min)}–${format(s.max)}]`;
+}
 
 /** Failed / sent probe requests; `n/a` for a case that runs no probe (nothing was sent). */
 export function probeCell(failed: number, sent: number): string {
@@ -93,6 +116,29 @@ function rssCell(byCommand: Record<string, number> | undefined): string {
     .join(' + ');
 }
 
+const WORKLOAD_LABELS: Record<Workload, string> = {
+  'keep-alive': 'keep-alive',
+  'connection-close': '`Connection: close`',
+  'fixed-rate': 'fixed rate',
+  'new-connection': 'new connection',
+  tail: 'tail',
+};
+
+/** The profile's plan in words: each workload's measured length, and its rounds over which paths. Pure. */
+export function describePlan(profile: Pick<Profile, 'warmupS' | 'durationS' | 'plan'>): string {
+  const workloads = WORKLOADS.flatMap((w) => {
+    const entries = profile.plan.filter((e) => e.workload === w && e.rounds > 0);
+    if (entries.length === 0) return [];
+    const named = entries.some((e) => e.paths !== undefined);
+    const rounds = entries.map((e) => `${e.rounds} round${e.rounds === 1 ? '' : 's'} of ${e.paths === undefined ? (named ? 'the other paths' : 'every path') : e.paths.join(', ')}`);
+    return [`${WORKLOAD_LABELS[w]} ${profile.durationS[w]} s, ${rounds.join(' and ')}`];
+  });
+  return (
+    `Each run: ${profile.warmupS} s warm-up (dropped), then measured: ${workloads.join('; ')}. ` +
+    'Round r runs its paths in order for odd r and reversed for even (A B … / … B A); a figure is the median of its rounds with their range [min–max].'
+  );
+}
+
 export function renderMarkdown(results: Results): string {
   const { profile, environment: env, machine } = results;
   const lines = [
@@ -101,7 +147,7 @@ export function renderMarkdown(results: Results): string {
     `HAProxy ${env.haproxy.replace(/^HAProxy version /, '')}; ${env.openssl}; Node ${env.node}; ${env.consul}; haproxy-connect ${env.haproxyConnect} (${machine.daemonFrom}); ` +
       `${env.wrk.split(' [')[0]}; fortio ${env.fortio}; Linux ${env.kernel}; ${env.cpuCount} × ${env.cpuModel}.`,
     `Pinning: ${machine.pinning}. Load average ${machine.loadAverageAtStart.toFixed(2)} at start, ${machine.loadAverageAtEnd.toFixed(2)} at end. ${machine.busyNote}`,
-    `Each run: ${profile.warmupS} s warm-up (dropped) + ${profile.durationS} s measured; ${profile.rounds === 2 ? 'paths in A B B A order, two rounds (mean, then each round)' : 'one round'}. ` +
+    `${describePlan(profile)} ` +
       `Saturation: wrk, 1 thread, ${profile.wrkConnections} connections. Latency and CPU: fortio, open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; ` +
       `the direct row is the generator's own floor. New connection: fortio at ${int(profile.newConnectionQps)} req/s, a new connection per request. ` +
       'CPU = on-CPU time (schedstat, all threads, daemon + HAProxy master and worker) per request; the destination daemon column is the haproxy-connect process alone (its SPOE agent), part of the destination sidecar. ' +
@@ -110,23 +156,24 @@ export function renderMarkdown(results: Results): string {
     '| path | keep-alive req/s | `Connection: close` req/s | p50 µs | p99 µs | p99.9 µs | new connection p50 µs | new connection p99 µs | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req destination daemon | CPU µs/req app | RSS MiB source sidecar | RSS MiB destination sidecar | errors / requests |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
+  const cpu = (p: PathSummary, role: string): string => spreadCell(p.cpuUsPerRequest[role] ?? [], one);
   for (const p of results.paths) {
     lines.push(
-      `| ${p.path} | ${withSpread(p.keepAliveRps)} | ${withSpread(p.connectionCloseRps)} | ${int(mean(p.p50Us))} | ${int(mean(p.p99Us))} | ${int(mean(p.p999Us))} | ${int(mean(p.newConnectionP50Us))} | ${int(mean(p.newConnectionP99Us))} | ` +
-        `${one(p.cpuUsPerRequest['source sidecar'])} | ${one(p.cpuUsPerRequest['destination sidecar'])} | ${one(p.cpuUsPerRequest['destination daemon'])} | ${one(p.cpuUsPerRequest.app)} | ` +
+      `| ${p.path} | ${spreadCell(p.keepAliveRps)} | ${spreadCell(p.connectionCloseRps)} | ${spreadCell(p.p50Us)} | ${spreadCell(p.p99Us)} | ${spreadCell(p.p999Us)} | ${spreadCell(p.newConnectionP50Us)} | ${spreadCell(p.newConnectionP99Us)} | ` +
+        `${cpu(p, 'source sidecar')} | ${cpu(p, 'destination sidecar')} | ${cpu(p, 'destination daemon')} | ${cpu(p, 'app')} | ` +
         `${rssCell(p.rssKiB['source sidecar'])} | ${rssCell(p.rssKiB['destination sidecar'])} | ${int(p.errors)} / ${int(p.requests)} |`,
     );
   }
   lines.push('', `Paths: ${results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ')}.`, '');
-  const routing = routingCostLine(results.paths);
-  if (routing !== undefined) lines.push(routing, '');
-  const l7 = l7CostLine(results.paths);
-  if (l7 !== undefined) lines.push(l7, '');
+  for (const table of [ratioTable(results.paths), tailTable(results.paths, profile), routingCostTable(results.paths), l7CostTable(results.paths)]) {
+    if (table !== undefined) lines.push(...table, '');
+  }
   if (results.controlPlane.length > 0) lines.push(...controlPlaneTable(results.controlPlane), '');
   if (results.controlPlane.length > 0 && results.drivers !== undefined && !results.drivers.includes('dataplane')) {
     lines.push('Control-plane cases ran with the native driver only: set DATAPLANEAPI_BIN to a Data Plane API binary to run them with the Data Plane API driver (`-dataplane`) too.', '');
   }
   for (const f of results.failedCases ?? []) lines.push(`Control-plane case **${f.case}** failed: ${f.error.replaceAll('\n', ' ').replaceAll('|', '\\|')}`, '');
+  if (results.timings !== undefined) lines.push(timingLine(results.timings, results.dataPlaneRuns), '');
   return lines.join('\n');
 }
 
@@ -162,68 +209,178 @@ export function controlPlaneTable(results: readonly ControlPlaneResult[]): strin
   ];
 }
 
-/** CPU per request of both sidecars together, and p99, of a path (means over the rounds). */
-function costOf(p: PathSummary): { cpu: number; p99: number } {
-  return { cpu: (p.cpuUsPerRequest['source sidecar'] ?? Number.NaN) + (p.cpuUsPerRequest['destination sidecar'] ?? Number.NaN), p99: mean(p.p99Us) };
+/** CPU µs per request of a component role, one value per fixed-rate round. */
+const cpuRounds = (p: PathSummary, role: string): number[] => p.cpuUsPerRequest[role] ?? [];
+
+/** CPU µs per request of both sidecars together (source + destination), one value per fixed-rate round. */
+export function sidecarCpuRounds(p: PathSummary): number[] {
+  const destination = cpuRounds(p, 'destination sidecar');
+  return cpuRounds(p, 'source sidecar').map((source, i) => source + (destination[i] ?? Number.NaN));
+}
+
+/** The pairs the ratio table compares: haproxy-connect's plain pairs over their hand-written references. */
+export const RATIO_PAIRS = [
+  { path: 'hc-http', reference: 'reference-http' },
+  { path: 'hc-tcp', reference: 'reference-tcp' },
+] as const;
+/** The claim the ratio table answers: within this fraction of the reference. */
+export const RATIO_TOLERANCE = 0.05;
+
+const RATIO_FIGURES: ReadonlyArray<{ label: string; rounds: (p: PathSummary) => number[]; format: (n: number) => string }> = [
+  { label: 'CPU µs/req, sidecars (source + destination)', rounds: sidecarCpuRounds, format: one },
+  { label: 'p99 µs, fixed rate', rounds: (p) => p.p99Us, format: int },
+  { label: 'p99 µs, new connection', rounds: (p) => p.newConnectionP99Us, format: int },
+  { label: 'keep-alive req/s', rounds: (p) => p.keepAliveRps, format: int },
+];
+
+const measured = (p: PathSummary): boolean => p.p99Us.length > 0 || p.keepAliveRps.length > 0;
+
+/**
+ * haproxy-connect over the hand-written reference, per pair and figure: both medians with their
+ * ranges, the ratio of the medians, its bootstrap 95 % interval (lib/stats.ts, seeded: the same
+ * results give the same table) and whether that interval says "within ±5 %"; direct's median is
+ * the generator's floor (for keep-alive, its ceiling). Undefined when no pair was measured. Pure.
+ */
+export function ratioTable(paths: readonly PathSummary[], seed: number = BOOTSTRAP_SEED): string[] | undefined {
+  const find = (name: string): PathSummary | undefined => paths.find((p) => p.path === name && measured(p));
+  const direct = find('direct');
+  const rows = RATIO_PAIRS.flatMap(({ path, reference }) => {
+    const p = find(path);
+    const r = find(reference);
+    if (p === undefined || r === undefined) return [];
+    return RATIO_FIGURES.map(({ label, rounds, format }) => {
+      const estimate = bootstrapRatio(rounds(p), rounds(r), { seed });
+      const interval = estimate?.interval === undefined ? '–' : `${estimate.interval.low.toFixed(2)}–${estimate.interval.high.toFixed(2)}`;
+      const verdict = estimate === undefined ? '–' : withinVerdict(estimate.interval, RATIO_TOLERANCE);
+      const floor = direct === undefined ? '–' : spreadCell(rounds(direct), format);
+      return `| ${path} / ${reference} | ${label} | ${spreadCell(rounds(p), format)} | ${spreadCell(rounds(r), format)} | ${estimate === undefined ? '–' : estimate.ratio.toFixed(2)} | ${interval} | ${verdict} | ${floor} |`;
+    });
+  });
+  if (rows.length === 0) return undefined;
+  return [
+    `Ratios to the hand-written reference: median over median, with a 95 % bootstrap interval (each path's rounds resampled ${int(BOOTSTRAP_RESAMPLES)} times, seeded; none below 3 rounds). ` +
+      `"Within ±${RATIO_TOLERANCE * 100} %" holds when the whole interval lies within ${(1 - RATIO_TOLERANCE).toFixed(2)}–${(1 + RATIO_TOLERANCE).toFixed(2)}, fails when it lies outside, and cannot be told otherwise.`,
+    '',
+    '| pair | figure | haproxy-connect | reference | ratio | 95 % interval | within ±5 % | direct (generator floor) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows,
+  ];
 }
 
 /**
- * What the service-router costs, from the same run: hc-http-routed next to hc-http and the
- * hand-written reference (sidecars' CPU µs per request, p99 µs). Undefined without those paths. Pure.
+ * The tail workload's long runs (p99.9 and the maximum over one run), the direct row first as the
+ * generator's floor. Undefined when the profile ran none. Pure.
  */
-export function routingCostLine(paths: readonly PathSummary[]): string | undefined {
-  const find = (name: string): PathSummary | undefined => paths.find((p) => p.path === name);
-  const routed = find('hc-http-routed');
-  const plain = find('hc-http');
-  // Absent too when no fixed-rate run measured them (a run of control-plane cases only).
-  if (routed === undefined || plain === undefined || routed.p99Us.length === 0 || plain.p99Us.length === 0) return undefined;
-  const r = costOf(routed);
-  const h = costOf(plain);
-  const signed = (n: number): string => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(1)}` : '–');
-  const sourceDelta = (routed.cpuUsPerRequest['source sidecar'] ?? Number.NaN) - (plain.cpuUsPerRequest['source sidecar'] ?? Number.NaN);
-  const reference = find('reference-http');
-  const ref = reference === undefined ? '' : `; reference-http ${one(costOf(reference).cpu)} µs/req, p99 ${int(costOf(reference).p99)} µs`;
-  return (
-    `Routing: sidecars' CPU per request (source + destination) hc-http-routed ${one(r.cpu)} µs, hc-http ${one(h.cpu)} µs (${signed(r.cpu - h.cpu)}; source sidecar ${signed(sourceDelta)}); ` +
-    `p99 ${int(r.p99)} µs vs ${int(h.p99)} µs${ref}.`
-  );
+export function tailTable(paths: readonly PathSummary[], profile: Pick<Profile, 'durationS' | 'fixedRateQps' | 'fixedRateConnections'>): string[] | undefined {
+  const tailed = paths.filter((p) => p.tail.length > 0).sort((a, b) => Number(b.path === 'direct') - Number(a.path === 'direct'));
+  if (tailed.length === 0) return undefined;
+  const figure = (p: PathSummary, f: (r: FixedRateResult) => number): string => spreadCell(p.tail.map(f));
+  return [
+    `Tails: one ${profile.durationS.tail} s run per path, fortio open loop at ${int(profile.fixedRateQps)} req/s over ${profile.fixedRateConnections} keep-alive connections; direct is the generator's floor.`,
+    '',
+    '| path | requests | p50 µs | p99 µs | p99.9 µs | max µs | errors |',
+    '|---|---|---|---|---|---|---|',
+    ...tailed.map(
+      (p) =>
+        `| ${p.path} | ${figure(p, (r) => r.requests)} | ${figure(p, (r) => r.p50Us)} | ${figure(p, (r) => r.p99Us)} | ${figure(p, (r) => r.p999Us)} | ${figure(p, (r) => r.maxUs)} | ${figure(p, (r) => r.errors)} |`,
+    ),
+  ];
+}
+
+/** The rows of a cost table that were measured at the fixed rate, in this order (absent paths left out). */
+function fixedRateRows(paths: readonly PathSummary[], names: readonly string[]): PathSummary[] {
+  return names.flatMap((name) => paths.filter((p) => p.path === name && p.p99Us.length > 0));
+}
+
+/**
+ * What the service-router costs, from the same run: hc-http-routed next to hc-http, the
+ * hand-written reference and direct (the generator's floor): the sidecars' CPU µs per request and
+ * its difference over hc-http (medians), p50 and p99. Undefined without the routed path and hc-http,
+ * or when no fixed-rate run measured them. Pure.
+ */
+export function routingCostTable(paths: readonly PathSummary[]): string[] | undefined {
+  const rows = fixedRateRows(paths, ['direct', 'reference-http', 'hc-http', 'hc-http-routed']);
+  const plain = rows.find((p) => p.path === 'hc-http');
+  if (plain === undefined || !rows.some((p) => p.path === 'hc-http-routed')) return undefined;
+  const over = (p: PathSummary): string =>
+    p.path === 'direct' || p === plain
+      ? '–'
+      : `${signed(median(sidecarCpuRounds(p)) - median(sidecarCpuRounds(plain)))} (source sidecar ${signed(median(cpuRounds(p, 'source sidecar')) - median(cpuRounds(plain, 'source sidecar')))})`;
+  return [
+    "Routing: hc-http-routed next to hc-http, the hand-written reference and direct (the generator's floor), same run.",
+    '',
+    '| path | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req sidecars | over hc-http | p50 µs | p99 µs |',
+    '|---|---|---|---|---|---|---|',
+    ...rows.map(
+      (p) =>
+        `| ${p.path} | ${spreadCell(cpuRounds(p, 'source sidecar'), one)} | ${spreadCell(cpuRounds(p, 'destination sidecar'), one)} | ${spreadCell(sidecarCpuRounds(p), one)} | ${over(p)} | ${spreadCell(p.p50Us)} | ${spreadCell(p.p99Us)} |`,
+    ),
+  ];
 }
 
 /**
  * What L7 intentions cost, from the same run: hc-http-l7 (rendered ACL chain) and hc-http-l7-agent
- * (the agent decides every request) next to hc-http (no intentions beyond the default allow) and
- * the hand-written reference: sidecars' CPU µs per request (source + destination, and the
- * destination daemon alone), p50/p99 at the fixed rate, keep-alive req/s. Undefined without the
- * L7 paths and hc-http, or when no fixed-rate run measured them. Pure.
+ * (the agent decides every request) next to hc-http (no intentions beyond the default allow), the
+ * hand-written reference and direct (the generator's floor): the sidecars' CPU µs per request
+ * (source + destination) and the destination daemon's alone, each with its difference over hc-http
+ * (medians), p50 and p99 at the fixed rate, keep-alive req/s. Undefined without an L7 path and
+ * hc-http, or when no fixed-rate run measured them. Pure.
  */
-export function l7CostLine(paths: readonly PathSummary[]): string | undefined {
-  const find = (name: string): PathSummary | undefined => paths.find((p) => p.path === name && p.p99Us.length > 0);
-  const plain = find('hc-http');
-  const l7 = ['hc-http-l7', 'hc-http-l7-agent'].map(find).filter((p): p is PathSummary => p !== undefined);
-  if (plain === undefined || l7.length === 0) return undefined;
-  const signed = (n: number): string => (Number.isFinite(n) ? `${n >= 0 ? '+' : ''}${n.toFixed(1)}` : '–');
-  const base = costOf(plain);
-  const daemon = (p: PathSummary): number => p.cpuUsPerRequest['destination daemon'] ?? Number.NaN;
-  const figures = (p: PathSummary): string => {
-    const c = costOf(p);
-    return `${p.path} ${one(c.cpu)} µs/req (destination daemon ${one(daemon(p))}), p50 ${int(mean(p.p50Us))} µs, p99 ${int(c.p99)} µs, keep-alive ${int(mean(p.keepAliveRps))} req/s`;
-  };
-  const deltas = l7.map((p) => `${p.path} ${signed(costOf(p).cpu - base.cpu)} µs/req (destination daemon ${signed(daemon(p) - daemon(plain))})`).join(', ');
-  const reference = paths.find((p) => p.path === 'reference-http' && p.p99Us.length > 0);
-  const ref =
-    reference === undefined
-      ? ''
-      : `; reference-http ${one(costOf(reference).cpu)} µs/req, p50 ${int(mean(reference.p50Us))} µs, p99 ${int(costOf(reference).p99)} µs, keep-alive ${int(mean(reference.keepAliveRps))} req/s`;
-  return `L7 intentions: sidecars' CPU per request (source + destination) ${[...l7, plain].map(figures).join('; ')}${ref}. Over hc-http: ${deltas}.`;
+export function l7CostTable(paths: readonly PathSummary[]): string[] | undefined {
+  const rows = fixedRateRows(paths, ['direct', 'reference-http', 'hc-http', 'hc-http-l7', 'hc-http-l7-agent']);
+  const plain = rows.find((p) => p.path === 'hc-http');
+  if (plain === undefined || !rows.some((p) => p.path.startsWith('hc-http-l7'))) return undefined;
+  const daemon = (p: PathSummary): number[] => cpuRounds(p, 'destination daemon');
+  const over = (p: PathSummary, f: (p: PathSummary) => number[]): string => (p.path === 'direct' || p === plain ? '–' : signed(median(f(p)) - median(f(plain))));
+  return [
+    "L7 intentions: the L7 paths next to hc-http (an L4 allow), the hand-written reference and direct (the generator's floor), same run.",
+    '',
+    '| path | CPU µs/req sidecars | over hc-http | of which the destination daemon | over hc-http | p50 µs | p99 µs | keep-alive req/s |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map(
+      (p) =>
+        `| ${p.path} | ${spreadCell(sidecarCpuRounds(p), one)} | ${over(p, sidecarCpuRounds)} | ${spreadCell(daemon(p), one)} | ${over(p, daemon)} | ${spreadCell(p.p50Us)} | ${spreadCell(p.p99Us)} | ${spreadCell(p.keepAliveRps)} |`,
+    ),
+  ];
 }
 
-/** Problems that make a run invalid: a case that did not run, or too many errors. Pure. */
-export function findProblems(results: Results, expectedRuns: number, expectedCases: ReadonlyArray<{ name: string; samples: number; driver?: Driver }>, maxErrorRatio: number): string[] {
+const seconds = (s: number): string => `${Math.round(s)} s`;
+
+/** Where the run's time went: the testbed, each workload (its runs' wall time), each control-plane case. Pure. */
+export function timingLine(timings: Timings, runs: readonly DataPlaneRun[]): string {
+  const workloads = WORKLOADS.flatMap((w) => {
+    const of = runs.filter((r) => r.workload === w);
+    return of.length === 0 ? [] : [`${w} ${seconds(of.reduce((sum, r) => sum + (r.elapsedS ?? 0), 0))} in ${of.length} runs`];
+  });
+  const cases = timings.controlPlane.map((c) => `${c.case}${c.driver === 'native' ? '' : ` (${c.driver})`} ${seconds(c.seconds)}`);
+  const controlPlaneS = timings.controlPlane.reduce((sum, c) => sum + c.seconds, 0);
+  return (
+    `Time: testbed ${seconds(timings.testbedS)}; data plane ${seconds(timings.dataPlaneS)}${workloads.length > 0 ? ` (${workloads.join(', ')})` : ''}; ` +
+    `control plane ${seconds(controlPlaneS)}${cases.length > 0 ? ` (${cases.join(', ')})` : ''}; total ${(timings.totalS / 60).toFixed(1)} min.`
+  );
+}
+
+const runLabel = (r: { path: string; workload: Workload; round: number }): string => `${r.path} ${r.workload} round ${r.round}`;
+/** Missing runs named in a problem before the rest are only counted. */
+const MISSING_RUNS_NAMED = 5;
+
+/**
+ * Problems that make a run invalid: a planned data-plane run missing (profile.ts `plannedRuns`:
+ * the rounds of every workload over its paths), a run without a completed request, a case that did
+ * not run, or too many errors. Pure.
+ */
+export function findProblems(results: Results, expectedRuns: readonly PlannedRun[], expectedCases: ReadonlyArray<{ name: string; samples: number; driver?: Driver }>, maxErrorRatio: number): string[] {
   const problems: string[] = [];
-  if (results.dataPlaneRuns.length !== expectedRuns) problems.push(`expected ${expectedRuns} data-plane runs, got ${results.dataPlaneRuns.length}`);
-  for (const r of results.dataPlaneRuns) {
+  const runs = results.dataPlaneRuns;
+  if (runs.length !== expectedRuns.length) problems.push(`expected ${expectedRuns.length} data-plane runs, got ${runs.length}`);
+  const missing = expectedRuns.filter((e) => !runs.some((r) => r.path === e.path && r.workload === e.workload && r.round === e.round));
+  if (missing.length > 0) {
+    const named = missing.slice(0, MISSING_RUNS_NAMED).map(runLabel).join(', ');
+    problems.push(`data-plane runs missing: ${named}${missing.length > MISSING_RUNS_NAMED ? ` and ${missing.length - MISSING_RUNS_NAMED} more` : ''}`);
+  }
+  for (const r of runs) {
     const requests = r.saturation?.requests ?? r.fixedRate?.requests ?? 0;
-    if (requests === 0) problems.push(`${r.path} ${r.workload} round ${r.round}: no request completed`);
+    if (requests === 0) problems.push(`${runLabel(r)}: no request completed`);
   }
   for (const p of results.paths) {
     if (p.requests > 0 && p.errors / p.requests > maxErrorRatio) problems.push(`${p.path}: ${p.errors} errors in ${p.requests} requests`);

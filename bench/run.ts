@@ -1,8 +1,12 @@
 /**
  * The benchmark harness: `node --import tsx bench/run.ts [--quick] [--note "..."] [--cases a,b]`.
- * Starts the testbed (bench/testbed.ts), runs the data-plane workloads (bench/data-plane.ts) and the
- * control-plane cases (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json and
- * bench/results/latest.md, and stops everything it started by pid, also on failure or Ctrl-C.
+ * Starts the testbed (bench/testbed.ts), runs the data-plane workloads (bench/data-plane.ts: the
+ * profile's plan of rounds per workload and path, bench/profile.ts) and the control-plane cases
+ * (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json (every round's values) and
+ * bench/results/latest.md (medians with their ranges, the ratio table with bootstrap intervals, the
+ * tails, and where the time went), and stops everything it started by pid, also on failure or Ctrl-C.
+ * The full profile takes about 10 minutes on 2 cores, and about 1.5 more for the daemon-memory case
+ * (the time budget is in bench/profile.ts); the quick one about 4.5.
  * With --quick it is a smoke test: it exits 1 unless every case ran. A control-plane case that fails
  * is reported (console, results, Markdown) and the run goes on with the next one, but still exits 1.
  * `--cases` runs only the named control-plane cases and no data-plane workload (while working on a
@@ -19,13 +23,13 @@ import { REPO_ROOT } from '../devtools/consul-dev-agent.js';
 import { DATAPLANEAPI_BIN, dataplaneArgs } from '../devtools/haproxy-bin.js';
 import { repeatsOf, runsIn, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult, type Driver } from './control-plane/case.js';
 import { CONTROL_PLANE_CASES } from './control-plane/cases.js';
-import { runDataPlane, WORKLOADS } from './data-plane.js';
+import { runDataPlane, type DataPlaneRun } from './data-plane.js';
 import { sampleDataplaneRss } from './lib/dataplane-rss.js';
 import { loadAverage } from './lib/proc-stats.js';
 import { ProcessRegistry } from './lib/procs.js';
 import { captureEnvironment } from './lib/versions.js';
-import { GENERATOR_CORE, PROFILES, SUT_CORE, type Profile } from './profile.js';
-import { findProblems, renderMarkdown, summarizePaths, type Results } from './report.js';
+import { GENERATOR_CORE, plannedRuns, plannedSeconds, PROFILES, SUT_CORE, type Profile } from './profile.js';
+import { findProblems, renderMarkdown, summarizePaths, type Results, type Timings } from './report.js';
 import { startTestbed, type Testbed } from './testbed.js';
 
 const RESULTS_DIR = join(REPO_ROOT, 'bench/results');
@@ -37,6 +41,23 @@ const MAX_ERROR_RATIO = 0.01;
 const FAILURE_IN_REPORT_CHARS = 1_000;
 
 const say = (line: string): void => void process.stdout.write(`${line}\n`);
+const secondsSince = (start: number): number => (performance.now() - start) / 1000;
+
+/** One progress line per data-plane run: what it measured and how long it took. */
+function progressLine(run: DataPlaneRun): string {
+  const s = run.saturation;
+  const f = run.fixedRate;
+  let detail: string;
+  if (s !== undefined) detail = `${Math.round(s.requestsPerSecond)} req/s (${s.socketErrors + s.non2xx} errors)`;
+  else if (run.workload === 'tail')
+    detail = `p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs max ${f?.maxUs.toFixed(0)} µs over ${f?.requests} requests at ${f?.actualQps.toFixed(0)} req/s`;
+  else {
+    detail =
+      `p50 ${f?.p50Us.toFixed(0)} µs p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs at ${f?.actualQps.toFixed(0)} req/s; ` +
+      (run.cpu ?? []).map((c) => `${c.role} ${c.usPerRequest.toFixed(1)} µs/req`).join(', ');
+  }
+  return `bench: ${run.workload} round ${run.round} ${run.path}: ${detail} (${run.elapsedS?.toFixed(1)} s)`;
+}
 
 /** The drivers every control-plane case runs with: the Data Plane API's only when its binary is given. */
 const DRIVERS: readonly Driver[] = DATAPLANEAPI_BIN === undefined ? ['native'] : ['native', 'dataplane'];
@@ -92,6 +113,7 @@ async function main(): Promise<number> {
   execFileSync('taskset', ['-a', '-p', '-c', String(generatorCore), String(process.pid)], { stdio: 'ignore' });
   const loadAverageAtStart = loadAverage();
   const startedAt = new Date().toISOString();
+  const started = performance.now();
   const environment = captureEnvironment();
   say(`bench: ${profile.name} profile; load average ${loadAverageAtStart.toFixed(2)}; ${environment.haproxy}; ${environment.consul}`);
   if (DATAPLANEAPI_BIN !== undefined) say(`bench: control-plane cases run twice: native driver, then the Data Plane API driver (${DATAPLANEAPI_BIN})`);
@@ -118,23 +140,14 @@ async function main(): Promise<number> {
   try {
     testbed = await startTestbed(registry, sutCore, interruption.signal);
     const bed = testbed;
-    say(`bench: testbed up (${bed.paths.map((p) => p.name).join(', ')}); haproxy-connect from ${bed.daemonFrom}`);
-    const runs =
-      cases !== undefined
-        ? []
-        : await Promise.race([
-            runDataPlane(bed.paths, profile, interruption.signal, (run) => {
-              const s = run.saturation;
-              const f = run.fixedRate;
-              const detail =
-                s !== undefined
-                  ? `${Math.round(s.requestsPerSecond)} req/s (${s.socketErrors + s.non2xx} errors)`
-                  : `p50 ${f?.p50Us.toFixed(0)} µs p99 ${f?.p99Us.toFixed(0)} µs p99.9 ${f?.p999Us.toFixed(0)} µs at ${f?.actualQps.toFixed(0)} req/s; ` +
-                    (run.cpu ?? []).map((c) => `${c.role} ${c.usPerRequest.toFixed(1)} µs/req`).join(', ');
-              say(`bench: ${run.workload} round ${run.round} ${run.path}: ${detail}`);
-            }),
-            interrupted,
-          ]);
+    const timings: Timings = { testbedS: secondsSince(started), dataPlaneS: 0, controlPlane: [], totalS: 0 };
+    say(`bench: testbed up in ${timings.testbedS.toFixed(0)} s (${bed.paths.map((p) => p.name).join(', ')}); haproxy-connect from ${bed.daemonFrom}`);
+    const pathNames = bed.paths.map((p) => p.name);
+    const planned = cases !== undefined ? [] : plannedRuns(profile, pathNames);
+    if (planned.length > 0) say(`bench: data plane: ${planned.length} runs, ${plannedSeconds(profile, planned)} s of load planned`);
+    const dataPlaneStarted = performance.now();
+    const runs = await Promise.race([runDataPlane(bed.paths, planned, profile, interruption.signal, (run) => say(progressLine(run))), interrupted]);
+    timings.dataPlaneS = secondsSince(dataPlaneStarted);
     const controlPlane: ControlPlaneResult[] = [];
     const failedCases: NonNullable<Results['failedCases']> = [];
     for (const cpCase of controlPlaneCases) {
@@ -142,6 +155,7 @@ async function main(): Promise<number> {
       for (const driver of DRIVERS) {
         const label = driver === 'native' ? cpCase.name : `${cpCase.name} (${driver} driver)`;
         say(`bench: control-plane case ${label} (${repeats} repetitions)`);
+        const caseStarted = performance.now();
         try {
           controlPlane.push(...(await Promise.race([runCase(cpCase, driver, { testbed: bed, registry, profile, repeats, log: say }), interrupted])));
         } catch (err) {
@@ -152,8 +166,11 @@ async function main(): Promise<number> {
           say(`bench: control-plane case ${label} failed: ${error}`);
           failedCases.push({ case: label, error: error.slice(0, FAILURE_IN_REPORT_CHARS) });
         }
+        timings.controlPlane.push({ case: cpCase.name, driver, seconds: secondsSince(caseStarted) });
+        say(`bench: control-plane case ${label} took ${secondsSince(caseStarted).toFixed(0)} s`);
       }
     }
+    timings.totalS = secondsSince(started);
     const loadAverageAtEnd = loadAverage();
     const busyNote = [loadAverageAtStart > BUSY_LOAD_AVERAGE ? `The machine was busy before the run started (load average ${loadAverageAtStart.toFixed(2)}): treat the numbers as noisy.` : '', note]
       .filter((s) => s !== '')
@@ -175,6 +192,7 @@ async function main(): Promise<number> {
       controlPlane,
       drivers: DRIVERS,
       failedCases,
+      timings,
     };
     mkdirSync(RESULTS_DIR, { recursive: true });
     const stamp = startedAt.replace(/[:.]/g, '-');
@@ -185,10 +203,9 @@ async function main(): Promise<number> {
     say('');
     say(markdown);
     say(`bench: wrote bench/results/${stamp}.json${cases === undefined ? ' and bench/results/latest.md' : ''}`);
-    const expectedRuns = cases !== undefined ? 0 : WORKLOADS.length * profile.rounds * bed.paths.length;
     const problems = findProblems(
       results,
-      expectedRuns,
+      planned,
       controlPlaneCases.flatMap((c) => DRIVERS.flatMap((driver) => c.produces.map((name) => ({ name, driver, samples: repeatsOf(c, profile) })))),
       MAX_ERROR_RATIO,
     );

@@ -6,7 +6,7 @@
  *   binary's and libraries' pages, shared by every Node process on the host), PSS (RSS with shared
  *   pages divided among the processes that map them: what one more sidecar costs the host), and the
  *   V8 heap in use (its `haproxy_connect_process_heap_used_bytes`).
- * - daemon-churn-memory: then CHURN_MS of changes to the first daemon (an upstream instance
+ * - daemon-churn-memory: then a churn (churnSecondsOf: 60 s full, 20 s quick, or BENCH_CHURN_S) of changes to the first daemon (an upstream instance
  *   registered and deregistered, an intention to it flipped between allow and deny, in turn), its RSS
  *   sampled every SAMPLE_MS: the least-squares slope over the second half (after warm-up) in MiB per
  *   hour, with the first and last samples. A leak shows as a slope that does not shrink with time.
@@ -61,10 +61,20 @@ function slopePerHour(points: ReadonlyArray<readonly [number, number]>): number 
   return den === 0 ? 0 : (num / den) * 3_600_000;
 }
 
+/** The churn's length: BENCH_CHURN_S when set (a long leak check: `BENCH_CHURN_S=3600 ... --cases daemon-memory`), else 60 s (full) or 20 s (quick). */
+export function churnSecondsOf(profile: 'full' | 'quick', override: string | undefined): number {
+  if (override !== undefined && override !== '') {
+    const seconds = Number(override);
+    if (!Number.isInteger(seconds) || seconds < 10) throw new Error(`BENCH_CHURN_S=${override}: whole seconds, at least 10`);
+    return seconds;
+  }
+  return profile === 'full' ? 60 : 20;
+}
+
 async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
-  const churnMs = ctx.profile.name === 'full' ? 300_000 : 30_000;
+  const churnMs = churnSecondsOf(ctx.profile.name, process.env.BENCH_CHURN_S) * 1000;
   const ports = await freePorts(2 * UPSTREAMS + 4 * SIDECARS + SIDECARS * UPSTREAMS);
   const take = (): number => ports.shift() as number;
   const started: Started[] = [];

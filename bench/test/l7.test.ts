@@ -12,7 +12,7 @@ import { permissionLines, policyAclCount, unrenderable } from '../../src/haproxy
 import { largestAccepted } from '../control-plane/intention-scale.js';
 import { FLIP_ALLOWED, FLIP_DENIED, FLIP_PATH } from '../control-plane/l7-permission-change.js';
 import { AGENT_L7_PERMISSIONS, bindsPort, type ConsulPermission, DENIED_PATH, RENDERED_L7_PERMISSIONS, renderedL7, renderedPathPrefixes, scaleSourcePermissions } from '../lib/l7-path.js';
-import { l7CostLine, type PathSummary } from '../report.js';
+import { l7CostTable, type PathSummary } from '../report.js';
 
 function policyOf(permissions: readonly ConsulPermission[]): L7Policy {
   const parsed = parsePermissions(permissions);
@@ -101,8 +101,8 @@ describe('largestAccepted', () => {
   });
 });
 
-describe('l7CostLine', () => {
-  const path = (name: string, cpu: number, daemon: number): PathSummary => ({
+describe('l7CostTable', () => {
+  const path = (name: string, cpu: number[], daemon: number[]): PathSummary => ({
     path: name,
     description: '',
     keepAliveRps: [10_000],
@@ -112,19 +112,30 @@ describe('l7CostLine', () => {
     p999Us: [2_000],
     newConnectionP50Us: [],
     newConnectionP99Us: [],
-    cpuUsPerRequest: { 'source sidecar': cpu, 'destination sidecar': cpu, 'destination daemon': daemon },
+    cpuUsPerRequest: name === 'direct' ? { app: [5] } : { 'source sidecar': cpu, 'destination sidecar': cpu, ...(daemon.length > 0 && { 'destination daemon': daemon }) },
+    tail: [],
     rssKiB: {},
     errors: 0,
     requests: 1,
   });
-  test('the L7 paths over hc-http, with the destination daemon, and the reference', () => {
-    const line = l7CostLine([path('reference-http', 50, Number.NaN), path('hc-http', 60, 1), path('hc-http-l7', 65, 1), path('hc-http-l7-agent', 80, 12)]);
-    assert.match(line ?? '', /hc-http-l7 130\.0 µs\/req \(destination daemon 1\.0\)/);
-    assert.match(line ?? '', /Over hc-http: hc-http-l7 \+10\.0 µs\/req \(destination daemon \+0\.0\), hc-http-l7-agent \+40\.0 µs\/req \(destination daemon \+11\.0\)/);
-    assert.match(line ?? '', /reference-http 100\.0 µs\/req/);
+  test('the L7 paths over hc-http, with the destination daemon, the reference and direct as the floor', () => {
+    const table = l7CostTable([
+      path('direct', [], []),
+      path('reference-http', [50, 52], []),
+      path('hc-http', [60], [1]),
+      path('hc-http-l7', [65], [1]),
+      path('hc-http-l7-agent', [80, 78, 90], [12, 11, 13]),
+    ]);
+    assert.deepEqual(table?.slice(4), [
+      '| direct | – | – | – | – | 300 | 1,000 | 10,000 |',
+      '| reference-http | 102.0 [100.0–104.0] | -18.0 | – | – | 300 | 1,000 | 10,000 |',
+      '| hc-http | 120.0 | – | 1.0 | – | 300 | 1,000 | 10,000 |',
+      '| hc-http-l7 | 130.0 | +10.0 | 1.0 | +0.0 | 300 | 1,000 | 10,000 |',
+      '| hc-http-l7-agent | 160.0 [156.0–180.0] | +40.0 | 12.0 [11.0–13.0] | +11.0 | 300 | 1,000 | 10,000 |',
+    ]);
   });
   test('absent without the L7 paths or without a fixed-rate run', () => {
-    assert.equal(l7CostLine([path('hc-http', 60, 1)]), undefined);
-    assert.equal(l7CostLine([{ ...path('hc-http', 60, 1), p99Us: [] }, path('hc-http-l7', 65, 1)]), undefined);
+    assert.equal(l7CostTable([path('direct', [], []), path('hc-http', [60], [1])]), undefined);
+    assert.equal(l7CostTable([{ ...path('hc-http', [60], [1]), p99Us: [] }, path('hc-http-l7', [65], [1])]), undefined);
   });
 });

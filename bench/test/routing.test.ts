@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { sumSamples } from '../lib/prometheus.js';
 import { ROUTED_PATH_ROUTES, routedPathRouter, routeRulesOfFrontend } from '../lib/routed-path.js';
-import { routingCostLine, type PathSummary } from '../report.js';
+import { routingCostTable, type PathSummary } from '../report.js';
 
 describe('routedPathRouter', () => {
   const router = routedPathRouter('hc-dst-routed');
@@ -64,31 +64,48 @@ describe('sumSamples', () => {
   test('nothing matching is 0', () => assert.equal(sumSamples(text, 'haproxy_connect_config_applies_total', { method: 'none' }), 0));
 });
 
-describe('routingCostLine', () => {
-  const path = (name: string, source: number, destination: number, p99: number): PathSummary => ({
+describe('routingCostTable', () => {
+  const path = (name: string, source: number[], destination: number[], p99: number[]): PathSummary => ({
     path: name,
     description: '',
     keepAliveRps: [],
     connectionCloseRps: [],
-    p50Us: [],
-    p99Us: [p99],
+    p50Us: p99.map((x) => x / 4),
+    p99Us: p99,
     p999Us: [],
     newConnectionP50Us: [],
     newConnectionP99Us: [],
-    cpuUsPerRequest: { 'source sidecar': source, 'destination sidecar': destination, app: 1 },
+    cpuUsPerRequest: name === 'direct' ? { app: [1] } : { 'source sidecar': source, 'destination sidecar': destination, app: [1] },
+    tail: [],
     rssKiB: {},
     errors: 0,
     requests: 1,
   });
-  test('the routed path next to hc-http and the reference', () => {
-    const line = routingCostLine([path('reference-http', 100, 80, 900), path('hc-http', 120, 90, 1000), path('hc-http-routed', 125, 90, 1100)]);
-    assert.equal(
-      line,
-      "Routing: sidecars' CPU per request (source + destination) hc-http-routed 215.0 µs, hc-http 210.0 µs (+5.0; source sidecar +5.0); p99 1,100 µs vs 1,000 µs; reference-http 180.0 µs/req, p99 900 µs.",
+  test('the routed path next to hc-http, the reference and direct as the floor: medians of the rounds, differences over hc-http', () => {
+    const table = routingCostTable([
+      path('direct', [], [], [600, 700, 800]),
+      path('reference-http', [100], [80], [900]),
+      path('hc-http', [118, 120, 130], [90, 90, 91], [1000, 1040, 1200]),
+      path('hc-http-routed', [125, 126], [90, 90], [1100, 1100]),
+    ]);
+    assert.deepEqual(table?.slice(2), [
+      '| path | CPU µs/req source sidecar | CPU µs/req destination sidecar | CPU µs/req sidecars | over hc-http | p50 µs | p99 µs |',
+      '|---|---|---|---|---|---|---|',
+      '| direct | – | – | – | – | 175 [150–200] | 700 [600–800] |',
+      '| reference-http | 100.0 | 80.0 | 180.0 | -30.0 (source sidecar -20.0) | 225 | 900 |',
+      '| hc-http | 120.0 [118.0–130.0] | 90.0 [90.0–91.0] | 210.0 [208.0–221.0] | – | 260 [250–300] | 1,040 [1,000–1,200] |',
+      '| hc-http-routed | 125.5 [125.0–126.0] | 90.0 | 215.5 [215.0–216.0] | +5.5 (source sidecar +5.5) | 275 | 1,100 |',
+    ]);
+  });
+  test('without direct (an older testbed), the other rows alone', () => {
+    const table = routingCostTable([path('hc-http', [1], [1], [1]), path('hc-http-routed', [2], [2], [2])]);
+    assert.deepEqual(
+      table?.slice(4).map((l) => l.split(' | ')[0]),
+      ['| hc-http', '| hc-http-routed'],
     );
   });
   test('absent without both paths, or without their fixed-rate runs', () => {
-    assert.equal(routingCostLine([path('hc-http', 1, 1, 1)]), undefined);
-    assert.equal(routingCostLine([path('hc-http', 1, 1, 1), { ...path('hc-http-routed', 1, 1, 1), p99Us: [], cpuUsPerRequest: {} }]), undefined);
+    assert.equal(routingCostTable([path('hc-http', [1], [1], [1])]), undefined);
+    assert.equal(routingCostTable([path('hc-http', [1], [1], [1]), { ...path('hc-http-routed', [], [], []), cpuUsPerRequest: {} }]), undefined);
   });
 });
