@@ -27,8 +27,9 @@
  *     endpoint-scale ~15 (10,000 endpoints), upstream-scale ~15 (1,000 upstreams), intention-scale
  *     ~30 (full only), ca-rotation ~40 (3 rotations; Consul's re-signing jitter moves it by ±30 s) ~195 s
  *   total                                                                      ~607 s ≈ 10 min
- * Not in it: daemon-memory (four daemons started, 20 s idle, 60 s of churn: about 1.5 more minutes),
- * and the second pass of every case with DATAPLANEAPI_BIN set.
+ * Not in it: daemon-memory (quick profile and `make bench-memory` only), and the second pass of every
+ * case with DATAPLANEAPI_BIN set. Measured on the first full run (2026-12-05, load average 1.6–2.1):
+ * data plane 400 s, control plane 196 s without daemon-memory (ca-rotation 64 s), 10.1 minutes.
  * Where the time came from: the old plan ran every workload twice over all 10 paths (80 runs of
  * 2 + 5 s = 560 s); 4 rounds of everything would be 160 runs. The tails cost 3 minutes that no
  * round can share. Control-plane repetitions 100 -> 30 saved only ~30 s: a flip takes 50–120 ms.

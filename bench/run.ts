@@ -5,7 +5,7 @@
  * (bench/control-plane/cases.ts), writes bench/results/<timestamp>.json (every round's values) and
  * bench/results/latest.md (medians with their ranges, the ratio table with bootstrap intervals, the
  * tails, and where the time went), and stops everything it started by pid, also on failure or Ctrl-C.
- * The full profile takes about 10 minutes on 2 cores, and about 1.5 more for the daemon-memory case
+ * The full profile takes about 10 minutes on 2 cores (daemon memory is its own run: make bench-memory)
  * (the time budget is in bench/profile.ts); the quick one about 4.5.
  * With --quick it is a smoke test: it exits 1 unless every case ran. A control-plane case that fails
  * is reported (console, results, Markdown) and the run goes on with the next one, but still exits 1.
