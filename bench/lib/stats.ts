@@ -5,6 +5,8 @@
  * results always give the same report.
  */
 
+import { prng } from '../../test/helpers/prng.js';
+
 /** Below this many rounds on either side a resampled median takes too few values for an interval to mean anything. */
 export const MIN_ROUNDS_FOR_INTERVAL = 3;
 /** Resamples per interval: the 2.5 % and 97.5 % points settle to the second decimal of a ratio well before this. */
@@ -38,17 +40,8 @@ export function spreadOf(xs: readonly number[]): Spread {
   return { median: median(values), min: Math.min(...values), max: Math.max(...values), count: values.length };
 }
 
-/** mulberry32: 32 bits of state, uniform in [0, 1); enough for resampling indices. Pure given its seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+/** mulberry32 (the differential tests' generator): uniform in [0, 1); enough for resampling indices. Pure given its seed. */
+export const seededRandom: (seed: number) => () => number = prng;
 
 /** The q-quantile (0..1) of sorted values, linear between neighbours. */
 function quantileOfSorted(sorted: readonly number[], q: number): number {
