@@ -403,11 +403,22 @@ describe("the Consul UI's Prometheus queries against real sidecars", () => {
     const dbCr = scalar(answerTo('envoy_tcp_downstream_cx_total', sourceDb));
     note(`db CR ${dbCr.toFixed(4)} conn/s (${TCP_CONNECTIONS} of ours, plus Consul's TCP check every second)`);
     assert.ok(dbCr >= (TCP_CONNECTIONS / UI_WINDOW_SECONDS) * 0.95, `db CR ${dbCr}`);
-    const dataRate = await ui.serviceRecentSummarySeries('db', DC, NS, 'tcp', {});
-    assert.ok(
-      dataRate.data.some((point) => (point.Inbound ?? 0) > 0),
-      `no inbound data rate for db: ${JSON.stringify(dataRate.data)}`,
-    );
+    // The series are a range query whose points fall on the UI's step: right after the traffic the
+    // last point can precede the scrape that saw it (all points 0, once on HAProxy 3.0 in CI). Ask
+    // again until a point shows it (bounded), keeping only the last attempt's queries.
+    const mark = asked.length;
+    let lastSeries: unknown;
+    await waitFor(
+      'an inbound data rate for db in the UI series',
+      async () => {
+        asked.length = mark;
+        const dataRate = await ui.serviceRecentSummarySeries('db', DC, NS, 'tcp', {});
+        lastSeries = dataRate.data;
+        return dataRate.data.some((point) => (point.Inbound ?? 0) > 0) ? true : undefined;
+      },
+      30_000,
+      1_000,
+    ).catch((err: unknown) => assert.fail(`no inbound data rate for db: ${JSON.stringify(lastSeries)} (${String(err)})`));
     assert.ok(`db.${NS}.${DC}` in upstreams.stats, `no upstream db for web: ${Object.keys(upstreams.stats).join(', ')}`);
     const byDb = { consul_upstream_service: 'db', consul_upstream_datacenter: DC, consul_upstream_namespace: NS };
     assertRate(
