@@ -39,10 +39,15 @@ export function cpuNsOf(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + processCpuNs(pid), 0);
 }
 
+/** A KiB field of /proc/<pid>/status or /proc/<pid>/smaps_rollup (`VmRSS`, `RssAnon`, `Pss`, ...), 0 if the process is gone. */
+export function procKiB(pid: number, file: 'status' | 'smaps_rollup', field: string): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readOr(`/proc/${pid}/${file}`, ''));
+  return match?.[1] === undefined ? 0 : Number(match[1]);
+}
+
 /** Resident set size in KiB (`VmRSS`), 0 if the process is gone. */
 export function rssKiB(pid: number): number {
-  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readOr(`/proc/${pid}/status`, ''));
-  return match?.[1] === undefined ? 0 : Number(match[1]);
+  return procKiB(pid, 'status', 'VmRSS');
 }
 
 export function commandName(pid: number): string {

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import { percentile } from '../control-plane/case.js';
 import { parseFortio, parseWrk } from '../lib/load-tools.js';
 import { appConfig, referenceHopA } from '../lib/haproxy-fixtures.js';
+import { procKiB, rssKiB } from '../lib/proc-stats.js';
 import { probeCell } from '../report.js';
 
 const WRK_OUTPUT = `Running 2s test @ http://127.0.0.1:40557/
@@ -72,6 +73,20 @@ describe('parseFortio', () => {
   test('a missing percentile is an error naming what is there', () => {
     const partial = { ...report, DurationHistogram: { ...report.DurationHistogram, Percentiles: [{ Percentile: 50, Value: 0.001 }] } };
     assert.throws(() => parseFortio(JSON.stringify(partial), 500), /no p99/);
+  });
+});
+
+describe('procKiB', () => {
+  test('reads status and smaps_rollup fields of a live process', () => {
+    const rss = procKiB(process.pid, 'status', 'VmRSS');
+    assert.ok(rss > 10_000, `VmRSS ${rss} KiB`);
+    assert.ok(Math.abs(rssKiB(process.pid) - rss) < 5_000);
+    const pss = procKiB(process.pid, 'smaps_rollup', 'Pss');
+    assert.ok(pss > 0 && pss <= rss + 5_000, `Pss ${pss} KiB, VmRSS ${rss} KiB`);
+  });
+  test('a missing field or a process that is gone reads 0', () => {
+    assert.equal(procKiB(process.pid, 'status', 'NoSuchField'), 0);
+    assert.equal(procKiB(2 ** 22 + 1, 'status', 'VmRSS'), 0);
   });
 });
 
