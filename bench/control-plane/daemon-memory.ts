@@ -7,18 +7,19 @@
  *   pages divided among the processes that map them: what one more sidecar costs the host), and the
  *   V8 heap in use (its `haproxy_connect_process_heap_used_bytes`).
  * - daemon-churn-memory: then a churn (churnSecondsOf: 60 s full, 20 s quick, or BENCH_CHURN_S) of changes to the first daemon (an upstream instance
- *   registered and deregistered, an intention to it flipped between allow and deny, in turn), its RSS
+ *   registered and deregistered, an intention to it flipped between allow and deny, in turn; every
+ *   CA_EVERY_MS a rotation of Consul's CA, which gives every daemon a new root and a new leaf), its RSS
  *   sampled every SAMPLE_MS: the least-squares slope over the second half (after warm-up) in MiB per
  *   hour, with the first and last samples. A leak shows as a slope that does not shrink with time.
  * The timing columns say how long each phase took (the last daemon ready after the first start; the
  * churn); the memory figures are in the description.
  */
-import { readFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
+import { rotateConnectCa } from '../../devtools/certs.js';
 import { registerMeshService } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import type { Started } from '../lib/procs.js';
-import { processTree, rssKiB } from '../lib/proc-stats.js';
+import { procKiB as kib, processTree, rssKiB } from '../lib/proc-stats.js';
 import { summarize, type ControlPlaneCase, type ControlPlaneContext, type ControlPlaneResult } from './case.js';
 
 const NAME = 'daemon-memory';
@@ -32,15 +33,13 @@ const READY_TIMEOUT_MS = 90_000;
 const MIB = 1024;
 /** A slope over a shorter churn measures the young generation and the caches filling, not a leak (measured: RSS rises for 1–2 minutes, then levels). */
 const MIN_SLOPE_MS = 300_000;
-
-/** KiB fields of /proc/<pid>/smaps_rollup and /proc/<pid>/status (0 once the process is gone). */
-function kib(pid: number, file: 'smaps_rollup' | 'status', field: string): number {
-  try {
-    return Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/${file}`, 'utf8'))?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
-}
+/**
+ * A CA rotation (new root and leaf for every daemon) this often during the churn, the first one after
+ * this long (none in the quick profile's 20 s: the ca-rotation case that follows counts reloads from a
+ * first rotation). Consul keeps rotated-out roots for twice the leaf TTL, so the trust bundle grows by
+ * one root per rotation: the figure says how many roots it ended with.
+ */
+const CA_EVERY_MS = 120_000;
 
 async function heapUsedMiB(statsPort: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
@@ -129,9 +128,17 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     const target = daemons[0] as number;
     const points: Array<[number, number]> = [];
     let changes = 0;
+    let rotations = 0;
+    let roots = 0;
     const churnStart = performance.now();
     let nextSample = churnStart;
+    let nextRotation = churnStart + CA_EVERY_MS;
     for (let i = 0; performance.now() - churnStart < churnMs; i++) {
+      if (performance.now() >= nextRotation) {
+        roots = (await rotateConnectCa(agent)).allRoots.split('-----BEGIN CERTIFICATE-----').length - 1;
+        rotations++;
+        nextRotation += CA_EVERY_MS;
+      }
       const svc = `mem-svc${Math.floor(i / 3) % UPSTREAMS}`;
       // The instance's app port is never dialled; its sidecar port is the endpoint the daemon adds.
       if (i % 3 === 0) await registerMeshService(agent, { id: `${svc}-extra`, name: svc, port: 1, sidecarPort: 20_000 + (i % 1_000) });
@@ -150,7 +157,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     const slope = slopePerHour(secondHalf);
     const heapAfter = await heapUsedMiB(statsPorts[0] as number);
     const churnText =
-      `${changes} changes (instance added, removed, intention flipped) to one daemon over ${(churnDone / 1000).toFixed(0)} s: RSS ${points[0]?.[1].toFixed(1)} -> ` +
+      `${changes} changes (instance added, removed, intention flipped) to one daemon and ${rotations} CA rotations${rotations > 0 ? ` (${roots} roots at the end)` : ''} over ${(churnDone / 1000).toFixed(0)} s: RSS ${points[0]?.[1].toFixed(1)} -> ` +
       `${points.at(-1)?.[1].toFixed(1)} MiB (max ${Math.max(...points.map(([, y]) => y)).toFixed(1)}), ${churnDone >= MIN_SLOPE_MS ? `slope over the second half ${slope.toFixed(1)} MiB/h` : 'no slope: under 5 minutes is warm-up'}; V8 heap in use ${heap[0]?.toFixed(1)} -> ${heapAfter.toFixed(1)} MiB`;
     ctx.log(`${NAME}: ${churnText}`);
     return [summarize(IDLE, idleText, [Math.max(...readyMs)], 0, 0), summarize(CHURN, churnText, [churnDone], 0, 0)];
