@@ -55,10 +55,20 @@ function escapeControls(text: string): string {
   return text.replace(CONTROL_CHARACTERS, (c) => JSON.stringify(c).slice(1, -1));
 }
 
+/** A value as the JSON line would carry it: JSON's numbers (non-finite ones are null), a BigInt or a cycle as its string form. */
 function textValue(value: unknown): string {
   if (typeof value === 'string') return BARE_VALUE.test(value) ? value : JSON.stringify(value);
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
-  return JSON.stringify(value) ?? String(value);
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : 'null';
+  if (typeof value === 'boolean' || value === null) return String(value);
+  if (typeof value === 'bigint') return value.toString();
+  try {
+    const json = JSON.stringify(value);
+    // An object whose toJSON gives a primitive (a Date) is written as that primitive.
+    if (json !== undefined) return json.startsWith('{') || json.startsWith('[') ? json : textValue(JSON.parse(json));
+  } catch {
+    // below
+  }
+  return textValue(String(value));
 }
 
 /**
@@ -73,7 +83,11 @@ export function formatTextLine(jsonLine: string): string {
     return jsonLine.trimEnd();
   }
   if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return jsonLine.trimEnd();
-  const fields = entry as Record<string, unknown>;
+  return formatTextEntry(entry as Record<string, unknown>);
+}
+
+/** One log entry (the object the JSON line is written from) → `time LEVEL component: msg key=value ...`. PURE. */
+export function formatTextEntry(fields: Record<string, unknown>): string {
   const parts: string[] = [];
   if (fields['time'] !== undefined) parts.push(String(fields['time']));
   parts.push(
@@ -121,9 +135,9 @@ class LineLogger implements Logger {
   readonly level: LogLevel | 'silent';
   readonly #threshold: number;
   readonly #bindings: Record<string, unknown>;
-  readonly #write: (line: string) => void;
+  readonly #write: (entry: Record<string, unknown>) => void;
 
-  constructor(level: LogLevel | 'silent', bindings: Record<string, unknown>, write: (line: string) => void) {
+  constructor(level: LogLevel | 'silent', bindings: Record<string, unknown>, write: (entry: Record<string, unknown>) => void) {
     this.level = level;
     this.#threshold = LEVEL_VALUES[level] ?? 30;
     this.#bindings = bindings;
@@ -155,7 +169,7 @@ class LineLogger implements Logger {
     delete entry['msg'];
     if (text !== undefined) entry['msg'] = text;
     else if (typeof fields['msg'] === 'string') entry['msg'] = fields['msg'];
-    this.#write(stringify(redact(entry)));
+    this.#write(redact(entry));
   }
 }
 
@@ -173,8 +187,8 @@ function stdoutWrite(line: string): void {
 
 export function createLogger(level: LogLevel, destination?: DestinationStream, format: LogFormat = 'json'): Logger {
   const write = destination === undefined ? stdoutWrite : (line: string): unknown => destination.write(line);
-  const toLine = format === 'text' ? (json: string): string => `${formatTextLine(json)}\n` : (json: string): string => `${json}\n`;
-  return new LineLogger(level, { app: 'haproxy-connect' }, (json) => void write(toLine(json)));
+  const toLine = format === 'text' ? (entry: Record<string, unknown>): string => `${formatTextEntry(entry)}\n` : (entry: Record<string, unknown>): string => `${stringify(entry)}\n`;
+  return new LineLogger(level, { app: 'haproxy-connect' }, (entry) => void write(toLine(entry)));
 }
 
 /** A logger that writes nothing (for parts built without one, e.g. in tests). */

@@ -82,6 +82,29 @@ describe('logger', () => {
     assert.equal(line.msg, 'odd values');
   });
 
+  test('property: the text line is the JSON line formatted (formatTextLine), whatever the values', () => {
+    const withoutTime = (line: string): string => line.replace(/^\S+ /, '');
+    const value = fc.oneof(
+      fc.string({ unit: 'binary' }),
+      fc.double(),
+      fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, -0),
+      fc.boolean(),
+      fc.constant(null),
+      fc.jsonValue(),
+      fc.date({ noInvalidDate: true }),
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), fc.dictionary(fc.string({ unit: 'binary' }), value), (msg, fields) => {
+        const json = capture();
+        json.logger.warn(fields, msg);
+        const text = capture('info', 'text');
+        text.logger.warn(fields, msg);
+        assert.equal(withoutTime(text.out[0] as string), `${withoutTime(formatTextLine(json.out[0] as string))}\n`);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   test('property: any message and field values stay one parseable line with those values (JSON), one line (text)', () => {
     fc.assert(
       fc.property(fc.string({ unit: 'binary' }), fc.dictionary(fc.string({ unit: 'binary' }), fc.oneof(fc.string({ unit: 'binary' }), fc.integer(), fc.boolean())), (msg, fields) => {
