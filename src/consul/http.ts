@@ -43,9 +43,10 @@ export interface ConsulClientOptions {
 }
 
 export interface ConsulAddress {
-  /** The origin requests go to (`http://localhost` for unix sockets). */
-  origin: string;
-  socketPath: string | undefined;
+  /** Where requests go: a host (brackets of an IPv6 literal removed) and port, or a unix socket. */
+  peer: { host: string; port: number } | { socketPath: string };
+  /** HTTPS (never over a unix socket). */
+  tls: boolean;
   /** Readable form for error messages, e.g. `http://127.0.0.1:8500` or `unix:///run/consul.sock`. */
   display: string;
 }
@@ -58,7 +59,7 @@ export function parseConsulAddress(address: string): ConsulAddress {
     if (socketPath === '') {
       throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' has an empty unix socket path`);
     }
-    return { origin: 'http://localhost', socketPath, display: trimmed };
+    return { peer: { socketPath }, tls: false, display: trimmed };
   }
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`;
   let url: URL;
@@ -76,7 +77,8 @@ export function parseConsulAddress(address: string): ConsulAddress {
   if (url.pathname !== '/' && url.pathname !== '') {
     throw new HaproxyConnectError('CONFIG_INVALID', `Consul address '${address}' must not have a path`);
   }
-  return { origin: url.origin, socketPath: undefined, display: url.origin };
+  const tls = url.protocol === 'https:';
+  return { peer: { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || (tls ? 443 : 80)) }, tls, display: url.origin };
 }
 
 export interface ConsulResponse {
@@ -124,7 +126,7 @@ export class ConsulHttp {
   readonly #token: string | undefined;
   readonly #agent: http.Agent;
   readonly #tls: boolean;
-  readonly #peer: { host: string; port: number } | { socketPath: string };
+  readonly #peer: ConsulAddress['peer'];
   readonly #blockingTimeoutMs: number;
   readonly #socketTimeoutMs: number;
 
@@ -139,9 +141,8 @@ export class ConsulHttp {
     this.#token = options.token === '' ? undefined : options.token;
     this.#blockingTimeoutMs = wait * 1000 + (wait * 1000) / WAIT_JITTER_DIVISOR + BLOCKING_MARGIN_MS;
     this.#socketTimeoutMs = Math.max(this.#blockingTimeoutMs, NON_BLOCKING_TIMEOUT_MS) + SOCKET_TIMEOUT_SLACK_MS;
-    const url = new URL(parsed.origin);
-    this.#tls = parsed.socketPath === undefined && url.protocol === 'https:';
-    this.#peer = parsed.socketPath !== undefined ? { socketPath: parsed.socketPath } : { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || (this.#tls ? 443 : 80)) };
+    this.#tls = parsed.tls;
+    this.#peer = parsed.peer;
     // One keep-alive pool for this agent: every watch holds a blocking query on its own connection.
     const tls = options.tls;
     this.#agent = this.#tls

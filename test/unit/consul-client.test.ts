@@ -596,9 +596,11 @@ describe('ConsulHttpClient failures and transports', () => {
   });
 
   test('parseConsulAddress', () => {
-    assert.deepEqual(parseConsulAddress('127.0.0.1:8500'), { origin: 'http://127.0.0.1:8500', socketPath: undefined, display: 'http://127.0.0.1:8500' });
-    assert.deepEqual(parseConsulAddress('https://consul.local:8501'), { origin: 'https://consul.local:8501', socketPath: undefined, display: 'https://consul.local:8501' });
-    assert.deepEqual(parseConsulAddress('unix:///run/consul.sock'), { origin: 'http://localhost', socketPath: '/run/consul.sock', display: 'unix:///run/consul.sock' });
+    assert.deepEqual(parseConsulAddress('127.0.0.1:8500'), { peer: { host: '127.0.0.1', port: 8500 }, tls: false, display: 'http://127.0.0.1:8500' });
+    assert.deepEqual(parseConsulAddress('https://consul.local:8501'), { peer: { host: 'consul.local', port: 8501 }, tls: true, display: 'https://consul.local:8501' });
+    assert.deepEqual(parseConsulAddress('https://consul.local'), { peer: { host: 'consul.local', port: 443 }, tls: true, display: 'https://consul.local' });
+    assert.deepEqual(parseConsulAddress('http://[::1]'), { peer: { host: '::1', port: 80 }, tls: false, display: 'http://[::1]' });
+    assert.deepEqual(parseConsulAddress('unix:///run/consul.sock'), { peer: { socketPath: '/run/consul.sock' }, tls: false, display: 'unix:///run/consul.sock' });
     for (const bad of ['ftp://h:1', 'unix://', 'http://u:p@h:1', 'http://h:1/path', 'http://h:99999']) {
       assert.throws(() => parseConsulAddress(bad), rejectsWith('CONFIG_INVALID'), bad);
     }
