@@ -157,22 +157,21 @@ export function decodeFrame(body: Buffer): Frame {
   const streamId = r.varint('stream-id');
   const frameId = r.varint('frame-id');
   const kind = KNOWN_TYPE_BY_ID.get(typeId);
-  const base = { flags, streamId, frameId };
   switch (kind) {
     case 'haproxy-hello':
     case 'haproxy-disconnect':
     case 'agent-hello':
     case 'agent-disconnect':
-      return { type: kind, ...base, items: decodeKvList(r, kind) };
+      return { type: kind, flags, streamId, frameId, items: decodeKvList(r, kind) };
     case 'notify':
-      return { type: kind, ...base, messages: decodeMessages(r) };
+      return { type: kind, flags, streamId, frameId, messages: decodeMessages(r) };
     case 'ack':
-      return { type: kind, ...base, actions: decodeActions(r) };
+      return { type: kind, flags, streamId, frameId, actions: decodeActions(r) };
     case 'unset':
-      return { type: kind, ...base, payload: r.rest() };
+      return { type: kind, flags, streamId, frameId, payload: r.rest() };
     case 'unknown':
     case undefined:
-      return { type: 'unknown', frameType: typeId, ...base, payload: r.rest() };
+      return { type: 'unknown', frameType: typeId, flags, streamId, frameId, payload: r.rest() };
   }
 }
 

@@ -13,8 +13,9 @@ export function decodeHdrsBin(block: Buffer): Array<[string, string]> {
   const r = new WireReader(block);
   const headers: Array<[string, string]> = [];
   for (;;) {
-    const name = r.lengthPrefixed('header name');
-    const value = r.lengthPrefixed('header value');
+    // Views of the block, turned into strings at once.
+    const name = r.view('header name');
+    const value = r.view('header value');
     if (name.length === 0 && value.length === 0) break;
     if (name.length === 0) throw new SpopFrameError('req.hdrs_bin: a header with an empty name');
     headers.push([name.toString('latin1').toLowerCase(), utf8.decode(value)]);

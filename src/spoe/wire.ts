@@ -15,6 +15,15 @@ const VARINT_MAX_BYTES = 10;
 // ignoreBOM: a leading U+FEFF is part of the string, not a marker to strip (found by the round-trip property test).
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** True when every byte of bytes[from, to) is below 0x80. */
+function isAscii(bytes: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if ((bytes[i] as number) > 0x7f) return false;
+  return true;
+}
+
+/** Strings of only these characters are the same bytes in latin1 and in UTF-8. */
+const ASCII_ONLY = /^[\x00-\x7f]*$/;
+
 export class WireReader {
   readonly #buf: Buffer;
   #pos: number;
@@ -73,15 +82,18 @@ export class WireReader {
    * A varint that must be at most `max` (≤ 2^32): exact float arithmetic (multiplication, not
    * shifts), stopping as soon as the value passes `max` so no input can loop or lose precision.
    */
-  varintUpTo(max: number, what: string): number {
+  varintUpTo(max: number, what: string, suffix = ''): number {
+    // `suffix` completes `what` in messages only: no label is built while the input is good.
     const start = this.#pos;
-    const first = this.u8(what);
+    if (this.#end - this.#pos < 1) this.#need(1, what + suffix);
+    const first = this.#buf[this.#pos++] as number;
     let value = first;
     if (first >= VARINT_ONE_BYTE_LIMIT) {
       let scale = 16; // 2^4
       for (let count = 1; ; count++) {
-        if (count >= VARINT_MAX_BYTES) throw this.#varintTooLong(what, start);
-        const b = this.u8(what);
+        if (count >= VARINT_MAX_BYTES) throw this.#varintTooLong(what + suffix, start);
+        if (this.#end - this.#pos < 1) this.#need(1, what + suffix);
+        const b = this.#buf[this.#pos++] as number;
         value += b * scale;
         if (value > max) break;
         scale *= 128;
@@ -89,7 +101,7 @@ export class WireReader {
       }
     }
     if (value > max) {
-      throw new SpopFrameError(`SPOP ${what} at offset ${start} is ${value}, above the limit ${max}`);
+      throw new SpopFrameError(`SPOP ${what}${suffix} at offset ${start} is ${value}, above the limit ${max}`);
     }
     return value;
   }
@@ -101,8 +113,21 @@ export class WireReader {
   bytes(n: number, what: string): Buffer {
     this.#need(n, what);
     // A copy: decoded values must not pin or alias the connection's receive buffer.
-    const out = Buffer.from(this.#buf.subarray(this.#pos, this.#pos + n));
+    const out = Buffer.allocUnsafe(n);
+    this.#buf.copy(out, 0, this.#pos, this.#pos + n);
     this.#pos += n;
+    return out;
+  }
+
+  /**
+   * <LENGTH:varint><BYTES> as a view of the frame (no copy): only for bytes the caller turns into
+   * something else at once (a string), never kept.
+   */
+  view(what: string): Buffer {
+    const len = this.varintUpTo(this.remaining, what, ' length');
+    this.#need(len, what);
+    const out = this.#buf.subarray(this.#pos, this.#pos + len);
+    this.#pos += len;
     return out;
   }
 
@@ -113,15 +138,20 @@ export class WireReader {
 
   /** <LENGTH:varint><BYTES>, bounded by what is left in the frame. */
   lengthPrefixed(what: string): Buffer {
-    const len = this.varintUpTo(this.remaining, `${what} length`);
+    const len = this.varintUpTo(this.remaining, what, ' length');
     return this.bytes(len, what);
   }
 
   string(what: string): string {
     const start = this.#pos;
-    const raw = this.lengthPrefixed(what);
+    const len = this.varintUpTo(this.remaining, what, ' length');
+    this.#need(len, what);
+    const from = this.#pos;
+    this.#pos += len;
+    // Names and most values are ASCII: read as latin1 (the same characters) without the decoder.
+    if (isAscii(this.#buf, from, this.#pos)) return this.#buf.toString('latin1', from, this.#pos);
     try {
-      return utf8.decode(raw);
+      return utf8.decode(this.#buf.subarray(from, this.#pos));
     } catch {
       throw new SpopFrameError(`SPOP ${what} at offset ${start} is not valid UTF-8`);
     }
@@ -198,7 +228,11 @@ export class WireWriter {
   }
 
   string(s: string): void {
-    this.lengthPrefixed(Buffer.from(s, 'utf8'));
+    const ascii = ASCII_ONLY.test(s);
+    const n = ascii ? s.length : Buffer.byteLength(s, 'utf8');
+    this.varint(n);
+    this.#grow(n);
+    this.#len += this.#buf.write(s, this.#len, n, ascii ? 'latin1' : 'utf8');
   }
 
   /** The bytes written so far (a copy-free view of a fresh-enough buffer). */
