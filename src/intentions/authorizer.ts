@@ -95,7 +95,7 @@ function str(scope: 'sess', name: string, value: string): SpoeAction {
 /** `ip:port` as HAProxy's `show sess` prints a source (inet_ntop form for IPv6). */
 export function formatSource(address: TypedData | undefined, port: TypedData | undefined): string | undefined {
   let ip: string | undefined;
-  if (address?.type === 'ipv4' && address.value.length === 4) ip = [...address.value].join('.');
+  if (address?.type === 'ipv4' && address.value.length === 4) ip = `${address.value[0]}.${address.value[1]}.${address.value[2]}.${address.value[3]}`;
   else if (address?.type === 'ipv6' && address.value.length === 16) {
     const groups: string[] = [];
     for (let i = 0; i < 16; i += 2) groups.push(address.value.readUInt16BE(i).toString(16));
@@ -106,6 +106,28 @@ export function formatSource(address: TypedData | undefined, port: TypedData | u
   else if (port?.type === 'int64' || port?.type === 'uint64') p = Number(port.value);
   if (ip === undefined || p === undefined || !Number.isInteger(p) || p < 0 || p > 65_535) return undefined;
   return `${ip}:${p}`;
+}
+
+const PORTS = 65_536;
+
+/**
+ * The key a source is tracked under: an IPv4 source as one number (address × 65536 + port: no
+ * string built per connection), any other as its `show sess` form. PURE.
+ */
+export function sourceKey(address: TypedData | undefined, port: TypedData | undefined): number | string | undefined {
+  if (address?.type === 'ipv4' && address.value.length === 4 && port !== undefined && port.type !== 'null') {
+    // HAProxy sends src_port as an int64, tests as an int32.
+    const p = port.type === 'int32' || port.type === 'uint32' ? port.value : port.type === 'int64' || port.type === 'uint64' ? Number(port.value) : Number.NaN;
+    if (Number.isInteger(p) && p >= 0 && p < PORTS) return address.value.readUInt32BE(0) * PORTS + p;
+  }
+  return formatSource(address, port);
+}
+
+/** A tracked source's `show sess` form (`ip:port`). PURE. */
+export function sourceOfKey(key: number | string): string {
+  if (typeof key === 'string') return key;
+  const ip = Math.floor(key / PORTS);
+  return `${Math.floor(ip / 16_777_216)}.${Math.floor(ip / 65_536) % 256}.${Math.floor(ip / 256) % 256}.${ip % 256}:${key % PORTS}`;
 }
 
 function identityKey(identity: SourceIdentity): string {
@@ -121,10 +143,12 @@ export class Authorizer {
   #localSpiffeUri = '';
   /** DER and chain (latin1) → the XFCC element of the connection. */
   readonly #xfcc = new Map<string, string>();
-  /** `ip:port` → identity of allowed connections. */
-  readonly #tracked = new Map<string, Tracked>();
+  /** Source (sourceKey) → identity of allowed connections. */
+  readonly #tracked = new Map<number | string, Tracked>();
   /** DER (latin1) → parsed SPIFFE ID. */
   readonly #certificates = new Map<string, ServiceSpiffeId>();
+  /** The certificate read last and its SPIFFE ID (one of #certificates). */
+  #lastCertificate: { der: Buffer; id: ServiceSpiffeId } | undefined;
   readonly #stats = { allowed: 0, denied: 0, l7: 0, requestsAllowed: 0, requestsDenied: 0, invalid: 0 };
   /** The L7 policies of the current intentions, by id. */
   #policies = new Map<string, L7Policy>();
@@ -155,6 +179,7 @@ export class Authorizer {
       this.#trustDomain = update.trustDomain.toLowerCase();
       // Identities are only valid in the trust domain they were read for.
       this.#certificates.clear();
+      this.#lastCertificate = undefined;
       changed = true;
     }
     if (update.intentions !== undefined && this.#decisions.update(update.intentions)) {
@@ -163,10 +188,13 @@ export class Authorizer {
     }
     if (!changed) return [];
     const revoked: RevokedConnection[] = [];
-    for (const [source, tracked] of this.#tracked) {
-      if (!this.#decisions.decide(tracked.identity).allowed) revoked.push({ source, identity: tracked.identity });
+    const keys: Array<number | string> = [];
+    for (const [key, tracked] of this.#tracked) {
+      if (this.#decisions.decide(tracked.identity).allowed) continue;
+      keys.push(key);
+      revoked.push({ source: sourceOfKey(key), identity: tracked.identity });
     }
-    for (const r of revoked) this.#tracked.delete(r.source);
+    for (const key of keys) this.#tracked.delete(key);
     return revoked;
   }
 
@@ -184,7 +212,8 @@ export class Authorizer {
     const startedAt = performance.now();
     const arg = (name: string): TypedData | undefined => message.args.find((a) => a.name === name)?.value;
     const epoch = arg(SPOE_ARG.epoch);
-    const source = formatSource(arg(SPOE_ARG.src), arg(SPOE_ARG.srcPort));
+    const src = arg(SPOE_ARG.src);
+    const srcPort = arg(SPOE_ARG.srcPort);
     const actions: SpoeAction[] = [];
     // Echo the epoch HAProxy asked under: the verdict stays valid until HAProxy's epoch moves on.
     if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value));
@@ -195,7 +224,7 @@ export class Authorizer {
     } catch (err) {
       this.#stats.invalid += 1;
       this.#stats.denied += 1;
-      this.#log.debug({ source, err: errorMessage(err) }, 'connection denied: unreadable client identity');
+      this.#log.debug({ source: formatSource(src, srcPort), err: errorMessage(err) }, 'connection denied: unreadable client identity');
       actions.push(int('sess', SPOE_VAR.auth, SPOE_AUTH.deny));
       this.#onDecision?.({ result: 'error', durationMs: performance.now() - startedAt });
       return actions;
@@ -210,7 +239,8 @@ export class Authorizer {
     if (decision.allowed) {
       result = 'allow';
       this.#stats.allowed += 1;
-      if (source !== undefined && !http) touchLru(this.#tracked, source, { identity }, this.#maxTracked);
+      const key = http ? undefined : sourceKey(src, srcPort);
+      if (key !== undefined) touchLru(this.#tracked, key, { identity }, this.#maxTracked);
     } else if (l7 !== undefined) {
       result = 'l7';
       this.#stats.l7 += 1;
@@ -220,7 +250,7 @@ export class Authorizer {
       this.#stats.denied += 1;
     }
     if (this.#log.isLevelEnabled('debug')) {
-      this.#log.debug({ source, service: id.service, namespace: id.namespace, datacenter: id.datacenter, result, reason: decision.reason }, 'connection authorized');
+      this.#log.debug({ source: formatSource(src, srcPort), service: id.service, namespace: id.namespace, datacenter: id.datacenter, result, reason: decision.reason }, 'connection authorized');
     }
     if (result !== 'deny' && isSet(arg(SPOE_ARG.xfcc))) {
       const element = this.#xfccOf(arg(SPOE_ARG.cert), arg(SPOE_ARG.chain));
@@ -290,14 +320,21 @@ export class Authorizer {
   /** Throws (→ deny) unless the argument is a certificate with one service SPIFFE ID in our trust domain. */
   #identityOf(cert: TypedData | undefined): ServiceSpiffeId {
     if (cert?.type !== 'binary' || cert.value.length === 0) throw new HaproxyConnectError('CERTIFICATE_INVALID', `no client certificate (got ${cert?.type ?? 'nothing'})`);
+    // Most connections come from the source seen last: a byte compare, without the cache's 1 KB key.
+    const last = this.#lastCertificate;
+    if (last?.der.equals(cert.value)) return last.id;
     const key = cert.value.toString('latin1');
     const cached = this.#certificates.get(key);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      this.#lastCertificate = { der: cert.value, id: cached };
+      return cached;
+    }
     const id = spiffeIdOfCertificate(new X509Certificate(cert.value));
     if (id.kind !== 'service') throw new HaproxyConnectError('CERTIFICATE_INVALID', `certificate names a ${id.kind}, not a service`);
     if (this.#trustDomain === undefined) throw new HaproxyConnectError('CERTIFICATE_INVALID', 'the trust domain is not known yet');
     if (id.trustDomain.toLowerCase() !== this.#trustDomain) throw new HaproxyConnectError('CERTIFICATE_INVALID', `trust domain ${id.trustDomain} is not ours (${this.#trustDomain})`);
     touchLru(this.#certificates, key, id, this.#maxCertificates);
+    this.#lastCertificate = { der: cert.value, id };
     return id;
   }
 

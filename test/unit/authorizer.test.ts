@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import { parseShowSess } from '../../src/driver/sessions.js';
-import { Authorizer, formatSource } from '../../src/intentions/authorizer.js';
+import { Authorizer, formatSource, sourceKey, sourceOfKey } from '../../src/intentions/authorizer.js';
 import type { Intention, IntentionSet } from '../../src/domain/intentions.js';
 import type { SpoeAction, SpoeMessage, TypedData } from '../../src/spoe/types.js';
 import { TRUST_DOMAIN } from '../helpers/fixtures.js';
@@ -172,6 +173,25 @@ describe('Authorizer', () => {
     assert.equal(formatSource(v6, { type: 'uint32', value: 80 }), '2001:db8::1:80');
     assert.equal(formatSource(undefined, { type: 'uint32', value: 80 }), undefined);
     assert.equal(formatSource(v4, { type: 'int64', value: 70_000n }), undefined);
+  });
+
+  test('property: a tracked source key prints as formatSource does, IPv4 (a number) and IPv6 (the string) alike', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.uint8Array({ minLength: 16, maxLength: 16 })),
+        fc.integer({ min: -1, max: 70_000 }),
+        fc.constantFrom('int32', 'int64'),
+        (bytes, port, portType) => {
+          const address: TypedData = bytes.length === 4 ? { type: 'ipv4', value: Buffer.from(bytes) } : { type: 'ipv6', value: Buffer.from(bytes) };
+          const portData: TypedData = portType === 'int32' ? { type: 'int32', value: port } : { type: 'int64', value: BigInt(port) };
+          const key = sourceKey(address, portData);
+          const printed = formatSource(address, portData);
+          assert.equal(key === undefined ? undefined : sourceOfKey(key), printed);
+          if (bytes.length === 4 && printed !== undefined) assert.equal(typeof key, 'number');
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });
 
