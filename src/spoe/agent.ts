@@ -301,6 +301,8 @@ class SpoeConnection {
 
   #onData(chunk: Buffer): void {
     if (this.#state === 'closing') return;
+    // The ACKs of the frames of one chunk (pipelined NOTIFYs) leave in one write.
+    this.#socket.cork();
     try {
       for (const body of this.#splitter.push(chunk)) {
         this.#onFrame(decodeFrame(body));
@@ -309,6 +311,8 @@ class SpoeConnection {
     } catch (err) {
       this.#fail(err);
       return;
+    } finally {
+      this.#socket.uncork();
     }
     if (this.#state === 'ready') {
       if (this.#splitter.pendingBytes > 0) this.#armFrameTimer('frame');
