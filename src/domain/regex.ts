@@ -30,7 +30,7 @@
  *
  * mayMatchComma tells whether a pattern can match a ',', for header matching (values joined with ',').
  */
-import { RE2JS } from 're2js';
+import { re2 } from './re2.js';
 
 /**
  * The largest RE2 program (re2js instructions) accepted. Envoy refuses programs above 100 C++ RE2
@@ -59,7 +59,7 @@ export function re2Problem(pattern: string): string | undefined {
     [anchoredRegex(pattern), 'RE2 refuses it once anchored (it must be a complete expression)'],
   ] as const) {
     try {
-      const size = RE2JS.compile(candidate).programSize();
+      const size = re2().compile(candidate).programSize();
       if (size > MAX_PROGRAM_SIZE) return `its RE2 program has ${size} instructions, above ${MAX_PROGRAM_SIZE} (Envoy's default limit is 100, and HAProxy's PCRE2 cannot compile the largest ones)`;
     } catch (err) {
       return `${what}: ${err instanceof Error ? err.message : String(err)}`;
@@ -154,7 +154,7 @@ const RUNE_ANY_NOT_NL = 11;
 const COMMA = 0x2c;
 
 function instructionsOf(pattern: string): readonly ProgInstruction[] | undefined {
-  const prog: unknown = RE2JS.compile(pattern).re2().prog;
+  const prog: unknown = re2().compile(pattern).re2().prog;
   if (typeof prog !== 'object' || prog === null || !('inst' in prog) || !Array.isArray(prog.inst)) return undefined;
   const instructions: unknown[] = prog.inst;
   const valid = instructions.every((inst) => typeof inst === 'object' && inst !== null && 'op' in inst && typeof inst.op === 'number' && 'runes' in inst && typeof inst.runes === 'object');

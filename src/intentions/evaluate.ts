@@ -10,7 +10,8 @@
  * none does (Consul's documented rule, ../shared/L7.md "Decisions"); matchers as Envoy's RBAC.
  * An unenforceable intention (domain/intentions.ts) denies.
  */
-import { RE2JS } from 're2js';
+import type { RE2JS } from 're2js';
+import { re2 } from '../domain/re2.js';
 import {
   DEFAULT_NAMESPACE,
   DEFAULT_PARTITION,
@@ -86,7 +87,7 @@ const MAX_COMPILED = 10_000;
 function fullMatch(pattern: string, value: string): boolean {
   let re = compiled.get(pattern);
   if (re === undefined) {
-    re = RE2JS.compile(pattern);
+    re = re2().compile(pattern);
     if (compiled.size >= MAX_COMPILED) compiled.clear();
     compiled.set(pattern, re);
   }

@@ -10,12 +10,14 @@
  * PCRE2, code points in RE2) are skipped. Seeds: ROUTE_ACL_SEED (a number, or `random`), else a fixed one; printed on failure.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { RE2JS } from 're2js';
+import { REPO_ROOT } from '../../devtools/consul-dev-agent.js';
 import { freePorts } from '../../devtools/ports.js';
 import { anchoredRegex, mayMatchComma, re2Problem } from '../../src/domain/regex.js';
 import type { HeaderMatch, QueryParamMatch, RouteMatch, ValueMatch } from '../../src/domain/routes.js';
@@ -58,6 +60,22 @@ describe('re2Problem and anchoredRegex', () => {
   test('mayMatchComma reads the compiled program', () => {
     for (const yes of [',', 'a.b', '[^a]', '\\W', '[+-/]', '\\pP', '(?s).', 'a|\\x2c']) assert.equal(mayMatchComma(yes), true, yes);
     for (const no of ['abc', '[a-z]+', 'v[0-9]*', '\\w\\d', '(a|b)?', '']) assert.equal(mayMatchComma(no), false, no);
+  });
+});
+
+describe('re2js loading', () => {
+  test('the daemon loads re2js only when a pattern is first compiled', () => {
+    const script = [
+      "import { createRequire } from 'node:module';",
+      "const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('re2js'));",
+      "await import('./src/main.ts');",
+      "const { re2Problem } = await import('./src/domain/regex.ts');",
+      'const before = loaded();',
+      "const problem = re2Problem('a(b');",
+      'console.log(JSON.stringify({ before, after: loaded(), problem: problem !== undefined }));',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out.trim().split('\n').at(-1) ?? ''), { before: false, after: true, problem: true });
   });
 });
 
