@@ -74,7 +74,7 @@ async function runCase(cpCase: ControlPlaneCase, driver: Driver, base: Omit<Cont
   const { testbed } = base;
   const ctx: ControlPlaneContext = {
     ...base,
-    testbed: { ...testbed, startHaproxyConnect: (name, serviceId, extraArgs = []) => testbed.startHaproxyConnect(name, serviceId, [...extraArgs, ...dataplaneArgs()]) },
+    testbed: { ...testbed, startHaproxyConnect: (name, serviceId, extraArgs = [], nodeFlags = []) => testbed.startHaproxyConnect(name, serviceId, [...extraArgs, ...dataplaneArgs()], nodeFlags) },
     driver,
     dataplaneBin: DATAPLANEAPI_BIN,
   };

@@ -78,7 +78,8 @@ export interface Testbed {
   paths: PathUnderTest[];
   /** How haproxy-connect is run: `dist` (built) or `tsx` (from source). */
   daemonFrom: 'dist' | 'tsx';
-  startHaproxyConnect(name: string, serviceId: string, extraArgs?: readonly string[]): Started;
+  /** `nodeFlags` come after the bin's own (its shebang's), e.g. a V8 mode to compare. */
+  startHaproxyConnect(name: string, serviceId: string, extraArgs?: readonly string[], nodeFlags?: readonly string[]): Started;
   startHaproxyApp(name: string, port: number, body: string): Promise<Started>;
   stop(): Promise<void>;
 }
@@ -161,7 +162,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     return registry.start(name, sutCore, HAPROXY_BIN, ['-db', '-f', file]);
   };
   const startHaproxyApp = (name: string, port: number, body: string): Promise<Started> => startHaproxy(name, appConfig(port, body));
-  const startHaproxyConnect = (name: string, serviceId: string, extraArgs: readonly string[] = []): Started => {
+  const startHaproxyConnect = (name: string, serviceId: string, extraArgs: readonly string[] = [], nodeFlags: readonly string[] = []): Started => {
     if (agent === undefined) throw new Error('the Consul agent is not running');
     const cli = daemonFrom === 'dist' ? [distCli] : ['--import', 'tsx', join(REPO_ROOT, 'src/cli.ts')];
     // The bin's own Node flags and environment (its shebang line), as users run it.
@@ -170,7 +171,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
       name,
       sutCore,
       process.execPath,
-      [...node.args, ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN, '-haproxy-cfg-base-path', runBase, '-log-level', 'warn', ...extraArgs],
+      [...node.args, ...nodeFlags, ...cli, '-sidecar-for', serviceId, '-http-addr', agent.httpAddr, '-haproxy', HAPROXY_BIN, '-haproxy-cfg-base-path', runBase, '-log-level', 'warn', ...extraArgs],
       node.env,
     );
   };

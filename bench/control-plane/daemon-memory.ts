@@ -1,7 +1,7 @@
 /**
  * Control-plane case "daemon memory", two figures for the daemon's own memory (HAProxy's is its own row):
  * - daemon-idle-memory: SIDECARS daemons with UPSTREAMS upstreams each on the testbed's real Consul
- *   agent, side by side, idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
+ *   agent, side by side (and one more run with LITE_FLAGS, reported apart), idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
  *   its own (anonymous memory: heap, stacks, malloc) and the part that is file-backed (the node
  *   binary's and libraries' pages, shared by every Node process on the host), PSS (RSS with shared
  *   pages divided among the processes that map them: what one more sidecar costs the host), and the
@@ -40,6 +40,8 @@ const MIN_SLOPE_MS = 300_000;
  * one root per rotation: the figure says how many roots it ended with.
  */
 const CA_EVERY_MS = 120_000;
+/** V8 without its compilers (the one Node memory flag NODE_OPTIONS takes): less memory, slower JavaScript (the SPOE decisions run interpreted). */
+const LITE_FLAGS = ['--jitless'];
 
 async function heapUsedMiB(statsPort: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
@@ -76,7 +78,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
   const churnMs = churnSecondsOf(ctx.profile.name, process.env.BENCH_CHURN_S) * 1000;
-  const ports = await freePorts(2 * UPSTREAMS + 4 * SIDECARS + SIDECARS * UPSTREAMS);
+  const ports = await freePorts(2 * UPSTREAMS + 4 * (SIDECARS + 1) + (SIDECARS + 1) * UPSTREAMS);
   const take = (): number => ports.shift() as number;
   const started: Started[] = [];
   const services: string[] = [];
@@ -87,14 +89,15 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     }
     const statsPorts: number[] = [];
     const t0 = performance.now();
-    for (let k = 0; k < SIDECARS; k++) {
+    // One more daemon, the same but for Node's lite mode (LITE_FLAGS), measured beside the others.
+    for (let k = 0; k <= SIDECARS; k++) {
       const upstreams = Array.from({ length: UPSTREAMS }, (_, i) => ({ destinationName: `mem-svc${i}`, localBindPort: take(), protocol: i % 2 === 0 ? 'http' : 'tcp' }));
       await registerMeshService(agent, { id: `mem-web${k}`, name: `mem-web${k}`, port: take(), sidecarPort: take(), upstreams });
       services.push(`mem-web${k}`);
       const statsPort = take();
       take();
       statsPorts.push(statsPort);
-      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`]));
+      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`], k === SIDECARS ? LITE_FLAGS : []));
     }
     const readyMs: number[] = [];
     for (const [k, port] of statsPorts.entries()) {
@@ -107,12 +110,14 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       readyMs.push(performance.now() - t0);
     }
     await delay(IDLE_MS);
-    const daemons = started.map((s) => s.pid);
+    const lite = started[SIDECARS]?.pid as number;
+    const liteText = `RSS ${(kib(lite, 'status', 'VmRSS') / MIB).toFixed(1)} MiB (own ${(kib(lite, 'status', 'RssAnon') / MIB).toFixed(1)}, file-backed ${(kib(lite, 'status', 'RssFile') / MIB).toFixed(1)}), PSS ${(kib(lite, 'smaps_rollup', 'Pss') / MIB).toFixed(1)} MiB`;
+    const daemons = started.slice(0, SIDECARS).map((s) => s.pid);
     const rss = daemons.map((pid) => kib(pid, 'status', 'VmRSS') / MIB);
     const anon = daemons.map((pid) => kib(pid, 'status', 'RssAnon') / MIB);
     const file = daemons.map((pid) => kib(pid, 'status', 'RssFile') / MIB);
     const pss = daemons.map((pid) => kib(pid, 'smaps_rollup', 'Pss') / MIB);
-    const heap = await Promise.all(statsPorts.map(heapUsedMiB));
+    const heap = await Promise.all(statsPorts.slice(0, SIDECARS).map(heapUsedMiB));
     const haproxy = daemons.map(
       (pid) =>
         processTree(pid)
@@ -121,7 +126,8 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     );
     const idleText =
       `${SIDECARS} daemons side by side, ${UPSTREAMS} upstreams each, idle ${IDLE_MS / 1000} s after ready: RSS ${range(rss)} MiB ` +
-      `(own ${range(anon)}, file-backed ${range(file)}), PSS ${range(pss)} MiB, V8 heap in use ${range(heap)} MiB; HAProxy RSS ${range(haproxy)} MiB`;
+      `(own ${range(anon)}, file-backed ${range(file)}), PSS ${range(pss)} MiB, V8 heap in use ${range(heap)} MiB; HAProxy RSS ${range(haproxy)} MiB; ` +
+      `a fifth daemon with node ${LITE_FLAGS.join(' ')} beside them: ${liteText}`;
     ctx.log(`${NAME}: ${idleText}`);
 
     // Churn on the first daemon: an instance of one of its upstreams comes and goes, its intention flips.
@@ -160,7 +166,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       `${changes} changes (instance added, removed, intention flipped) to one daemon and ${rotations} CA rotations${rotations > 0 ? ` (${roots} roots at the end)` : ''} over ${(churnDone / 1000).toFixed(0)} s: RSS ${points[0]?.[1].toFixed(1)} -> ` +
       `${points.at(-1)?.[1].toFixed(1)} MiB (max ${Math.max(...points.map(([, y]) => y)).toFixed(1)}), ${churnDone >= MIN_SLOPE_MS ? `slope over the second half ${slope.toFixed(1)} MiB/h` : 'no slope: under 5 minutes is warm-up'}; V8 heap in use ${heap[0]?.toFixed(1)} -> ${heapAfter.toFixed(1)} MiB`;
     ctx.log(`${NAME}: ${churnText}`);
-    return [summarize(IDLE, idleText, [Math.max(...readyMs)], 0, 0), summarize(CHURN, churnText, [churnDone], 0, 0)];
+    return [summarize(IDLE, idleText, [Math.max(...readyMs.slice(0, SIDECARS))], 0, 0), summarize(CHURN, churnText, [churnDone], 0, 0)];
   } finally {
     await Promise.all(started.map((s) => registry.stop(s)));
     for (const id of services.reverse()) {
