@@ -186,7 +186,10 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
   try {
     mkdirSync(runBase, { mode: 0o700 });
 
-    agent = await ConsulDevAgent.start();
+    // One agent serves every sidecar of the testbed (a dozen daemons and the cases' own, each holding its blocking
+    // queries open) from one address: above Consul's default of 200 connections per client address,
+    // which is sized for a node's agent and its own sidecars (a CI run got 429 registering a service).
+    agent = await ConsulDevAgent.start({ extraConfig: 'limits { http_max_conns_per_client = 1000 }' });
     if (agent.process.pid !== undefined) registry.pin(agent.process.pid, sutCore);
     signal.throwIfAborted();
 
