@@ -124,11 +124,17 @@ export class WireReader {
    * something else at once (a string), never kept.
    */
   view(what: string): Buffer {
+    const from = this.#span(what);
+    return this.#buf.subarray(from, this.#pos);
+  }
+
+  /** Reads <LENGTH:varint>, steps over the bytes it announces and returns where they start. */
+  #span(what: string): number {
     const len = this.varintUpTo(this.remaining, what, ' length');
     this.#need(len, what);
-    const out = this.#buf.subarray(this.#pos, this.#pos + len);
+    const from = this.#pos;
     this.#pos += len;
-    return out;
+    return from;
   }
 
   /** The rest of the frame, copied. */
@@ -144,10 +150,7 @@ export class WireReader {
 
   string(what: string): string {
     const start = this.#pos;
-    const len = this.varintUpTo(this.remaining, what, ' length');
-    this.#need(len, what);
-    const from = this.#pos;
-    this.#pos += len;
+    const from = this.#span(what);
     // Names and most values are ASCII: read as latin1 (the same characters) without the decoder.
     if (isAscii(this.#buf, from, this.#pos)) return this.#buf.toString('latin1', from, this.#pos);
     try {
