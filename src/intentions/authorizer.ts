@@ -101,11 +101,17 @@ export function formatSource(address: TypedData | undefined, port: TypedData | u
     for (let i = 0; i < 16; i += 2) groups.push(address.value.readUInt16BE(i).toString(16));
     ip = new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1);
   }
+  const p = portOf(port);
+  if (ip === undefined || p === undefined) return undefined;
+  return `${ip}:${p}`;
+}
+
+/** A source port (an int64 from HAProxy, an int32 from tests), undefined unless 0..65535. */
+function portOf(port: TypedData | undefined): number | undefined {
   let p: number | undefined;
   if (port?.type === 'int32' || port?.type === 'uint32') p = port.value;
   else if (port?.type === 'int64' || port?.type === 'uint64') p = Number(port.value);
-  if (ip === undefined || p === undefined || !Number.isInteger(p) || p < 0 || p > 65_535) return undefined;
-  return `${ip}:${p}`;
+  return p !== undefined && Number.isInteger(p) && p >= 0 && p <= 65_535 ? p : undefined;
 }
 
 const PORTS = 65_536;
@@ -115,11 +121,8 @@ const PORTS = 65_536;
  * string built per connection), any other as its `show sess` form. PURE.
  */
 export function sourceKey(address: TypedData | undefined, port: TypedData | undefined): number | string | undefined {
-  if (address?.type === 'ipv4' && address.value.length === 4 && port !== undefined && port.type !== 'null') {
-    // HAProxy sends src_port as an int64, tests as an int32.
-    const p = port.type === 'int32' || port.type === 'uint32' ? port.value : port.type === 'int64' || port.type === 'uint64' ? Number(port.value) : Number.NaN;
-    if (Number.isInteger(p) && p >= 0 && p < PORTS) return address.value.readUInt32BE(0) * PORTS + p;
-  }
+  const p = portOf(port);
+  if (address?.type === 'ipv4' && address.value.length === 4 && p !== undefined) return address.value.readUInt32BE(0) * PORTS + p;
   return formatSource(address, port);
 }
 
@@ -188,13 +191,12 @@ export class Authorizer {
     }
     if (!changed) return [];
     const revoked: RevokedConnection[] = [];
-    const keys: Array<number | string> = [];
     for (const [key, tracked] of this.#tracked) {
       if (this.#decisions.decide(tracked.identity).allowed) continue;
-      keys.push(key);
+      // Deleting the entry being visited is safe in a Map's iteration.
+      this.#tracked.delete(key);
       revoked.push({ source: sourceOfKey(key), identity: tracked.identity });
     }
-    for (const key of keys) this.#tracked.delete(key);
     return revoked;
   }
 
