@@ -1,7 +1,7 @@
 /**
  * Control-plane case "daemon memory", two figures for the daemon's own memory (HAProxy's is its own row):
  * - daemon-idle-memory: SIDECARS daemons with UPSTREAMS upstreams each on the testbed's real Consul
- *   agent, side by side (and one more run with LITE_FLAGS, reported apart), idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
+ *   agent, side by side (and one more run with JITLESS_FLAGS, reported apart), idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
  *   its own (anonymous memory: heap, stacks, malloc) and the part that is file-backed (the node
  *   binary's and libraries' pages, shared by every Node process on the host), PSS (RSS with shared
  *   pages divided among the processes that map them: what one more sidecar costs the host), and the
@@ -41,7 +41,17 @@ const MIN_SLOPE_MS = 300_000;
  */
 const CA_EVERY_MS = 120_000;
 /** V8 without its compilers (the one Node memory flag NODE_OPTIONS takes): less memory, slower JavaScript (the SPOE decisions run interpreted). */
-const LITE_FLAGS = ['--jitless'];
+const JITLESS_FLAGS = ['--jitless'];
+
+/** A daemon's RSS, its own and file-backed parts and its PSS, in MiB. */
+function memoryOf(pid: number): { rss: number; anon: number; file: number; pss: number } {
+  return {
+    rss: kib(pid, 'status', 'VmRSS') / MIB,
+    anon: kib(pid, 'status', 'RssAnon') / MIB,
+    file: kib(pid, 'status', 'RssFile') / MIB,
+    pss: kib(pid, 'smaps_rollup', 'Pss') / MIB,
+  };
+}
 
 async function heapUsedMiB(statsPort: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${statsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
@@ -89,7 +99,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     }
     const statsPorts: number[] = [];
     const t0 = performance.now();
-    // One more daemon, the same but for Node's lite mode (LITE_FLAGS), measured beside the others.
+    // One more daemon, the same but for JITLESS_FLAGS, measured beside the others.
     for (let k = 0; k <= SIDECARS; k++) {
       const upstreams = Array.from({ length: UPSTREAMS }, (_, i) => ({ destinationName: `mem-svc${i}`, localBindPort: take(), protocol: i % 2 === 0 ? 'http' : 'tcp' }));
       await registerMeshService(agent, { id: `mem-web${k}`, name: `mem-web${k}`, port: take(), sidecarPort: take(), upstreams });
@@ -97,7 +107,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       const statsPort = take();
       take();
       statsPorts.push(statsPort);
-      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`], k === SIDECARS ? LITE_FLAGS : []));
+      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`], k === SIDECARS ? JITLESS_FLAGS : []));
     }
     const readyMs: number[] = [];
     for (const [k, port] of statsPorts.entries()) {
@@ -110,13 +120,14 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       readyMs.push(performance.now() - t0);
     }
     await delay(IDLE_MS);
-    const lite = started[SIDECARS]?.pid as number;
-    const liteText = `RSS ${(kib(lite, 'status', 'VmRSS') / MIB).toFixed(1)} MiB (own ${(kib(lite, 'status', 'RssAnon') / MIB).toFixed(1)}, file-backed ${(kib(lite, 'status', 'RssFile') / MIB).toFixed(1)}), PSS ${(kib(lite, 'smaps_rollup', 'Pss') / MIB).toFixed(1)} MiB`;
+    const jitless = memoryOf(started[SIDECARS]?.pid as number);
+    const jitlessText = `RSS ${range([jitless.rss])} MiB (own ${range([jitless.anon])}, file-backed ${range([jitless.file])}), PSS ${range([jitless.pss])} MiB`;
     const daemons = started.slice(0, SIDECARS).map((s) => s.pid);
-    const rss = daemons.map((pid) => kib(pid, 'status', 'VmRSS') / MIB);
-    const anon = daemons.map((pid) => kib(pid, 'status', 'RssAnon') / MIB);
-    const file = daemons.map((pid) => kib(pid, 'status', 'RssFile') / MIB);
-    const pss = daemons.map((pid) => kib(pid, 'smaps_rollup', 'Pss') / MIB);
+    const memories = daemons.map(memoryOf);
+    const rss = memories.map((m) => m.rss);
+    const anon = memories.map((m) => m.anon);
+    const file = memories.map((m) => m.file);
+    const pss = memories.map((m) => m.pss);
     const heap = await Promise.all(statsPorts.slice(0, SIDECARS).map(heapUsedMiB));
     const haproxy = daemons.map(
       (pid) =>
@@ -127,7 +138,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     const idleText =
       `${SIDECARS} daemons side by side, ${UPSTREAMS} upstreams each, idle ${IDLE_MS / 1000} s after ready: RSS ${range(rss)} MiB ` +
       `(own ${range(anon)}, file-backed ${range(file)}), PSS ${range(pss)} MiB, V8 heap in use ${range(heap)} MiB; HAProxy RSS ${range(haproxy)} MiB; ` +
-      `a fifth daemon with node ${LITE_FLAGS.join(' ')} beside them: ${liteText}`;
+      `a fifth daemon with node ${JITLESS_FLAGS.join(' ')} beside them: ${jitlessText}`;
     ctx.log(`${NAME}: ${idleText}`);
 
     // Churn on the first daemon: an instance of one of its upstreams comes and goes, its intention flips.
