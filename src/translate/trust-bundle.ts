@@ -14,10 +14,14 @@
  * root that is bridged this way is left out of the bundle: a CA rotation then changes only the
  * leaf (at runtime), and the bundle changes once, when Consul prunes the old root — a reload.
  *
- * A root is bridged when one of its intermediates (1) has the root's own public key, (2) is
- * issued and signed by another root of the set that is itself kept, and (3) stays valid past
- * `leafValidBefore` (our own leaf's expiry, a stand-in for "every leaf now in use": when a renewed
- * leaf outlives the bridge, the new root joins the bundle).
+ * A root's bridge is the root of the set that signed one of its intermediates where the
+ * intermediate (1) has the root's own public key and (2) stays valid past `leafValidBefore` (our
+ * own leaf's expiry, a stand-in for "every leaf now in use": when a renewed leaf outlives the
+ * bridge, the new root joins the bundle). A root is left out when its bridge is kept. Successive
+ * rotations make a chain (each new root cross-signed by the one before it), and the chain keeps
+ * every other root counted from its oldest: the newest root is left out after an odd number of
+ * rotations and kept after an even number, so the bundle, and HAProxy, reloads on every other
+ * rotation, not on each. Roots bridging each other in a cycle are all kept.
  */
 import { X509Certificate } from 'node:crypto';
 import type { CaRoot } from '../domain/snapshot.js';
@@ -55,17 +59,29 @@ function bridgeOf(self: Parsed, all: readonly Parsed[], until: number): Parsed |
 
 /**
  * The last answer. Roots change rarely, but translate runs on every endpoint change, and parsing
- * the certificates and checking signatures costs about 0.5 ms: the same inputs reuse the result.
+ * the certificates and checking signatures costs about 0.5 ms: the same inputs reuse the result
+ * (compared in place, without building a key: the roots' PEM text grows with every rotation).
  */
-let last: { key: string; kept: readonly boolean[] } | undefined;
+let last: { roots: readonly CaRoot[]; leafValidBefore: string; kept: readonly boolean[] } | undefined;
+
+function sameRoots(a: readonly CaRoot[], b: readonly CaRoot[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  return a.every((root, i) => {
+    const other = b[i] as CaRoot;
+    const inter = root.intermediateCertsPem;
+    return root.rootCertPem === other.rootCertPem && inter.length === other.intermediateCertsPem.length && inter.every((pem, j) => pem === other.intermediateCertsPem[j]);
+  });
+}
 
 /**
- * The roots to trust: every root but those bridged by a cross-signature from another kept root.
- * Never empty when `roots` is not; a root whose bridge is itself bridged is kept.
+ * The roots to trust: every root but those whose bridge is kept (see above).
+ * Never empty when `roots` is not: the oldest root of a chain, and every root of a cycle, is kept.
  */
 export function trustedRoots(roots: readonly CaRoot[], leafValidBefore: string): CaRoot[] {
-  const key = JSON.stringify([leafValidBefore, roots.map((root) => [root.rootCertPem, root.intermediateCertsPem])]);
-  if (last?.key !== key) last = { key, kept: keptRoots(roots, leafValidBefore) };
+  if (last === undefined || last.leafValidBefore !== leafValidBefore || !sameRoots(last.roots, roots)) {
+    last = { roots, leafValidBefore, kept: keptRoots(roots, leafValidBefore) };
+  }
   const { kept } = last;
   return roots.filter((_, i) => kept[i]);
 }
@@ -77,15 +93,41 @@ function keptRoots(roots: readonly CaRoot[], leafValidBefore: string): boolean[]
     cert: parse(root.rootCertPem),
     intermediates: root.intermediateCertsPem.map(parse).filter((c): c is X509Certificate => c !== undefined),
   }));
-  const bridges = new Map<Parsed, Parsed>();
-  if (Number.isFinite(until)) {
-    for (const p of parsed) {
-      const bridge = bridgeOf(p, parsed, until);
-      if (bridge !== undefined) bridges.set(p, bridge);
+  if (!Number.isFinite(until)) return parsed.map(() => true);
+  const bridges = parsed.map((p) => {
+    const bridge = bridgeOf(p, parsed, until);
+    return bridge === undefined ? undefined : parsed.indexOf(bridge);
+  });
+  return keptAlongBridges(bridges);
+}
+
+/**
+ * Given each root's bridge (an index, or undefined), whether each root is kept: a root without a
+ * bridge is, a root whose bridge is kept is not, and a root whose bridge is not kept is. Every
+ * root has at most one bridge, so following bridges from a root ends at a root without one or
+ * enters a cycle; the roots of a cycle are kept.
+ */
+export function keptAlongBridges(bridges: readonly (number | undefined)[]): boolean[] {
+  const kept: (boolean | undefined)[] = bridges.map(() => undefined);
+  for (let i = 0; i < bridges.length; i++) {
+    const path: number[] = [];
+    let j: number | undefined = i;
+    while (j !== undefined && kept[j] === undefined && !path.includes(j)) {
+      path.push(j);
+      j = bridges[j];
+    }
+    let end = path.length;
+    // Whether the bridge of path[end - 1] is kept; undefined when it has none.
+    let bridgeKept: boolean | undefined = j === undefined ? undefined : kept[j];
+    if (j !== undefined && bridgeKept === undefined) {
+      end = path.indexOf(j);
+      for (const k of path.slice(end)) kept[k] = true;
+      bridgeKept = true;
+    }
+    for (let k = end - 1; k >= 0; k--) {
+      bridgeKept = bridgeKept === undefined || !bridgeKept;
+      kept[path[k] as number] = bridgeKept;
     }
   }
-  return parsed.map((p) => {
-    const bridge = bridges.get(p);
-    return bridge === undefined || bridges.has(bridge);
-  });
+  return kept.map((k) => k !== false);
 }

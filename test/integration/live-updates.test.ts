@@ -136,42 +136,68 @@ describe('live updates with real Consul and HAProxy', () => {
     }
   });
 
+  /** Rotates Consul's CA and waits until api-1 and web both serve a leaf of the new CA. */
+  async function rotateUntilNewLeavesServed(): Promise<void> {
+    const { activeRoot, allRoots } = await rotateConnectCa(agent);
+    const fromNewCa = (cert: X509Certificate | undefined): boolean => cert !== undefined && cert.issuer === activeRoot.subject && cert.serialNumber !== '';
+    // The public side: api-1 serves a leaf of the new CA, to a client presenting a leaf of the new CA...
+    const webLeaf = await agent.get<{ CertPEM: string; PrivateKeyPEM: string }>('/v1/agent/connect/ca/leaf/web');
+    const client = { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM };
+    await waitFor('api-1 serving a leaf of the new CA', async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, client)) ? true : undefined), 60_000, 250);
+    // ...and the upstream side: web's sidecar presents a leaf of the new CA (HAProxy reports it in use).
+    await waitFor('web presenting a leaf of the new CA', async () => (fromNewCa(await servedCertificate(ports.webSidecar as number, client)) ? true : undefined), 60_000, 250);
+  }
+
+  /** Each sidecar's reloads logged since `before` (counts by sidecar name), after checking that none died or lost HAProxy. */
+  function reloadsSince(before: ReadonlyMap<string, number>): Map<string, Array<Record<string, unknown>>> {
+    const reloads = new Map<string, Array<Record<string, unknown>>>();
+    for (const [name, sidecar] of sidecars) {
+      assert.equal(sidecar.process.exitCode, null, `${name} died`);
+      assert.ok(!sidecar.logs.some((l) => l.msg === 'haproxy master exited unexpectedly'), `${name}: haproxy crashed`);
+      reloads.set(name, sidecar.logs.filter((l) => l.msg === 'reloading haproxy').slice(before.get(name)));
+    }
+    return reloads;
+  }
+  const reloadCounts = (): Map<string, number> => new Map([...sidecars].map(([name, s]) => [name, count(s, 'reloading haproxy')]));
+
   // Consul cross-signs the new root with the old one, so the new leaves verify against the old
   // root: the trust bundle stays as it is (src/translate/trust-bundle.ts) and only the leaves
   // change, at runtime. The old root leaves the bundle when Consul prunes it (one reload, later).
   test('a CA rotation under traffic: new leaves on both sides at runtime, 0 reloads, 0 failed requests', async () => {
     const traffic = new Traffic(ports.webToApi as number, 4);
     try {
-      const reloadsBefore = new Map([...sidecars].map(([name, s]) => [name, count(s, 'reloading haproxy')]));
-      const { activeRoot, allRoots } = await rotateConnectCa(agent);
-      const fromNewCa = (cert: X509Certificate | undefined): boolean => cert !== undefined && cert.issuer === activeRoot.subject && cert.serialNumber !== '';
-      // The public side: api-1 serves a leaf of the new CA, to a client presenting a leaf of the new CA...
-      const webLeaf = await agent.get<{ CertPEM: string; PrivateKeyPEM: string }>('/v1/agent/connect/ca/leaf/web');
-      await waitFor(
-        'api-1 serving a leaf of the new CA',
-        async () => (fromNewCa(await servedCertificate(ports.api1Sidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM })) ? true : undefined),
-        60_000,
-        250,
-      );
-      // ...and the upstream side: web's sidecar presents a leaf of the new CA (HAProxy reports it in use).
-      await waitFor(
-        'web presenting a leaf of the new CA',
-        async () => {
-          const served = await servedCertificate(ports.webSidecar as number, { ca: allRoots, cert: webLeaf.CertPEM, key: webLeaf.PrivateKeyPEM });
-          return fromNewCa(served) ? true : undefined;
-        },
-        60_000,
-        250,
-      );
+      const before = reloadCounts();
+      await rotateUntilNewLeavesServed();
       await new Promise((r) => setTimeout(r, 1_000));
       const report = await traffic.stop();
-      for (const [name, sidecar] of sidecars) {
-        assert.equal(sidecar.process.exitCode, null, `${name} died`);
-        const reloads = sidecar.logs.filter((l) => l.msg === 'reloading haproxy').slice(reloadsBefore.get(name));
-        assert.equal(reloads.length, 0, `${name}: ${JSON.stringify(reloads)}`);
-        assert.ok(!sidecar.logs.some((l) => l.msg === 'haproxy master exited unexpectedly'), `${name}: haproxy crashed`);
-      }
+      for (const [name, reloads] of reloadsSince(before)) assert.equal(reloads.length, 0, `${name}: ${JSON.stringify(reloads)}`);
       process.stdout.write(`# CA rotation under traffic: ${report.ok} requests, ${report.failed} failed\n`);
+      assert.equal(report.failed, 0, `failed requests: ${report.failures.join('\n')}\n${timeline()}`);
+    } finally {
+      await traffic.stop();
+    }
+  });
+
+  // Rotations in a row make a chain of cross-signatures. A root whose bridge is itself left out
+  // must join the bundle (its leaves carry only the cross-signature by the root before it), and
+  // then the next root is bridged by it again: one reload on every other rotation, none on the others.
+  test('two more CA rotations: the second of the three reloads each sidecar once (reason roots), the third at runtime with 0 failed requests', async () => {
+    const beforeSecond = reloadCounts();
+    await rotateUntilNewLeavesServed();
+    await waitFor('a reload of every sidecar for the new root', async () => ([...reloadsSince(beforeSecond).values()].every((r) => r.length >= 1) ? true : undefined), 30_000, 200);
+    await new Promise((r) => setTimeout(r, 1_000));
+    for (const [name, reloads] of reloadsSince(beforeSecond)) {
+      assert.equal(reloads.length, 1, `${name}: ${JSON.stringify(reloads)}`);
+      assert.deepEqual(reloads[0]?.reasons, ['CA roots changed (1 added, 0 removed)'], `${name}: ${JSON.stringify(reloads)}`);
+    }
+    const traffic = new Traffic(ports.webToApi as number, 4);
+    try {
+      const beforeThird = reloadCounts();
+      await rotateUntilNewLeavesServed();
+      await new Promise((r) => setTimeout(r, 1_000));
+      const report = await traffic.stop();
+      for (const [name, reloads] of reloadsSince(beforeThird)) assert.equal(reloads.length, 0, `third rotation, ${name}: ${JSON.stringify(reloads)}`);
+      process.stdout.write(`# third CA rotation under traffic: ${report.ok} requests, ${report.failed} failed\n`);
       assert.equal(report.failed, 0, `failed requests: ${report.failures.join('\n')}\n${timeline()}`);
     } finally {
       await traffic.stop();

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { CaRoot } from '../../src/domain/snapshot.js';
-import { trustedRoots } from '../../src/translate/trust-bundle.js';
+import fc from 'fast-check';
+import { keptAlongBridges, trustedRoots } from '../../src/translate/trust-bundle.js';
 
 let dir: string;
 const pem: Record<string, string> = {};
@@ -63,6 +64,11 @@ before(() => {
   ca('new');
   ca('other');
   crossSign('new-by-old', 'new', 'old', 7);
+  // Four rotations' worth: each root cross-signed by the one before it, as Consul does.
+  ca('newer');
+  ca('newest');
+  crossSign('newer-by-new', 'newer', 'new', 7);
+  crossSign('newest-by-newer', 'newest', 'newer', 7);
   crossSign('old-by-new', 'old', 'new', 7);
   // A certificate for `other`'s key signed by `old`: an intermediate, but not of `new`.
   crossSign('other-by-old', 'other', 'old', 7);
@@ -86,12 +92,65 @@ describe('trusted roots', () => {
     { name: 'an intermediate for another key is no bridge', roots: () => [root('old'), root('new', ['other-by-old'])], leafDays: 3, want: ['new', 'old'] },
     { name: 'an issuer name without the signature is no bridge', roots: () => [root('old'), root('new', ['new-by-fake-old'])], leafDays: 3, want: ['new', 'old'] },
     { name: 'roots bridging each other are both kept', roots: () => [root('old', ['old-by-new']), root('new', ['new-by-old'])], leafDays: 3, want: ['new', 'old'] },
+    {
+      name: 'three rotations: every other root of the chain, counted from the oldest',
+      roots: () => [root('newest', ['newest-by-newer']), root('old'), root('newer', ['newer-by-new']), root('new', ['new-by-old'])],
+      leafDays: 3,
+      want: ['newer', 'old'],
+    },
+    {
+      name: 'two rotations: the newest root joins the bundle (its bridge is left out)',
+      roots: () => [root('old'), root('new', ['new-by-old']), root('newer', ['newer-by-new'])],
+      leafDays: 3,
+      want: ['newer', 'old'],
+    },
+    {
+      name: 'the oldest root pruned: the chain is counted again from the next one',
+      roots: () => [root('new', ['new-by-old']), root('newer', ['newer-by-new']), root('newest', ['newest-by-newer'])],
+      leafDays: 3,
+      want: ['new', 'newest'],
+    },
     { name: 'a root without intermediates next to a bridged one', roots: () => [root('old'), root('new', ['new-by-old']), root('other')], leafDays: 3, want: ['old', 'other'] },
   ];
   for (const c of cases) {
     test(c.name, () => assert.deepEqual(ids(trustedRoots(c.roots(), inDays(c.leafDays))), c.want));
   }
+  test('the same roots with other PEM strings of the same text are not recomputed, and other roots are', () => {
+    const roots = [root('old'), root('new', ['new-by-old'])];
+    const copy = roots.map((r) => ({ ...r, rootCertPem: `${r.rootCertPem} `.trimEnd(), intermediateCertsPem: [...r.intermediateCertsPem] }));
+    assert.deepEqual(ids(trustedRoots(roots, inDays(3))), ['old']);
+    assert.deepEqual(ids(trustedRoots(copy, inDays(3))), ['old']);
+    assert.deepEqual(ids(trustedRoots([root('old'), root('new', ['other-by-old'])], inDays(3))), ['new', 'old']);
+  });
   test('an unparseable leaf expiry keeps every root', () => {
     assert.deepEqual(ids(trustedRoots([root('old'), root('new', ['new-by-old'])], 'not a date')), ['new', 'old']);
+  });
+});
+
+describe('kept along bridges', () => {
+  test('a chain keeps every other root from its end; a cycle keeps all its roots', () => {
+    assert.deepEqual(keptAlongBridges([]), []);
+    assert.deepEqual(keptAlongBridges([undefined, 0, 1, 2, 3]), [true, false, true, false, true]);
+    assert.deepEqual(keptAlongBridges([3, 2, undefined, 1]), [false, false, true, true]);
+    assert.deepEqual(keptAlongBridges([1, 0, 1]), [true, true, false]);
+    assert.deepEqual(keptAlongBridges([0]), [true]);
+  });
+  test('for any bridges: a root is kept exactly when it has no bridge, its bridge is left out, or it is on a cycle; never empty', () => {
+    const onCycle = (bridges: readonly (number | undefined)[], i: number): boolean => {
+      let j = bridges[i];
+      for (let steps = 0; j !== undefined && steps < bridges.length; steps++, j = bridges[j]) if (j === i) return true;
+      return false;
+    };
+    const arb = fc.integer({ min: 1, max: 12 }).chain((n) => fc.array(fc.option(fc.nat({ max: n - 1 }), { nil: undefined }), { minLength: n, maxLength: n }));
+    fc.assert(
+      fc.property(arb, (bridges) => {
+        const kept = keptAlongBridges(bridges);
+        assert.ok(kept.some(Boolean));
+        bridges.forEach((b, i) => {
+          const want = b === undefined || onCycle(bridges, i) || !kept[b];
+          assert.equal(kept[i], want, `root ${i} (bridge ${b}) in ${JSON.stringify(bridges)}`);
+        });
+      }),
+    );
   });
 });
