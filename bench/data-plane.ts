@@ -6,7 +6,10 @@
  *   connection-close  wrk with `Connection: close`: a new client connection per request
  *   fixed-rate        fortio, open loop at a fixed rate: latency percentiles, CPU per request of each
  *                     component (schedstat around the run) and memory after it
- *   new-connection    fortio, open loop at a lower rate with a new connection per request
+ *   new-connection    fortio, open loop at a lower rate with a new connection per request: latency
+ *                     percentiles and CPU per connection of each component (a full mTLS handshake
+ *                     between the sidecars and, at a destination that enforces intentions, one
+ *                     decision of its SPOE agent)
  *   tail              fortio, the fixed-rate settings for a long run (full profile only): p99.9 and
  *                     the maximum, which a few seconds per round cannot show
  */
@@ -34,10 +37,24 @@ export interface DataPlaneRun {
   round: number;
   saturation?: SaturationResult;
   fixedRate?: FixedRateResult;
+  /** Fixed-rate and new-connection runs: each component's CPU over the measured run, per request served. */
   cpu?: ComponentCpu[];
   memory?: ComponentMemory[];
   /** Wall time of the run with its warm-up and the generators' start-up (where the time goes). */
   elapsedS?: number;
+}
+
+/** Runs `load` and reads each component's on-CPU time (schedstat) around it, per request it served. */
+async function withCpu(path: PathUnderTest, load: () => Promise<FixedRateResult>): Promise<{ result: FixedRateResult; cpu: ComponentCpu[] }> {
+  const before = path.components.map((c) => cpuNsOf(c.pids()));
+  const result = await load();
+  const after = path.components.map((c) => cpuNsOf(c.pids()));
+  const served = Math.max(1, result.requests);
+  const cpu = path.components.map((c, i) => {
+    const ns = (after[i] ?? 0) - (before[i] ?? 0);
+    return { role: c.role, cpuMs: ns / 1e6, usPerRequest: ns / 1e3 / served };
+  });
+  return { result, cpu };
 }
 
 async function measure(path: PathUnderTest, workload: Workload, profile: Profile, round: number, signal: AbortSignal): Promise<DataPlaneRun> {
@@ -55,7 +72,9 @@ async function measure(path: PathUnderTest, workload: Workload, profile: Profile
         signal,
       });
     await fortio(profile.warmupS);
-    return { path: path.name, workload, round, fixedRate: await fortio(durationS) };
+    if (workload === 'tail') return { path: path.name, workload, round, fixedRate: await fortio(durationS) };
+    const { result: fixedRate, cpu } = await withCpu(path, () => fortio(durationS));
+    return { path: path.name, workload, round, fixedRate, cpu };
   }
   if (workload !== 'fixed-rate') {
     const wrk = (seconds: number): Promise<SaturationResult> =>
@@ -80,14 +99,7 @@ async function measure(path: PathUnderTest, workload: Workload, profile: Profile
       signal,
     });
   await fortio(profile.warmupS);
-  const before = path.components.map((c) => cpuNsOf(c.pids()));
-  const fixedRate = await fortio(durationS);
-  const after = path.components.map((c) => cpuNsOf(c.pids()));
-  const served = Math.max(1, fixedRate.requests);
-  const cpu = path.components.map((c, i) => {
-    const ns = (after[i] ?? 0) - (before[i] ?? 0);
-    return { role: c.role, cpuMs: ns / 1e6, usPerRequest: ns / 1e3 / served };
-  });
+  const { result: fixedRate, cpu } = await withCpu(path, () => fortio(durationS));
   const memory = path.components.map((c) => ({
     role: c.role,
     processes: c.pids().map((pid) => ({ pid, command: commandName(pid), rssKiB: rssKiB(pid) })),

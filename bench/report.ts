@@ -21,6 +21,8 @@ export interface PathSummary {
   newConnectionP99Us: number[];
   /** CPU µs per request by component role, one value per fixed-rate round. */
   cpuUsPerRequest: Record<string, number[]>;
+  /** CPU µs per new connection (one request each) by component role, one value per new-connection round (absent in older results). */
+  newConnectionCpuUs?: Record<string, number[]>;
   /** The tail workload's long runs (none outside the full profile's TAIL_PATHS). */
   tail: FixedRateResult[];
   /** RSS in KiB by component role and command (last fixed-rate run). */
@@ -53,12 +55,16 @@ export interface Results {
   timings?: Timings;
 }
 
+/** CPU µs per request by component role over `runs`, one value per run (NaN where a run has none). */
+function cpuByRole(runs: readonly DataPlaneRun[]): Record<string, number[]> {
+  const roles = [...new Set(runs.flatMap((r) => r.cpu?.map((c) => c.role) ?? []))];
+  return Object.fromEntries(roles.map((role) => [role, runs.map((r) => r.cpu?.find((c) => c.role === role)?.usPerRequest ?? Number.NaN)]));
+}
+
 export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly DataPlaneRun[]): PathSummary[] {
   return paths.map((path) => {
     const of = (w: Workload): DataPlaneRun[] => runs.filter((r) => r.path === path.name && r.workload === w);
     const fixed = of('fixed-rate');
-    const roles = [...new Set(fixed.flatMap((r) => r.cpu?.map((c) => c.role) ?? []))];
-    const cpuUsPerRequest = Object.fromEntries(roles.map((role) => [role, fixed.map((r) => r.cpu?.find((c) => c.role === role)?.usPerRequest ?? Number.NaN)]));
     const rssKiB: Record<string, Record<string, number>> = {};
     for (const m of fixed.at(-1)?.memory ?? []) {
       const byCommand: Record<string, number> = {};
@@ -78,7 +84,8 @@ export function summarizePaths(paths: readonly PathUnderTest[], runs: readonly D
       p999Us: fixed.map((r) => r.fixedRate?.p999Us ?? Number.NaN),
       newConnectionP50Us: of('new-connection').map((r) => r.fixedRate?.p50Us ?? Number.NaN),
       newConnectionP99Us: of('new-connection').map((r) => r.fixedRate?.p99Us ?? Number.NaN),
-      cpuUsPerRequest,
+      cpuUsPerRequest: cpuByRole(fixed),
+      newConnectionCpuUs: cpuByRole(of('new-connection')),
       tail: of('tail').flatMap((r) => (r.fixedRate === undefined ? [] : [r.fixedRate])),
       rssKiB,
       errors,
@@ -165,7 +172,7 @@ export function renderMarkdown(results: Results): string {
     );
   }
   lines.push('', `Paths: ${results.paths.map((p) => `**${p.path}** ${p.description}`).join('; ')}.`, '');
-  for (const table of [ratioTable(results.paths), tailTable(results.paths, profile), routingCostTable(results.paths), l7CostTable(results.paths)]) {
+  for (const table of [ratioTable(results.paths), newConnectionCpuTable(results.paths), tailTable(results.paths, profile), routingCostTable(results.paths), l7CostTable(results.paths)]) {
     if (table !== undefined) lines.push(...table, '');
   }
   if (results.controlPlane.length > 0) lines.push(...controlPlaneTable(results.controlPlane), '');
@@ -212,11 +219,17 @@ export function controlPlaneTable(results: readonly ControlPlaneResult[]): strin
 /** CPU µs per request of a component role, one value per fixed-rate round. */
 const cpuRounds = (p: PathSummary, role: string): number[] => p.cpuUsPerRequest[role] ?? [];
 
-/** CPU µs per request of both sidecars together (source + destination), one value per fixed-rate round. */
-export function sidecarCpuRounds(p: PathSummary): number[] {
-  const destination = cpuRounds(p, 'destination sidecar');
-  return cpuRounds(p, 'source sidecar').map((source, i) => source + (destination[i] ?? Number.NaN));
+/** Both sidecars together (source + destination), one value per round of `byRole`. */
+function sidecarSum(byRole: Record<string, number[]>): number[] {
+  const destination = byRole['destination sidecar'] ?? [];
+  return (byRole['source sidecar'] ?? []).map((source, i) => source + (destination[i] ?? Number.NaN));
 }
+
+/** CPU µs per request of both sidecars together (source + destination), one value per fixed-rate round. */
+export const sidecarCpuRounds = (p: PathSummary): number[] => sidecarSum(p.cpuUsPerRequest);
+
+/** CPU µs per new connection of both sidecars together, one value per new-connection round. */
+export const sidecarNewConnectionCpuRounds = (p: PathSummary): number[] => sidecarSum(p.newConnectionCpuUs ?? {});
 
 /** The pairs the ratio table compares: haproxy-connect's plain pairs over their hand-written references. */
 export const RATIO_PAIRS = [
@@ -230,6 +243,7 @@ const RATIO_FIGURES: ReadonlyArray<{ label: string; rounds: (p: PathSummary) => 
   { label: 'CPU µs/req, sidecars (source + destination)', rounds: sidecarCpuRounds, format: one },
   { label: 'p99 µs, fixed rate', rounds: (p) => p.p99Us, format: int },
   { label: 'p99 µs, new connection', rounds: (p) => p.newConnectionP99Us, format: int },
+  { label: 'CPU µs per new connection, sidecars (source + destination)', rounds: sidecarNewConnectionCpuRounds, format: one },
   { label: 'keep-alive req/s', rounds: (p) => p.keepAliveRps, format: int },
 ];
 
@@ -264,6 +278,28 @@ export function ratioTable(paths: readonly PathSummary[], seed: number = BOOTSTR
     '| pair | figure | haproxy-connect | reference | ratio | 95 % interval | within ±5 % | direct (generator floor) |',
     '|---|---|---|---|---|---|---|---|',
     ...rows,
+  ];
+}
+
+/**
+ * CPU per new connection by component: the new-connection workload sends one request per
+ * connection, so this is a full mTLS handshake between the sidecars, the request, and at a
+ * destination that enforces intentions one decision of its SPOE agent (the destination daemon,
+ * part of the destination sidecar). Undefined when no new-connection run read CPU. Pure.
+ */
+export function newConnectionCpuTable(paths: readonly PathSummary[]): string[] | undefined {
+  const measuredPaths = paths.filter((p) => Object.values(p.newConnectionCpuUs ?? {}).some((rounds) => rounds.length > 0));
+  if (measuredPaths.length === 0) return undefined;
+  const cell = (p: PathSummary, role: string): string => spreadCell(p.newConnectionCpuUs?.[role] ?? [], one);
+  return [
+    'CPU per new connection (the new-connection workload: one request per connection), µs of on-CPU time per connection over each round:',
+    '',
+    '| path | source sidecar | destination sidecar | of which destination daemon | sidecars (source + destination) | app |',
+    '|---|---|---|---|---|---|',
+    ...measuredPaths.map(
+      (p) =>
+        `| ${p.path} | ${cell(p, 'source sidecar')} | ${cell(p, 'destination sidecar')} | ${cell(p, 'destination daemon')} | ${spreadCell(sidecarNewConnectionCpuRounds(p), one)} | ${cell(p, 'app')} |`,
+    ),
   ];
 }
 

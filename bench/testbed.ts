@@ -10,6 +10,8 @@
  *   hc-http         client -> haproxy-connect (upstream, protocol http) -> mTLS -> haproxy-connect -> app
  *   hc-tcp          the same with protocol tcp on both ends
  *   hc-tcp-no-intentions  hc-tcp with intentions off at the destination (what authorization costs)
+ *   hc-http-no-intentions  hc-http with intentions off at the destination: no SPOE filter on its
+ *                   streams, which in HTTP mode are one per request (in TCP mode one per connection)
  *   hc-http-routed  hc-http with a 10-route service-router in front of its destination, whose first
  *                   nine routes no benchmark request matches (lib/routed-path.ts): what routing costs.
  *                   Its destination is its own service (`hc-dst-routed`, service-defaults Protocol
@@ -215,7 +217,9 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
       hcL7Upstream,
       hcDstL7AgentPublic,
       hcL7AgentUpstream,
-    ] = (await freePorts(21)) as PortTuple<21>;
+      hcDstOpenHttpPublic,
+      hcOpenHttpUpstream,
+    ] = (await freePorts(23)) as PortTuple<23>;
 
     const app = await startHaproxyApp('app', appPort, 'ok');
     const certs = writeCertificates(workDir);
@@ -257,6 +261,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     await registerMeshService(agent, { id: 'hc-dst-http', name: 'hc-dst-http', port: appPort, sidecarPort: hcDstHttpPublic, protocol: 'http' });
     await registerMeshService(agent, { id: 'hc-dst-tcp', name: 'hc-dst-tcp', port: appPort, sidecarPort: hcDstTcpPublic, protocol: 'tcp' });
     await registerMeshService(agent, { id: 'hc-dst-open', name: 'hc-dst-open', port: appPort, sidecarPort: hcDstOpenPublic, protocol: 'tcp' });
+    await registerMeshService(agent, { id: 'hc-dst-open-http', name: 'hc-dst-open-http', port: appPort, sidecarPort: hcDstOpenHttpPublic, protocol: 'http' });
     await registerMeshService(agent, {
       id: 'hc-src',
       name: 'hc-src',
@@ -267,6 +272,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         { destinationName: 'hc-dst-http', localBindPort: hcHttpUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-tcp', localBindPort: hcTcpUpstream, protocol: 'tcp' },
         { destinationName: 'hc-dst-open', localBindPort: hcOpenUpstream, protocol: 'tcp' },
+        { destinationName: 'hc-dst-open-http', localBindPort: hcOpenHttpUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-routed', localBindPort: hcRoutedUpstream, protocol: 'http' },
         { destinationName: 'hc-dst-l7', localBindPort: hcL7Upstream, protocol: 'http' },
         { destinationName: 'hc-dst-l7-agent', localBindPort: hcL7AgentUpstream, protocol: 'http' },
@@ -277,6 +283,7 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
     const hcDstTcp = startHaproxyConnect('hc-dst-tcp', 'hc-dst-tcp');
     // The same destination with intentions off: the difference is what authorization costs.
     const hcDstOpen = startHaproxyConnect('hc-dst-open', 'hc-dst-open', ['-enable-intentions=false']);
+    const hcDstOpenHttp = startHaproxyConnect('hc-dst-open-http', 'hc-dst-open-http', ['-enable-intentions=false']);
     const hcDstRouted = startHaproxyConnect('hc-dst-routed', 'hc-dst-routed');
     const hcDstL7 = startHaproxyConnect('hc-dst-l7', 'hc-dst-l7');
     const hcDstL7Agent = startHaproxyConnect('hc-dst-l7-agent', 'hc-dst-l7-agent');
@@ -340,8 +347,14 @@ export async function startTestbed(registry: ProcessRegistry, sutCore: number, s
         url: url(hcOpenUpstream),
         components: [tree('source sidecar', hcSrc), ...destination(hcDstOpen), appComponent],
       },
+      {
+        name: 'hc-http-no-intentions',
+        description: 'haproxy-connect pair, protocol http, intentions off at the destination (no SPOE filter on its streams)',
+        url: url(hcOpenHttpUpstream),
+        components: [tree('source sidecar', hcSrc), ...destination(hcDstOpenHttp), appComponent],
+      },
     ];
-    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen, hcDstRouted, hcDstL7, hcDstL7Agent];
+    const everyProcess = [app, refHttpA, refHttpB, refTcpA, refTcpB, cpSrc, cpDst, hcSrc, hcDstHttp, hcDstTcp, hcDstOpen, hcDstOpenHttp, hcDstRouted, hcDstL7, hcDstL7Agent];
     // Fail at once, with its output, when a process dies while the paths come up.
     const died = Promise.race(everyProcess.map((started) => started.exited.then(() => started))).then((started) => {
       assertRunning(started);

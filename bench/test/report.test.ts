@@ -4,10 +4,22 @@ import { describe, test } from 'node:test';
 import type { DataPlaneRun } from '../data-plane.js';
 import type { FixedRateResult } from '../lib/load-tools.js';
 import { FULL_DATA_PLANE_BUDGET_S, PRIMARY_PATHS, plannedRuns, plannedSeconds, PROFILES, roundsOf, TAIL_PATHS, WORKLOADS } from '../profile.js';
-import { describePlan, findProblems, type PathSummary, ratioTable, type Results, spreadCell, summarizePaths, tailTable, timingLine } from '../report.js';
+import { describePlan, findProblems, newConnectionCpuTable, type PathSummary, ratioTable, type Results, spreadCell, summarizePaths, tailTable, timingLine } from '../report.js';
 
 /** The testbed's paths, in its order (bench/testbed.ts). */
-const TESTBED_PATHS = ['direct', 'reference-http', 'reference-tcp', 'consul-proxy', 'hc-http', 'hc-http-l7', 'hc-http-l7-agent', 'hc-http-routed', 'hc-tcp', 'hc-tcp-no-intentions'];
+const TESTBED_PATHS = [
+  'direct',
+  'reference-http',
+  'reference-tcp',
+  'consul-proxy',
+  'hc-http',
+  'hc-http-l7',
+  'hc-http-l7-agent',
+  'hc-http-routed',
+  'hc-tcp',
+  'hc-tcp-no-intentions',
+  'hc-http-no-intentions',
+];
 const SECONDARY_PATHS = TESTBED_PATHS.filter((p) => !(PRIMARY_PATHS as readonly string[]).includes(p));
 
 describe('the profiles', () => {
@@ -26,7 +38,7 @@ describe('the profiles', () => {
       full.filter((r) => r.workload === 'tail').map((r) => r.path),
       [...TAIL_PATHS],
     );
-    assert.equal(full.length, 72);
+    assert.equal(full.length, 74);
   });
   test('full: rounds alternate the order of their paths (A B … / … B A)', () => {
     const round = (n: number): string[] => full.filter((r) => r.workload === 'keep-alive' && r.round === n).map((r) => r.path);
@@ -39,7 +51,7 @@ describe('the profiles', () => {
   });
   test('full: the data plane fits its budget (profile.ts)', () => {
     const seconds = plannedSeconds(PROFILES.full, full);
-    assert.equal(seconds, 69 + 15 + 69 + 54 + 183);
+    assert.equal(seconds, 72 + 15 + 72 + 54 + 183);
     assert.ok(seconds <= FULL_DATA_PLANE_BUDGET_S, String(seconds));
   });
   test('quick: every workload but the tail, once over every path', () => {
@@ -104,8 +116,9 @@ const fixedRate = (p99Us: number, extra: Partial<FixedRateResult> = {}): FixedRa
   ...extra,
 });
 
-function summary(name: string, f: { cpu?: number[]; p99?: number[]; keepAlive?: number[]; newConnection?: number[]; tail?: FixedRateResult[] }): PathSummary {
+function summary(name: string, f: { cpu?: number[]; p99?: number[]; keepAlive?: number[]; newConnection?: number[]; newConnectionCpu?: number[]; tail?: FixedRateResult[] }): PathSummary {
   const cpu = f.cpu ?? [];
+  const ncCpu = f.newConnectionCpu ?? [];
   return {
     path: name,
     description: '',
@@ -118,6 +131,8 @@ function summary(name: string, f: { cpu?: number[]; p99?: number[]; keepAlive?: 
     newConnectionP99Us: f.newConnection ?? [],
     // Split evenly over the two sidecars: the table adds them up again.
     cpuUsPerRequest: name === 'direct' ? { app: [10] } : { 'source sidecar': cpu.map((c) => c / 2), 'destination sidecar': cpu.map((c) => c / 2) },
+    // A quarter at the source, the rest at the destination, a third of that in its daemon.
+    newConnectionCpuUs: ncCpu.length === 0 ? {} : { 'source sidecar': ncCpu.map((c) => c / 4), 'destination sidecar': ncCpu.map((c) => (c * 3) / 4), 'destination daemon': ncCpu.map((c) => c / 4) },
     tail: f.tail ?? [],
     rssKiB: {},
     errors: 0,
@@ -128,14 +143,26 @@ function summary(name: string, f: { cpu?: number[]; p99?: number[]; keepAlive?: 
 describe('ratioTable', () => {
   const paths = [
     summary('direct', { p99: [700, 720, 690, 710], keepAlive: [20_000, 21_000, 20_500, 20_800], newConnection: [900, 950, 920, 930] }),
-    summary('reference-http', { cpu: [200, 204, 198, 202], p99: [1_000, 1_010, 990, 1_005], keepAlive: [14_000, 14_100, 13_900, 14_050], newConnection: [1_500, 1_600, 1_550, 1_580] }),
-    summary('hc-http', { cpu: [204, 206, 202, 205], p99: [1_500, 1_520, 1_480, 1_510], keepAlive: [12_000, 12_200, 11_900, 12_100], newConnection: [1_550, 2_400, 1_500, 1_600] }),
+    summary('reference-http', {
+      cpu: [200, 204, 198, 202],
+      p99: [1_000, 1_010, 990, 1_005],
+      keepAlive: [14_000, 14_100, 13_900, 14_050],
+      newConnection: [1_500, 1_600, 1_550, 1_580],
+      newConnectionCpu: [800, 820, 780, 840],
+    }),
+    summary('hc-http', {
+      cpu: [204, 206, 202, 205],
+      p99: [1_500, 1_520, 1_480, 1_510],
+      keepAlive: [12_000, 12_200, 11_900, 12_100],
+      newConnection: [1_550, 2_400, 1_500, 1_600],
+      newConnectionCpu: [1_200, 1_240, 1_160, 1_280],
+    }),
   ];
   const rows = ratioTable(paths)?.slice(4) ?? [];
   /** The cells of the row of `figure`: pair, figure, haproxy-connect, reference, ratio, interval, verdict, floor. */
   const row = (figure: string, table: readonly string[] = rows): string[] => cells(table.find((r) => r.includes(`| ${figure} |`)) ?? '');
   test('one row per figure of each pair measured (hc-tcp without its reference has none)', () => {
-    assert.equal(rows.length, 4);
+    assert.equal(rows.length, 5);
     assert.ok(rows.every((r) => r.startsWith('| hc-http / reference-http |')));
   });
   test('CPU: the sidecars added up, medians with ranges, a ratio within 5 % that the interval confirms', () => {
@@ -158,6 +185,14 @@ describe('ratioTable', () => {
     assert.equal(hc, '1,575 [1,500–2,400]');
     assert.equal(ratio, '1.01');
   });
+  test('CPU per new connection: the sidecars added up; no floor, direct has no sidecar', () => {
+    const [, , hc, reference, ratio, , verdict, floor] = row('CPU µs per new connection, sidecars (source + destination)');
+    assert.equal(hc, '1220.0 [1160.0–1280.0]');
+    assert.equal(reference, '810.0 [780.0–840.0]');
+    assert.equal(ratio, '1.51');
+    assert.equal(verdict, 'no');
+    assert.equal(floor, '–');
+  });
   test('keep-alive: the generator ceiling in the floor column', () => {
     const [, , , , ratio, , verdict, floor] = row('keep-alive req/s');
     assert.equal(ratio, '0.86');
@@ -173,6 +208,22 @@ describe('ratioTable', () => {
   test('absent when no pair was measured', () => {
     assert.equal(ratioTable([summary('hc-http', {}), summary('reference-http', {})]), undefined);
     assert.equal(ratioTable([paths[2] as PathSummary]), undefined);
+  });
+});
+
+describe('newConnectionCpuTable', () => {
+  test('each path with new-connection CPU: by component, the sidecars added up; paths without it left out', () => {
+    const table = newConnectionCpuTable([summary('direct', {}), summary('reference-http', { newConnectionCpu: [800, 840] }), summary('hc-http', { newConnectionCpu: [1_200] })]);
+    assert.deepEqual(table?.slice(2), [
+      '| path | source sidecar | destination sidecar | of which destination daemon | sidecars (source + destination) | app |',
+      '|---|---|---|---|---|---|',
+      '| reference-http | 205.0 [200.0–210.0] | 615.0 [600.0–630.0] | 205.0 [200.0–210.0] | 820.0 [800.0–840.0] | – |',
+      '| hc-http | 300.0 | 900.0 | 300.0 | 1200.0 | – |',
+    ]);
+  });
+  test('absent when no new-connection run read CPU (results from before it did)', () => {
+    assert.equal(newConnectionCpuTable([summary('hc-http', {})]), undefined);
+    assert.equal(newConnectionCpuTable([{ ...summary('hc-http', {}), newConnectionCpuUs: undefined }]), undefined);
   });
 });
 
@@ -206,6 +257,7 @@ describe('summarizePaths', () => {
     { path: 'hc-http', workload: 'fixed-rate', round: 1, fixedRate: fixedRate(1_000), cpu: [{ role: 'source sidecar', cpuMs: 1, usPerRequest: 100 }] },
     { path: 'hc-http', workload: 'fixed-rate', round: 2, fixedRate: fixedRate(1_100), cpu: [{ role: 'source sidecar', cpuMs: 1, usPerRequest: 110 }] },
     { path: 'hc-http', workload: 'tail', round: 1, fixedRate: fixedRate(1_200, { requests: 120_000, errors: 3 }) },
+    { path: 'hc-http', workload: 'new-connection', round: 1, fixedRate: fixedRate(2_000, { requests: 200 }), cpu: [{ role: 'source sidecar', cpuMs: 60, usPerRequest: 300 }] },
     { path: 'other', workload: 'fixed-rate', round: 1, fixedRate: fixedRate(5) },
   ];
   const [s] = summarizePaths([path], runs);
@@ -213,12 +265,15 @@ describe('summarizePaths', () => {
     assert.deepEqual(s?.p99Us, [1_000, 1_100]);
     assert.deepEqual(s?.cpuUsPerRequest, { 'source sidecar': [100, 110] });
   });
+  test('CPU per new connection from the new-connection rounds only', () => {
+    assert.deepEqual(s?.newConnectionCpuUs, { 'source sidecar': [300] });
+  });
   test('the tail runs apart from the fixed-rate rounds; their requests and errors count', () => {
     assert.deepEqual(
       s?.tail.map((t) => t.p99Us),
       [1_200],
     );
-    assert.deepEqual([s?.errors, s?.requests], [3, 132_000]);
+    assert.deepEqual([s?.errors, s?.requests], [3, 132_200]);
   });
 });
 
@@ -241,18 +296,18 @@ describe('findProblems with the planned runs', () => {
     p.workload === 'keep-alive' || p.workload === 'connection-close'
       ? { ...p, saturation: { requestsPerSecond: 1, requests: 1, durationS: 1, socketErrors: 0, non2xx: 0, latencyP50Ms: 1, latencyP99Ms: 1 } }
       : { ...p, fixedRate: fixedRate(1) };
-  test('every planned run (72 in the full profile) is no problem', () => {
-    assert.equal(planned.length, 72);
+  test('every planned run (74 in the full profile) is no problem', () => {
+    assert.equal(planned.length, 74);
     assert.deepEqual(findProblems(results(planned.map(ran)), planned, [], 0.01), []);
   });
   test('a missing round is named, with the count', () => {
     const lost = planned.filter((p) => !(p.path === 'hc-http' && p.workload === 'fixed-rate' && p.round === 3));
-    assert.deepEqual(findProblems(results(lost.map(ran)), planned, [], 0.01), ['expected 72 data-plane runs, got 71', 'data-plane runs missing: hc-http fixed-rate round 3']);
+    assert.deepEqual(findProblems(results(lost.map(ran)), planned, [], 0.01), ['expected 74 data-plane runs, got 73', 'data-plane runs missing: hc-http fixed-rate round 3']);
   });
   test('many missing: the first five named, the rest counted', () => {
     const problems = findProblems(results([]), planned, [], 0.01);
-    assert.equal(problems[0], 'expected 72 data-plane runs, got 0');
-    assert.match(problems[1] ?? '', /^data-plane runs missing: direct keep-alive round 1, reference-http keep-alive round 1, .* and 67 more$/);
+    assert.equal(problems[0], 'expected 74 data-plane runs, got 0');
+    assert.match(problems[1] ?? '', /^data-plane runs missing: direct keep-alive round 1, reference-http keep-alive round 1, .* and 69 more$/);
   });
   test('the runs of the old plan (2 rounds of everything) do not pass for the new one', () => {
     const old = TESTBED_PATHS.flatMap((path) =>
