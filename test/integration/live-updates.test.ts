@@ -160,23 +160,26 @@ describe('live updates with real Consul and HAProxy', () => {
   }
   const reloadCounts = (): Map<string, number> => new Map([...sidecars].map(([name, s]) => [name, count(s, 'reloading haproxy')]));
 
-  // Consul cross-signs the new root with the old one, so the new leaves verify against the old
-  // root: the trust bundle stays as it is (src/translate/trust-bundle.ts) and only the leaves
-  // change, at runtime. The old root leaves the bundle when Consul prunes it (one reload, later).
-  test('a CA rotation under traffic: new leaves on both sides at runtime, 0 reloads, 0 failed requests', async () => {
+  /** A rotation under traffic that must change only the leaves: 0 reloads, 0 failed requests. */
+  async function rotateAtRuntimeUnderTraffic(label: string): Promise<void> {
     const traffic = new Traffic(ports.webToApi as number, 4);
     try {
       const before = reloadCounts();
       await rotateUntilNewLeavesServed();
       await new Promise((r) => setTimeout(r, 1_000));
       const report = await traffic.stop();
-      for (const [name, reloads] of reloadsSince(before)) assert.equal(reloads.length, 0, `${name}: ${JSON.stringify(reloads)}`);
-      process.stdout.write(`# CA rotation under traffic: ${report.ok} requests, ${report.failed} failed\n`);
+      for (const [name, reloads] of reloadsSince(before)) assert.equal(reloads.length, 0, `${label}, ${name}: ${JSON.stringify(reloads)}`);
+      process.stdout.write(`# ${label} under traffic: ${report.ok} requests, ${report.failed} failed\n`);
       assert.equal(report.failed, 0, `failed requests: ${report.failures.join('\n')}\n${timeline()}`);
     } finally {
       await traffic.stop();
     }
-  });
+  }
+
+  // Consul cross-signs the new root with the old one, so the new leaves verify against the old
+  // root: the trust bundle stays as it is (src/translate/trust-bundle.ts) and only the leaves
+  // change, at runtime. The old root leaves the bundle when Consul prunes it (one reload, later).
+  test('a CA rotation under traffic: new leaves on both sides at runtime, 0 reloads, 0 failed requests', () => rotateAtRuntimeUnderTraffic('CA rotation'));
 
   // Rotations in a row make a chain of cross-signatures. A root whose bridge is itself left out
   // must join the bundle (its leaves carry only the cross-signature by the root before it), and
@@ -190,18 +193,7 @@ describe('live updates with real Consul and HAProxy', () => {
       assert.equal(reloads.length, 1, `${name}: ${JSON.stringify(reloads)}`);
       assert.deepEqual(reloads[0]?.reasons, ['CA roots changed (1 added, 0 removed)'], `${name}: ${JSON.stringify(reloads)}`);
     }
-    const traffic = new Traffic(ports.webToApi as number, 4);
-    try {
-      const beforeThird = reloadCounts();
-      await rotateUntilNewLeavesServed();
-      await new Promise((r) => setTimeout(r, 1_000));
-      const report = await traffic.stop();
-      for (const [name, reloads] of reloadsSince(beforeThird)) assert.equal(reloads.length, 0, `third rotation, ${name}: ${JSON.stringify(reloads)}`);
-      process.stdout.write(`# third CA rotation under traffic: ${report.ok} requests, ${report.failed} failed\n`);
-      assert.equal(report.failed, 0, `failed requests: ${report.failures.join('\n')}\n${timeline()}`);
-    } finally {
-      await traffic.stop();
-    }
+    await rotateAtRuntimeUnderTraffic('third CA rotation');
   });
 
   test('a new upstream costs exactly one reload, with its reason logged', async () => {
