@@ -107,7 +107,8 @@ export function formatTextEntry(fields: Record<string, unknown>): string {
 
 /** A copy of `entry` with secret-bearing keys censored, at the top level and one object down. */
 function redact(entry: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  // No prototype: a field named `__proto__` is a key like any other, not the copy's prototype.
+  const out: Record<string, unknown> = Object.create(null);
   for (const [key, value] of Object.entries(entry)) {
     if (REDACTED_KEYS.has(key)) out[key] = CENSOR;
     else if (value !== null && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).some((k) => REDACTED_KEYS.has(k))) {

@@ -82,6 +82,17 @@ describe('logger', () => {
     assert.equal(line.msg, 'odd values');
   });
 
+  test('a field named __proto__ is written as a field in both formats, and sets no prototype', () => {
+    const fields = JSON.parse('{"__proto__": "x", "d": 1}') as Record<string, unknown>;
+    const json = capture();
+    json.logger.warn({ ...fields, when: new Date(0) }, 'm');
+    const line = JSON.parse(json.out[0] as string) as Record<string, unknown>;
+    assert.ok(Object.hasOwn(line, '__proto__'));
+    assert.equal(line['when'], '1970-01-01T00:00:00.000Z');
+    const text = capture('info', 'text');
+    text.logger.warn({ ...fields, when: new Date(0) }, 'm');
+    assert.match(text.out[0] as string, / __proto__=x d=1 when=1970-01-01T00:00:00.000Z\n$/);
+  });
   test('property: the text line is the JSON line formatted (formatTextLine), whatever the values', () => {
     const withoutTime = (line: string): string => line.replace(/^\S+ /, '');
     const value = fc.oneof(
