@@ -105,8 +105,11 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   }
 }
 
-/** Every change is a reload (about half a second with its quiet period): fewer in the full profile than the runtime cases' 100; 2 in quick. */
-const FULL_REPEATS = 20;
+/**
+ * Every change is a reload (about 0.7 s with its quiet period): 10 in the full profile, where the
+ * runtime cases take 30 (the full run's 10-minute budget, bench/profile.ts); 2 in quick.
+ */
+const FULL_REPEATS = 10;
 const QUICK_REPEATS = 2;
 
 export const l7PermissionChange: ControlPlaneCase = {

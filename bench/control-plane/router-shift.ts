@@ -37,8 +37,11 @@ const spec: FlipSpec = {
   }),
 };
 
-/** Every flip is a reload (about half a second each with its quiet period): fewer in the full profile than the runtime cases' 100. */
-const FULL_REPEATS = 30;
+/**
+ * Every flip is a reload (about 0.7 s with its quiet period): 10 in the full profile, where the
+ * runtime cases take 30 (the full run's 10-minute budget, bench/profile.ts).
+ */
+const FULL_REPEATS = 10;
 
 export const routerShift: ControlPlaneCase = {
   name: NAME,
