@@ -40,7 +40,7 @@ build:
 # The benchmark harness (bench/run.ts): `bench` is the full run (about 10 minutes on 2 cores; the time
 # budget is in bench/profile.ts; run it on an otherwise idle machine), `bench-quick` a smoke test that
 # fails unless every case ran, `bench-memory` the daemon's memory idle and under 10 minutes of changes
-# (BENCH_CHURN_S=3600 for an hour). They install wrk and fortio first and write
+# (BENCH_CHURN_S=3600 for an hour; BENCH_CA_EVERY_S=0 without its CA rotations). They install wrk and fortio first and write
 # bench/results/<timestamp>.json (and, but for bench-memory, bench/results/latest.md).
 .PHONY: bench bench-quick bench-memory
 

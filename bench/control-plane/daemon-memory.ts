@@ -8,7 +8,7 @@
  *   V8 heap in use (its `haproxy_connect_process_heap_used_bytes`).
  * - daemon-churn-memory: then a churn (churnSecondsOf: 60 s full, 20 s quick, or BENCH_CHURN_S) of changes to the first daemon (an upstream instance
  *   registered and deregistered, an intention to it flipped between allow and deny, in turn; every
- *   CA_EVERY_MS a rotation of Consul's CA, which gives every daemon a new root and a new leaf), its RSS
+ *   CA_EVERY_S (BENCH_CA_EVERY_S) a rotation of Consul's CA, which gives every daemon a new root and a new leaf), its RSS
  *   sampled every SAMPLE_MS: the least-squares slope over the second half (after warm-up) in MiB per
  *   hour, with the first and last samples. A leak shows as a slope that does not shrink with time.
  * The timing columns say how long each phase took (the last daemon ready after the first start; the
@@ -36,10 +36,19 @@ const MIN_SLOPE_MS = 300_000;
 /**
  * A CA rotation (new root and leaf for every daemon) this often during the churn, the first one after
  * this long (none in the quick profile's 20 s: the ca-rotation case that follows counts reloads from a
- * first rotation). Consul keeps rotated-out roots for twice the leaf TTL, so the trust bundle grows by
- * one root per rotation: the figure says how many roots it ended with.
+ * first rotation). Consul keeps rotated-out roots for twice the leaf TTL, so the trust bundle grows
+ * with the rotations: the figure says how many roots it ended with. BENCH_CA_EVERY_S overrides it
+ * (caEverySecondsOf; 0: no rotation, the churn of endpoints and intentions alone).
  */
-const CA_EVERY_MS = 120_000;
+const CA_EVERY_S = 120;
+
+/** Seconds between CA rotations in the churn: BENCH_CA_EVERY_S when set (0: none), else CA_EVERY_S. */
+export function caEverySecondsOf(override: string | undefined): number {
+  if (override === undefined || override === '') return CA_EVERY_S;
+  const seconds = Number(override);
+  if (!Number.isInteger(seconds) || (seconds !== 0 && seconds < 30)) throw new Error(`BENCH_CA_EVERY_S=${override}: whole seconds, 0 (no rotation) or at least 30`);
+  return seconds;
+}
 /** V8 without its compilers (the one Node memory flag NODE_OPTIONS takes): less memory, slower JavaScript (the SPOE decisions run interpreted). */
 const JITLESS_FLAGS = ['--jitless'];
 
@@ -88,6 +97,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
   const { testbed, registry } = ctx;
   const { agent } = testbed;
   const churnMs = churnSecondsOf(ctx.profile.name, process.env.BENCH_CHURN_S) * 1000;
+  const caEveryMs = caEverySecondsOf(process.env.BENCH_CA_EVERY_S) * 1000;
   const ports = await freePorts(2 * UPSTREAMS + 4 * (SIDECARS + 1) + (SIDECARS + 1) * UPSTREAMS);
   const take = (): number => ports.shift() as number;
   const started: Started[] = [];
@@ -149,12 +159,12 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     let roots = 0;
     const churnStart = performance.now();
     let nextSample = churnStart;
-    let nextRotation = churnStart + CA_EVERY_MS;
+    let nextRotation = caEveryMs === 0 ? Number.POSITIVE_INFINITY : churnStart + caEveryMs;
     for (let i = 0; performance.now() - churnStart < churnMs; i++) {
       if (performance.now() >= nextRotation) {
         roots = (await rotateConnectCa(agent)).allRoots.split('-----BEGIN CERTIFICATE-----').length - 1;
         rotations++;
-        nextRotation += CA_EVERY_MS;
+        nextRotation += caEveryMs;
       }
       const svc = `mem-svc${Math.floor(i / 3) % UPSTREAMS}`;
       // The instance's app port is never dialled; its sidecar port is the endpoint the daemon adds.
