@@ -60,7 +60,7 @@ export function logRingSection(global: Global, indent: string): string[] {
  * process out of file descriptors or memory at accept, `Proxy ... stopped`), but builds no
  * traffic line. Without a log-format, HAProxy 2.6 formats a `Connect from <addr> to <addr>` line
  * for every stream (in HTTP mode, every request) in `frontend_accept` and only then drops it by its
- * level (info, below the `notice` of the global log): 1.4 µs per request at each sidecar, measured
+ * level (info, below the `notice` of the global log): 1.35–1.6 µs per request at each sidecar, measured
  * with `perf` on the bench's hc-http pair (vfprintf, addr_to_str, getpid and __send_log under
  * frontend_accept). With a log-format nothing is formatted at accept, and with `dontlog-normal` the
  * end-of-stream log returns before building a line unless the stream failed (and then at info,
