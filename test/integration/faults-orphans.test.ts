@@ -262,7 +262,7 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     await waitFor(
       'api-sidecar-proxy passing in Consul again',
       async () => {
-        const checks = (await (await agent.fetch('/v1/health/checks/api-sidecar-proxy')).json()) as Array<{ Status: string }>;
+        const checks = await agent.get<Array<{ Status: string }>>('/v1/health/checks/api-sidecar-proxy');
         return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
       },
       10_000,

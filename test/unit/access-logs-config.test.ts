@@ -106,15 +106,15 @@ describe('translate and render', () => {
   test('off or disabled: no access log lines in the config, HAProxy messages still go to the receiver', () => {
     for (const logs of [undefined, { ...on, enabled: false }]) {
       const cfg = render(model(logs));
-      assert.doesNotMatch(cfg, /capture|log ring@haproxy_connect_logs len|no log\n    log ring/);
+      assert.doesNotMatch(cfg, /capture|log ring@haproxy_connect_logs len|no log\n {4}log ring/);
       // Every frontend keeps `log global` (defaults) and builds no traffic line: a log-format so that
       // HAProxy formats no `Connect from` line per stream, and dontlog-normal.
       for (const name of ['public_listener', 'upstream_service_default_api', 'upstream_service_default_db']) {
         const section = cfg.slice(cfg.indexOf(`frontend ${name}`));
         const body = section.slice(0, section.indexOf('\n\n'));
-        assert.match(body, /\n    option dontlog-normal\n    log-format "%ci:%cp %ft %b\/%s %tsc"\n/, name);
+        assert.match(body, /\n {4}option dontlog-normal\n {4}log-format "%ci:%cp %ft %b\/%s %tsc"\n/, name);
       }
-      assert.match(cfg, /defaults\n    log global\n/);
+      assert.match(cfg, /defaults\n {4}log global\n/);
       assert.match(cfg, /log ring@haproxy_connect_logs local0 notice/);
       assert.match(cfg, /server receiver unix@\/run\/hc\/log\.sock log-proto octet-count/);
     }
