@@ -10,10 +10,11 @@
  * nothing), spiffe, spoe (the SPOP wire protocol), intentions (decisions and the SPOE authorizer),
  * telemetry (logs, metrics, health: observes through interfaces it defines). main.ts, cli.ts and
  * sidecar/ (the parts main.ts starts and stops) are the composition root: the only files that know
- * every part. errors.ts, logger.ts, version.ts and http-exchange.ts (one HTTP exchange over node:http)
- * are shared by all. Every import between folders must match one `allowed` rule.
+ * every part. errors.ts, logger.ts, version.ts, http-exchange.ts (one HTTP exchange over node:http)
+ * and builtins.ts (the Node built-ins read without an ESM import) are shared by all. Every import
+ * between folders must match one `allowed` rule.
  */
-const shared = '^src/(errors|logger|version|http-exchange)[.]ts$';
+const shared = '^src/(errors|logger|version|http-exchange|builtins)[.]ts$';
 const layer = (name, may) => ({
   comment: `${name} may import ${may.length === 0 ? 'only itself, domain and the shared files' : `itself, ${may.join(', ')}, domain and the shared files`}`,
   from: { path: `^src/${name}/` },
@@ -24,6 +25,13 @@ module.exports = {
   forbidden: [
     { name: 'no-circular', severity: 'error', comment: 'no import cycles, between files or folders', from: {}, to: { circular: true } },
     { name: 'no-orphans', severity: 'error', comment: 'every source file is used', from: { orphan: true, path: '^src/', pathNot: '[.]d[.]ts$|^src/cli[.]ts$' }, to: {} },
+    {
+      name: 'builtins-through-builtins-ts',
+      severity: 'error',
+      comment: 'node:http, node:https and node:util are read through src/builtins.ts: their ESM import loads undici and some forty more modules on Node 24',
+      from: { path: '^src/', pathNot: '^src/builtins[.]ts$' },
+      to: { dependencyTypes: ['core'], dependencyTypesNot: ['type-only'], path: '^(node:)?(http|https|util)$' },
+    },
     { name: 'no-test-code-in-src', severity: 'error', comment: 'test doubles and helpers live under test/ and devtools/', from: { path: '^src/' }, to: { path: '^(test|devtools|bench|demo)/' } },
   ],
   allowed: [

@@ -4,12 +4,12 @@
  * parser is part of the binary; an HTTP library with its own parser in WebAssembly (undici) cost each
  * daemon about 10 MiB of resident memory.
  */
-import http from 'node:http';
-import https from 'node:https';
+import type { Agent, IncomingHttpHeaders, RequestOptions } from 'node:http';
+import { http, https } from './builtins.js';
 
 export interface ExchangeRequest {
   /** Connection pooling and, for https, the TLS options (an https.Agent). */
-  agent: http.Agent;
+  agent: Agent;
   tls: boolean;
   /** A TCP peer (`host`, `port`) or a unix socket (`socketPath`). */
   host?: string;
@@ -28,7 +28,7 @@ export interface ExchangeRequest {
 
 export interface ExchangeAnswer {
   status: number;
-  headers: http.IncomingHttpHeaders;
+  headers: IncomingHttpHeaders;
   body: string;
 }
 
@@ -37,7 +37,7 @@ export function exchange(req: ExchangeRequest): Promise<ExchangeAnswer> {
   return new Promise((resolve, reject) => {
     const headers = { ...req.headers };
     if (req.body !== undefined) headers['content-length'] = String(Buffer.byteLength(req.body));
-    const options: http.RequestOptions = {
+    const options: RequestOptions = {
       agent: req.agent,
       method: req.method,
       path: req.path,
@@ -46,7 +46,7 @@ export function exchange(req: ExchangeRequest): Promise<ExchangeAnswer> {
       ...(req.signal !== undefined && { signal: req.signal }),
       ...(req.idleTimeoutMs !== undefined && { timeout: req.idleTimeoutMs }),
     };
-    const request = (req.tls ? https.request : http.request)(options, (res) => {
+    const request = (req.tls ? https().request : http.request)(options, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('error', reject);

@@ -4,8 +4,8 @@
  * stable error codes. It knows nothing about individual endpoints.
  */
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
+import type { Agent } from 'node:http';
+import { http, https } from '../builtins.js';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { exchange } from '../http-exchange.js';
 
@@ -124,7 +124,7 @@ export class ConsulHttp {
   readonly address: string;
   readonly waitSeconds: number;
   readonly #token: string | undefined;
-  readonly #agent: http.Agent;
+  readonly #agent: Agent;
   readonly #tls: boolean;
   readonly #peer: ConsulAddress['peer'];
   readonly #blockingTimeoutMs: number;
@@ -146,7 +146,7 @@ export class ConsulHttp {
     // One keep-alive pool for this agent: every watch holds a blocking query on its own connection.
     const tls = options.tls;
     this.#agent = this.#tls
-      ? new https.Agent({
+      ? new (https().Agent)({
           keepAlive: true,
           timeout: FREE_SOCKET_MS,
           ...(tls?.caFile !== undefined && { ca: readFileOption('CA file', tls.caFile) }),

@@ -8,7 +8,7 @@
  *   cursor (the caller keeps serving its last good value); a success resets the attempts;
  * - identical returns are rate limited, and the loop stops promptly when the signal aborts.
  */
-import { isDeepStrictEqual } from 'node:util';
+import { isDeepStrictEqual } from '../builtins.js';
 import { toError } from '../errors.js';
 import type { Cursor, Versioned } from './api.js';
 

@@ -4,7 +4,7 @@
  * decides what a status means. Error messages never carry the password: a 401 body echoes the
  * password that was sent (measured on v2.9.27: `invalid password: <password>`), so it is not read.
  */
-import http from 'node:http';
+import { http } from '../builtins.js';
 import { setTimeout as delay } from 'node:timers/promises';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { exchange } from '../http-exchange.js';

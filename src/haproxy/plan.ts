@@ -8,7 +8,7 @@
  * last, so a backend whose endpoint is replaced never runs empty in between.
  */
 import { isIP } from 'node:net';
-import { isDeepStrictEqual } from 'node:util';
+import { isDeepStrictEqual } from '../builtins.js';
 import type { Backend, Frontend, HaproxyModel, ModelFile, Server } from './model.js';
 import { INTENTIONS_EPOCH_CURRENT_KEY, INTENTIONS_EPOCH_MAP_FILE, LEAF_FILE, ROOTS_FILE, ROUTE_SPLITS_MAP_FILE } from '../domain/haproxy-names.js';
 import { fitsPayload, type RuntimeOp } from './runtime-ops.js';

@@ -5,7 +5,7 @@
  * The mesh config entry is never waited for: Consul's defaults stand until it is read (a mesh
  * without the entry is normal).
  */
-import { isDeepStrictEqual } from 'node:util';
+import { isDeepStrictEqual } from '../builtins.js';
 import type { IntentionSet } from '../domain/intentions.js';
 import type { ExposedCheck } from '../domain/expose.js';
 import { chainOf } from '../domain/chain.js';

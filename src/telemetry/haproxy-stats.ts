@@ -4,7 +4,7 @@
  * (`Connection: close`): after a reload the socket is served by the new worker, and a pooled
  * connection to the old one would fail the next scrape.
  */
-import http from 'node:http';
+import { http } from '../builtins.js';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
 import { exchange } from '../http-exchange.js';
 import { STATS_HEALTH_PATH, STATS_METRICS_PATH } from '../domain/haproxy-names.js';

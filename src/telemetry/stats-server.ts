@@ -7,7 +7,8 @@
  * - GET /health: 200 while the daemon and HAProxy are alive, else 503 and why.
  * Anything else is 404 (405 for another method on these paths). Answers are one line of text.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { http } from '../builtins.js';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { formatListenAddress, type ListenAddress } from '../config/listen-address.js';
@@ -50,7 +51,7 @@ export class StatsServer {
 
   /** Listens on `listen`; a bind failure (address in use, not local) is STATS_LISTEN_FAILED naming the address. */
   static async listen(opts: StatsServerOptions): Promise<StatsServer> {
-    const server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS });
+    const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS });
     const stats = new StatsServer(opts, server);
     server.on('request', (req, res) => stats.#handle(req, res));
     const shown = formatListenAddress(opts.listen);

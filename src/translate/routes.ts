@@ -6,7 +6,7 @@
  * Split weights are not in the frontend: they go into the splits map as cut points, so a weight
  * change is applied at runtime (`set map`), never by a reload.
  */
-import { isDeepStrictEqual } from 'node:util';
+import { isDeepStrictEqual } from '../builtins.js';
 import { type Route, TOTAL_SPLIT_WEIGHT, matchesEverything, noHeaderOps } from '../domain/routes.js';
 import type { Chain, Target } from '../domain/snapshot.js';
 import type { Backend, FrontendRoute, FrontendRouteLeg } from '../haproxy/model.js';

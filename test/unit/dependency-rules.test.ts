@@ -1,6 +1,7 @@
 /**
  * The folder graph rules (.dependency-cruiser.cjs): the tree obeys them, and they do fail on a
- * forbidden direction and on a cycle (checked on a small tree written for the purpose).
+ * forbidden direction, on a cycle and on a value import of a built-in src/builtins.ts reads (checked
+ * on small trees written for the purpose).
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,5 +45,30 @@ describe('the folder graph', () => {
       found.some((v) => v.startsWith('no-circular:')),
       found.join('\n'),
     );
+  });
+
+  test('node:http, node:https and node:util by value only through src/builtins.ts; type imports pass', async () => {
+    const tree = join(scratch, 'builtins');
+    mkdirSync(join(tree, 'src/consul'), { recursive: true });
+    writeFileSync(join(tree, 'src/builtins.ts'), "export const http = process.getBuiltinModule('node:http');\n");
+    writeFileSync(
+      join(tree, 'src/consul/client.ts'),
+      [
+        "import http from 'node:http';",
+        "import { request } from 'https';",
+        "import { isDeepStrictEqual } from 'node:util';",
+        "import type { Agent } from 'node:http';",
+        "import { http as lazy } from '../builtins.js';",
+        'export const all = [http, request, isDeepStrictEqual, lazy];',
+        'export type A = Agent;',
+        '',
+      ].join('\n'),
+    );
+    const found = (await violations(tree)).filter((v) => v.startsWith('builtins-through-builtins-ts:'));
+    assert.deepEqual(found.sort(), [
+      'builtins-through-builtins-ts: src/consul/client.ts -> http',
+      'builtins-through-builtins-ts: src/consul/client.ts -> https',
+      'builtins-through-builtins-ts: src/consul/client.ts -> util',
+    ]);
   });
 });
