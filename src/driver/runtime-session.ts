@@ -87,7 +87,9 @@ export class RuntimeSession {
       });
     });
     const session = new RuntimeSession(socket, path, options);
-    await session.#send('prompt\n', 'prompt');
+    // Not awaited: `prompt` leaves with the first command, and its answer is read before that
+    // command's (answers come in order). A session that fails rejects every pending command.
+    session.#send('prompt\n', 'prompt').catch(() => undefined);
     return session;
   }
 
