@@ -19,7 +19,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHttpApp } from '../devtools/apps.js';
-import { ConsulDevAgent, registerMeshService } from '../devtools/consul-dev-agent.js';
+import { ConsulDevAgent, checksPassing, registerMeshService } from '../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../devtools/ports.js';
 import { httpGet } from '../devtools/probes.js';
 import { isAlive } from '../devtools/proc.js';
@@ -98,15 +98,7 @@ function setMode(cfg: string, mode: Mode): boolean {
  * stretch of consecutive answers through the mesh.
  */
 async function settle(agent: ConsulDevAgent, meshAnswers: () => Promise<true | undefined>): Promise<void> {
-  await waitFor(
-    "api's sidecar checks passing",
-    async () => {
-      const checks = await agent.get<Array<{ Status: string }>>('/v1/health/checks/api-sidecar-proxy');
-      return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
-    },
-    30_000,
-    100,
-  );
+  await checksPassing(agent, 'api-sidecar-proxy', 30_000, 100);
   await delay(2_500);
   await waitFor(
     '20 answers in a row through the mesh',

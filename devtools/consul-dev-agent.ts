@@ -176,6 +176,19 @@ export interface MeshServiceSpec {
 }
 
 /** Any agent helper with `put` (a dev agent, or a ConsulServerAgent from consul-server-agent.ts). */
+/** Resolves once the service `serviceId` has checks on the agent and every one passes; throws after `timeoutMs`. */
+export async function checksPassing(agent: Pick<ConsulDevAgent, 'get'>, serviceId: string, timeoutMs: number, intervalMs: number): Promise<void> {
+  await waitFor(
+    `${serviceId} checks passing`,
+    async () => {
+      const checks = await agent.get<Array<{ Status: string }>>(`/v1/health/checks/${serviceId}`);
+      return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
+    },
+    timeoutMs,
+    intervalMs,
+  );
+}
+
 export async function registerMeshService(agent: Pick<ConsulDevAgent, 'put'>, spec: MeshServiceSpec): Promise<void> {
   await agent.put('/v1/agent/service/register', {
     ID: spec.id,

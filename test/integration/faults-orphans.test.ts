@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startHttpApp, type RunningApp } from '../../devtools/apps.js';
-import { ConsulDevAgent, registerMeshService } from '../../devtools/consul-dev-agent.js';
+import { ConsulDevAgent, checksPassing, registerMeshService } from '../../devtools/consul-dev-agent.js';
 import { freePorts, waitFor } from '../../devtools/ports.js';
 import { httpGet } from '../../devtools/probes.js';
 import { isAlive, tcpListeners } from '../../devtools/proc.js';
@@ -259,15 +259,7 @@ describe('faults: orphans after SIGKILL, one daemon per proxy, a minimal environ
     // orphan's stop and the new HAProxy's bind, Consul reports api critical and web has no api
     // endpoint until the next check passes (seen in CI: 40 of 40 answered 503 by web). That is
     // Consul's view of the gap, not the takeover under test: wait for the check, then for web.
-    await waitFor(
-      'api-sidecar-proxy passing in Consul again',
-      async () => {
-        const checks = await agent.get<Array<{ Status: string }>>('/v1/health/checks/api-sidecar-proxy');
-        return checks.length > 0 && checks.every((c) => c.Status === 'passing') ? true : undefined;
-      },
-      10_000,
-      50,
-    );
+    await checksPassing(agent, 'api-sidecar-proxy', 10_000, 50);
     await waitFor('web -> api through the new haproxy', async () => ((await httpGet(ports.webToApi as number).catch(() => undefined))?.status === 200 ? true : undefined), 10_000, 20);
     const after = await requestsThroughMesh(REQUESTS, PARALLEL);
     assert.equal(after.ok, REQUESTS, after.failures.join('\n'));
