@@ -568,6 +568,19 @@ describe('translate: one bad item never stops the others', () => {
     );
   });
 
+  test('certificate answers are remembered by text: the same bad root is reported again, and past the bound every text still gets its own answer', () => {
+    const reasonsOf = (pem: string) =>
+      translate(snapshot({ roots: roots({ roots: [...roots().roots, { id: 'r', rootCertPem: pem, intermediateCertsPem: [], active: false }] }) }), options).dropped.map((d) => d.reason);
+    const first = reasonsOf('not a certificate');
+    assert.equal(first.length, 1);
+    assert.deepEqual(reasonsOf('not a certificate'), first);
+    // More distinct texts than the memo holds (256): each is still judged on its own.
+    for (let i = 0; i < 300; i++) assert.equal(reasonsOf(`garbage ${i}`).length, 1, `garbage ${i}`);
+    const good = (roots().roots[0] as CaRoot).rootCertPem;
+    assert.deepEqual(reasonsOf(good), []);
+    assert.deepEqual(reasonsOf(' \n'), ['its RootCert is empty']);
+  });
+
   test('an intermediate that does not parse is left out of leaf.pem; the root stays', () => {
     const withBad = roots({ roots: [{ ...(roots().roots[0] as CaRoot), intermediateCertsPem: ['garbage'] }] });
     const { model, dropped } = translate(snapshot({ roots: withBad }), options);
