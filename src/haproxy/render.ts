@@ -12,7 +12,7 @@ import { quoteAddress, quoteArg } from './quote.js';
 import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-logs.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { routeBackendLines, routeFrontendLines } from './render-routes.js';
-import { allowedAcl, currentEpochAcl, spoeVar } from './spoe-rules.js';
+import { allowedAcl, askAgainWhenStoppingLine, currentEpochAcl, spoeVar } from './spoe-rules.js';
 import { permissionLines } from './render-permissions.js';
 import { validateModel } from './validate.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -117,6 +117,11 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     if (frontend.tls.alpn !== undefined) bind += ` alpn ${frontend.tls.alpn.join(',')}`;
   }
   const lines = [`mode ${frontend.mode}`, bind];
+  // A reload leaves idle keep-alive connections open on the old worker until their next request,
+  // whose response closes them (`Connection: close`): closed at once, a request the client sends
+  // on one at that moment fails (a 502 at the source sidecar, a reset at an app). Intentions stay
+  // current there: an old worker asks the agent on every request (askAgainWhenStoppingLine).
+  if (frontend.mode === 'http') lines.push('option idle-close-on-response');
   if (frontend.maxconn !== undefined) lines.push(`maxconn ${frontend.maxconn}`);
   lines.push(`timeout client ${formatDuration(frontend.timeoutClientMs)}`);
   if (frontend.timeoutHttpRequestMs !== undefined) {
@@ -128,6 +133,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     // verdict for the current epoch; the rules wait for it (timeout processing, then no verdict).
     // The access log's captures come first: a denied request is logged with its path, as Envoy does.
     lines.push(
+      askAgainWhenStoppingLine(),
       ...frontendAccessLogLines(frontend, global),
       `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
       ...permissionLines(frontend.spoe.http.policies, spoe.engine, currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))),

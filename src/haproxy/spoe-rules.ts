@@ -18,3 +18,15 @@ export function currentEpochAcl(epochMapPath: string): string {
 export function allowedAcl(): string {
   return `{ var(${spoeVar(SPOE_VAR.auth)}) -m int eq 1 }`;
 }
+
+/**
+ * In a worker that is stopping (an old worker after a reload), a request is asked again whatever
+ * its session holds: the daemon updates the intentions epoch of the current worker only, so an old
+ * worker's verdicts would outlive a change made after the reload. Forgetting the epoch makes the
+ * SPOE message fire (its guard is the current epoch) and the verdict rules refuse unless a fresh
+ * answer arrives. In HTTP mode `tcp-request content` runs once per request, before the filter's
+ * `on-frontend-http-request` event.
+ */
+export function askAgainWhenStoppingLine(): string {
+  return `tcp-request content unset-var(${spoeVar(SPOE_VAR.epoch)}) if { stopping }`;
+}

@@ -721,6 +721,51 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
     assert.equal(count(sidecar, 'request authorized'), asked, 'a rendered policy asked the agent');
   });
 
+  test('a reload keeps an idle keep-alive connection on the old worker, and an intention change made after the reload still reaches its next request', async () => {
+    const sidecar = main.sidecar;
+    const conn = await MtlsConnection.open(main, 'ka');
+    try {
+      assert.equal((await conn.request({ path: '/' })).status, 200, 'ka is allowed at first');
+      // A reload that changes no intention (the mesh entry): the old worker keeps the epoch under
+      // which `ka`'s session was allowed, and the connection stays idle meanwhile.
+      const reloadMark = sidecar.logs.length;
+      const since = performance.now();
+      await main.consul.put('/v1/config', { Kind: 'mesh', HTTP: { SanitizeXForwardedClientCert: true } });
+      const reloadedMs = await waitFor('the reload for the mesh entry', async () => (count(sidecar, 'haproxy reloaded', reloadMark) > 0 ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 10);
+      await new Promise((r) => setTimeout(r, 300));
+      // Closed at once, a request sent on it at that moment would fail (the 502s of a reload).
+      assert.ok(!conn.closed, 'the old worker closed the idle keep-alive connection at the reload');
+
+      // The epoch changes in the new worker only; the old one must ask the agent again.
+      const epochMark = sidecar.logs.length;
+      const denySince = await move('ka', { Action: 'deny' });
+      await seen(main, 'ka', { path: '/' }, 'deny', denySince);
+      await waitFor(
+        'the new intentions epoch',
+        async () =>
+          sidecar.logs.slice(epochMark).some((l) => l.msg === 'applied runtime changes' && (l.kinds as Record<string, number> | undefined)?.['set-intentions-epoch'] !== undefined) || undefined,
+        APPLY_TIMEOUT_MS,
+        5,
+      );
+      const answer = await conn.request({ path: '/' });
+      assert.equal(mismatch({ path: '/' }, answer, 'deny'), undefined, `the old worker decided with the verdict it held before the change: ${shown(answer)}`);
+      assert.ok(
+        (answer.headers.connection ?? []).some((v) => /close/i.test(v)),
+        `the request did not reach the old worker (no connection: close): ${JSON.stringify(answer.headers)}`,
+      );
+      console.log(`idle connection on the old worker: reload after ${reloadedMs} ms; its next request, after a deny written later, refused (${answer.status})`);
+    } finally {
+      conn.close();
+      await move('ka', { Action: 'allow' });
+      const mark = sidecar.logs.length;
+      const res = await main.consul.fetch('/v1/config/mesh/mesh', { method: 'DELETE' });
+      assert.ok(res.ok, `DELETE the mesh entry: ${res.status}`);
+      // The next tests start after that reload, not during it.
+      await waitFor('the reload without the mesh entry', async () => (count(sidecar, 'haproxy reloaded', mark) > 0 ? true : undefined), APPLY_TIMEOUT_MS, 10);
+      await new Promise((r) => setTimeout(r, RELOAD_SETTLE_MS));
+    }
+  });
+
   test('a permission whose regex RE2 refuses: the source is denied and the sidecar names the intention and the regex once', async () => {
     const pattern = '/x(?=y).*';
     const entry: Record<string, Json> = { ...sources, bad: { Permissions: [allow({ PathRegex: pattern })] } };
