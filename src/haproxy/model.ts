@@ -176,6 +176,11 @@ export interface Frontend {
    * is none of these, exactly, is answered 404 with no body, as Envoy's route table of exact paths.
    */
   exposedPaths?: readonly string[];
+  /**
+   * HTTP only: a reload leaves this frontend's idle keep-alive connections open on the old worker
+   * until their next request, whose response closes them (`option idle-close-on-response`).
+   */
+  keepIdleThroughReload?: boolean;
 }
 
 export interface ServerTls {

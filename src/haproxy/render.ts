@@ -117,11 +117,8 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     if (frontend.tls.alpn !== undefined) bind += ` alpn ${frontend.tls.alpn.join(',')}`;
   }
   const lines = [`mode ${frontend.mode}`, bind];
-  // A reload leaves idle keep-alive connections open on the old worker until their next request,
-  // whose response closes them (`Connection: close`): closed at once, a request the client sends
-  // on one at that moment fails (a 502 at the source sidecar, a reset at an app). Intentions stay
-  // current there: an old worker asks the agent on every request (askAgainWhenStoppingLine).
-  if (frontend.mode === 'http') lines.push('option idle-close-on-response');
+  // Intentions stay current in the old worker: it asks the agent on every request (askAgainWhenStoppingLine).
+  if (frontend.keepIdleThroughReload === true && frontend.mode === 'http') lines.push('option idle-close-on-response');
   if (frontend.maxconn !== undefined) lines.push(`maxconn ${frontend.maxconn}`);
   lines.push(`timeout client ${formatDuration(frontend.timeoutClientMs)}`);
   if (frontend.timeoutHttpRequestMs !== undefined) {

@@ -73,6 +73,11 @@ function publicListenerProxies(listener: PublicListener): { frontend: Frontend; 
     maxconn: undefined,
     spoe: undefined,
     accessLog: undefined,
+    // Closed at once by a reload, a request a peer sidecar sent on an idle connection at that
+    // moment failed (a 502 at the source). Safe here: the old worker's one more request asks the
+    // intentions agent again and goes to the local app. Not on upstream listeners: that request
+    // would follow the old routes after a routing change (a redirect test saw 1 of 40).
+    ...(mode === 'http' && { keepIdleThroughReload: true }),
   };
   const backend: Backend = {
     name: LOCAL_APP_BACKEND_NAME,

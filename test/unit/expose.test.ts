@@ -269,9 +269,9 @@ describe('translate: exposed paths', () => {
     const lines = section.slice(0, section.indexOf('\n\n')).split('\n');
     assert.equal(lines.filter((l) => l.startsWith('    acl exposed_path path -m str ')).length, hostile.length);
     assert.equal(lines.filter((l) => l === '    http-request return status 404 unless exposed_path').length, 1);
-    // mode, bind, option idle-close-on-response, timeout client, timeout http-request, the two
-    // lines of no traffic log, the ACLs, the 404 rule, default_backend: nothing else.
-    assert.equal(lines.length, 1 + 7 + hostile.length + 2, lines.join('\n'));
+    // mode, bind, timeout client, timeout http-request, the two lines of no traffic log, the ACLs,
+    // the 404 rule, default_backend: nothing else.
+    assert.equal(lines.length, 1 + 6 + hostile.length + 2, lines.join('\n'));
     haproxyAccepts(model);
   });
 
