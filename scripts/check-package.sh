@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the npm package as users get it:
 #   1. `npm pack` of the built tree: the tarball holds package.json, README.md, LICENSE and
-#      dist/ only — every dist/**/*.js from a src/**/*.ts, every .js.map next to its .js — and
+#      dist/ only — dist/cli.js (src/ bundled by `npm run build`), every .js.map next to its .js — and
 #      nothing else (no src/, test/, bench/, devtools/, demo/, .ts files, fakes); else it fails and
 #      prints what is extra;
 #   2. `npm install --prefix <empty dir> <tarball>` (production dependencies from the registry);
@@ -69,6 +69,9 @@ want="haproxy-connect $(node -p 'require("./package.json").version')"
 got=$(cd "$tmp" && env -i PATH="$PATH" "$bin" -version) || fail "$bin -version exited with $?"
 [ "$got" = "$want" ] || fail "$bin -version printed '$got', expected '$want'"
 echo "check-package: $got"
+# The bundle leaves re2js out (loaded when a pattern is first compiled): it resolves from the installed bin.
+cli="$tmp/prefix/node_modules/haproxy-connect/dist/cli.js"
+(cd "$tmp" && env -i PATH="$PATH" node --input-type=module -e "import { createRequire } from 'node:module'; createRequire('$cli')('re2js').RE2JS.compile('a+')") || fail "re2js does not load from $cli"
 
 # 4. A sidecar from the installed copy, against a real Consul dev agent and HAProxy.
 node --import tsx devtools/check-package.ts "$bin"
