@@ -1,7 +1,7 @@
 /**
  * Control-plane case "daemon memory", two figures for the daemon's own memory (HAProxy's is its own row):
  * - daemon-idle-memory: SIDECARS daemons with UPSTREAMS upstreams each on the testbed's real Consul
- *   agent, side by side (and one more run with JITLESS_FLAGS, reported apart), idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
+ *   agent, side by side (and one more with LEAN_FLAGS, reported apart), idle IDLE_MS after they are ready. Per daemon: RSS, the part of it that is
  *   its own (anonymous memory: heap, stacks, malloc) and the part that is file-backed (the node
  *   binary's and libraries' pages, shared by every Node process on the host), PSS (RSS with shared
  *   pages divided among the processes that map them: what one more sidecar costs the host), and the
@@ -49,8 +49,11 @@ export function caEverySecondsOf(override: string | undefined): number {
   if (!Number.isInteger(seconds) || (seconds !== 0 && seconds < 30)) throw new Error(`BENCH_CA_EVERY_S=${override}: whole seconds, 0 (no rotation) or at least 30`);
   return seconds;
 }
-/** V8 without its compilers (the one Node memory flag NODE_OPTIONS takes): less memory, slower JavaScript (the SPOE decisions run interpreted). */
-const JITLESS_FLAGS = ['--jitless'];
+/**
+ * V8's lite mode (it implies --jitless and --optimize-for-size; Node takes it on its command line only):
+ * the least memory measured for a daemon, with slower JavaScript (the SPOE decisions run interpreted).
+ */
+const LEAN_FLAGS = ['--lite-mode'];
 
 /** A daemon's RSS, its own and file-backed parts and its PSS, in MiB. */
 function memoryOf(pid: number): { rss: number; anon: number; file: number; pss: number } {
@@ -109,7 +112,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     }
     const statsPorts: number[] = [];
     const t0 = performance.now();
-    // One more daemon, the same but for JITLESS_FLAGS, measured beside the others.
+    // One more daemon, the same but for LEAN_FLAGS, measured beside the others.
     for (let k = 0; k <= SIDECARS; k++) {
       const upstreams = Array.from({ length: UPSTREAMS }, (_, i) => ({ destinationName: `mem-svc${i}`, localBindPort: take(), protocol: i % 2 === 0 ? 'http' : 'tcp' }));
       await registerMeshService(agent, { id: `mem-web${k}`, name: `mem-web${k}`, port: take(), sidecarPort: take(), upstreams });
@@ -117,7 +120,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       const statsPort = take();
       take();
       statsPorts.push(statsPort);
-      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`], k === SIDECARS ? JITLESS_FLAGS : []));
+      started.push(testbed.startHaproxyConnect(`mem-web${k}`, `mem-web${k}`, ['-stats-addr', `127.0.0.1:${statsPort}`], k === SIDECARS ? LEAN_FLAGS : []));
     }
     const readyMs: number[] = [];
     for (const [k, port] of statsPorts.entries()) {
@@ -130,8 +133,8 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
       readyMs.push(performance.now() - t0);
     }
     await delay(IDLE_MS);
-    const jitless = memoryOf(started[SIDECARS]?.pid as number);
-    const jitlessText = `RSS ${range([jitless.rss])} MiB (own ${range([jitless.anon])}, file-backed ${range([jitless.file])}), PSS ${range([jitless.pss])} MiB`;
+    const lean = memoryOf(started[SIDECARS]?.pid as number);
+    const leanText = `RSS ${range([lean.rss])} MiB (own ${range([lean.anon])}, file-backed ${range([lean.file])}), PSS ${range([lean.pss])} MiB`;
     const daemons = started.slice(0, SIDECARS).map((s) => s.pid);
     const memories = daemons.map(memoryOf);
     const rss = memories.map((m) => m.rss);
@@ -148,7 +151,7 @@ async function run(ctx: ControlPlaneContext): Promise<ControlPlaneResult[]> {
     const idleText =
       `${SIDECARS} daemons side by side, ${UPSTREAMS} upstreams each, idle ${IDLE_MS / 1000} s after ready: RSS ${range(rss)} MiB ` +
       `(own ${range(anon)}, file-backed ${range(file)}), PSS ${range(pss)} MiB, V8 heap in use ${range(heap)} MiB; HAProxy RSS ${range(haproxy)} MiB; ` +
-      `a fifth daemon with node ${JITLESS_FLAGS.join(' ')} beside them: ${jitlessText}`;
+      `a fifth daemon with node ${LEAN_FLAGS.join(' ')} beside them: ${leanText}`;
     ctx.log(`${NAME}: ${idleText}`);
 
     // Churn on the first daemon: an instance of one of its upstreams comes and goes, its intention flips.
