@@ -118,7 +118,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   }
   const lines = [`mode ${frontend.mode}`, bind];
   // Intentions stay current in the old worker: it asks the agent on every request (askAgainWhenStoppingLine).
-  if (frontend.keepIdleThroughReload === true && frontend.mode === 'http') lines.push('option idle-close-on-response');
+  if (frontend.keepIdleThroughReload === true) lines.push('option idle-close-on-response');
   if (frontend.maxconn !== undefined) lines.push(`maxconn ${frontend.maxconn}`);
   lines.push(`timeout client ${formatDuration(frontend.timeoutClientMs)}`);
   if (frontend.timeoutHttpRequestMs !== undefined) {

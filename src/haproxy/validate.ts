@@ -166,6 +166,7 @@ export function checkFrontend(frontend: Frontend, backends: ReadonlyMap<string, 
     if (frontend.mode !== 'http') invalid(`${what} sets timeout http-request in mode ${frontend.mode}`);
     checkTimeout(`${what} timeout http-request`, frontend.timeoutHttpRequestMs);
   }
+  if (frontend.keepIdleThroughReload === true && frontend.mode !== 'http') invalid(`${what} keeps idle connections through a reload in mode ${frontend.mode}`);
   if (frontend.maxconn !== undefined) checkInteger(`${what} maxconn`, frontend.maxconn, 1, MAX_TIMEOUT_MS);
   if (frontend.tls !== undefined) {
     const crtList = files.get(frontend.tls.crtList);

@@ -100,6 +100,14 @@ describe('validateModel', () => {
     validateModel(baseModel());
   });
 
+  test('a frontend in mode tcp that keeps idle connections through a reload', () => {
+    assertInvalid((model) => {
+      const frontend = model.frontends.find((f) => f.mode === 'tcp');
+      assert.ok(frontend !== undefined, 'the base model has a tcp frontend');
+      frontend.keepIdleThroughReload = true;
+    }, 'keeps idle connections through a reload in mode tcp');
+  });
+
   test('a default_backend that does not exist', () => {
     assertInvalid((model) => {
       model.frontends[0]!.defaultBackend = 'nowhere';
