@@ -140,6 +140,14 @@ async function writeIntentions(consul: ConsulDevAgent, destination: string, entr
 
 const count = (sidecar: SidecarProcess, msg: string, from = 0): number => sidecar.logs.slice(from).filter((l) => l.msg === msg).length;
 
+/** Whether the sidecar moved HAProxy's intentions epoch (a runtime apply) after log line `from`. */
+const epochMoved = (sidecar: SidecarProcess, from: number): boolean =>
+  sidecar.logs.slice(from).some((l) => l.msg === 'applied runtime changes' && (l.kinds as Record<string, number> | undefined)?.['set-intentions-epoch'] !== undefined);
+
+/** Waits for a reload logged after log line `from`; the ms from `since` to when it was seen. */
+const untilReloaded = (sidecar: SidecarProcess, what: string, from: number, since: number): Promise<number> =>
+  waitFor(what, async () => (count(sidecar, 'haproxy reloaded', from) > 0 ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 10);
+
 async function runConfig(sidecar: SidecarProcess): Promise<string> {
   const dir = sidecar.find('created run directory')?.runDir;
   if (typeof dir !== 'string') throw new Error('no run directory logged');
@@ -620,15 +628,7 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
         const mark = sidecar.logs.length;
         const since = await move('ka', intention);
         const newMs = await seen(main, 'ka', req, want, since);
-        const epochMs = await waitFor(
-          'the new intentions epoch in HAProxy',
-          async () =>
-            sidecar.logs.slice(mark).some((l) => l.msg === 'applied runtime changes' && (l.kinds as Record<string, number> | undefined)?.['set-intentions-epoch'] !== undefined)
-              ? msSince(since)
-              : undefined,
-          APPLY_TIMEOUT_MS,
-          5,
-        );
+        const epochMs = await waitFor('the new intentions epoch in HAProxy', async () => (epochMoved(sidecar, mark) ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 5);
         timings.push(`${what}: new connections ${newMs} ms, epoch moved ${epochMs} ms`);
       };
       await expect('allowed at first', { path: '/admin' }, 'allow');
@@ -690,7 +690,7 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       5,
     );
     kept.close();
-    const reloaded = await waitFor('the reload with the new rules', async () => (count(sidecar, 'haproxy reloaded', reloadMark) > 0 ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 10);
+    const reloaded = await untilReloaded(sidecar, 'the reload with the new rules', reloadMark, since);
     await new Promise((r) => setTimeout(r, RELOAD_SETTLE_MS));
     const reloads = sidecar.logs.slice(reloadMark).filter((l) => l.msg === 'reloading haproxy');
     console.log(
@@ -731,7 +731,7 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       const reloadMark = sidecar.logs.length;
       const since = performance.now();
       await main.consul.put('/v1/config', { Kind: 'mesh', HTTP: { SanitizeXForwardedClientCert: true } });
-      const reloadedMs = await waitFor('the reload for the mesh entry', async () => (count(sidecar, 'haproxy reloaded', reloadMark) > 0 ? msSince(since) : undefined), APPLY_TIMEOUT_MS, 10);
+      const reloadedMs = await untilReloaded(sidecar, 'the reload for the mesh entry', reloadMark, since);
       await new Promise((r) => setTimeout(r, 300));
       // Closed at once, a request sent on it at that moment would fail (the 502s of a reload).
       assert.ok(!conn.closed, 'the old worker closed the idle keep-alive connection at the reload');
@@ -740,13 +740,7 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       const epochMark = sidecar.logs.length;
       const denySince = await move('ka', { Action: 'deny' });
       await seen(main, 'ka', { path: '/' }, 'deny', denySince);
-      await waitFor(
-        'the new intentions epoch',
-        async () =>
-          sidecar.logs.slice(epochMark).some((l) => l.msg === 'applied runtime changes' && (l.kinds as Record<string, number> | undefined)?.['set-intentions-epoch'] !== undefined) || undefined,
-        APPLY_TIMEOUT_MS,
-        5,
-      );
+      await waitFor('the new intentions epoch', async () => epochMoved(sidecar, epochMark) || undefined, APPLY_TIMEOUT_MS, 5);
       const answer = await conn.request({ path: '/' });
       assert.equal(mismatch({ path: '/' }, answer, 'deny'), undefined, `the old worker decided with the verdict it held before the change: ${shown(answer)}`);
       assert.ok(
@@ -758,10 +752,11 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       conn.close();
       await move('ka', { Action: 'allow' });
       const mark = sidecar.logs.length;
+      const deleteSince = performance.now();
       const res = await main.consul.fetch('/v1/config/mesh/mesh', { method: 'DELETE' });
       assert.ok(res.ok, `DELETE the mesh entry: ${res.status}`);
       // The next tests start after that reload, not during it.
-      await waitFor('the reload without the mesh entry', async () => (count(sidecar, 'haproxy reloaded', mark) > 0 ? true : undefined), APPLY_TIMEOUT_MS, 10);
+      await untilReloaded(sidecar, 'the reload without the mesh entry', mark, deleteSince);
       await new Promise((r) => setTimeout(r, RELOAD_SETTLE_MS));
     }
   });
