@@ -64,6 +64,14 @@ export function routeSplitKey(frontend: string, route: number, leg: number): str
   return `${frontend}/${route}/${leg}`;
 }
 export const SPOE_MESSAGE = 'authorize';
+/**
+ * The same question as SPOE_MESSAGE, in a group of its own that a rule sends when the verdict came
+ * back stamped with an epoch the map no longer holds: the intentions changed while the agent
+ * answered (the daemon makes the new epoch current and drops the old ones at runtime), so the
+ * request is asked again instead of refused.
+ */
+export const SPOE_REAUTHORIZE_MESSAGE = 'reauthorize';
+export const SPOE_REAUTHORIZE_GROUP = 'reauthorize';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';
 /** Arguments of the SPOE message. */
@@ -91,6 +99,12 @@ export const SPOE_VAR = {
   xfcc: 'xfcc',
   /** The epoch the verdict belongs to: a connection is asked again when it is no longer current. */
   epoch: 'epoch',
+  /**
+   * txn scope: set with every answer to `authorize`/`reauthorize`, so the rule that asks again looks
+   * at the epoch only on a stream whose question was just answered (not on every request of a
+   * kept-alive connection, nor after no answer at all).
+   */
+  answered: 'answered',
   sourceService: 'source_service',
   sourceNamespace: 'source_namespace',
   sourcePartition: 'source_partition',

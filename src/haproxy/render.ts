@@ -12,7 +12,7 @@ import { quoteAddress, quoteArg } from './quote.js';
 import { frontendAccessLogLines, globalLogLine, logRingSection } from './render-logs.js';
 import { formatAddress, serverConfigLine } from './server-line.js';
 import { routeBackendLines, routeFrontendLines } from './render-routes.js';
-import { allowedAcl, askAgainWhenStoppingLine, currentEpochAcl, spoeVar } from './spoe-rules.js';
+import { allowedAcl, askAgainWhenStoppingLine, currentEpochAcl, reauthorizeLine, spoeVar } from './spoe-rules.js';
 import { permissionLines } from './render-permissions.js';
 import { validateModel } from './validate.js';
 import { runDirPath } from '../domain/haproxy-names.js';
@@ -133,6 +133,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
       askAgainWhenStoppingLine(),
       ...frontendAccessLogLines(frontend, global),
       `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
+      reauthorizeLine('http-request', spoe.engine, runDirPath(runDir, spoe.epochMapFile)),
       ...permissionLines(frontend.spoe.http.policies, spoe.engine, currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))),
     );
   } else if (frontend.spoe !== undefined) {
@@ -142,6 +143,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
     lines.push(
       `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
       `tcp-request inspect-delay ${formatDuration(spoe.inspectDelayMs)}`,
+      reauthorizeLine('tcp-request content', spoe.engine, runDirPath(runDir, spoe.epochMapFile)),
       `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))}`,
     );
   }

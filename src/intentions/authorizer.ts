@@ -4,7 +4,8 @@
  * SPIFFE ID in OUR trust domain → the cached intention decision. No Consul request on this path:
  * decisions come from the intentions the watch keeps fresh (decision-cache.ts).
  *
- * It answers with session variables: `auth` (1 allow / 0 deny), `epoch` (echoed, so HAProxy asks
+ * It answers `authorize` (and `reauthorize`, the same question asked again when the epoch moved on
+ * while it answered) with session variables: `auth` (1 allow / 0 deny), `epoch` (echoed, so HAProxy asks
  * again after the intentions change) and the caller's identity for later L7 rules. Anything it
  * cannot read is denied. It also remembers which source address:port belongs to which allowed
  * identity, so connections that a new intention denies can be found and closed (`show sess` lists
@@ -14,7 +15,7 @@
 import { X509Certificate } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { HaproxyConnectError, errorMessage } from '../errors.js';
-import { SPOE_ARG, SPOE_AUTH, SPOE_MESSAGE, SPOE_PERMISSIONS_ARG, SPOE_PERMISSIONS_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
+import { SPOE_ARG, SPOE_AUTH, SPOE_MESSAGE, SPOE_PERMISSIONS_ARG, SPOE_PERMISSIONS_MESSAGE, SPOE_REAUTHORIZE_MESSAGE, SPOE_VAR } from '../domain/haproxy-names.js';
 import { decodeHdrsBin } from '../spoe/hdrs-bin.js';
 import { decideL7 } from './evaluate.js';
 import { splitDerCertificates, xfccElement } from './xfcc.js';
@@ -209,7 +210,7 @@ export class Authorizer {
   readonly handle = (messages: readonly SpoeMessage[]): SpoeAction[] => {
     const permissions = messages.find((m) => m.name === SPOE_PERMISSIONS_MESSAGE);
     if (permissions !== undefined) return this.#decideRequest(permissions);
-    const message = messages.find((m) => m.name === SPOE_MESSAGE);
+    const message = messages.find((m) => m.name === SPOE_MESSAGE || m.name === SPOE_REAUTHORIZE_MESSAGE);
     if (message === undefined) return [];
     const startedAt = performance.now();
     const arg = (name: string): TypedData | undefined => message.args.find((a) => a.name === name)?.value;
@@ -218,7 +219,7 @@ export class Authorizer {
     const srcPort = arg(SPOE_ARG.srcPort);
     const actions: SpoeAction[] = [];
     // Echo the epoch HAProxy asked under: the verdict stays valid until HAProxy's epoch moves on.
-    if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value));
+    if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value), int('txn', SPOE_VAR.answered, 1));
 
     let id: ServiceSpiffeId;
     try {
