@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { parsePermissions } from '../../src/consul/permissions.js';
 import { SPOE_AUTH, SPOE_MESSAGE, SPOE_PERMISSIONS_MESSAGE } from '../../src/domain/haproxy-names.js';
 import { type Intention, type IntentionSet, type PermissionRequest, l7Policy, policiesOf } from '../../src/domain/intentions.js';
-import { Authorizer } from '../../src/intentions/authorizer.js';
+import { Authorizer, RETIRED_POLICY_MS } from '../../src/intentions/authorizer.js';
 import { decideL7, decideRequest, evaluate } from '../../src/intentions/evaluate.js';
 import { decodeHdrsBin, encodeHdrsBin } from '../../src/spoe/hdrs-bin.js';
 import type { SpoeAction, SpoeMessage } from '../../src/spoe/types.js';
@@ -167,6 +167,30 @@ describe('the agent on an HTTP listener', () => {
     broken.args[3] = { name: 'headers', value: { type: 'binary', value: Buffer.from([5, 1]) } };
     assert.equal(intVar(authorizer.handle([broken]), 'authz'), 0);
     assert.deepEqual([authorizer.stats.requestsAllowed, authorizer.stats.requestsDenied], [1, 3]);
+  });
+
+  test('a policy the intentions just dropped still decides for RETIRED_POLICY_MS (sessions given it before the epoch moved); then it is unknown', () => {
+    let now = 1_000;
+    const authorizer = new Authorizer({ now: () => now });
+    authorizer.update({ intentions: set, trustDomain: 'x.consul' });
+    const [old] = [...authorizer.policies.keys()];
+    assert.ok(old !== undefined);
+    // The source's permissions change: a new policy id, the old one no longer in the intentions.
+    authorizer.update({ intentions: { ...set, intentions: [l7('api', [{ Action: 'allow', HTTP: { PathPrefix: '/new' } }]), ...set.intentions.slice(1)] } });
+    const [fresh] = [...authorizer.policies.keys()];
+    assert.ok(fresh !== undefined && fresh !== old && !authorizer.policies.has(old));
+    assert.equal(intVar(authorizer.handle([permissionsMessage(old, 'GET', '/ok/1')]), 'authz'), 1, 'decided by the old policy');
+    assert.equal(intVar(authorizer.handle([permissionsMessage(old, 'GET', '/new')]), 'authz'), 0, 'the old policy, not the new one');
+    assert.equal(intVar(authorizer.handle([permissionsMessage(fresh, 'GET', '/new')]), 'authz'), 1);
+    now += RETIRED_POLICY_MS - 1;
+    assert.equal(intVar(authorizer.handle([permissionsMessage(old, 'GET', '/ok/1')]), 'authz'), 1);
+    now += 1;
+    assert.equal(intVar(authorizer.handle([permissionsMessage(old, 'GET', '/ok/1')]), 'authz'), 0, 'past RETIRED_POLICY_MS: unknown');
+    // Back to the first intentions: the old policy is current again, whatever its retirement said.
+    authorizer.update({ intentions: set });
+    now += RETIRED_POLICY_MS * 2;
+    assert.equal(intVar(authorizer.handle([permissionsMessage(old, 'GET', '/ok/1')]), 'authz'), 1);
+    assert.equal(intVar(authorizer.handle([permissionsMessage(fresh, 'GET', '/new')]), 'authz'), 0, 'the second policy expired in turn');
   });
 
   test('per connection without a certificate: deny (auth 0), whatever the listener', () => {
