@@ -11,8 +11,9 @@
  * comma (Exact `a,b`), so the agent decides all of its requests, and it holds the path and header
  * permissions of the rendered ones too, so the same requests must get the same answers from both.
  * Then: the default policy (default allow here, default deny on a second agent with ACLs), L4
- * intentions per request, an intention change on an open keep-alive connection, reload counts and
- * the time until a change is seen, and a regex RE2 refuses.
+ * intentions per request, an intention change on an open keep-alive connection, an agent-decided
+ * policy changed under keep-alive traffic (no request both policies allow may be refused), reload
+ * counts and the time until a change is seen, and a regex RE2 refuses.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
@@ -67,10 +68,13 @@ const COMMA_PERMISSIONS: Json[] = [
   allow({ PathExact: '/comma-not', Header: [header('x-c', { Exact: 'a,b', Invert: true })] }),
 ];
 const ORDERED: Json[] = [{ Action: 'deny', HTTP: { PathPrefix: '/admin' } }, allow({ PathPrefix: '/' })];
+/** Two policies the agent decides (a comma pattern each) that both allow `GET /`: the `churn` source flips between them. */
+const CHURN_A: Json[] = [{ Action: 'deny', HTTP: { PathPrefix: '/', Header: [header('x-c', { Exact: 'a,b' })] } }, allow({ PathPrefix: '/' })];
+const CHURN_B: Json[] = [{ Action: 'deny', HTTP: { PathPrefix: '/', Header: [header('x-c', { Exact: 'c,d' })] } }, allow({ PathPrefix: '/' })];
 /** No catch-all: a request neither permission matches gets the default policy. */
 const WITH_DEFAULT: Json[] = [allow({ PathExact: '/only' }), { Action: 'deny', HTTP: { PathExact: '/no' } }];
 
-/** Each source's intention on `api` (L4: `Action`; L7: `Permissions`). `ka` and `mv` move during the tests. */
+/** Each source's intention on `api` (L4: `Action`; L7: `Permissions`). `ka`, `mv` and `churn` move during the tests. */
 const sources: Record<string, Json> = {
   paths: { Permissions: [...PATH_PERMISSIONS, DENY_REST] },
   hdrs: { Permissions: [...HEADER_PERMISSIONS, DENY_REST] },
@@ -82,6 +86,7 @@ const sources: Record<string, Json> = {
   l4deny: { Action: 'deny' },
   ka: { Action: 'allow' },
   mv: { Action: 'allow' },
+  churn: { Permissions: CHURN_A },
 };
 const RENDERED_SOURCES = ['paths', 'hdrs', 'methods', 'ordered', 'dflt'];
 const LEAF_SOURCES = [...Object.keys(sources), 'nobody', 'bad'];
@@ -651,6 +656,40 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
     } finally {
       conn.close();
     }
+  });
+
+  test('an agent-decided policy changed under keep-alive traffic: no request that the old and the new policy both allow is refused', async () => {
+    const sidecar = main.sidecar;
+    const CHANGES = 10;
+    const conns = await Promise.all([1, 2].map(() => MtlsConnection.open(main, 'churn')));
+    let running = true;
+    let requests = 0;
+    let closedEarly = 0;
+    const refused: string[] = [];
+    const load = conns.map(async (conn) => {
+      while (running && !conn.closed) {
+        const answer = await conn.request({ path: '/' });
+        requests++;
+        if (answer.status !== 200) refused.push(`request ${requests}: ${shown(answer)}`);
+      }
+    });
+    try {
+      for (let i = 0; i < CHANGES; i++) {
+        const mark = sidecar.logs.length;
+        await move('churn', { Permissions: i % 2 === 0 ? CHURN_B : CHURN_A });
+        await waitFor(`change ${i + 1}: the new intentions epoch in HAProxy`, async () => epochMoved(sidecar, mark) || undefined, APPLY_TIMEOUT_MS, 5);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      running = false;
+      await Promise.all(load);
+      closedEarly = conns.filter((c) => c.closed).length;
+      for (const conn of conns) conn.close();
+    }
+    assert.ok(requests >= 100, `only ${requests} requests ran through the changes`);
+    assert.deepEqual(refused.slice(0, 5), [], `${refused.length} of ${requests} requests refused through ${CHANGES} changes`);
+    assert.equal(closedEarly, 0, 'a connection was closed during the changes');
+    console.log(`agent-decided policy changed ${CHANGES} times under keep-alive traffic: ${requests} requests on 2 connections, none refused`);
   });
 
   test('reloads: moving a source between allow, deny and an existing L7 policy reloads nothing; new rules reload once', async () => {
