@@ -36,8 +36,8 @@ export function askAgainWhenStoppingLine(): string {
  * again. The message carries the epoch current when HAProxy sent it and the agent echoes it; when
  * the daemon moves the epoch on (add the new one, make it current, delete the old ones) while the
  * agent answers, the answer arrives for a deleted epoch. Refusing it would deny a request that both
- * the old and the new intentions may allow (measured: one 403 among 113,149 new connections through
- * 20 intention changes at the destination). The second answer is stamped with the new epoch; should
+ * the old and the new intentions may allow (measured on a pair: 3 of 648,464 new connections
+ * refused through 120 intention changes at the destination, 0 of 893,383 through 180 with this rule). The second answer is stamped with the new epoch; should
  * the epoch move again meanwhile, the request is refused (fail closed). Only a stream whose question
  * the agent answered just now is looked at (SPOE_VAR.answered): a request of a kept-alive connection
  * whose verdict is current adds no map lookup, and no answer at all (agent down, timeout) is refused
