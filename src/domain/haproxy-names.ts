@@ -72,6 +72,11 @@ export const SPOE_MESSAGE = 'authorize';
  */
 export const SPOE_REAUTHORIZE_MESSAGE = 'reauthorize';
 export const SPOE_REAUTHORIZE_GROUP = 'reauthorize';
+/**
+ * `option set-on-error`: HAProxy sets `txn.connect.<this>` when a question got no answer (agent
+ * down, timeout, error), so the rule that asks again leaves such a stream to the refusal at once.
+ */
+export const SPOE_ERROR_VAR = 'error';
 /** `option var-prefix`: the agent's variables are `sess.<prefix>.<name>`. */
 export const SPOE_VAR_PREFIX = 'connect';
 /** Arguments of the SPOE message. */
@@ -99,12 +104,6 @@ export const SPOE_VAR = {
   xfcc: 'xfcc',
   /** The epoch the verdict belongs to: a connection is asked again when it is no longer current. */
   epoch: 'epoch',
-  /**
-   * txn scope: set with every answer to `authorize`/`reauthorize`, so the rule that asks again looks
-   * at the epoch only on a stream whose question was just answered (not on every request of a
-   * kept-alive connection, nor after no answer at all).
-   */
-  answered: 'answered',
   sourceService: 'source_service',
   sourceNamespace: 'source_namespace',
   sourcePartition: 'source_partition',

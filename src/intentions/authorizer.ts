@@ -256,7 +256,7 @@ export class Authorizer {
     const srcPort = arg(SPOE_ARG.srcPort);
     const actions: SpoeAction[] = [];
     // Echo the epoch HAProxy asked under: the verdict stays valid until HAProxy's epoch moves on.
-    if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value), int('txn', SPOE_VAR.answered, 1));
+    if (epoch?.type === 'string') actions.push(str('sess', SPOE_VAR.epoch, epoch.value));
 
     let id: ServiceSpiffeId;
     try {

@@ -15,6 +15,7 @@ import {
   SPOE_ARG,
   SPOE_CONFIG_FILE,
   SPOE_ENGINE,
+  SPOE_ERROR_VAR,
   SPOE_MESSAGE,
   SPOE_PERMISSIONS_ARG,
   SPOE_PERMISSIONS_GROUP,
@@ -82,6 +83,7 @@ function spoeConfigText(runDir: string, http: boolean, xfcc: boolean): string {
     `${INDENT}messages ${SPOE_MESSAGE}`,
     `${INDENT}groups ${http ? `${SPOE_PERMISSIONS_GROUP} ` : ''}${SPOE_REAUTHORIZE_GROUP}`,
     `${INDENT}option var-prefix ${SPOE_VAR_PREFIX}`,
+    `${INDENT}option set-on-error ${SPOE_ERROR_VAR}`,
     // Variables the rules do not reference would be dropped silently (FACTS §2).
     `${INDENT}register-var-names ${Object.values(SPOE_VAR).join(' ')}`,
     `${INDENT}timeout hello ${ms(SPOE_TIMEOUT_HELLO_MS)}`,

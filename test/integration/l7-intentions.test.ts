@@ -670,7 +670,7 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       while (running && !conn.closed) {
         const answer = await conn.request({ path: '/' });
         requests++;
-        if (answer.status !== 200) refused.push(`request ${requests}: ${shown(answer)}`);
+        if (answer.status !== 200) refused.push(`request ${requests} at ${new Date().toISOString()}: ${shown(answer)}`);
       }
     });
     try {
@@ -687,7 +687,19 @@ describe('L7 intentions with real Consul and HAProxy, requests over mTLS to the 
       for (const conn of conns) conn.close();
     }
     assert.ok(requests >= 100, `only ${requests} requests ran through the changes`);
-    assert.deepEqual(refused.slice(0, 5), [], `${refused.length} of ${requests} requests refused through ${CHANGES} changes`);
+    // What the daemon said about the refused requests' moments (the agent's decisions are debug lines).
+    const around = (iso: string): string[] => {
+      const at = Date.parse(iso.slice(iso.indexOf(' at ') + 4, iso.indexOf(': ')));
+      return sidecar.logs
+        .filter((l) => typeof l.time === 'string' && Math.abs(Date.parse(l.time) - at) <= 30 && l.msg !== 'request authorized')
+        .concat(sidecar.logs.filter((l) => l.msg === 'request authorized' && l.allowed !== true && typeof l.time === 'string' && Math.abs(Date.parse(l.time) - at) <= 30))
+        .map((l) => JSON.stringify(l).slice(0, 400));
+    };
+    assert.deepEqual(
+      refused.slice(0, 5),
+      [],
+      `${refused.length} of ${requests} requests refused through ${CHANGES} changes; the daemon around the first:\n${refused[0] === undefined ? '' : around(refused[0]).join('\n')}`,
+    );
     assert.equal(closedEarly, 0, 'a connection was closed during the changes');
     console.log(`agent-decided policy changed ${CHANGES} times under keep-alive traffic: ${requests} requests on 2 connections, none refused`);
   });
