@@ -126,6 +126,7 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
   }
   if (frontend.spoe?.http !== undefined) {
     const { spoe } = frontend;
+    const epochMap = runDirPath(runDir, spoe.epochMapFile);
     // The filter's message fires before the http-request rules, on a request whose session has no
     // verdict for the current epoch; the rules wait for it (timeout processing, then no verdict).
     // The access log's captures come first: a denied request is logged with its path, as Envoy does.
@@ -133,18 +134,19 @@ function renderFrontend(frontend: Frontend, runDir: string, global: Global): str
       askAgainWhenStoppingLine(),
       ...frontendAccessLogLines(frontend, global),
       `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
-      reauthorizeLine('http-request', spoe.engine, runDirPath(runDir, spoe.epochMapFile)),
-      ...permissionLines(frontend.spoe.http.policies, spoe.engine, currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))),
+      reauthorizeLine('http-request', spoe.engine, epochMap),
+      ...permissionLines(frontend.spoe.http.policies, spoe.engine, currentEpochAcl(epochMap)),
     );
   } else if (frontend.spoe !== undefined) {
     const { spoe } = frontend;
+    const epochMap = runDirPath(runDir, spoe.epochMapFile);
     // The filter's message fires before these rules run (FACTS §2); inspect-delay makes the rules
     // wait for its verdict. No verdict (agent down, timeout, error) or a stale one → reject.
     lines.push(
       `filter spoe engine ${spoe.engine} config ${quoteArg(runDirPath(runDir, spoe.configFile))}`,
       `tcp-request inspect-delay ${formatDuration(spoe.inspectDelayMs)}`,
-      reauthorizeLine('tcp-request content', spoe.engine, runDirPath(runDir, spoe.epochMapFile)),
-      `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(runDirPath(runDir, spoe.epochMapFile))}`,
+      reauthorizeLine('tcp-request content', spoe.engine, epochMap),
+      `tcp-request content reject unless ${allowedAcl()} ${currentEpochAcl(epochMap)}`,
     );
   }
   if (frontend.spoe?.http === undefined) lines.push(...frontendAccessLogLines(frontend, global));

@@ -37,12 +37,12 @@ export function askAgainWhenStoppingLine(): string {
  * the daemon moves the epoch on (add the new one, make it current, delete the old ones) while the
  * agent answers, the answer arrives for a deleted epoch. The same holds without a question: the
  * filter's guard found the session's verdict current, and the epoch moved (on another thread)
- * before this rule read it. Refusing it would deny a request that both
- * the old and the new intentions may allow (measured on a pair: 3 of 648,464 new connections
- * refused through 120 intention changes at the destination, 0 of 893,383 through 180 with this rule). The second answer is stamped with the new epoch; should
- * the epoch move again meanwhile, the request is refused (fail closed). A question that got no
- * answer (agent down, timeout: SPOE_ERROR_VAR) is not asked again: the refusal comes at once, as
- * before. A request whose verdict is current pays one more map lookup.
+ * before this rule read it. Refusing it would deny a request that both the old and the new
+ * intentions may allow (measured on a pair: 3 of 648,464 new connections refused through 120
+ * intention changes at the destination, 0 of 893,383 through 180 with this rule). The second answer
+ * is stamped with the new epoch; should the epoch move again meanwhile, the request is refused (fail
+ * closed). A question that got no answer (agent down, timeout: SPOE_ERROR_VAR) is not asked again:
+ * the refusal comes at once, as before. A request whose verdict is current pays one more map lookup.
  */
 export function reauthorizeLine(directive: 'http-request' | 'tcp-request content', engine: string, epochMapPath: string): string {
   return `${directive} send-spoe-group ${engine} ${SPOE_REAUTHORIZE_GROUP} if !{ var(txn.${SPOE_VAR_PREFIX}.${SPOE_ERROR_VAR}) -m found } !${currentEpochAcl(epochMapPath)}`;
