@@ -38,7 +38,9 @@ export const SPOE_TIMEOUT_HELLO_MS = 2_000;
 export const SPOE_TIMEOUT_IDLE_MS = 30_000;
 /**
  * Bound on one authorization (queueing, NOTIFY, ACK). A decision is a map lookup, so only a wedged
- * agent reaches it; then the connection is rejected (fail closed).
+ * agent, or a daemon busy with a very large change (a 10,001-source intentions entry kept its event
+ * loop from turning for 1.5–5.6 s: README, "A known limit"), reaches it; then the connection is
+ * rejected (fail closed).
  */
 export const SPOE_TIMEOUT_PROCESSING_MS = 2_000;
 /** `tcp-request inspect-delay`: above the processing timeout, so the SPOE verdict always arrives first. */
