@@ -14,12 +14,12 @@
  * `send-spoe-group` sends the method, the path and the headers, and the agent sets the same
  * variable. Whatever sets no verdict is denied.
  */
-import { SPOE_AUTH, SPOE_PERMISSIONS_GROUP, SPOE_VAR, SPOE_VAR_PREFIX } from '../domain/haproxy-names.js';
+import { SPOE_AUTH, SPOE_PERMISSIONS_GROUP, SPOE_VAR } from '../domain/haproxy-names.js';
 import type { L7Policy, PermissionMatch } from '../domain/intentions.js';
 import type { RouteMatch } from '../domain/routes.js';
 import { isHaproxyConnectError } from '../errors.js';
 import { approximations, routeConditionTerms } from './route-acl.js';
-import { spoeVar } from './spoe-rules.js';
+import { spoeTxnVar, spoeVar } from './spoe-rules.js';
 
 /** Envoy's RBAC denial (its HTTP filter's local reply). */
 export const RBAC_DENIED_STATUS = 403;
@@ -32,7 +32,7 @@ export const MAX_RENDERED_ACLS = 4_000;
 const MAX_ALTERNATIVES = 16;
 
 /** The per-request verdict: set by the rendered chains and, with the same name, by the agent (var-prefix). */
-const TXN_AUTHZ = `txn.${SPOE_VAR_PREFIX}.${SPOE_VAR.authz}`;
+const TXN_AUTHZ = spoeTxnVar(SPOE_VAR.authz);
 
 /** Constructs whose meaning differs on non-ASCII header values (RE2: code points; PCRE2 in HAProxy: bytes). */
 const CODE_POINT_SENSITIVE = /(^|[^\\])(?:\\\\)*(?:\.|\[\^)|\\[DSWPpC]|\(\?[a-zA-Z]*[is]/;

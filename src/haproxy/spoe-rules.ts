@@ -9,6 +9,11 @@ export function spoeVar(name: string): string {
   return `sess.${SPOE_VAR_PREFIX}.${name}`;
 }
 
+/** `txn.connect.<name>`: a variable of one request (HTTP) or connection (TCP). */
+export function spoeTxnVar(name: string): string {
+  return `txn.${SPOE_VAR_PREFIX}.${name}`;
+}
+
 /** The session's verdict belongs to the epoch the map at `epochMapPath` names as current. */
 export function currentEpochAcl(epochMapPath: string): string {
   return `{ var(${spoeVar(SPOE_VAR.epoch)}),map_str_int(${epochMapPath},0) -m int eq 1 }`;
@@ -45,5 +50,5 @@ export function askAgainWhenStoppingLine(): string {
  * the refusal comes at once, as before. A request whose verdict is current pays one more map lookup.
  */
 export function reauthorizeLine(directive: 'http-request' | 'tcp-request content', engine: string, epochMapPath: string): string {
-  return `${directive} send-spoe-group ${engine} ${SPOE_REAUTHORIZE_GROUP} if !{ var(txn.${SPOE_VAR_PREFIX}.${SPOE_ERROR_VAR}) -m found } !${currentEpochAcl(epochMapPath)}`;
+  return `${directive} send-spoe-group ${engine} ${SPOE_REAUTHORIZE_GROUP} if !{ var(${spoeTxnVar(SPOE_ERROR_VAR)}) -m found } !${currentEpochAcl(epochMapPath)}`;
 }
